@@ -2,8 +2,8 @@
 
 from mlpf.data.format import (  # noqa: F401
     CLASS_NAMES,
-    ELEM_TRACK,
     ELEM_TOWER,
+    ELEM_TRACK,
     N_CLASSES,
     X_COLUMNS,
     Y_COLUMNS,

@@ -11,7 +11,6 @@ come from the internet, so :class:`_SafeUnpickler` admits only what the dataset 
 from __future__ import annotations
 
 import bz2
-import io
 import os
 import pickle
 from collections.abc import Iterable, Iterator, Sequence
@@ -62,20 +61,34 @@ class _SafeUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError("refused persistent id: not part of the dataset format")
 
 
-class _CappedReader(io.RawIOBase):
-    """Stops reading once more than ``limit`` decompressed bytes came through."""
+class _SizeLimitExceeded(Exception):
+    pass
+
+
+class _CappedReader:
+    """File-like view that refuses to hand out more than ``limit`` decompressed bytes."""
 
     def __init__(self, raw, limit: int):
         self._raw, self._left = raw, limit
 
-    def readable(self) -> bool:
-        return True
+    def _count(self, n: int) -> None:
+        self._left -= n
+        if self._left < 0:
+            raise _SizeLimitExceeded
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self._count(len(data))
+        return data
+
+    def readline(self) -> bytes:
+        data = self._raw.readline()
+        self._count(len(data))
+        return data
 
     def readinto(self, buf) -> int:
         n = self._raw.readinto(buf)
-        self._left -= n
-        if self._left < 0:
-            raise pickle.UnpicklingError("decompressed data exceeds the size limit")
+        self._count(n)
         return n
 
 
@@ -101,7 +114,8 @@ def _validate(obj, path) -> list[Event]:
             if a.dtype.kind not in "fiub":
                 raise DataError(path, f"event {i}: {key} has non-numeric dtype {a.dtype}")
             if a.ndim != 2 or a.shape[1] != width:
-                raise DataError(path, f"event {i}: {key} has shape {a.shape}, expected (n, {width})")
+                raise DataError(path, f"event {i}: {key} has shape {a.shape}, "
+                                f"expected (n, {width})")
             a = a.astype(np.float32)
             if not np.isfinite(a).all():
                 raise DataError(path, f"event {i}: {key} has non-finite values")
@@ -129,12 +143,14 @@ def read_file(path: str | os.PathLike) -> list[Event]:
     path = Path(path)
     try:
         with bz2.open(path, "rb") as f:
-            reader = io.BufferedReader(_CappedReader(f, MAX_DECOMPRESSED_BYTES))
-            obj = _SafeUnpickler(reader).load()
+            obj = _SafeUnpickler(_CappedReader(f, MAX_DECOMPRESSED_BYTES)).load()
     except FileNotFoundError:
         raise DataError(path, "no such file") from None
     except IsADirectoryError:
         raise DataError(path, "is a directory") from None
+    except _SizeLimitExceeded:
+        raise DataError(path, f"decompressed data exceeds the size limit "
+                        f"({MAX_DECOMPRESSED_BYTES} bytes)") from None
     except pickle.UnpicklingError as e:
         raise DataError(path, f"unsafe or corrupt pickle: {e}") from None
     except EOFError:

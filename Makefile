@@ -1,0 +1,68 @@
+# MLPF hyperparameter-optimisation artifact: the map of the pipeline.
+#   make benchmark          set up, make data, run every paper method at SCALE (default small)
+#   make test               set up and run the test suite
+#   make figures            rebuild paper_figures/<scale>/ from the raw logs in results/
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+SCALE ?= small
+METHODS ?= random hyperband asha asha_bo
+SEEDS ?= 0
+WORKERS ?= 2
+EVALUATOR ?= process
+PYTHON ?= python3.11
+PYTEST_ARGS ?=
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+
+ifeq ($(filter $(SCALE),smoke small paper),)
+$(error SCALE must be one of smoke, small, paper (got '$(SCALE)'))
+endif
+
+.PHONY: help setup test lint data benchmark figures physics clean distclean
+
+help: ## show this help
+	@echo "usage: make TARGET [SCALE=smoke|small|paper] (default SCALE=small)"
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  %-11s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv (Python 3.11) and install requirements.txt
+
+$(STAMP): requirements.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 2; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+test: setup ## run the test suite (slow and MPI tests included; PYTEST_ARGS="-m 'not slow'" skips them)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup ## ruff
+	$(VENV)/bin/ruff check .
+
+data: data/$(SCALE)/.complete ## generate train/val/test events for SCALE (only when missing)
+
+data/%/.complete: | $(STAMP)
+	$(PY) -m mlpf.data.prepare --scale $* --workers $(NPROC)
+	touch $@
+
+benchmark: setup data ## run the searches for SCALE: METHODS, SEEDS, WORKERS, EVALUATOR=process|mpi
+	$(PY) -m experiments.benchmark --scale $(SCALE) --methods "$(METHODS)" \
+	  --seeds "$(SEEDS)" --workers $(WORKERS) --evaluator $(EVALUATOR)
+
+figures: setup ## rebuild paper_figures/SCALE/ from the raw logs in results/SCALE/
+	$(PY) -m analysis.make_figures --scale $(SCALE)
+
+physics: setup data ## retrain the best and the default configuration and compare physics metrics
+	$(PY) -m analysis.physics --scale $(SCALE)
+
+clean: ## remove generated data, runs, caches (keeps .venv and the shipped logs)
+	rm -rf data runs benchmarks/out .pytest_cache .ruff_cache
+	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
+
+distclean: clean ## also remove .venv
+	rm -rf $(VENV)
