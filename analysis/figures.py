@@ -1,0 +1,230 @@
+"""Every figure of the study, one function each, from the loaded logs (Agg backend).
+
+    best_vs_compute       best-so-far val loss vs cumulative device-hours (log x): the key figure
+    best_vs_wall          the same against wall-clock hours
+    learning_curves       every trial's val loss per epoch; where early stopping cut trials
+    budget_per_trial      histogram of epochs per trial (the rungs a stopper uses)
+    utilisation           worker utilisation over time
+    best_hyperparameters  parallel coordinates of the best trials per method
+
+Each function takes ``runs`` ({method: {seed: Search}}) and the tidy ``trials`` table and
+returns a Figure; :func:`save` writes it as PDF and PNG with fixed metadata (no dates, no
+software string) so that reruns give the same bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis.logs import (  # noqa: E402
+    DEFAULT_METHOD,
+    EPOCH,
+    HP_PREFIX,
+    JOB_ID,
+    OK,
+    STOPPED,
+    VAL_LOSS,
+)
+from analysis.metrics import best_so_far, utilisation_over_time  # noqa: E402
+
+FIGSIZE = (6.4, 4.0)  # inches, one column of a two-column paper at 2x
+PALETTE = plt.get_cmap("tab10").colors
+TOP_K = 5  # trials per method in the hyperparameter plot
+
+
+def color(method: str, methods: list[str]) -> tuple:
+    return PALETTE[methods.index(method) % len(PALETTE)]
+
+
+def _searches(runs: dict) -> dict:
+    return {m: s for m, s in runs.items() if m != DEFAULT_METHOD}
+
+
+def save(fig, out: Path, name: str) -> list[Path]:
+    """Write out/name.pdf and out/name.png without timestamps; close the figure."""
+    paths = [out / f"{name}.pdf", out / f"{name}.png"]
+    fig.savefig(paths[0], metadata={"CreationDate": None, "ModDate": None, "Producer": None,
+                                    "Creator": None})
+    fig.savefig(paths[1], dpi=150, metadata={"Software": None})
+    plt.close(fig)
+    return paths
+
+
+def _reference_lines(ax, refs: dict) -> None:
+    if refs and np.isfinite(refs.get("default_loss", np.nan)):
+        ax.axhline(refs["default_loss"], color="k", ls="--", lw=1,
+                   label=f"default ({refs['default_ref']})")
+    if refs and np.isfinite(refs.get("target", np.nan)):
+        ax.axhline(refs["target"], color="0.5", ls=":", lw=1, label="target")
+
+
+def _best_vs(runs: dict, refs: dict, x: str, xlabel: str, logx: bool):
+    fig, ax = plt.subplots(figsize=FIGSIZE, layout="constrained")
+    methods = list(_searches(runs))
+    for m in methods:
+        for i, s in enumerate(runs[m].values()):
+            bsf = best_so_far(s.curves).dropna(subset=["best_loss"])
+            if logx:
+                bsf = bsf[bsf[x] > 0]
+            if len(bsf) == 0:
+                continue
+            ax.step(bsf[x], bsf["best_loss"], where="post", color=color(m, methods),
+                    lw=1.5, alpha=0.9 if len(runs[m]) == 1 else 0.6,
+                    label=m if i == 0 else None)
+    _reference_lines(ax, refs)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("best validation loss so far")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3, which="both")
+    return fig
+
+
+def best_vs_compute(runs: dict, trials: pd.DataFrame, refs: dict):
+    """Best-so-far val loss against cumulative device-hours (log x), one line per search."""
+    return _best_vs(runs, refs, "device_hours", "compute spent [device-hours]", logx=True)
+
+
+def best_vs_wall(runs: dict, trials: pd.DataFrame, refs: dict):
+    """Best-so-far val loss against wall-clock hours since the search began."""
+    return _best_vs(runs, refs, "wall_hours", "wall time [hours]", logx=False)
+
+
+def _grid(n: int, sharey: bool = True):
+    """A figure with n panels, up to 3 per row; returns (fig, flat axes)."""
+    cols = min(n, 3)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False,
+                             sharey=sharey, layout="constrained")
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat)
+
+
+def learning_curves(runs: dict, trials: pd.DataFrame, refs: dict):
+    """Val loss per epoch of every trial, one panel per method (first seed's search in
+    colour, others grey); an x marks the last epoch of a trial stopped early."""
+    searches = _searches(runs)
+    methods = list(searches)
+    fig, axes = _grid(len(methods))
+    for ax, m in zip(axes, methods):
+        for k, s in searches[m].items():
+            first = k == next(iter(searches[m]))
+            st = trials[(trials["method"] == m) & (trials["seed"] == k)].set_index(JOB_ID)
+            for jid, c in s.curves.groupby(JOB_ID, sort=True):
+                c = c.sort_values(EPOCH)
+                status = st["status"].get(jid, OK)
+                ax.plot(c[EPOCH], c[VAL_LOSS], lw=0.8,
+                        color=color(m, methods) if first else "0.7", alpha=0.7)
+                if status == STOPPED:
+                    ax.plot(c[EPOCH].iloc[-1], c[VAL_LOSS].iloc[-1], "x", ms=4, color="C3")
+        ax.set_title(m, fontsize="medium")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if refs and np.isfinite(refs.get("default_loss", np.nan)):
+            ax.axhline(refs["default_loss"], color="k", ls="--", lw=0.8)
+    axes[0].set_ylabel("validation loss")
+    fig.suptitle("learning curves (x: stopped early, dashed: default)", fontsize="medium")
+    return fig
+
+
+def budget_per_trial(runs: dict, trials: pd.DataFrame, refs: dict):
+    """Histogram of epochs per trial, one panel per method: the rungs where stoppers cut."""
+    methods = list(_searches(runs))
+    fig, axes = _grid(len(methods))
+    top = int(max(trials["epochs"].max(), 1))
+    bins = np.arange(0.5, top + 1.5)
+    for ax, m in zip(axes, methods):
+        e = trials.loc[trials["method"] == m, "epochs"]
+        ax.hist(e, bins=bins, color=color(m, methods))
+        ax.set_title(f"{m} ({len(e)} trials, {int(e.sum())} epochs)", fontsize="medium")
+        ax.set_xlabel("epochs trained")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("trials")
+    return fig
+
+
+def utilisation(runs: dict, trials: pd.DataFrame, refs: dict, n_bins: int = 40):
+    """Fraction of workers busy training, in n_bins windows of each search's wall time."""
+    fig, ax = plt.subplots(figsize=FIGSIZE, layout="constrained")
+    methods = list(_searches(runs))
+    for m in methods:
+        for i, s in enumerate(runs[m].values()):
+            u = utilisation_over_time(s.curves, s.workers, s.duration, n_bins)
+            if len(u) == 0:
+                continue
+            ax.stairs(u["utilisation"], np.r_[u["t_lo_hours"], u["t_hi_hours"].iloc[-1]],
+                      color=color(m, methods), lw=1.2, label=m if i == 0 else None)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("wall time [hours]")
+    ax.set_ylabel("worker utilisation")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _hp_axis(v: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Map one hyperparameter column to [0, 1] (log scale if positive over > 2 decades;
+    categories by sorted code) and return tick labels (min, max)."""
+    num = pd.to_numeric(v, errors="coerce")
+    if num.notna().all():
+        x = num.to_numpy(float)
+        if (x > 0).all() and x.max() / x.min() > 100:
+            x = np.log10(x)
+            labels = [f"{num.min():.2g}", f"{num.max():.2g}"]
+        else:
+            labels = [f"{num.min():.3g}", f"{num.max():.3g}"]
+    else:
+        cats = sorted(v.astype(str).unique())
+        x = np.array([cats.index(c) for c in v.astype(str)], float)
+        labels = [cats[0], cats[-1]]
+    span = x.max() - x.min()
+    return (x - x.min()) / span if span > 0 else np.full_like(x, 0.5), labels
+
+
+def best_hyperparameters(runs: dict, trials: pd.DataFrame, refs: dict, top_k: int = TOP_K):
+    """Parallel coordinates of the top_k trials (lowest best_loss) per method, each
+    hyperparameter scaled to its range among those trials; thicker line = better."""
+    methods = list(_searches(runs))
+    t = trials[trials["method"].isin(methods) & trials["best_loss"].notna()]
+    t = t.sort_values(["best_loss", "seed", JOB_ID], kind="mergesort")
+    top = t.groupby("method", sort=False).head(top_k).reset_index(drop=True)
+    hps = [c for c in top.columns if c.startswith(HP_PREFIX) and top[c].notna().all()]
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(hps) + 1), 4.0), layout="constrained")
+    if not hps or len(top) == 0:
+        ax.text(0.5, 0.5, "no hyperparameter columns", ha="center", transform=ax.transAxes)
+        return fig
+    cols = {h: _hp_axis(top[h]) for h in hps}
+    y = np.stack([cols[h][0] for h in hps], axis=1)  # (n_trials, n_hps)
+    for i, r in top.iterrows():
+        rank = (top["method"].iloc[: i + 1] == r["method"]).sum()  # 1 = best of its method
+        ax.plot(range(len(hps)), y[i], color=color(r["method"], methods), alpha=0.8,
+                lw=2.5 if rank == 1 else 0.8, label=r["method"] if rank == 1 else None)
+    ax.set_xticks(range(len(hps)))
+    ax.set_xticklabels([f"{h[len(HP_PREFIX):]}\n{cols[h][1][0]}..{cols[h][1][1]}" for h in hps],
+                       fontsize="x-small", rotation=30, ha="right")
+    ax.set_yticks([0, 1])
+    ax.set_yticklabels(["min", "max"])
+    ax.set_title(f"hyperparameters of the {top_k} best trials per method (thick: best)",
+                 fontsize="medium")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3, axis="x")
+    return fig
+
+
+FIGURES = {
+    "best_vs_compute": best_vs_compute,
+    "best_vs_wall": best_vs_wall,
+    "learning_curves": learning_curves,
+    "budget_per_trial": budget_per_trial,
+    "utilisation": utilisation,
+    "best_hyperparameters": best_hyperparameters,
+}

@@ -1,0 +1,323 @@
+"""Raw HPO logs -> tidy pandas tables. The only module that knows the log layout.
+
+One search writes ``results/<scale>/<method>/seed<k>/`` with
+    results.csv          DeepHyper 0.13: one row per trial (p:<hp>, objective, job_id, m:<meta>)
+    learning_curves.csv  one row per trial and epoch (written by the search driver)
+    metadata.json        method, settings, workers, start/end time, status, decision_times
+
+Every column and key name of that contract is defined once, below. The loader is tolerant:
+missing metadata columns, a missing learning_curves.csv, an interrupted search without
+end_time all give a :class:`LogWarning` and the best table that can still be built.
+
+Usage:
+    runs = load_scale(RESULTS_DIR / "small")     # {method: {seed: Search}}
+    trials, epochs = tidy(runs)                  # two long DataFrames
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# ---- file names ---------------------------------------------------------------------------
+RESULTS_CSV = "results.csv"
+CURVES_CSV = "learning_curves.csv"
+METADATA_JSON = "metadata.json"
+SEED_DIR = re.compile(r"^seed(\d+)$")
+DEFAULT_METHOD = "default"  # the untuned reference configuration, one trial trained to max_t
+
+# ---- results.csv (DeepHyper 0.13) ---------------------------------------------------------
+HP_PREFIX = "p:"  # one column per hyperparameter
+META_PREFIX = "m:"  # metadata columns
+OBJECTIVE = "objective"  # -final val_loss, or a string starting with "F" for a failed trial
+FAILED_PREFIX = "F"
+JOB_ID = "job_id"
+SUBMIT = "m:timestamp_submit"
+GATHER = "m:timestamp_gather"
+STATUS = "m:status"
+REASON = "m:reason"
+EPOCHS = "m:epochs"
+BUDGET = "m:budget"
+
+# Trial status values written in m:status, plus one the loader adds for trials that have
+# epochs in learning_curves.csv but no row in results.csv (an interrupted search).
+OK, STOPPED, FAILED, UNFINISHED = "ok", "stopped", "failed", "unfinished"
+STATUSES = (OK, STOPPED, FAILED, UNFINISHED)
+
+# ---- learning_curves.csv ------------------------------------------------------------------
+EPOCH = "epoch"
+VAL_LOSS = "val_loss"
+TRAIN_LOSS = "train_loss"
+EPOCH_SECONDS = "epoch_seconds"  # wall seconds of this epoch
+T_START = "t_start"  # seconds since the search began
+T_END = "t_end"
+WORKER = "worker"
+DEVICES = "devices"  # devices the trial held; compute = epoch_seconds x devices
+CURVE_COLUMNS = (JOB_ID, EPOCH, VAL_LOSS, TRAIN_LOSS, EPOCH_SECONDS, T_START, T_END, WORKER,
+                 DEVICES)
+
+# ---- metadata.json ------------------------------------------------------------------------
+MD_METHOD = "method"
+MD_SETTINGS = "settings"  # dict: max_t, grace, eta, ...
+MD_SETTINGS_ALIASES = ("settings", "method_settings", "method_config")
+MD_SCALE = "scale"
+MD_SEED = "seed"
+MD_EVALUATOR = "evaluator"
+MD_WORKERS = "workers"
+MD_START = "start_time"  # epoch seconds
+MD_END = "end_time"
+MD_STATUS = "status"  # complete / interrupted
+MD_DECISIONS = "decision_times"  # seconds the search spent per decision
+MD_COMPLETE = "complete"
+MAX_T = "max_t"
+
+# ---- derived columns of the tidy tables ---------------------------------------------------
+DEVICE_HOURS = "device_hours"  # epoch_seconds * devices / 3600
+FINAL_LOSS = "final_loss"
+BEST_LOSS = "best_loss"
+N_EPOCHS = "epochs"
+
+
+class LogWarning(UserWarning):
+    """A raw log is incomplete; the analysis goes on with what is there."""
+
+
+class MissingLogsError(FileNotFoundError):
+    """No HPO logs at all where they were expected."""
+
+
+def warn(msg: str) -> None:
+    warnings.warn(msg, LogWarning, stacklevel=2)
+
+
+@dataclass
+class Search:
+    """The raw logs of one search (one method, one seed), lightly normalised.
+
+    results: one row per trial (results.csv), objective as float (NaN where failed)
+    curves:  one row per (trial, epoch), sorted by t_end, with a device_hours column
+    metadata: metadata.json as a dict ({} if missing)
+    """
+
+    method: str
+    seed: int
+    path: Path
+    results: pd.DataFrame
+    curves: pd.DataFrame
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def settings(self) -> dict:
+        for key in MD_SETTINGS_ALIASES:
+            if isinstance(self.metadata.get(key), dict):
+                return self.metadata[key]
+        return {}
+
+    @property
+    def max_t(self) -> float:
+        """Maximum epochs per trial (settings.max_t), NaN if unknown."""
+        return float(self.settings.get(MAX_T, math.nan))
+
+    @property
+    def workers(self) -> float:
+        return float(self.metadata.get(MD_WORKERS) or math.nan)
+
+    @property
+    def duration(self) -> float:
+        """Wall seconds of the search: end_time - start_time, or the last epoch's t_end when
+        end_time is missing (interrupted search)."""
+        start, end = self.metadata.get(MD_START), self.metadata.get(MD_END)
+        if start is not None and end is not None:
+            return float(end) - float(start)
+        if len(self.curves):
+            return float(self.curves[T_END].max())
+        return math.nan
+
+    @property
+    def hyperparameters(self) -> list[str]:
+        """Hyperparameter names without the p: prefix, in results.csv column order."""
+        return [c[len(HP_PREFIX):] for c in self.results.columns if c.startswith(HP_PREFIX)]
+
+
+def _read_results(path: Path) -> pd.DataFrame:
+    df = pd.read_csv(path)
+    if JOB_ID not in df.columns:
+        df[JOB_ID] = np.arange(len(df))
+    if OBJECTIVE not in df.columns:
+        warn(f"{path}: no '{OBJECTIVE}' column; every trial counts as failed")
+        df[OBJECTIVE] = FAILED_PREFIX
+    raw = df[OBJECTIVE].astype(str)
+    df["failed"] = raw.str.startswith(FAILED_PREFIX) | raw.str.lower().isin(("nan", ""))
+    df[OBJECTIVE] = pd.to_numeric(df[OBJECTIVE].where(~df["failed"]), errors="coerce")
+    return df
+
+
+def _read_curves(path: Path) -> pd.DataFrame:
+    df = pd.read_csv(path)
+    missing = [c for c in (JOB_ID, EPOCH, VAL_LOSS, EPOCH_SECONDS, T_END) if c not in df.columns]
+    if missing:
+        warn(f"{path}: missing columns {missing}; learning curves ignored")
+        return _empty_curves()
+    if DEVICES not in df.columns:
+        warn(f"{path}: no '{DEVICES}' column; assuming 1 device per trial")
+        df[DEVICES] = 1
+    if T_START not in df.columns:
+        df[T_START] = df[T_END] - df[EPOCH_SECONDS]
+    for c in (TRAIN_LOSS, WORKER):
+        if c not in df.columns:
+            df[c] = np.nan
+    df[VAL_LOSS] = pd.to_numeric(df[VAL_LOSS], errors="coerce")
+    df[DEVICE_HOURS] = df[EPOCH_SECONDS] * df[DEVICES] / 3600.0
+    # Order of completion across all trials: the order compute was spent in.
+    return df.sort_values([T_END, JOB_ID, EPOCH], kind="mergesort").reset_index(drop=True)
+
+
+def _empty_curves() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=float) for c in (*CURVE_COLUMNS, DEVICE_HOURS)})
+
+
+def load_search(path: Path, method: str | None = None, seed: int | None = None) -> Search:
+    """Read one ``<method>/seed<k>/`` folder. Raises MissingLogsError if it holds no log."""
+    path = Path(path)
+    method = method or path.parent.name
+    if seed is None:
+        m = SEED_DIR.match(path.name)
+        seed = int(m.group(1)) if m else 0
+    files = {n: path / n for n in (RESULTS_CSV, CURVES_CSV, METADATA_JSON)}
+    if not any(f.exists() for f in files.values()):
+        raise MissingLogsError(f"no HPO logs in {path}")
+    metadata = {}
+    if files[METADATA_JSON].exists():
+        try:
+            metadata = json.loads(files[METADATA_JSON].read_text())
+        except json.JSONDecodeError as e:
+            warn(f"{files[METADATA_JSON]}: unreadable ({e}); metadata ignored")
+    else:
+        warn(f"{path}: no {METADATA_JSON}; workers, times and settings unknown")
+    curves = _read_curves(files[CURVES_CSV]) if files[CURVES_CSV].exists() else _empty_curves()
+    if not files[CURVES_CSV].exists():
+        warn(f"{path}: no {CURVES_CSV}; compute and best-so-far curves unavailable")
+    if files[RESULTS_CSV].exists():
+        results = _read_results(files[RESULTS_CSV])
+    else:
+        warn(f"{path}: no {RESULTS_CSV}; trials taken from {CURVES_CSV}")
+        results = pd.DataFrame({JOB_ID: pd.Series(dtype=curves[JOB_ID].dtype),
+                                OBJECTIVE: pd.Series(dtype=float),
+                                "failed": pd.Series(dtype=bool)})
+    if metadata and metadata.get(MD_END) is None:
+        warn(f"{path}: metadata has no {MD_END} (interrupted search?); "
+             f"duration taken from the last epoch")
+    if metadata.get(MD_STATUS) not in (None, MD_COMPLETE):
+        warn(f"{path}: search status is {metadata.get(MD_STATUS)!r}")
+    return Search(method, seed, path, results, curves, metadata)
+
+
+def _method_order(name: str) -> tuple:
+    known = ("default", "random", "hyperband", "asha", "asha_bo", "async_hyperband", "bohb", "bo")
+    return (known.index(name) if name in known else len(known), name)
+
+
+def load_scale(scale_dir: Path) -> dict[str, dict[int, Search]]:
+    """All searches under ``results/<scale>/``: {method: {seed: Search}}, methods in the
+    paper's order, seeds ascending. Raises MissingLogsError if there are none."""
+    scale_dir = Path(scale_dir)
+    runs: dict[str, dict[int, Search]] = {}
+    if scale_dir.is_dir():
+        for mdir in sorted(p for p in scale_dir.iterdir() if p.is_dir()):
+            seeds = {}
+            for sdir in sorted(p for p in mdir.iterdir() if p.is_dir()):
+                m = SEED_DIR.match(sdir.name)
+                if not m:
+                    continue
+                try:
+                    seeds[int(m.group(1))] = load_search(sdir, mdir.name, int(m.group(1)))
+                except MissingLogsError:
+                    warn(f"{sdir}: empty search folder skipped")
+            if seeds:
+                runs[mdir.name] = dict(sorted(seeds.items()))
+    if not any(m != DEFAULT_METHOD for m in runs):
+        raise MissingLogsError(f"no HPO logs under {scale_dir}")
+    return dict(sorted(runs.items(), key=lambda kv: _method_order(kv[0])))
+
+
+def trial_table(s: Search) -> pd.DataFrame:
+    """One row per trial of one search: job_id, status, final_loss, best_loss, epochs,
+    device_hours, t_start, t_end, reason, budget and every p:<hp> column.
+
+    Status comes from m:status when present; otherwise failed = objective "F..." (or a trial
+    whose curve has no finite loss), completed = reached its budget (m:budget, else max_t),
+    stopped = fewer epochs. Trials that only appear in learning_curves.csv are 'unfinished'.
+    """
+    res = s.results.copy()
+    c = s.curves
+    per = pd.DataFrame({JOB_ID: pd.Series(dtype=res[JOB_ID].dtype)})
+    if len(c):
+        g = c.groupby(JOB_ID, sort=False)
+        per = pd.DataFrame({
+            N_EPOCHS: g.size(),
+            BEST_LOSS: g[VAL_LOSS].min(),
+            "curve_final_loss": g[VAL_LOSS].last(),  # curves are sorted by t_end
+            DEVICE_HOURS: g[DEVICE_HOURS].sum(),
+            T_START: g[T_START].min(),
+            T_END: g[T_END].max(),
+        }).reset_index()
+    df = res.merge(per, on=JOB_ID, how="outer", indicator=True)
+    in_results = df["_merge"] != "right_only"
+    df[FINAL_LOSS] = -df[OBJECTIVE]
+    if "curve_final_loss" in df.columns:
+        df[FINAL_LOSS] = df[FINAL_LOSS].fillna(df["curve_final_loss"].where(~in_results))
+        df[BEST_LOSS] = df[BEST_LOSS].fillna(df[FINAL_LOSS])
+    else:
+        df[BEST_LOSS] = df[FINAL_LOSS]
+    for col in (N_EPOCHS, DEVICE_HOURS, T_START, T_END):
+        if col not in df.columns:
+            df[col] = np.nan
+    if EPOCHS in df.columns:  # the writer's count wins only where no curve exists
+        df[N_EPOCHS] = df[N_EPOCHS].fillna(pd.to_numeric(df[EPOCHS], errors="coerce"))
+    df[N_EPOCHS] = df[N_EPOCHS].fillna(0).astype(int)
+    df[DEVICE_HOURS] = df[DEVICE_HOURS].fillna(0.0)
+
+    # Status: trust the writer, derive it where missing.
+    budget = pd.to_numeric(df[BUDGET], errors="coerce") if BUDGET in df.columns else None
+    if budget is None or budget.isna().all():
+        budget = pd.Series(s.max_t, index=df.index)
+    budget = budget.fillna(s.max_t)
+    failed = df["failed"].fillna(False).astype(bool) | df[FINAL_LOSS].isna()
+    derived = np.where(failed, FAILED,
+                       np.where(budget.isna() | (df[N_EPOCHS] >= budget), OK, STOPPED))
+    status = pd.Series(derived, index=df.index, dtype=object)
+    if STATUS in df.columns:
+        given = df[STATUS].astype(object).where(df[STATUS].notna())
+        status = given.where(given.isin(STATUSES), status)
+    status[~in_results] = UNFINISHED
+    df["status"] = status
+    df[BUDGET] = budget
+    if REASON not in df.columns:
+        df[REASON] = ""
+    df["method"], df["seed"] = s.method, s.seed
+    hps = [c for c in df.columns if c.startswith(HP_PREFIX)]
+    cols = ["method", "seed", JOB_ID, "status", FINAL_LOSS, BEST_LOSS, N_EPOCHS, DEVICE_HOURS,
+            T_START, T_END, REASON, BUDGET, *hps]
+    return df[cols].sort_values(JOB_ID, kind="mergesort").reset_index(drop=True)
+
+
+def tidy(runs: dict[str, dict[int, Search]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, epochs): all trials and all epoch rows of every search, with method and seed
+    columns. Hyperparameter columns keep their p: prefix."""
+    trials, epochs = [], []
+    for method, seeds in runs.items():
+        for seed, s in seeds.items():
+            trials.append(trial_table(s))
+            e = s.curves.copy()
+            e.insert(0, "seed", seed)
+            e.insert(0, "method", method)
+            epochs.append(e)
+    return (pd.concat(trials, ignore_index=True) if trials else pd.DataFrame(),
+            pd.concat(epochs, ignore_index=True) if epochs else pd.DataFrame())

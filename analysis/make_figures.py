@@ -1,0 +1,76 @@
+"""Rebuild every table and figure of one scale from the raw HPO logs alone.
+
+    python -m analysis.make_figures --scale small
+    python -m analysis.make_figures --scale smoke --results results --out paper_figures
+
+Writes to <out>/<scale>/: summary.{md,tex,csv}, best_configs.{md,tex,csv}, per_seed.csv,
+trials.csv, one PDF + PNG per figure in analysis.figures.FIGURES, and physics.{md,tex,pdf,png}
+when `python -m analysis.physics` has left its trainer outputs there. Exit 2 with a one-line
+message when there are no logs; incomplete logs give warnings on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from analysis import figures, physics, tables
+from analysis.logs import LogWarning, MissingLogsError, load_scale, tidy
+from analysis.metrics import TARGET_TOL, per_seed_metrics, summarize
+from mlpf.paths import FIGURES_DIR, RESULTS_DIR
+
+
+def build(scale: str, results: Path = RESULTS_DIR, out: Path = FIGURES_DIR,
+          default_ref: str = "final", tol: float = TARGET_TOL) -> list[Path]:
+    """Logs under results/<scale>/ -> files under out/<scale>/; returns the files written.
+    Raises MissingLogsError when there is no search log at all."""
+    runs = load_scale(Path(results) / scale)
+    out = Path(out) / scale
+    out.mkdir(parents=True, exist_ok=True)
+    trials, _ = tidy(runs)
+    per_seed, refs = per_seed_metrics(runs, trials, default_ref=default_ref, tol=tol)
+    summary = summarize(per_seed)
+
+    tables.write_summary(summary, refs, scale, out)
+    tables.write_best_configs(trials, out)
+    per_seed.to_csv(out / "per_seed.csv", index=False, float_format="%.6g")
+    trials.to_csv(out / "trials.csv", index=False, float_format="%.6g")
+    written = [out / f"{n}.{e}" for n in ("summary", "best_configs") for e in ("md", "tex", "csv")]
+    written += [out / "per_seed.csv", out / "trials.csv"]
+    for name, make in figures.FIGURES.items():
+        written += figures.save(make(runs, trials, refs), out, name)
+    written += physics.render(out)  # only if analysis.physics has run
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", required=True, help="smoke | small | paper")
+    ap.add_argument("--results", type=Path, default=RESULTS_DIR, help="root of the raw logs")
+    ap.add_argument("--out", type=Path, default=FIGURES_DIR, help="root of the outputs")
+    ap.add_argument("--default-ref", choices=("final", "best"), default="final",
+                    help="the default configuration's final or best val loss as reference")
+    ap.add_argument("--target-tol", type=float, default=TARGET_TOL,
+                    help="target = best loss of any method x (1 + tol)")
+    args = ap.parse_args(argv)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LogWarning)
+        try:
+            written = build(args.scale, args.results, args.out, args.default_ref,
+                            args.target_tol)
+        except MissingLogsError:
+            print(f"error: no HPO logs under {args.results / args.scale}/ "
+                  f"(run `make benchmark SCALE={args.scale}` first)", file=sys.stderr)
+            return 2
+        finally:
+            for w in caught:
+                if issubclass(w.category, LogWarning):
+                    print(f"warning: {w.message}", file=sys.stderr)
+    print(f"wrote {len(written)} files to {args.out / args.scale}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The physics behind the number: retrain the best configuration and the default one.
+
+    python -m analysis.physics --scale small                  # both, max_t epochs of the scale
+    python -m analysis.physics --scale smoke --epochs 2 --method asha
+    python -m analysis.physics --scale small --dry-run        # print the trainer commands
+
+The best trial (lowest validation loss of any method, or of --method) is read from the raw
+logs; both trainings run through the trainer's CLI in a subprocess,
+``python -m mlpf.train --scale S --epochs N --out DIR --set key=value ...``, which writes
+metrics.json (per-class efficiency and fake rate, pt and energy resolution) and
+learning_curve.csv. Outputs go to <out>/<scale>/physics/{best,default}/, and the comparison
+to <out>/<scale>/physics.{md,tex,pdf,png}. `make figures` re-renders that comparison from
+the trainer outputs when they exist (:func:`render`); it never trains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.logs import HP_PREFIX, LogWarning, MissingLogsError, load_scale, tidy
+from analysis.tables import best_configs, fmt_value, write_table
+from mlpf.paths import FIGURES_DIR, RESULTS_DIR
+
+RUNS = ("default", "best")
+METRICS_JSON = "metrics.json"  # written by mlpf.train
+CURVE_CSV = "learning_curve.csv"  # written by mlpf.train
+CHOICE_JSON = "choice.json"  # which trial "best" is, written here
+
+
+def flatten(d, prefix: str = "") -> dict[str, float]:
+    """Nested dict/list of numbers -> {"a.b.0": x}; non-numeric leaves are dropped."""
+    out: dict[str, float] = {}
+    items = d.items() if isinstance(d, dict) else enumerate(d) if isinstance(d, list) else None
+    if items is None:
+        if isinstance(d, int | float) and not isinstance(d, bool):
+            out[prefix] = float(d)
+        return out
+    for k, v in items:
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def choose_best(scale: str, results: Path, method: str | None = None) -> dict:
+    """The lowest-loss trial at this scale (of ``method`` if given) as
+    {method, seed, job_id, best_loss, overrides: {hp: value}}."""
+    runs = load_scale(Path(results) / scale)
+    trials, _ = tidy(runs)
+    best = best_configs(trials)
+    if method is not None:
+        best = best[best["method"] == method]
+    if len(best) == 0:
+        raise MissingLogsError(f"no finished trial{' of ' + method if method else ''} "
+                               f"under {Path(results) / scale}")
+    r = best.sort_values("best_loss", kind="mergesort").iloc[0]
+    overrides = {c[len(HP_PREFIX):]: fmt_value(r[c]) for c in best.columns
+                 if c.startswith(HP_PREFIX) and fmt_value(r[c]) != ""}
+    return {"method": r["method"], "seed": int(r["seed"]), "job_id": fmt_value(r["job_id"]),
+            "best_loss": float(r["best_loss"]), "overrides": overrides}
+
+
+def train_command(scale: str, epochs: int, out: Path, overrides: dict[str, str]) -> list[str]:
+    cmd = [sys.executable, "-m", "mlpf.train", "--scale", scale, "--epochs", str(epochs),
+           "--out", str(out)]
+    if overrides:
+        cmd += ["--set", *(f"{k}={v}" for k, v in overrides.items())]
+    return cmd
+
+
+def _read_run(d: Path) -> tuple[dict[str, float], pd.DataFrame | None]:
+    metrics = flatten(json.loads((d / METRICS_JSON).read_text()))
+    curve = pd.read_csv(d / CURVE_CSV) if (d / CURVE_CSV).exists() else None
+    return metrics, curve
+
+
+def render(out: Path) -> list[Path]:
+    """physics.{md,tex,pdf,png} in ``out`` from out/physics/{default,best}/; [] if the
+    trainer outputs are not there (then `make figures` simply has no physics table)."""
+    root = Path(out) / "physics"
+    if not all((root / r / METRICS_JSON).exists() for r in RUNS):
+        return []
+    (m_def, c_def), (m_best, c_best) = (_read_run(root / r) for r in RUNS)
+    keys = [k for k in m_def if k in m_best] + [k for k in m_best if k not in m_def]
+    rows = []
+    for k in keys:
+        a, b = m_def.get(k, math.nan), m_best.get(k, math.nan)
+        rel = 100.0 * (b - a) / abs(a) if a and math.isfinite(a) and math.isfinite(b) else None
+        rows.append([k, f"{a:.4g}", f"{b:.4g}", "" if rel is None else f"{rel:+.1f}"])
+    notes = ["Default vs best configuration, both retrained for the same epochs "
+             "(python -m analysis.physics)."]
+    choice = root / CHOICE_JSON
+    if choice.exists():
+        c = json.loads(choice.read_text())
+        notes.append(f"Best: {c['method']} seed {c['seed']} trial {c['job_id']}, "
+                     f"epochs {c.get('epochs', '')}.")
+    write_table(["metric", "default", "best", "change %"], rows, Path(out), "physics", notes)
+
+    import analysis.figures as F  # matplotlib only when there is something to draw
+
+    groups: dict[str, list[str]] = {}
+    for k in keys:
+        groups.setdefault(k.split(".")[0], []).append(k)
+    n = len(groups) + 1
+    fig, axes = F._grid(n, sharey=False)
+    axes = list(axes)
+    ax = axes[0]
+    for name, curve, col in (("default", c_def, "k"), ("best", c_best, "C1")):
+        if curve is not None and {"epoch", "val_loss"} <= set(curve.columns):
+            ax.plot(curve["epoch"], curve["val_loss"], color=col, label=name)
+    ax.set_title("validation loss", fontsize="medium")
+    ax.set_xlabel("epoch")
+    ax.legend(fontsize="small")
+    for ax, (g, ks) in zip(axes[1:], groups.items()):
+        x = range(len(ks))
+        ax.barh([i - 0.2 for i in x], [m_def.get(k, math.nan) for k in ks], 0.4,
+                color="0.5", label="default")
+        ax.barh([i + 0.2 for i in x], [m_best.get(k, math.nan) for k in ks], 0.4,
+                color="C1", label="best")
+        ax.set_yticks(list(x), [k[len(g) + 1:] or g for k in ks], fontsize="x-small")
+        ax.tick_params(labelleft=True)
+        ax.set_title(g, fontsize="medium")
+    return F.save(fig, Path(out), "physics") + [Path(out) / "physics.md",
+                                                  Path(out) / "physics.tex"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", required=True)
+    ap.add_argument("--results", type=Path, default=RESULTS_DIR)
+    ap.add_argument("--out", type=Path, default=FIGURES_DIR)
+    ap.add_argument("--epochs", type=int, default=None, help="default: the scale's max_t")
+    ap.add_argument("--method", default=None, help="best trial of this method only")
+    ap.add_argument("--dry-run", action="store_true", help="print the commands, train nothing")
+    args = ap.parse_args(argv)
+    import warnings
+
+    warnings.simplefilter("ignore", LogWarning)  # make_figures reports log problems
+    try:
+        choice = choose_best(args.scale, args.results, args.method)
+    except MissingLogsError as e:
+        print(f"error: {e} (run `make benchmark SCALE={args.scale}` first)", file=sys.stderr)
+        return 2
+    from mlpf.scales import get_scale
+
+    epochs = args.epochs or get_scale(args.scale).max_epochs
+    choice["epochs"] = epochs
+    out = Path(args.out) / args.scale
+    root = out / "physics"
+    for run, overrides in (("default", {}), ("best", choice["overrides"])):
+        cmd = train_command(args.scale, epochs, root / run, overrides)
+        print(" ".join(cmd), flush=True)
+        if args.dry_run:
+            continue
+        (root / run).mkdir(parents=True, exist_ok=True)
+        rc = subprocess.run(cmd).returncode
+        if rc != 0:
+            print(f"error: training the {run} configuration failed (exit {rc})", file=sys.stderr)
+            return 1
+    if args.dry_run:
+        return 0
+    (root / CHOICE_JSON).write_text(json.dumps(choice, indent=1, sort_keys=True) + "\n")
+    written = render(out)
+    print(f"wrote {len(written)} files to {out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Summary tables in Markdown and LaTeX (tabulate), plus their machine-readable CSVs.
+
+    summary.{md,tex,csv}       one row per method: trials, epochs, compute, best loss,
+                               improvement over the default, per device-hour, compute to target
+    best_configs.{md,tex,csv}  the best trial's hyperparameters per method
+Numbers are formatted with fixed precision so that a rerun on the same logs gives the same
+bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from analysis.logs import DEFAULT_METHOD, HP_PREFIX, JOB_ID
+
+
+def fmt(x: float, digits: int = 3, kind: str = "f") -> str:
+    """A number for a table: '' for NaN, 'not reached' for +inf."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    if isinstance(x, float) and math.isinf(x):
+        return "not reached"
+    return f"{x:.{digits}{kind}}"
+
+
+def fmt_ci(row: pd.Series, col: str, digits: int = 3, kind: str = "f") -> str:
+    """'median [lo, hi]' across seeds, or just the value with one seed."""
+    s = fmt(row[col], digits, kind)
+    lo, hi = row.get(col + "_lo", math.nan), row.get(col + "_hi", math.nan)
+    if s and not (math.isnan(lo) or math.isnan(hi)):
+        s += f" [{fmt(lo, digits, kind)}, {fmt(hi, digits, kind)}]"
+    return s
+
+
+SUMMARY_HEADERS = ("method", "seeds", "trials", "completed", "stopped", "failed", "epochs",
+                   "device-h", "wall h", "best val loss", "improvement %", "impr. % / device-h",
+                   "device-h to target", "utilisation")
+
+
+def summary_rows(summary: pd.DataFrame) -> list[list[str]]:
+    rows = []
+    for _, r in summary.iterrows():
+        rows.append([
+            r["method"], str(r["n_seeds"]), fmt(r["started"], 0), fmt(r["completed"], 0),
+            fmt(r["stopped"], 0), fmt(r["failed"], 0), fmt(r["epochs"], 0),
+            fmt_ci(r, "device_hours", 3, "g"), fmt(r["wall_hours"], 3, "g"),
+            fmt_ci(r, "best_loss", 4), fmt_ci(r, "improvement_pct", 1),
+            fmt_ci(r, "improvement_per_dh", 3, "g"), fmt_ci(r, "dh_to_target", 3, "g"),
+            fmt_ci(r, "utilisation", 2),
+        ])
+    return rows
+
+
+def summary_notes(refs: dict, scale: str) -> list[str]:
+    lines = [f"Scale {scale}. Medians across seeds, [95 % bootstrap interval] where several."]
+    if math.isnan(refs["default_loss"]):
+        lines.append("No default-configuration log (results/<scale>/default/): improvement "
+                     "columns are empty.")
+    else:
+        lines.append(f"Improvement relative to the default configuration's {refs['default_ref']} "
+                     f"validation loss {refs['default_loss']:.4f}.")
+    if not math.isnan(refs["target"]):
+        lines.append(f"Target loss {refs['target']:.4f} = best loss of any method "
+                     f"+ {100 * refs['target_tol']:.0f} %.")
+    return lines
+
+
+def best_configs(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trial with the lowest best_loss per method (ties: lowest seed, then job_id).
+    Columns: method, seed, job_id, best_loss, epochs, status, then the hyperparameters."""
+    t = trials[(trials["method"] != DEFAULT_METHOD) & trials["best_loss"].notna()]
+    t = t.sort_values(["best_loss", "seed", JOB_ID], kind="mergesort")
+    best = t.groupby("method", sort=False).head(1)
+    order = list(dict.fromkeys(trials["method"]))
+    best = best.set_index("method").loc[[m for m in order if m in set(best["method"])]]
+    best = best.reset_index()
+    hps = [c for c in best.columns if c.startswith(HP_PREFIX) and best[c].notna().any()]
+    return best[["method", "seed", JOB_ID, "best_loss", "epochs", "status", *hps]]
+
+
+def fmt_value(v) -> str:
+    if isinstance(v, float | np.floating):
+        if math.isnan(v):
+            return ""
+        return str(int(v)) if float(v).is_integer() and abs(v) < 1e6 else f"{v:.4g}"
+    return str(v)
+
+
+def write_table(headers, rows, out: Path, name: str, notes: list[str]) -> None:
+    """name.md (pipe table + notes) and name.tex (booktabs tabular + notes as comments)."""
+    md = tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
+    (out / f"{name}.md").write_text(md + "\n\n" + "\n".join(notes) + "\n")
+    tex = tabulate(rows, headers=headers, tablefmt="latex_booktabs", disable_numparse=True)
+    (out / f"{name}.tex").write_text("".join(f"% {n}\n" for n in notes) + tex + "\n")
+
+
+def write_summary(summary: pd.DataFrame, refs: dict, scale: str, out: Path) -> None:
+    write_table(SUMMARY_HEADERS, summary_rows(summary), out, "summary", summary_notes(refs, scale))
+    summary.to_csv(out / "summary.csv", index=False, float_format="%.6g")
+
+
+def write_best_configs(trials: pd.DataFrame, out: Path) -> pd.DataFrame:
+    best = best_configs(trials)
+    headers = [c[len(HP_PREFIX):] if c.startswith(HP_PREFIX) else c.replace("_", " ")
+               for c in best.columns]
+    rows = [[fmt_value(v) if c != "best_loss" else fmt(v, 4) for c, v in r.items()]
+            for _, r in best.iterrows()]
+    write_table(headers, rows, out, "best_configs",
+                ["Best trial per method (lowest validation loss over all epochs and seeds)."])
+    best.to_csv(out / "best_configs.csv", index=False, float_format="%.6g")
+    return best

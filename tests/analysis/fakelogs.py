@@ -1,0 +1,92 @@
+"""Hand-made HPO logs in the raw format, for tests only (never results).
+
+:func:`write_search` writes exactly the trials it is given, so tests can compute the expected
+metrics by hand; :func:`synthetic_scale` writes a few plausible searches for the figure test.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import logs as L
+
+
+def write_search(root: Path, scale: str, method: str, seed: int, trials: list[dict],
+                 workers: int = 2, start: float = 1000.0, duration: float | None = None,
+                 settings: dict | None = None, meta_columns: bool = True,
+                 metadata: dict | None = None) -> Path:
+    """Write results/<scale>/<method>/seed<k>/ for ``trials``.
+
+    Each trial: {"job_id", "losses": [val loss per epoch], "t0": start second, "seconds":
+    per-epoch seconds (default 10), "devices" (1), "worker" (0), "hp": {name: value},
+    "status" (ok), "objective" (default -losses[-1]; "F_..." marks a failure),
+    "in_results" (True; False = only in learning_curves.csv, still running)}.
+    """
+    d = Path(root) / scale / method / f"seed{seed}"
+    d.mkdir(parents=True, exist_ok=True)
+    rows, res = [], []
+    for t in trials:
+        sec, t_end = t.get("seconds", 10.0), t.get("t0", 0.0)
+        for e, loss in enumerate(t["losses"], start=1):
+            rows.append({L.JOB_ID: t["job_id"], L.EPOCH: e, L.VAL_LOSS: loss,
+                         L.TRAIN_LOSS: loss * 0.9, L.EPOCH_SECONDS: sec, L.T_START: t_end,
+                         L.T_END: t_end + sec, L.WORKER: t.get("worker", 0),
+                         L.DEVICES: t.get("devices", 1)})
+            t_end += sec
+        if not t.get("in_results", True):
+            continue
+        r = {f"{L.HP_PREFIX}{k}": v for k, v in t.get("hp", {}).items()}
+        r[L.OBJECTIVE] = t.get("objective", -t["losses"][-1] if t["losses"] else "F_empty")
+        r[L.JOB_ID] = t["job_id"]
+        r[L.SUBMIT], r[L.GATHER] = start + t.get("t0", 0.0), start + t_end
+        if meta_columns:
+            r[L.STATUS], r[L.REASON] = t.get("status", L.OK), t.get("reason", "")
+            r[L.EPOCHS], r[L.BUDGET] = len(t["losses"]), t.get("budget", np.nan)
+        res.append(r)
+    pd.DataFrame(res).to_csv(d / L.RESULTS_CSV, index=False)
+    pd.DataFrame(rows, columns=list(L.CURVE_COLUMNS)).to_csv(d / L.CURVES_CSV, index=False)
+    if duration is None:
+        duration = max((r[L.T_END] for r in rows), default=0.0)
+    md = {L.MD_METHOD: method, L.MD_SETTINGS: settings or {"max_t": 3}, L.MD_SCALE: scale,
+          L.MD_SEED: seed, L.MD_EVALUATOR: "process", L.MD_WORKERS: workers,
+          L.MD_START: start, L.MD_END: start + duration, L.MD_STATUS: L.MD_COMPLETE,
+          L.MD_DECISIONS: [0.01, 0.02, 0.03]}
+    md.update(metadata or {})
+    md = {k: v for k, v in md.items() if v is not None}
+    (d / L.METADATA_JSON).write_text(json.dumps(md))
+    return d
+
+
+def synthetic_scale(root: Path, scale: str = "smoke", methods=("random", "asha"),
+                    seeds=(0, 1), n_trials: int = 8, max_t: int = 9, workers: int = 2,
+                    default: bool = True) -> None:
+    """Plausible fake searches: loss(e) = a + b / e with random a, b; 'asha' stops the worse
+    half of trials at epoch 1 and 3. Two workers take trials in order."""
+    for m in methods:
+        for k in seeds:
+            rng = np.random.default_rng(100 * k + len(m))
+            free = [0.0] * workers
+            trials = []
+            for j in range(n_trials):
+                lr, nl = 10 ** rng.uniform(-4, -2), int(rng.integers(1, 4))
+                a, b = 1.0 + abs(np.log10(lr) + 3) * 0.5 + 0.1 * nl, rng.uniform(0.5, 2.0)
+                n = max_t
+                if m == "asha":
+                    n = max_t if j % 3 == 0 else (1 if j % 3 == 1 else 3)
+                w = int(np.argmin(free))
+                losses = [a + b / e for e in range(1, n + 1)]
+                trials.append({"job_id": j, "losses": losses, "t0": free[w], "worker": w,
+                               "seconds": 5.0 + j % 3, "hp": {"lr": lr, "num_layers": nl,
+                                                              "act": ["elu", "relu"][j % 2]},
+                               "status": L.OK if n == max_t else L.STOPPED})
+                free[w] += n * (5.0 + j % 3)
+            write_search(root, scale, m, k, trials, workers=workers,
+                         settings={"max_t": max_t, "grace": 1, "eta": 3})
+    if default:
+        write_search(root, scale, L.DEFAULT_METHOD, 0,
+                     [{"job_id": 0, "losses": [3.0 + 2.0 / e for e in range(1, max_t + 1)],
+                       "hp": {}}], workers=1, settings={"max_t": max_t})
