@@ -22,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from analysis.logs import HP_PREFIX, LogWarning, MissingLogsError, load_scale, tidy
@@ -47,6 +48,16 @@ def flatten(d, prefix: str = "") -> dict[str, float]:
     return out
 
 
+def cli_value(v) -> str:
+    """A hyperparameter value for ``--set``: full precision (the table rounds, this must
+    not), integer-valued floats as ints ("64.0" -> "64"), NaN as ''."""
+    if isinstance(v, float | np.floating):
+        if math.isnan(v):
+            return ""
+        return str(int(v)) if float(v).is_integer() else repr(float(v))
+    return str(v)
+
+
 def choose_best(scale: str, results: Path, method: str | None = None) -> dict:
     """The lowest-loss trial at this scale (of ``method`` if given) as
     {method, seed, job_id, best_loss, overrides: {hp: value}}."""
@@ -59,8 +70,8 @@ def choose_best(scale: str, results: Path, method: str | None = None) -> dict:
         raise MissingLogsError(f"no finished trial{' of ' + method if method else ''} "
                                f"under {Path(results) / scale}")
     r = best.sort_values("best_loss", kind="mergesort").iloc[0]
-    overrides = {c[len(HP_PREFIX):]: fmt_value(r[c]) for c in best.columns
-                 if c.startswith(HP_PREFIX) and fmt_value(r[c]) != ""}
+    overrides = {c[len(HP_PREFIX):]: cli_value(r[c]) for c in best.columns
+                 if c.startswith(HP_PREFIX) and cli_value(r[c]) != ""}
     return {"method": r["method"], "seed": int(r["seed"]), "job_id": fmt_value(r["job_id"]),
             "best_loss": float(r["best_loss"]), "overrides": overrides}
 
@@ -115,7 +126,8 @@ def render(out: Path) -> list[Path]:
             ax.plot(curve["epoch"], curve["val_loss"], color=col, label=name)
     ax.set_title("validation loss", fontsize="medium")
     ax.set_xlabel("epoch")
-    ax.legend(fontsize="small")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
     for ax, (g, ks) in zip(axes[1:], groups.items()):
         x = range(len(ks))
         ax.barh([i - 0.2 for i in x], [m_def.get(k, math.nan) for k in ks], 0.4,

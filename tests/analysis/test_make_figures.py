@@ -1,0 +1,91 @@
+"""The figure builder on synthetic logs: every file, byte-identical reruns, exit codes."""
+
+import hashlib
+import json
+
+import pytest
+
+from analysis import figures
+from analysis import logs as L
+from analysis.make_figures import build, main
+from tests.analysis.fakelogs import synthetic_scale, write_search
+
+TABLES = [f"{n}.{e}" for n in ("summary", "best_configs") for e in ("md", "tex", "csv")]
+TABLES += ["per_seed.csv", "trials.csv"]
+
+
+def _digests(d):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir())
+            if p.is_file()}
+
+
+def test_builds_every_file_and_reruns_byte_identical(tmp_path):
+    synthetic_scale(tmp_path / "results")
+    assert main(["--scale", "smoke", "--results", str(tmp_path / "results"),
+                 "--out", str(tmp_path / "out")]) == 0
+    out = tmp_path / "out" / "smoke"
+    expected = set(TABLES) | {f"{n}.{e}" for n in figures.FIGURES for e in ("pdf", "png")}
+    assert {p.name for p in out.iterdir()} == expected
+    assert all((out / n).stat().st_size > 0 for n in expected)
+    first = _digests(out)
+    build("smoke", tmp_path / "results", tmp_path / "out")
+    second = _digests(out)
+    assert all(first[n] == second[n] for n in TABLES)
+    summary = (out / "summary.md").read_text()
+    assert "| random" in summary and "| asha" in summary and "Target loss" in summary
+
+
+def test_missing_logs_exit_2_with_one_line(tmp_path, capsys):
+    assert main(["--scale", "smoke", "--results", str(tmp_path), "--out",
+                 str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no HPO logs under") and "\n" not in err
+    assert not (tmp_path / "out" / "smoke").exists()
+
+
+def test_only_default_counts_as_missing(tmp_path, capsys):
+    write_search(tmp_path, "smoke", L.DEFAULT_METHOD, 0, [{"job_id": 0, "losses": [1.0]}])
+    assert main(["--scale", "smoke", "--results", str(tmp_path), "--out",
+                 str(tmp_path / "out")]) == 2
+
+
+def test_partial_logs_warn_and_build(tmp_path, capsys):
+    res = tmp_path / "results"
+    synthetic_scale(res, methods=("asha",), seeds=(0,), n_trials=4, default=False)
+    # an interrupted second seed without end_time, and an empty method folder
+    d = write_search(res, "smoke", "asha", 1, [{"job_id": 0, "losses": [3.0, 2.0]}],
+                     metadata={L.MD_END: None, L.MD_STATUS: "interrupted"})
+    (d / L.RESULTS_CSV).unlink()
+    (res / "smoke" / "hyperband" / "seed0").mkdir(parents=True)
+    assert main(["--scale", "smoke", "--results", str(res), "--out",
+                 str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "end_time" in err and "results.csv" in err
+    summary = (tmp_path / "out" / "smoke" / "summary.md").read_text()
+    assert "No default-configuration log" in summary
+    per = (tmp_path / "out" / "smoke" / "per_seed.csv").read_text().splitlines()
+    assert len(per) == 3  # header + two asha seeds; the empty hyperband folder is skipped
+
+
+def test_physics_table_included_only_when_present(tmp_path):
+    synthetic_scale(tmp_path / "results", seeds=(0,), n_trials=3)
+    build("smoke", tmp_path / "results", tmp_path / "out")
+    out = tmp_path / "out" / "smoke"
+    assert not (out / "physics.md").exists()
+    for run, eff in (("default", 0.8), ("best", 0.9)):
+        (out / "physics" / run).mkdir(parents=True)
+        (out / "physics" / run / "metrics.json").write_text(json.dumps(
+            {"efficiency": {"ch.had": eff, "photon": eff / 2}, "pt_resolution": 0.2}))
+    written = build("smoke", tmp_path / "results", tmp_path / "out")
+    assert out / "physics.md" in written and (out / "physics.png").exists()
+    md = (out / "physics.md").read_text()
+    assert "efficiency.ch.had" in md and "+12.5" in md  # 0.8 -> 0.9
+
+
+@pytest.mark.parametrize("name", list(figures.FIGURES))
+def test_each_figure_alone(tmp_path, name):
+    synthetic_scale(tmp_path / "results", seeds=(0,), n_trials=3)
+    runs = L.load_scale(tmp_path / "results" / "smoke")
+    trials, _ = L.tidy(runs)
+    paths = figures.save(figures.FIGURES[name](runs, trials, {}), tmp_path, name)
+    assert [p.exists() for p in paths] == [True, True]
