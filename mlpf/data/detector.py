@@ -5,21 +5,21 @@
 
 The numbers follow the CMS detector and the Delphes CMS card in spirit (not byte for byte):
 
-| part            | quantity                        | value                                     |
-|-----------------|---------------------------------|-------------------------------------------|
-| solenoid        | field B                         | 3.8 T                                     |
-| calo surface    | barrel radius R / endcap z Z    | 1.29 m / 3.15 m                           |
-| tracker         | acceptance                      | abs(eta) < 2.5, pT > 0.5 GeV              |
-| tracker         | efficiency, hadrons             | 95 % (abs(eta) < 1.5), 90 % (1.5 - 2.5)   |
-| tracker         | efficiency, electrons and muons | 99 %                                      |
-| tracker         | pT resolution sigma/pT          | 1 % (+) 1.5e-4 * pT/GeV                   |
-| tracker         | eta / phi resolution            | 0.002 / 0.002 rad                         |
-| towers          | abs(eta) < 3                    | 69 x 72 cells, 0.087 x 0.087              |
-| towers          | 3 < abs(eta) < 5 (forward)      | 2 x 11 x 36 cells, 0.18 x 0.175           |
-| ECAL (abs(eta)<3) | sigma/E                       | 3 %/sqrt(E) (+) 0.5 %                     |
-| HCAL (abs(eta)<3) | sigma/E                       | 100 %/sqrt(E) (+) 5 %                     |
-| forward EM/HAD  | sigma/E                         | 200 %/sqrt(E) (+) 10 % (both parts)       |
-| towers          | noise threshold per part        | ECAL 0.5 GeV, HCAL 1.0 GeV                |
+| part           | quantity                          | value                                  |
+|----------------|-----------------------------------|----------------------------------------|
+| solenoid       | field B                           | 3.8 T                                  |
+| calo surface   | barrel radius R / endcap face Z   | 1.29 m / 3.15 m                        |
+| tracker        | acceptance                        | abs(eta) < 2.5, pT > 0.5 GeV           |
+| tracker        | efficiency, hadrons               | 95 % (abs(eta) < 1.5), 90 % (1.5-2.5)  |
+| tracker        | efficiency, electrons and muons   | 99 %                                   |
+| tracker        | pT resolution sigma/pT            | 1 % (+) 1.5e-4 * pT/GeV                |
+| tracker        | eta / phi resolution              | 0.002 / 0.002 rad                      |
+| towers         | abs(eta) < 3                      | 69 x 72 cells, 0.087 x 0.087           |
+| towers         | 3 < abs(eta) < 5, each side       | 11 x 36 cells, 0.18 x 0.175            |
+| ECAL, central  | sigma/E, abs(eta) < 3             | 3 %/sqrt(E) (+) 0.5 %                  |
+| HCAL, central  | sigma/E, abs(eta) < 3             | 100 %/sqrt(E) (+) 5 %                  |
+| forward        | sigma/E, EM and HAD parts         | 200 %/sqrt(E) (+) 10 %                 |
+| towers         | noise threshold per part          | ECAL 0.5 GeV, HCAL 1.0 GeV             |
 
 (+) is a sum in quadrature; E in GeV. Energy sharing between ECAL and HCAL: photons and
 electrons deposit all their energy in ECAL; hadrons deposit an EM fraction drawn uniformly in

@@ -13,8 +13,9 @@ Events go into files of ``--events-per-file`` named
 work: its Pythia and detector seeds derive from (seed, process, pileup, file index) only, and
 each file gets fresh Pythia instances, so the same arguments give the same bytes whatever
 ``--workers`` is. Files are written atomically, so a file under its final name is complete
-and a rerun skips it. A partial last file is only ever extended by a fresh folder: a rerun
-with a larger ``--events`` keeps an existing short last file.
+and a rerun skips it. A name does not record how many events its file holds: a rerun that
+asks for more events keeps a short last file of an earlier, smaller request (use a fresh
+folder then).
 """
 
 from __future__ import annotations
@@ -205,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         check_args(args.events, args.process, args.pileup, args.events_per_file, args.workers)
     except ValueError as e:
         ap.error(str(e))
+    if args.out.exists() and not args.out.is_dir():
+        ap.error(f"--out {args.out} exists and is not a folder")
     files = generate(args.out, args.events, args.seed, args.process, args.pileup,
                      args.events_per_file, args.workers, progress=not args.quiet)
     print(f"{args.out}: {len(files)} files")

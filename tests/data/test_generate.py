@@ -111,3 +111,12 @@ def test_cli_makes_files(tmp_path, capsys):
     assert path.name == "qcd_pu0_seed0_0000.pkl.bz2"
     assert len(read_file(path)) == 1
     assert np.isfinite(read_file(path)[0].X).all()
+
+
+def test_cli_out_is_a_file(tmp_path):
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    r = subprocess.run([sys.executable, "-m", "mlpf.data.generate", "--out", str(f),
+                        "--events", "1"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "not a folder" in r.stderr
