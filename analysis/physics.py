@@ -84,10 +84,49 @@ def train_command(scale: str, epochs: int, out: Path, overrides: dict[str, str])
     return cmd
 
 
-def _read_run(d: Path) -> tuple[dict[str, float], pd.DataFrame | None]:
-    metrics = flatten(json.loads((d / METRICS_JSON).read_text()))
-    curve = pd.read_csv(d / CURVE_CSV) if (d / CURVE_CSV).exists() else None
-    return metrics, curve
+# The trainer's metrics.json: {"final": {epoch metrics}, "mlpf": physics, "reference_pf":
+# physics of the rule-based PF candidates}, physics = {"accuracy", "all": {...}, "classes":
+# {name: {"efficiency", "fake_rate", "pt": {"resolution"}, "energy": {"resolution"}}}}.
+QUANTITIES = (("efficiency", ("efficiency",)), ("fake rate", ("fake_rate",)),
+              ("pt resolution", ("pt", "resolution")),
+              ("energy resolution", ("energy", "resolution")))
+
+
+def _get(d: dict, path: tuple) -> float:
+    for k in path:
+        d = d.get(k) if isinstance(d, dict) else None
+    return float(d) if isinstance(d, int | float) and not isinstance(d, bool) else math.nan
+
+
+def headline(physics: dict) -> dict[tuple[str, str], float]:
+    """{(quantity, particle): value} of one physics block: accuracy, then efficiency, fake
+    rate, pt and energy resolution for all particles and per class. A block of another
+    shape is flattened ({(first key, rest): value}) so that nothing is silently lost."""
+    if not (isinstance(physics, dict) and "all" in physics and "classes" in physics):
+        flat = flatten(physics)
+        return {(k.split(".")[0], ".".join(k.split(".")[1:])): v for k, v in flat.items()}
+    out = {("accuracy", "all"): _get(physics, ("accuracy",))}
+    groups = [("all", physics["all"]), *physics["classes"].items()]
+    for q, path in QUANTITIES:
+        for name, g in groups:
+            out[(q, name)] = _get(g, path)
+    return out
+
+
+def read_run(d: Path) -> tuple[dict, dict, pd.DataFrame | None]:
+    """(MLPF headline, rule-based PF headline, learning curve) of one trainer output folder."""
+    m = json.loads((Path(d) / METRICS_JSON).read_text())
+    mlpf = headline(m["mlpf"]) if "mlpf" in m else headline(m)
+    val = _get(m, ("final", "val_loss"))
+    if not math.isnan(val):
+        mlpf = {("val loss", "final"): val, **mlpf}
+    ref = headline(m["reference_pf"]) if "reference_pf" in m else {}
+    curve = pd.read_csv(Path(d) / CURVE_CSV) if (Path(d) / CURVE_CSV).exists() else None
+    return mlpf, ref, curve
+
+
+def _f(x: float) -> str:
+    return "" if x is None or math.isnan(x) else f"{x:.4g}"
 
 
 def render(out: Path) -> list[Path]:
@@ -96,47 +135,48 @@ def render(out: Path) -> list[Path]:
     root = Path(out) / "physics"
     if not all((root / r / METRICS_JSON).exists() for r in RUNS):
         return []
-    (m_def, c_def), (m_best, c_best) = (_read_run(root / r) for r in RUNS)
-    keys = [k for k in m_def if k in m_best] + [k for k in m_best if k not in m_def]
+    (m_def, _, c_def), (m_best, ref, c_best) = (read_run(root / r) for r in RUNS)
+    keys = list(dict.fromkeys([*m_def, *m_best]))
     rows = []
     for k in keys:
         a, b = m_def.get(k, math.nan), m_best.get(k, math.nan)
         rel = 100.0 * (b - a) / abs(a) if a and math.isfinite(a) and math.isfinite(b) else None
-        rows.append([k, f"{a:.4g}", f"{b:.4g}", "" if rel is None else f"{rel:+.1f}"])
-    notes = ["Default vs best configuration, both retrained for the same epochs "
-             "(python -m analysis.physics)."]
+        rows.append([k[0], k[1], _f(a), _f(b), "" if rel is None else f"{rel:+.1f}",
+                     _f(ref.get(k, math.nan))])
+    notes = ["MLPF with the default and with the best configuration, both retrained for the "
+             "same epochs (python -m analysis.physics); rule-based PF candidates for reference."]
     choice = root / CHOICE_JSON
     if choice.exists():
         c = json.loads(choice.read_text())
-        notes.append(f"Best: {c['method']} seed {c['seed']} trial {c['job_id']}, "
-                     f"epochs {c.get('epochs', '')}.")
-    write_table(["metric", "default", "best", "change %"], rows, Path(out), "physics", notes)
+        notes.append(f"Best: {c['method']} seed {c['seed']} trial {c['job_id']} (search val loss "
+                     f"{c['best_loss']:.4f}), retrained {c.get('epochs', '?')} epochs.")
+    write_table(["quantity", "particles", "default", "best", "change %", "rule-based PF"],
+                rows, Path(out), "physics", notes)
 
     import analysis.figures as F  # matplotlib only when there is something to draw
 
-    groups: dict[str, list[str]] = {}
-    for k in keys:
-        groups.setdefault(k.split(".")[0], []).append(k)
-    n = len(groups) + 1
-    fig, axes = F._grid(n, sharey=False)
-    axes = list(axes)
+    quantities = list(dict.fromkeys(q for q, _ in keys if q not in ("val loss", "accuracy")))
+    fig, axes = F._grid(len(quantities) + 1, sharey=False)
     ax = axes[0]
-    for name, curve, col in (("default", c_def, "k"), ("best", c_best, "C1")):
+    for name, curve, col in (("default", c_def, "0.4"), ("best", c_best, "C1")):
         if curve is not None and {"epoch", "val_loss"} <= set(curve.columns):
             ax.plot(curve["epoch"], curve["val_loss"], color=col, label=name)
     ax.set_title("validation loss", fontsize="medium")
     ax.set_xlabel("epoch")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
-    for ax, (g, ks) in zip(axes[1:], groups.items()):
-        x = range(len(ks))
-        ax.barh([i - 0.2 for i in x], [m_def.get(k, math.nan) for k in ks], 0.4,
-                color="0.5", label="default")
-        ax.barh([i + 0.2 for i in x], [m_best.get(k, math.nan) for k in ks], 0.4,
-                color="C1", label="best")
-        ax.set_yticks(list(x), [k[len(g) + 1:] or g for k in ks], fontsize="x-small")
-        ax.tick_params(labelleft=True)
-        ax.set_title(g, fontsize="medium")
+    for ax, q in zip(axes[1:], quantities):
+        names = [n for qq, n in keys if qq == q]
+        y = np.arange(len(names))
+        bars = [("default", m_def, "0.4"), ("best", m_best, "C1"), ("rule-based PF", ref, "C0")]
+        for i, (label, m, col) in enumerate(bars):
+            ax.barh(y + (i - 1) * 0.27, [m.get((q, n), math.nan) for n in names], 0.27,
+                    color=col, label=label)
+        ax.set_yticks(y, names, fontsize="x-small")
+        ax.invert_yaxis()
+        ax.set_title(q, fontsize="medium")
+    if len(axes) > 1:
+        axes[1].legend(fontsize="x-small")
     return F.save(fig, Path(out), "physics") + [Path(out) / "physics.md",
                                                   Path(out) / "physics.tex"]
 

@@ -74,12 +74,25 @@ def test_physics_table_included_only_when_present(tmp_path):
     assert not (out / "physics.md").exists()
     for run, eff in (("default", 0.8), ("best", 0.9)):
         (out / "physics" / run).mkdir(parents=True)
-        (out / "physics" / run / "metrics.json").write_text(json.dumps(
-            {"efficiency": {"ch.had": eff, "photon": eff / 2}, "pt_resolution": 0.2}))
+        (out / "physics" / run / "metrics.json").write_text(json.dumps(_trainer_metrics(eff)))
+        (out / "physics" / run / "learning_curve.csv").write_text(
+            "epoch,val_loss\n1,3.0\n2,%s\n" % (2.0 if run == "best" else 2.5))
     written = build("smoke", tmp_path / "results", tmp_path / "out")
     assert out / "physics.md" in written and (out / "physics.png").exists()
     md = (out / "physics.md").read_text()
-    assert "efficiency.ch.had" in md and "+12.5" in md  # 0.8 -> 0.9
+    row = next(r for r in md.splitlines() if r.startswith("| efficiency ") and "ch.had" in r)
+    assert [c.strip() for c in row.split("|")[3:7]] == ["0.8", "0.9", "+12.5", "0.95"]
+    assert "| val loss " in md and "-20.0" in md  # final val loss 2.5 -> 2.0
+
+
+def _trainer_metrics(eff: float) -> dict:
+    """metrics.json in the shape mlpf.train writes (values made up for the test)."""
+    def block(e):
+        cls = {"efficiency": e, "fake_rate": 1 - e, "pt": {"resolution": 0.1, "n": 5},
+               "energy": {"resolution": None, "n": 1}}
+        return {"accuracy": e, "all": cls, "classes": {"ch.had": cls, "photon": cls}}
+    return {"final": {"epoch": 2, "val_loss": 2.0 if eff > 0.85 else 2.5},
+            "mlpf": block(eff), "reference_pf": block(0.95)}
 
 
 @pytest.mark.parametrize("name", list(figures.FIGURES))
