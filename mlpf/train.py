@@ -1,0 +1,549 @@
+"""Train MLPF one epoch at a time: the trainable that the hyperparameter searches tune.
+
+    python -m mlpf.train --scale smoke --epochs 3 --out runs/smoke
+    python -m mlpf.train --data data/small --epochs 10 --out runs/try --set lr=3e-3 bin_size=32
+
+From Python (what experiments/ calls):
+
+    cfg = apply_overrides(config_for_scale("small"), {"lr": 1e-3, "num_node_messages": 2})
+    history = train(cfg, load_data("small"), max_epochs=27, on_epoch=report)
+
+``on_epoch(metrics)`` runs after every epoch; a truthy return stops training. The metrics of
+an epoch are exactly METRIC_KEYS. The model is MLPF (Pata et al., arXiv:2101.08578, see
+mlpf/model.py); the hyperparameters are those searched in arXiv:2203.01112.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import numbers
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mlpf.data.format import Event
+from mlpf.data.io import DataError, load_events
+from mlpf.loss import combine, loss_sums
+from mlpf.model import ACTIVATIONS, MLPF, decode
+from mlpf.paths import ROOT, data_dir
+from mlpf.scales import DEFAULT_SCALE, get_scale
+
+METRIC_KEYS = ("epoch", "train_loss", "val_loss", "val_loss_cls", "val_loss_reg",
+               "val_loss_charge", "epoch_seconds", "events_per_second", "devices")
+LR_SCHEDULES = ("exponential", "cosine", "none")
+CHECKPOINT = "checkpoint.pt"
+
+
+# ----------------------------------------------------------------------------- config
+@dataclass
+class TrainConfig:
+    """Every knob of one training run. The defaults are the untuned reference configuration:
+    a hand-set MLPF (moderate width, one message-passing step, a conservative learning rate
+    with slow exponential decay, no dropout) that the searches must beat. Scale presets
+    (mlpf/scales.py) resize the model on top of it; see :func:`config_for_scale`."""
+
+    # model (mlpf/model.py: MLPF)
+    width: int = 64  # input encoding and output-head hidden width
+    layernorm: bool = False
+    ffn_dist_hidden_dim: int = 64  # FFN to the LSH coordinates: width ...
+    ffn_dist_num_layers: int = 1  # ... and depth
+    distance_dim: int = 64
+    num_node_messages: int = 1
+    num_graph_layers_common: int = 2
+    num_graph_layers_energy: int = 2
+    dropout: float = 0.0
+    bin_size: int = 64  # elements per LSH bin
+    clip_value_low: float = 0.0
+    dist_mult: float = 0.1
+    normalize_degrees: bool = True
+    output_dim: int = 64  # width of the graph layers
+    activation: str = "elu"
+    # optimiser: AdamW; learning rate per optimiser step
+    lr: float = 3e-4
+    batch_size: int = 8  # events per step
+    lr_schedule: str = "exponential"  # exponential | cosine | none
+    lr_decay_rate: float = 0.95  # exponential: lr * rate ** (step / lr_decay_steps)
+    lr_decay_steps: int = 1000  # steps
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    # loss (mlpf/loss.py)
+    cls_coef: float = 1.0
+    reg_coef: float = 1.0
+    charge_coef: float = 1.0
+    focal_gamma: float = 0.0  # 0 = plain cross entropy
+    huber_delta: float = 1.0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+MODEL_KEYS = ("width", "layernorm", "ffn_dist_hidden_dim", "ffn_dist_num_layers",
+              "distance_dim", "num_node_messages", "num_graph_layers_common",
+              "num_graph_layers_energy", "dropout", "bin_size", "clip_value_low", "dist_mult",
+              "normalize_degrees", "output_dim", "activation")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(name: str, value, typ):
+    """value -> typ, accepting what command lines and search spaces produce."""
+    if typ is bool:
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        if isinstance(value, numbers.Real) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+    elif typ is int:
+        v = value
+        if isinstance(v, str):
+            try:
+                v = float(v.strip())
+            except ValueError:
+                v = None
+        if isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) \
+                and math.isfinite(v) and float(v) == int(v):
+            return int(v)
+    elif typ is float:
+        try:
+            if not isinstance(value, (bool, np.bool_)):
+                return float(value)
+        except (TypeError, ValueError):
+            pass
+    elif typ is str:
+        return str(value)
+    raise ValueError(f"{name}: cannot use {value!r} as {typ.__name__}")
+
+
+def _check(cfg: TrainConfig) -> TrainConfig:
+    def need(ok, msg):
+        if not ok:
+            raise ValueError(msg)
+
+    need(cfg.activation in ACTIVATIONS,
+         f"activation: {cfg.activation!r} is not one of {', '.join(ACTIVATIONS)}")
+    need(cfg.lr_schedule in LR_SCHEDULES,
+         f"lr_schedule: {cfg.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
+    for k in ("width", "ffn_dist_hidden_dim", "distance_dim", "num_node_messages", "bin_size",
+              "output_dim", "batch_size", "lr_decay_steps"):
+        need(getattr(cfg, k) >= 1, f"{k} must be at least 1")
+    for k in ("ffn_dist_num_layers", "num_graph_layers_common", "num_graph_layers_energy"):
+        need(getattr(cfg, k) >= 0, f"{k} must be at least 0")
+    need(0 <= cfg.dropout < 1, "dropout must be in [0, 1)")
+    need(0 <= cfg.clip_value_low <= 1, "clip_value_low must be in [0, 1]")
+    need(cfg.lr > 0 and cfg.lr_decay_rate > 0, "lr and lr_decay_rate must be positive")
+    return cfg
+
+
+def apply_overrides(cfg: TrainConfig, overrides: dict) -> TrainConfig:
+    """A copy of ``cfg`` with ``overrides`` applied, values coerced to the field types
+    ("1e-3" -> 1e-3, "true"/"1" -> True, 64.0 -> 64). Unknown keys raise ValueError."""
+    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    types = {k: {"int": int, "float": float, "bool": bool, "str": str}.get(t, t)
+             for k, t in types.items()}
+    changes = {}
+    for key, value in overrides.items():
+        if key not in types:
+            raise ValueError(f"unknown key {key!r}; valid keys: {', '.join(types)}")
+        changes[key] = _coerce(key, value, types[key])
+    return _check(dataclasses.replace(cfg, **changes))
+
+
+def config_for_scale(scale: str) -> TrainConfig:
+    """The reference configuration resized for a scale preset (mlpf/scales.py)."""
+    return apply_overrides(TrainConfig(), get_scale(scale).model)
+
+
+def build_model(cfg: TrainConfig) -> MLPF:
+    return MLPF(**{k: getattr(cfg, k) for k in MODEL_KEYS})
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass
+class Data:
+    """Events of each split (mlpf.data.format.Event)."""
+
+    train: list[Event]
+    val: list[Event]
+    test: list[Event] | None = field(default=None)
+
+
+def _load_split(path, what: str, scale: str | None, max_events: int | None) -> list[Event]:
+    hint = f"run `make data SCALE={scale or DEFAULT_SCALE}`" if not isinstance(path, list) \
+        else "check the paths"
+    paths = path if isinstance(path, list) else [path]
+    for p in paths:
+        if not Path(p).exists():
+            raise FileNotFoundError(f"{p}: no {what} data here; {hint}")
+    try:
+        events = load_events(paths, max_events=max_events)
+    except DataError as e:
+        raise DataError(e.path, f"{e.problem}; {hint}") from None
+    if not events:
+        raise DataError(paths[0], f"no events; {hint}")
+    return events
+
+
+def load_data(scale: str | None = None, train=None, val=None, max_events: int | None = None,
+              *, test=None, with_test: bool = False) -> Data:
+    """Events of a scale (data/<scale>/{train,val}/) or of explicit files or folders.
+
+    ``max_events`` caps each split. The test split is loaded only with ``with_test`` or an
+    explicit ``test``. Missing data raises FileNotFoundError naming `make data SCALE=...`.
+    """
+    scale = scale or DEFAULT_SCALE
+    get_scale(scale)  # unknown scale -> ValueError with the choices
+
+    def split(explicit, name):
+        if explicit is None:
+            return _load_split(data_dir(scale, name), name, scale, max_events)
+        paths = [explicit] if isinstance(explicit, (str, os.PathLike)) else list(explicit)
+        return _load_split(paths if len(paths) > 1 else paths[0], name, scale, max_events)
+
+    tr, va = split(train, "train"), split(val, "val")
+    te = split(test, "test") if (test is not None or with_test) else None
+    return Data(tr, va, te)
+
+
+def collate(events: Sequence[Event], bin_size: int):
+    """Pad a batch to its largest event rounded up to a multiple of bin_size.
+
+    Returns X (B, N, 12), ygen (B, N, 7) float32 tensors and mask (B, N) bool.
+    """
+    n = max(max(len(e) for e in events), 1)
+    N = -(-n // bin_size) * bin_size
+    X = np.zeros((len(events), N, 12), np.float32)
+    Y = np.zeros((len(events), N, 7), np.float32)
+    M = np.zeros((len(events), N), bool)
+    for i, e in enumerate(events):
+        X[i, :len(e)] = e.X
+        Y[i, :len(e)] = e.ygen
+        M[i, :len(e)] = True
+    return torch.from_numpy(X), torch.from_numpy(Y), torch.from_numpy(M)
+
+
+def _train_batches(n_events: int, sizes: np.ndarray, batch_size: int, rng) -> list[np.ndarray]:
+    """Shuffled batches of similar-size events (less padding): shuffle, sort each chunk of
+    32 batches by size, cut into batches, shuffle the batches."""
+    order = rng.permutation(n_events)
+    chunk = 32 * batch_size
+    batches = []
+    for s in range(0, n_events, chunk):
+        part = order[s:s + chunk]
+        part = part[np.argsort(sizes[part], kind="stable")]
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _eval_batches(events: Sequence[Event], batch_size: int) -> list[np.ndarray]:
+    order = np.argsort([len(e) for e in events], kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+# ----------------------------------------------------------------------------- errors
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; ``epoch`` is the (1-based) epoch it happened in."""
+
+    def __init__(self, epoch: int, detail: str = ""):
+        self.epoch = epoch
+        super().__init__(f"training diverged in epoch {epoch}" + (f": {detail}" if detail else ""))
+
+
+class DeviceOutOfMemory(RuntimeError):
+    """The device ran out of memory in ``epoch`` (wraps torch.cuda.OutOfMemoryError)."""
+
+    def __init__(self, epoch: int, detail: str = ""):
+        self.epoch = epoch
+        super().__init__(f"device out of memory in epoch {epoch}" + (f": {detail}" if detail
+                                                                      else ""))
+
+
+_OOM = tuple({getattr(torch.cuda, "OutOfMemoryError", MemoryError),
+              getattr(torch, "OutOfMemoryError", MemoryError)})
+
+
+# ----------------------------------------------------------------------------- training
+def _lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    if cfg.lr_schedule == "exponential":
+        return lambda step: cfg.lr_decay_rate ** (step / cfg.lr_decay_steps)
+    if cfg.lr_schedule == "cosine":
+        return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    return lambda step: 1.0
+
+
+def _loss_kwargs(cfg: TrainConfig) -> dict:
+    return {"cls_coef": cfg.cls_coef, "reg_coef": cfg.reg_coef, "charge_coef": cfg.charge_coef}
+
+
+@torch.no_grad()
+def evaluate(model: MLPF, events: Sequence[Event], cfg: TrainConfig, device) -> dict:
+    """Per-element mean losses over ``events``: {total, cls, reg, charge} as floats."""
+    model.eval()
+    acc: dict = {}
+    for idx in _eval_batches(events, cfg.batch_size):
+        X, Y, M = (t.to(device) for t in collate([events[i] for i in idx], cfg.bin_size))
+        s = loss_sums(model(X, M), Y, M, focal_gamma=cfg.focal_gamma,
+                      huber_delta=cfg.huber_delta)
+        for k, v in s.items():
+            acc[k] = acc.get(k, 0) + v.double()
+    return {k: float(v) for k, v in combine(acc, **_loss_kwargs(cfg)).items()}
+
+
+@torch.no_grad()
+def predict(model: MLPF, events: Sequence[Event], batch_size: int = 8,
+            device=None) -> list[np.ndarray]:
+    """Reconstructed particles per event, each (n_elements, 7) in the ygen format."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    out: list[np.ndarray | None] = [None] * len(events)
+    for idx in _eval_batches(events, batch_size):
+        X, _, M = (t.to(device) for t in collate([events[i] for i in idx], model.bin_size))
+        y = decode(model(X, M)).cpu().numpy()
+        for j, i in enumerate(idx):
+            out[i] = y[j, :len(events[i])]
+    return out
+
+
+def _rng_state() -> dict:
+    s = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+         "python": random.getstate()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
+
+
+def _set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def fit(config: TrainConfig, data: Data, max_epochs: int,
+        on_epoch: Callable[[dict], object] | None = None, *, device=None, seed: int = 0,
+        checkpoint_dir=None, progress: bool = False,
+        threads: int | None = None) -> tuple[MLPF, list[dict]]:
+    """:func:`train`, returning the trained model as well: (model, history)."""
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    model = build_model(config).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = -(-len(data.train) // config.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, _lr_lambda(config, max(1, steps_per_epoch * max_epochs)))
+    history: list[dict] = []
+    ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        if state["config"] != config.to_dict():
+            raise ValueError(f"{ckpt} was written by a different configuration; "
+                             "use another checkpoint folder")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        history = state["history"]
+        _set_rng_state(state["rng"])
+    sizes = np.array([len(e) for e in data.train])
+    for epoch in range(len(history) + 1, max_epochs + 1):
+        t0 = time.perf_counter()
+        try:
+            train_loss, t_train = _train_epoch(model, opt, sched, config, data.train, sizes,
+                                               epoch, seed, device, progress)
+            val = evaluate(model, data.val, config, device)
+        except _OOM as e:
+            raise DeviceOutOfMemory(epoch, str(e).splitlines()[0] if str(e) else "") from e
+        if not math.isfinite(val["total"]):
+            raise TrainingDiverged(epoch, f"validation loss {val['total']}")
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        m = {"epoch": epoch, "train_loss": train_loss, "val_loss": val["total"],
+             "val_loss_cls": val["cls"], "val_loss_reg": val["reg"],
+             "val_loss_charge": val["charge"], "epoch_seconds": time.perf_counter() - t0,
+             "events_per_second": len(data.train) / t_train, "devices": 1}
+        history.append(m)
+        if ckpt is not None:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            tmp = ckpt.with_name(f".{CHECKPOINT}.tmp{os.getpid()}")
+            torch.save({"config": config.to_dict(), "model": model.state_dict(),
+                        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "history": history, "epoch": epoch, "rng": _rng_state()}, tmp)
+            os.replace(tmp, ckpt)  # atomic: a crash leaves the previous epoch's checkpoint
+        if on_epoch is not None and on_epoch(dict(m)):
+            break
+    return model, history
+
+
+def _train_epoch(model, opt, sched, cfg, events, sizes, epoch, seed, device, progress):
+    """One pass over the training events; returns (mean batch loss, seconds)."""
+    model.train()
+    # The batch order depends only on (seed, epoch): a resumed run sees the same batches.
+    batches = _train_batches(len(events), sizes, cfg.batch_size,
+                             np.random.default_rng([seed, epoch]))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(batches), desc=f"epoch {epoch}", leave=False, file=sys.stderr)
+    t0 = time.perf_counter()
+    total = 0.0
+    for idx in batches:
+        X, Y, M = (t.to(device, non_blocking=True)
+                   for t in collate([events[i] for i in idx], cfg.bin_size))
+        s = loss_sums(model(X, M), Y, M, focal_gamma=cfg.focal_gamma,
+                      huber_delta=cfg.huber_delta)
+        loss = combine(s, **_loss_kwargs(cfg))["total"]
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingDiverged(epoch, f"training loss {value}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        total += value
+        if bar is not None:
+            bar.update()
+            bar.set_postfix(loss=f"{value:.4f}")
+    if bar is not None:
+        bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return total / max(1, len(batches)), time.perf_counter() - t0
+
+
+def train(config: TrainConfig, data: Data, max_epochs: int,
+          on_epoch: Callable[[dict], object] | None = None, *, device=None, seed: int = 0,
+          checkpoint_dir=None, progress: bool = False, threads: int | None = None) -> list[dict]:
+    """Train MLPF for up to ``max_epochs`` epochs; returns the per-epoch metrics.
+
+    Args:
+        config: the hyperparameters (:class:`TrainConfig`).
+        data: train and validation events.
+        on_epoch: called with each epoch's metrics (keys METRIC_KEYS); truthy return stops.
+        device: torch device; None = "cuda" when available, else "cpu".
+        seed: seeds torch, numpy and random; the batch order follows (seed, epoch).
+        checkpoint_dir: save model, optimiser, epoch and RNG state there after every epoch,
+            and resume from it when present (the history includes the earlier epochs).
+        progress: tqdm bar per epoch on stderr.
+        threads: torch.set_num_threads(threads) if given; left alone otherwise.
+    Raises:
+        TrainingDiverged: a loss became NaN or infinite (``.epoch``).
+        DeviceOutOfMemory: the device ran out of memory (``.epoch``).
+    """
+    return fit(config, data, max_epochs, on_epoch, device=device, seed=seed,
+               checkpoint_dir=checkpoint_dir, progress=progress, threads=threads)[1]
+
+
+# ----------------------------------------------------------------------------- CLI
+def _parse_sets(items: Sequence[str]) -> dict:
+    out = {}
+    for it in items:
+        key, sep, value = it.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {it!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Train MLPF and write learning_curve.csv, "
+                                 "config.json and metrics.json into --out.")
+    ap.add_argument("--scale", default=DEFAULT_SCALE, help="preset (default %(default)s)")
+    ap.add_argument("--data", help="folder with train/ and val/ (default data/<scale>)")
+    ap.add_argument("--epochs", type=int, help="default: the scale's max_epochs")
+    ap.add_argument("--out", help="run folder (default runs/train-<scale>)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="TrainConfig overrides, e.g. lr=1e-3 bin_size=32")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", help="cpu, cuda, ... (default cuda if available)")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    ap.add_argument("--max-events", type=int, help="cap events per split (quick tries)")
+    ap.add_argument("--eval", choices=("val", "test"), default="val",
+                    help="split for the physics metrics (default val)")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+
+    try:
+        scale = get_scale(args.scale)
+        cfg = apply_overrides(config_for_scale(args.scale), _parse_sets(args.set))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    epochs = args.epochs or scale.max_epochs
+    out = Path(args.out or ROOT / "runs" / f"train-{args.scale}")
+    try:
+        if args.data:
+            d = Path(args.data)
+            data = load_data(args.scale, train=d / "train", val=d / "val",
+                             test=(d / "test") if args.eval == "test" else None,
+                             max_events=args.max_events)
+        else:
+            data = load_data(args.scale, max_events=args.max_events,
+                             with_test=args.eval == "test")
+    except (FileNotFoundError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(
+        {"config": cfg.to_dict(), "scale": args.scale, "epochs": epochs, "seed": args.seed,
+         "data": str(args.data or data_dir(args.scale, "")),
+         "n_train": len(data.train), "n_val": len(data.val)}, indent=2) + "\n")
+
+    def write_curve(m):
+        hist.append(m)
+        with open(out / "learning_curve.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=METRIC_KEYS)
+            w.writeheader()
+            w.writerows(hist)
+        if args.no_progress:
+            print(f"epoch {m['epoch']}: train {m['train_loss']:.4f} val {m['val_loss']:.4f} "
+                  f"({m['epoch_seconds']:.1f} s)", file=sys.stderr)
+
+    hist: list[dict] = []
+    try:
+        model, history = fit(cfg, data, epochs, write_curve, device=args.device,
+                             seed=args.seed, checkpoint_dir=out / "checkpoint",
+                             progress=not args.no_progress, threads=args.threads)
+    except (TrainingDiverged, DeviceOutOfMemory, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if len(hist) < len(history):  # resumed: rewrite the curve with the earlier epochs too
+        hist.clear()
+        for m in history[:-1]:
+            hist.append(m)
+        write_curve(history[-1])
+    torch.save(model.state_dict(), out / "model.pt")
+
+    from mlpf.metrics import physics_metrics, summary_line
+    events = data.test if args.eval == "test" else data.val
+    true = np.concatenate([e.ygen for e in events])
+    reco = np.concatenate(predict(model, events, cfg.batch_size))
+    metrics = {"split": args.eval, "n_events": len(events),
+               "final": history[-1] if history else None,
+               "mlpf": physics_metrics(true, reco),
+               "reference_pf": physics_metrics(true, np.concatenate([e.ycand for e in events]))}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"MLPF        {summary_line(metrics['mlpf'])}")
+    print(f"rule-based  {summary_line(metrics['reference_pf'])}")
+    print(f"wrote {out}/learning_curve.csv, config.json, metrics.json, model.pt")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
