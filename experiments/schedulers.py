@@ -1,0 +1,311 @@
+"""Early stopping and multi-fidelity scheduling on top of DeepHyper 0.13 searches.
+
+- :class:`ASHAStopper`: asynchronous successive halving (Li et al. 2020, arXiv 1810.05934) with
+  rungs at ``grace * eta**(s + k)`` epochs like Ray Tune's ASHA; with ``brackets > 1`` it is
+  asynchronous Hyperband: each job is put in bracket ``s = crc32(job number) % brackets`` (its
+  minimum early-stopping rate) and competes only with jobs of its bracket.
+- :func:`hyperband_brackets`: the bracket table of Hyperband (Li et al. 2018, JMLR, Alg. 1).
+- :class:`HyperbandSearch`: synchronous Hyperband as a DeepHyper ``Search`` that hands out
+  ``(config, budget)`` jobs rung by rung and opens the next bracket whenever the open ones wait
+  at a rung barrier, so no worker idles. A promoted configuration is **retrained from scratch**
+  for its larger budget (the trainable has no checkpoints): a rung costs ``n_i * r_i`` epochs,
+  exactly the accounting of Li et al., and every epoch trained is logged.
+- :class:`ModelSampler`: BOHB-style proposals (Falkner et al. 2018): a surrogate fitted on the
+  largest budget with enough results, a fraction of configurations drawn at random.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections import deque
+from numbers import Number
+
+import numpy as np
+from deephyper.hpo import CBO
+from deephyper.hpo._search import Search
+from deephyper.stopper import SuccessiveHalvingStopper
+from deephyper.stopper._stopper import Stopper
+
+# Keys a scheduled job carries next to the hyperparameters (they become p:<key> in results.csv).
+BUDGET_KEY = "budget"  # epochs to train this job for
+HB_KEYS = ("hb_bracket", "hb_rung", "hb_trial")  # bracket number, rung index, trial number
+SCHEDULE_KEYS = (BUDGET_KEY, *HB_KEYS)
+
+
+def asha_bracket(job_number: int, brackets: int) -> int:
+    """Bracket (minimum early-stopping rate) of a job: a hash of its number, not its order."""
+    return 0 if brackets <= 1 else zlib.crc32(str(int(job_number)).encode()) % brackets
+
+
+def asha_rungs(max_t: int, grace: int, eta: int, s: int = 0) -> list[int]:
+    """Rung budgets ``grace * eta**(s+k)`` below ``max_t`` (epochs where a job may be stopped)."""
+    out, k = [], 0
+    while grace * eta ** (s + k) < max_t:
+        out.append(grace * eta ** (s + k))
+        k += 1
+    return out
+
+
+class ASHAStopper(SuccessiveHalvingStopper):
+    """ASHA with Ray Tune's rung schedule; ``brackets > 1`` gives asynchronous Hyperband.
+
+    At rung ``k`` (after ``grace * eta**(s+k)`` epochs) a job continues only if its objective is
+    in the top ``1/eta`` of all jobs of its bracket that reached that rung so far (the first
+    ones to arrive always continue: ASHA never waits). Rung values live in the evaluator's
+    storage, shared by every worker process or MPI rank.
+    """
+
+    def __init__(self, max_steps: int, grace: int = 1, eta: int = 3, brackets: int = 1):
+        super().__init__(max_steps=max_steps, min_steps=grace, reduction_factor=eta)
+        self.grace, self.eta, self.brackets = int(grace), int(eta), int(brackets)
+
+    def to_json(self):
+        return {"type": type(self).__name__, "max_t": self.max_steps, "grace": self.grace,
+                "eta": self.eta, "brackets": self.brackets}
+
+    @property
+    def bracket(self) -> int:
+        return asha_bracket(int(self.job.id.split(".")[-1]), self.brackets)
+
+    @staticmethod
+    def rung_key(bracket: int, rung: int) -> str:
+        return f"_completed_rung_b{bracket}_{rung}"
+
+    def _compute_halting_budget(self):
+        return self.grace * self.eta ** (self.bracket + self._rung)
+
+    def _get_competiting_objectives(self) -> list:
+        search_id = self.job.id.split(".")[0]
+        values = self.job.storage.load_metadata_from_all_jobs(
+            search_id, self.rung_key(self.bracket, self._rung))
+        return [v for v in values if isinstance(v, Number)]
+
+    def observe(self, budget: float, objective: float):
+        Stopper.observe(self, budget, objective)
+        self._budget, self._objective = budget, objective
+        if budget >= self._compute_halting_budget():
+            self.job.storage.store_job_metadata(
+                self.job.id, self.rung_key(self.bracket, self._rung), objective)
+            self._list_completed_rung.append(self._rung)
+
+    def restore(self, storage, job_id: str, curve: dict[int, float]) -> None:
+        """Store the rung values of a logged job (``curve``: epoch -> objective) on resume."""
+        s = asha_bracket(int(job_id.split(".")[-1]), self.brackets)
+        for k, r in enumerate(asha_rungs(self.max_steps, self.grace, self.eta, s)):
+            if r in curve and np.isfinite(curve[r]):
+                storage.store_job_metadata(job_id, self.rung_key(s, k), float(curve[r]))
+        if self.max_steps in curve:
+            storage.store_job_metadata(job_id, "_completed", True)
+
+
+def hyperband_brackets(max_t: int, eta: int, min_t: int = 1) -> list[list[tuple[int, int]]]:
+    """Hyperband's brackets, most exploratory first: ``[[(n_0, r_0), (n_1, r_1), ...], ...]``.
+
+    ``s_max = floor(log_eta(max_t / min_t))``; bracket ``s`` starts ``n = ceil((s_max+1)/(s+1) *
+    eta**s)`` configurations with ``r = max_t * eta**-s`` epochs and keeps ``floor(n / eta**i)``
+    of them for ``r * eta**i`` epochs at rung ``i`` (Li et al. 2018, Algorithm 1 and Table 1).
+    """
+    s_max = int(math.floor(math.log(max_t / min_t) / math.log(eta) + 1e-9))
+    table = []
+    for s in range(s_max, -1, -1):
+        n = int(math.ceil((s_max + 1) / (s + 1) * eta**s - 1e-9))
+        r = max_t / eta**s
+        table.append([(n // eta**i, max(1, int(math.floor(r * eta**i + 0.5))))
+                      for i in range(s + 1)])
+    return table
+
+
+def _native(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+class RandomSampler:
+    """Configurations drawn uniformly from the problem (seeded)."""
+
+    def __init__(self, problem, seed: int):
+        self.space = problem.space
+        self.space.seed(int(seed))
+        self.names = problem.hyperparameter_names
+
+    def ask(self, n: int) -> list[dict]:
+        if n <= 0:
+            return []
+        samples = self.space.sample_configuration(size=n)
+        samples = samples if isinstance(samples, list) else [samples]
+        return [{k: _native(dict(c)[k]) for k in self.names} for c in samples]
+
+    def observe(self, budget: int, config: dict, objective) -> None:
+        pass
+
+
+class ModelSampler(RandomSampler):
+    """BOHB-style sampler: a surrogate fitted on the largest budget with ``n_min`` results.
+
+    Falkner et al. (2018) fit TPE on the largest budget with at least ``d + 1`` observations and
+    draw a fraction ``random_fraction`` of configurations at random; here the surrogate is
+    DeepHyper's CBO (extra trees, UCB, sampled acquisition optimiser).
+    """
+
+    def __init__(self, problem, seed: int, log_dir: str, n_min: int | None = None,
+                 random_fraction: float = 1 / 3):
+        super().__init__(problem, seed)
+        self.problem, self.log_dir = problem, log_dir
+        self.n_min = n_min or len(self.names) + 1
+        self.random_fraction = random_fraction
+        self.rng = np.random.default_rng(seed)
+        self.seed = int(seed)
+        self.obs: dict[int, list[tuple[dict, float]]] = {}
+        self.n_model_asks = 0  # configurations proposed by the model (tests read this)
+
+    def observe(self, budget, config, objective):
+        if isinstance(objective, Number) and np.isfinite(objective):
+            self.obs.setdefault(int(budget), []).append((config, float(objective)))
+
+    def ask(self, n):
+        ready = [b for b, rows in self.obs.items() if len(rows) >= self.n_min]
+        if n <= 0 or not ready:
+            return super().ask(n)
+        rows = self.obs[max(ready)]
+        model = CBO(self.problem, random_state=self.seed + len(rows), log_dir=self.log_dir,
+                    checkpoint_history_to_csv=False, surrogate_model="ET", acq_func="UCB",
+                    acq_optimizer="sampling", acq_optimizer_kwargs={"n_points": 2000},
+                    multi_point_strategy="qUCB", n_initial_points=self.n_min)
+        model.tell([(c, y) for c, y in rows])
+        n_model = int(np.sum(self.rng.random(n) >= self.random_fraction))
+        out = [{k: _native(c[k]) for k in self.names} for c in model.ask(n_model)] \
+            if n_model else []
+        self.n_model_asks += len(out)
+        return out + super().ask(n - len(out))
+
+
+class _Bracket:
+    """One Hyperband bracket: rungs ``[(n_i, r_i)]``, results per rung, a queue of jobs."""
+
+    def __init__(self, index: int, rungs: list[tuple[int, int]]):
+        self.index, self.rungs = index, rungs
+        self.configs: dict[int, dict] = {}  # trial -> hyperparameters
+        self.results: list[dict[int, object]] = [{} for _ in rungs]  # rung -> trial -> obj
+        self.expected = [rungs[0][0]] + [None] * (len(rungs) - 1)  # jobs awaited per rung
+        self.queue: deque[tuple[int, int]] = deque()  # (trial, rung) to hand out
+        self.issued: list[set[int]] = [set() for _ in rungs]
+
+    def complete(self, i: int) -> bool:
+        return self.expected[i] is not None and len(self.results[i]) >= self.expected[i]
+
+    def promote(self, i: int) -> None:
+        """Rung ``i`` is complete: queue the best ``n_{i+1}`` successful trials for rung i+1."""
+        if i + 1 >= len(self.rungs) or self.expected[i + 1] is not None:
+            return
+        ok = [(t, y) for t, y in self.results[i].items()
+              if isinstance(y, Number) and np.isfinite(y)]
+        ok.sort(key=lambda ty: (-ty[1], ty[0]))  # maximise the objective (= -val_loss)
+        top = [t for t, _ in ok[: self.rungs[i + 1][0]]]
+        self.expected[i + 1] = len(top)
+        for t in top:
+            if t not in self.results[i + 1] and t not in self.issued[i + 1]:
+                self.queue.append((t, i + 1))
+        if self.complete(i + 1):  # nothing promoted, or all already done (restore)
+            self.promote(i + 1)
+
+    def record(self, trial: int, rung: int, objective) -> None:
+        self.results[rung][trial] = objective
+        if self.complete(rung):
+            self.promote(rung)
+
+
+class HyperbandSearch(Search):
+    """Synchronous Hyperband (Li et al. 2018) that keeps every worker busy.
+
+    ``ask(n)`` returns ``n`` jobs: queued jobs of the oldest open bracket first; when every open
+    bracket waits at a rung barrier, the next bracket of the table is opened (brackets cycle
+    through the table, Hyperband iterations repeat until the driver's budget is spent). Each job
+    carries ``budget`` (epochs), ``hb_bracket``, ``hb_rung`` and ``hb_trial``.
+    """
+
+    def __init__(self, problem, max_t: int, eta: int, min_t: int = 1, random_state=None,
+                 log_dir: str = ".", sampler: str = "random"):
+        super().__init__(problem, random_state, log_dir)
+        self.max_t, self.eta, self.min_t = max_t, eta, min_t
+        self.table = hyperband_brackets(max_t, eta, min_t)
+        seed = self._random_state.randint(0, 2**31 - 1)
+        self.sampler = (ModelSampler(self._problem, seed, self._log_dir) if sampler == "model"
+                        else RandomSampler(self._problem, seed))
+        self.brackets: list[_Bracket] = []
+        self.n_trials = 0
+
+    def _new_bracket(self, index: int) -> _Bracket:
+        b = _Bracket(index, self.table[index % len(self.table)])
+        while len(self.brackets) <= index:
+            self.brackets.append(None)
+        self.brackets[index] = b
+        return b
+
+    def _fill_rung0(self, b: _Bracket) -> None:
+        missing = b.rungs[0][0] - len(b.results[0]) - len(b.issued[0])
+        for cfg in self.sampler.ask(missing):
+            b.configs[self.n_trials] = cfg
+            b.queue.append((self.n_trials, 0))
+            self.n_trials += 1
+
+    def _ask(self, n: int = 1) -> list[dict]:
+        out = []
+        while len(out) < n:
+            b = next((b for b in self.brackets if b is not None and b.queue), None)
+            if b is None:
+                b = self._new_bracket(len(self.brackets))
+                self._fill_rung0(b)
+                continue
+            trial, rung = b.queue.popleft()
+            b.issued[rung].add(trial)
+            out.append({**b.configs[trial], BUDGET_KEY: b.rungs[rung][1],
+                        "hb_bracket": b.index, "hb_rung": rung, "hb_trial": trial})
+        return out
+
+    def _tell(self, results) -> None:
+        for cfg, obj in results:
+            b = self.brackets[int(cfg["hb_bracket"])]
+            hp = {k: v for k, v in cfg.items() if k not in SCHEDULE_KEYS}
+            self.sampler.observe(int(cfg[BUDGET_KEY]), hp, obj)
+            b.record(int(cfg["hb_trial"]), int(cfg["hb_rung"]), obj)
+
+    def restore(self, results) -> None:
+        """Rebuild brackets and rungs from logged ``(config, objective)`` pairs of finished jobs.
+
+        Jobs that were running when the search stopped are queued again (new job ids); missing
+        configurations of a first rung are drawn anew.
+        """
+        for cfg, obj in results:
+            i = int(cfg["hb_bracket"])
+            b = self.brackets[i] if i < len(self.brackets) and self.brackets[i] else \
+                self._new_bracket(i)
+            t, r = int(cfg["hb_trial"]), int(cfg["hb_rung"])
+            b.configs[t] = {k: v for k, v in cfg.items() if k not in SCHEDULE_KEYS}
+            b.results[r][t] = obj
+            self.sampler.observe(int(cfg[BUDGET_KEY]), b.configs[t], obj)
+            self.n_trials = max(self.n_trials, t + 1)
+        for i, b in enumerate(self.brackets):
+            b = b or self._new_bracket(i)
+            self._fill_rung0(b)
+            for r in range(len(b.rungs)):
+                if b.complete(r):
+                    b.promote(r)
+
+
+class FixedSearch(Search):
+    """Evaluates a fixed list of configurations once each (the untuned default)."""
+
+    def __init__(self, problem, configs: list[dict], random_state=None, log_dir: str = "."):
+        super().__init__(problem, random_state, log_dir)
+        self.pending = deque(dict(c) for c in configs)
+
+    def _ask(self, n: int = 1) -> list[dict]:
+        return [self.pending.popleft() for _ in range(min(n, len(self.pending)))]
+
+    def _tell(self, results) -> None:
+        pass
+
+    def restore(self, results) -> None:
+        for _ in results:  # finished ones are not run again
+            if self.pending:
+                self.pending.popleft()

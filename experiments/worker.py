@@ -1,0 +1,160 @@
+"""The run-function every worker executes: one trial, one learning-curve row per epoch.
+
+``run_trial(job, ctx)`` trains ``job.parameters`` for its budget (``max_t``, or the Hyperband
+rung budget in ``job["budget"]``), appends each epoch to ``learning_curves.csv`` as it happens,
+reports ``-val_loss`` to the stopper (DeepHyper maximises) and returns the objective with
+metadata. It never raises: a failure becomes ``"F_<reason>"`` (a raising run-function would end
+the whole search).
+
+One device per worker: a worker takes a stable slot (MPI: its rank; process pool: the first
+free lock file of the search), binds to GPU ``slot % torch.cuda.device_count()`` when there
+are GPUs, and uses ``cores // local workers`` threads.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from experiments import logs
+from experiments.schedulers import SCHEDULE_KEYS
+from experiments.trainables import get_trainable
+
+LOCAL_RANK_ENV = "EXP_LOCAL_WORKER"  # index of an MPI worker among the workers of its node
+LOCAL_WORKERS_ENV = "EXP_LOCAL_WORKERS"  # MPI workers on this node
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a worker needs besides the job (pickled with every job: keep it small)."""
+
+    scale: str
+    trainable: str
+    log_dir: str
+    t0: float  # time.time() when the search began: learning-curve times are relative to it
+    max_t: int
+    seed: int
+    workers: int
+    evaluator: str = "process"  # process | mpi | serial
+    slot_dir: str | None = None  # lock files of the process-pool slots
+
+
+class _Diverged(Exception):
+    pass
+
+
+_WORKER: dict = {}  # per-process state: slot, threads, device, trainable
+
+
+def _claim_slot(slot_dir: str, workers: int) -> int:
+    """Lowest free slot of the search; the lock is held until this process exits."""
+    for i in range(4 * workers):  # room for replaced worker processes
+        fd = os.open(os.path.join(slot_dir, f"slot{i}.lock"), os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _WORKER["slot_fd"] = fd  # keep it open: closing would free the slot
+            return i
+        except BlockingIOError:
+            os.close(fd)
+    return os.getpid()
+
+
+def _setup(ctx: RunContext) -> dict:
+    """Once per worker process: slot, threads, device, trainable."""
+    if _WORKER.get("ctx_log_dir") == ctx.log_dir:
+        return _WORKER
+    if ctx.evaluator == "process":
+        # Pool processes are forked from the manager and inherit its SIGTERM handler; a worker
+        # must simply die on SIGTERM (the manager handles the search's shutdown).
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if ctx.evaluator == "serial":  # the manager process itself
+        slot = local = 0
+        local_workers = 1
+    elif ctx.evaluator == "mpi":  # rank 0 is the manager
+        from mpi4py import MPI
+
+        slot = MPI.COMM_WORLD.Get_rank()
+        local = int(os.environ.get(LOCAL_RANK_ENV, slot - 1))
+        local_workers = int(os.environ.get(LOCAL_WORKERS_ENV, ctx.workers))
+    else:
+        slot = local = _claim_slot(ctx.slot_dir, ctx.workers)
+        local_workers = ctx.workers
+    cores = len(os.sched_getaffinity(0))
+    threads = max(1, cores // max(1, local_workers))
+    trainable = get_trainable(ctx.trainable)
+    device, devices = None, 1
+    if trainable.uses_torch:
+        import torch
+
+        if torch.cuda.is_available():
+            device, devices = f"cuda:{local % torch.cuda.device_count()}", 1
+        else:
+            device, devices = "cpu", threads  # compute is counted in core-hours on CPU
+        torch.set_num_threads(threads)
+    _WORKER.update(pid=os.getpid(), ctx_log_dir=ctx.log_dir, slot=slot, threads=threads,
+                   device=device, devices=devices, trainable=trainable)
+    return _WORKER
+
+
+def run_trial(job, ctx: RunContext) -> dict:
+    """Train one job; return ``{"objective": -val_loss | "F_<reason>", "metadata": {...}}``."""
+    w = _setup(ctx)
+    params = dict(job.parameters)
+    budget = int(params.get("budget", ctx.max_t))
+    hp = {k: v for k, v in params.items() if k not in SCHEDULE_KEYS}
+    job_id = int(str(job.id).split(".")[-1])
+    lc_path = Path(ctx.log_dir) / logs.LEARNING_CURVES_CSV
+    st = {"epochs": 0, "best": math.inf, "last": None, "stopped": False,
+          "t_prev": time.time() - ctx.t0}
+    t_trial_start = st["t_prev"]
+
+    def on_epoch(m: dict) -> bool:
+        epoch, val = int(m["epoch"]), float(m["val_loss"])
+        t_end = time.time() - ctx.t0
+        logs.append_row(lc_path, {
+            logs.JOB_ID: job_id, logs.EPOCH: epoch, logs.VAL_LOSS: val,
+            logs.TRAIN_LOSS: float(m.get("train_loss", math.nan)),
+            logs.EPOCH_SECONDS: float(m.get("epoch_seconds", t_end - st["t_prev"])),
+            logs.T_START: round(st["t_prev"], 4), logs.T_END: round(t_end, 4),
+            logs.WORKER: w["slot"], logs.DEVICES: m.get("devices", w["devices"])})
+        st["t_prev"], st["epochs"] = t_end, epoch
+        if not math.isfinite(val):
+            raise _Diverged(f"val_loss={val} at epoch {epoch}")
+        st["last"], st["best"] = val, min(st["best"], val)
+        job.record(epoch, -val)
+        if epoch >= budget:
+            return True
+        if job.stopped():  # the stopper's decision (ASHA rung)
+            st["stopped"] = True
+            return True
+        return False
+
+    status, reason = logs.STATUS_OK, ""
+    try:
+        w["trainable"].train(ctx.scale, hp, budget, on_epoch, device=w["device"],
+                             seed=ctx.seed, threads=w["threads"])
+        if st["stopped"]:
+            status = logs.STATUS_STOPPED
+        elif st["last"] is None:
+            status, reason = logs.STATUS_FAILED, "no_epoch"
+    except _Diverged:
+        status, reason = logs.STATUS_FAILED, "diverged"
+    except Exception as e:  # noqa: BLE001 - any failure of one trial must not end the search
+        status, reason = logs.STATUS_FAILED, w["trainable"].failure_reason(e)
+    meta = {logs.STATUS: status, logs.REASON: reason, logs.EPOCHS: st["epochs"],
+            logs.BUDGET: budget,
+            logs.BEST_VAL_LOSS: st["best"] if math.isfinite(st["best"]) else None,
+            logs.TRIAL_START: round(t_trial_start, 4),
+            logs.TRIAL_END: round(time.time() - ctx.t0, 4), logs.TRIAL_WORKER: w["slot"]}
+    objective = f"F_{reason}" if status == logs.STATUS_FAILED else -st["last"]
+    return {"objective": objective, "metadata": meta}
+
+
+async def run_trial_async(job, ctx: RunContext) -> dict:
+    """``run_trial`` for DeepHyper's serial evaluator (runs in the manager process)."""
+    return run_trial(job, ctx)
