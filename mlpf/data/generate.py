@@ -9,13 +9,12 @@ Processes: ``ttbar`` (Top:gg2ttbar + Top:qqbar2ttbar, as in the public dataset) 
 (SoftQCD:nonDiffractive) events from a second Pythia instance, all at the origin.
 
 Events go into files of ``--events-per-file`` named
-``{process}_pu{MU:g}_seed{S}_{index:04d}.pkl.bz2``. Every file is an independent unit of
+``{process}_pu{MU:g}_seed{S}_{index:04d}_n{events}.pkl.bz2``. Every file is an independent unit of
 work: its Pythia and detector seeds derive from (seed, process, pileup, file index) only, and
 each file gets fresh Pythia instances, so the same arguments give the same bytes whatever
 ``--workers`` is. Files are written atomically, so a file under its final name is complete
-and a rerun skips it. A name does not record how many events its file holds: a rerun that
-asks for more events keeps a short last file of an earlier, smaller request (use a fresh
-folder then).
+and a rerun skips it. A name records how many events its file holds (``_n100``): a rerun that
+asks for more events replaces a short last file of an earlier, smaller request.
 """
 
 from __future__ import annotations
@@ -57,8 +56,21 @@ def derive_seed(*keys, modulus: int = 2**63) -> int:
     return 1 + int.from_bytes(digest[:8], "little") % (modulus - 1)
 
 
-def file_name(process: str, pileup: float, seed: int, index: int) -> str:
-    return f"{process}_pu{pileup:g}_seed{seed}_{index:04d}.pkl.bz2"
+def file_name(process: str, pileup: float, seed: int, index: int, n_events: int) -> str:
+    """File ``index`` of a stream holds the first ``n_events`` events of that index's seed."""
+    return f"{process}_pu{pileup:g}_seed{seed}_{index:04d}_n{n_events}.pkl.bz2"
+
+
+def _remove_superseded(job: FileJob) -> None:
+    """Drop files of the same index with another event count (an earlier, other request).
+
+    They hold a prefix or an extension of the same event stream, so keeping both would put
+    the same events into a set twice.
+    """
+    stem = job.path.name.rsplit("_n", 1)[0]
+    for old in job.path.parent.glob(f"{stem}_n*.pkl.bz2"):
+        if old != job.path:
+            old.unlink()
 
 
 def check_args(events: int, process: str, pileup: float, events_per_file: int,
@@ -152,9 +164,12 @@ def plan(out: Path, events: int, seed: int, process: str, pileup: float,
          events_per_file: int) -> list[FileJob]:
     """Every file of a request, in order; the last one may hold fewer events."""
     n_files = -(-events // events_per_file)
-    return [FileJob(out / file_name(process, pileup, seed, i),
-                    min(events_per_file, events - i * events_per_file), seed, process,
-                    float(pileup), i) for i in range(n_files)]
+    jobs = []
+    for i in range(n_files):
+        n = min(events_per_file, events - i * events_per_file)
+        jobs.append(FileJob(out / file_name(process, pileup, seed, i, n), n, seed, process,
+                            float(pileup), i))
+    return jobs
 
 
 def generate(out: str | Path, events: int, seed: int = 0, process: str = "ttbar",
@@ -170,6 +185,8 @@ def generate(out: str | Path, events: int, seed: int = 0, process: str = "ttbar"
     out.mkdir(parents=True, exist_ok=True)
     jobs = plan(out, events, seed, process, pileup, events_per_file)
     todo = [j for j in jobs if not j.path.exists()]
+    for job in todo:
+        _remove_superseded(job)
     from tqdm import tqdm
 
     bar = tqdm(total=events, initial=events - sum(j.n_events for j in todo), unit="ev",

@@ -22,9 +22,9 @@ def made(tmp_path_factory):
 
 
 def test_files_named_and_counted(made):
-    assert [p.name for p in made] == ["ttbar_pu0_seed5_0000.pkl.bz2",
-                                      "ttbar_pu0_seed5_0001.pkl.bz2"]
-    assert file_name("qcd", 2.5, 1, 12) == "qcd_pu2.5_seed1_0012.pkl.bz2"
+    assert [p.name for p in made] == ["ttbar_pu0_seed5_0000_n2.pkl.bz2",
+                                      "ttbar_pu0_seed5_0001_n1.pkl.bz2"]
+    assert file_name("qcd", 2.5, 1, 12, 100) == "qcd_pu2.5_seed1_0012_n100.pkl.bz2"
     assert [len(read_file(p)) for p in made] == [2, 1]
 
 
@@ -62,6 +62,17 @@ def test_missing_file_is_remade_identically(made, tmp_path):
     generate(tmp_path, **ARGS)
     assert out[1].read_bytes() == made[1].read_bytes()
     assert out[0].stat().st_mtime_ns == mtime0
+
+
+def test_rerun_with_more_events_replaces_the_short_file(made, tmp_path):
+    for p in made:
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    more = generate(tmp_path, **{**ARGS, "events": 4})
+    assert sorted(p.name for p in tmp_path.glob("*.pkl.bz2")) == [p.name for p in more]
+    assert [len(read_file(p)) for p in more] == [2, 2]
+    assert more[0].read_bytes() == made[0].read_bytes()
+    # the new file 1 extends the same event stream: its first event is the old one
+    np.testing.assert_array_equal(read_file(more[1])[0].X, read_file(made[1])[0].X)
 
 
 def test_leftover_temp_file_is_not_complete(made, tmp_path):
@@ -108,7 +119,7 @@ def test_generate_function_rejects_bad_arguments(tmp_path):
 def test_cli_makes_files(tmp_path, capsys):
     assert main(["--out", str(tmp_path), "--events", "1", "--process", "qcd", "--quiet"]) == 0
     (path,) = tmp_path.glob("*.pkl.bz2")
-    assert path.name == "qcd_pu0_seed0_0000.pkl.bz2"
+    assert path.name == "qcd_pu0_seed0_0000_n1.pkl.bz2"
     assert len(read_file(path)) == 1
     assert np.isfinite(read_file(path)[0].X).all()
 
