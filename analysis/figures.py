@@ -31,6 +31,7 @@ from analysis.logs import (  # noqa: E402
     OK,
     STOPPED,
     VAL_LOSS,
+    hp_columns,
 )
 from analysis.metrics import best_so_far, utilisation_over_time  # noqa: E402
 
@@ -197,7 +198,7 @@ def best_hyperparameters(runs: dict, trials: pd.DataFrame, refs: dict, top_k: in
     t = trials[trials["method"].isin(methods) & trials["best_loss"].notna()]
     t = t.sort_values(["best_loss", "seed", JOB_ID], kind="mergesort")
     top = t.groupby("method", sort=False).head(top_k).reset_index(drop=True)
-    hps = [c for c in top.columns if c.startswith(HP_PREFIX) and top[c].notna().all()]
+    hps = [c for c in hp_columns(top) if top[c].notna().all()]
     fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(hps) + 1), 4.0), layout="constrained")
     if not hps or len(top) == 0:
         ax.text(0.5, 0.5, "no hyperparameter columns", ha="center", transform=ax.transAxes)

@@ -35,6 +35,9 @@ DEFAULT_METHOD = "default"  # the untuned reference configuration, one trial tra
 
 # ---- results.csv (DeepHyper 0.13) ---------------------------------------------------------
 HP_PREFIX = "p:"  # one column per hyperparameter
+# p: columns that schedule a job rather than configure the model (Hyperband's budget, bracket,
+# rung and trial number): never hyperparameters.
+SCHEDULE_KEYS = ("budget", "hb_bracket", "hb_rung", "hb_trial")
 META_PREFIX = "m:"  # metadata columns
 OBJECTIVE = "objective"  # -final val_loss, or a string starting with "F" for a failed trial
 FAILED_PREFIX = "F"
@@ -45,6 +48,9 @@ STATUS = "m:status"
 REASON = "m:reason"
 EPOCHS = "m:epochs"
 BUDGET = "m:budget"
+BEST_VAL_LOSS = "m:best_val_loss"
+TRIAL_START = "m:trial_start"  # seconds since the search began, measured in the worker
+TRIAL_END = "m:trial_end"
 
 # Trial status values written in m:status, plus one the loader adds for trials that have
 # epochs in learning_curves.csv but no row in results.csv (an interrupted search).
@@ -67,6 +73,7 @@ CURVE_COLUMNS = (JOB_ID, EPOCH, VAL_LOSS, TRAIN_LOSS, EPOCH_SECONDS, T_START, T_
 MD_METHOD = "method"
 MD_SETTINGS = "settings"  # dict: max_t, grace, eta, ...
 MD_SETTINGS_ALIASES = ("settings", "method_settings", "method_config")
+MD_TRAINABLE = "trainable"  # what was trained: "mlpf", or "synthetic" (a test function)
 MD_SCALE = "scale"
 MD_SEED = "seed"
 MD_EVALUATOR = "evaluator"
@@ -82,7 +89,8 @@ MAX_T = "max_t"
 DEVICE_HOURS = "device_hours"  # epoch_seconds * devices / 3600
 FINAL_LOSS = "final_loss"
 BEST_LOSS = "best_loss"
-N_EPOCHS = "epochs"
+N_EPOCHS = "epochs"  # epochs this job trained (its rows in learning_curves.csv)
+LAST_EPOCH = "last_epoch"  # the highest epoch number it reached
 
 
 class LogWarning(UserWarning):
@@ -115,9 +123,11 @@ class Search:
 
     @property
     def settings(self) -> dict:
-        for key in MD_SETTINGS_ALIASES:
-            if isinstance(self.metadata.get(key), dict):
-                return self.metadata[key]
+        """Method settings (max_t, grace, eta, ...): top-level, or inside a method dict."""
+        for d in (self.metadata, self.metadata.get(MD_METHOD)):
+            for key in MD_SETTINGS_ALIASES:
+                if isinstance(d, dict) and isinstance(d.get(key), dict):
+                    return d[key]
         return {}
 
     @property
@@ -143,13 +153,21 @@ class Search:
     @property
     def hyperparameters(self) -> list[str]:
         """Hyperparameter names without the p: prefix, in results.csv column order."""
-        return [c[len(HP_PREFIX):] for c in self.results.columns if c.startswith(HP_PREFIX)]
+        return [c[len(HP_PREFIX):] for c in hp_columns(self.results)]
+
+
+def hp_columns(df: pd.DataFrame) -> list[str]:
+    """The p:<hyperparameter> columns of a table, schedule keys (p:budget, ...) left out."""
+    return [c for c in df.columns
+            if c.startswith(HP_PREFIX) and c[len(HP_PREFIX):] not in SCHEDULE_KEYS]
 
 
 def _read_results(path: Path) -> pd.DataFrame:
-    df = pd.read_csv(path)
+    df = pd.read_csv(path, on_bad_lines="skip")
     if JOB_ID not in df.columns:
         df[JOB_ID] = np.arange(len(df))
+    if df[JOB_ID].dtype == object:  # "<search>.<n>" -> n, as learning_curves.csv has it
+        df[JOB_ID] = df[JOB_ID].astype(str).str.split(".").str[-1].astype(int)
     if OBJECTIVE not in df.columns:
         warn(f"{path}: no '{OBJECTIVE}' column; every trial counts as failed")
         df[OBJECTIVE] = FAILED_PREFIX
@@ -160,7 +178,8 @@ def _read_results(path: Path) -> pd.DataFrame:
 
 
 def _read_curves(path: Path) -> pd.DataFrame:
-    df = pd.read_csv(path)
+    # A line cut by a killed search has too few fields: skip it rather than fail.
+    df = pd.read_csv(path, on_bad_lines="skip").dropna(subset=[JOB_ID, EPOCH])
     missing = [c for c in (JOB_ID, EPOCH, VAL_LOSS, EPOCH_SECONDS, T_END) if c not in df.columns]
     if missing:
         warn(f"{path}: missing columns {missing}; learning curves ignored")
@@ -264,6 +283,7 @@ def trial_table(s: Search) -> pd.DataFrame:
             N_EPOCHS: g.size(),
             BEST_LOSS: g[VAL_LOSS].min(),
             "curve_final_loss": g[VAL_LOSS].last(),  # curves are sorted by t_end
+            LAST_EPOCH: g[EPOCH].max(),  # > epochs when a job resumed from a checkpoint
             DEVICE_HOURS: g[DEVICE_HOURS].sum(),
             T_START: g[T_START].min(),
             T_END: g[T_END].max(),
@@ -276,7 +296,7 @@ def trial_table(s: Search) -> pd.DataFrame:
         df[BEST_LOSS] = df[BEST_LOSS].fillna(df[FINAL_LOSS])
     else:
         df[BEST_LOSS] = df[FINAL_LOSS]
-    for col in (N_EPOCHS, DEVICE_HOURS, T_START, T_END):
+    for col in (N_EPOCHS, DEVICE_HOURS, T_START, T_END, LAST_EPOCH):
         if col not in df.columns:
             df[col] = np.nan
     if EPOCHS in df.columns:  # the writer's count wins only where no curve exists
@@ -285,13 +305,16 @@ def trial_table(s: Search) -> pd.DataFrame:
     df[DEVICE_HOURS] = df[DEVICE_HOURS].fillna(0.0)
 
     # Status: trust the writer, derive it where missing.
-    budget = pd.to_numeric(df[BUDGET], errors="coerce") if BUDGET in df.columns else None
+    budget_col = BUDGET if BUDGET in df.columns else HP_PREFIX + "budget"
+    budget = pd.to_numeric(df[budget_col], errors="coerce") if budget_col in df.columns else None
     if budget is None or budget.isna().all():
         budget = pd.Series(s.max_t, index=df.index)
     budget = budget.fillna(s.max_t)
     failed = df["failed"].fillna(False).astype(bool) | df[FINAL_LOSS].isna()
+    # The budget counts epochs from the first one: a resumed job reaches it at its last epoch.
+    df[LAST_EPOCH] = df[LAST_EPOCH].fillna(df[N_EPOCHS])
     derived = np.where(failed, FAILED,
-                       np.where(budget.isna() | (df[N_EPOCHS] >= budget), OK, STOPPED))
+                       np.where(budget.isna() | (df[LAST_EPOCH] >= budget), OK, STOPPED))
     status = pd.Series(derived, index=df.index, dtype=object)
     if STATUS in df.columns:
         given = df[STATUS].astype(object).where(df[STATUS].notna())
@@ -303,8 +326,9 @@ def trial_table(s: Search) -> pd.DataFrame:
         df[REASON] = ""
     df["method"], df["seed"] = s.method, s.seed
     hps = [c for c in df.columns if c.startswith(HP_PREFIX)]
-    cols = ["method", "seed", JOB_ID, "status", FINAL_LOSS, BEST_LOSS, N_EPOCHS, DEVICE_HOURS,
-            T_START, T_END, REASON, BUDGET, *hps]
+    df["max_t"] = s.max_t
+    cols = ["method", "seed", JOB_ID, "status", FINAL_LOSS, BEST_LOSS, N_EPOCHS, LAST_EPOCH,
+            DEVICE_HOURS, T_START, T_END, REASON, BUDGET, "max_t", *hps]
     return df[cols].sort_values(JOB_ID, kind="mergesort").reset_index(drop=True)
 
 

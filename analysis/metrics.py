@@ -26,7 +26,9 @@ from analysis.logs import (
     DEVICE_HOURS,
     EPOCH_SECONDS,
     FAILED,
+    LAST_EPOCH,
     MD_DECISIONS,
+    MD_TRAINABLE,
     N_EPOCHS,
     OK,
     STOPPED,
@@ -129,13 +131,16 @@ def utilisation_over_time(curves: pd.DataFrame, workers: float, duration: float,
 
 
 def trial_counts(trials: pd.DataFrame) -> dict[str, int]:
-    """Trials started / completed / stopped early / failed / unfinished and epochs consumed.
+    """Trials started / completed / stopped early / failed / unfinished, epochs consumed, and
+    trials that reached max_t (Hyperband's low-rung jobs complete their budget yet stop short).
     trials: :func:`analysis.logs.trial_table` rows of one search."""
     st = trials["status"]
+    full = (trials[LAST_EPOCH] >= trials["max_t"]).sum() if trials["max_t"].notna().any() \
+        else math.nan
     return {"started": int(len(trials)), "completed": int((st == OK).sum()),
             "stopped": int((st == STOPPED).sum()), "failed": int((st == FAILED).sum()),
             "unfinished": int((st == UNFINISHED).sum()),
-            "epochs": int(trials[N_EPOCHS].sum())}
+            "epochs": int(trials[N_EPOCHS].sum()), "reached_max_t": full}
 
 
 def bootstrap_median(values, n_boot: int = N_BOOT, level: float = CI_LEVEL,
@@ -192,15 +197,19 @@ def per_seed_metrics(runs: dict, trials: pd.DataFrame, default_ref: str = "final
             "decision_ms": 1000.0 * float(np.median(dec)) if len(dec) else math.nan,
             "workers": s.workers,
         })
+    # Logs of a synthetic test function must never pass for MLPF results: flag them.
+    others = sorted({str(s.metadata[MD_TRAINABLE]) for _, _, s in searches
+                     if s.metadata.get(MD_TRAINABLE, "mlpf") != "mlpf"})
     refs = {"default_loss": ref if ref is not None else math.nan, "target": target,
-            "target_tol": tol, "default_ref": default_ref}
+            "target_tol": tol, "default_ref": default_ref, "trainables": ", ".join(others)}
     return pd.DataFrame(rows), refs
 
 
 # Columns summarised with a bootstrap interval; the others get the median only.
 CI_COLUMNS = ("best_loss", "improvement_pct", "improvement_per_dh", "dh_to_target",
               "device_hours", "utilisation")
-MEDIAN_COLUMNS = ("started", "completed", "stopped", "failed", "unfinished", "epochs",
+MEDIAN_COLUMNS = ("started", "completed", "stopped", "failed", "unfinished", "reached_max_t",
+                  "epochs",
                   "wall_hours", "wall_h_to_target", "decision_ms")
 
 

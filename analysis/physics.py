@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.logs import HP_PREFIX, LogWarning, MissingLogsError, load_scale, tidy
+from analysis.logs import HP_PREFIX, LogWarning, MissingLogsError, hp_columns, load_scale, tidy
 from analysis.tables import best_configs, fmt_value, write_table
 from mlpf.paths import FIGURES_DIR, RESULTS_DIR
 
@@ -70,8 +70,8 @@ def choose_best(scale: str, results: Path, method: str | None = None) -> dict:
         raise MissingLogsError(f"no finished trial{' of ' + method if method else ''} "
                                f"under {Path(results) / scale}")
     r = best.sort_values("best_loss", kind="mergesort").iloc[0]
-    overrides = {c[len(HP_PREFIX):]: cli_value(r[c]) for c in best.columns
-                 if c.startswith(HP_PREFIX) and cli_value(r[c]) != ""}
+    overrides = {c[len(HP_PREFIX):]: cli_value(r[c]) for c in hp_columns(best)
+                 if cli_value(r[c]) != ""}
     return {"method": r["method"], "seed": int(r["seed"]), "job_id": fmt_value(r["job_id"]),
             "best_loss": float(r["best_loss"]), "overrides": overrides}
 

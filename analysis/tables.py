@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from analysis.logs import DEFAULT_METHOD, HP_PREFIX, JOB_ID
+from analysis.logs import DEFAULT_METHOD, HP_PREFIX, JOB_ID, hp_columns
 
 
 def fmt(x: float, digits: int = 3, kind: str = "f") -> str:
@@ -37,7 +37,8 @@ def fmt_ci(row: pd.Series, col: str, digits: int = 3, kind: str = "f") -> str:
     return s
 
 
-SUMMARY_HEADERS = ("method", "seeds", "trials", "completed", "stopped", "failed", "epochs",
+SUMMARY_HEADERS = ("method", "seeds", "trials", "completed", "stopped", "failed",
+                   "reached max_t", "epochs",
                    "device-h", "wall h", "best val loss", "improvement %", "impr. % / device-h",
                    "device-h to target", "utilisation")
 
@@ -47,7 +48,8 @@ def summary_rows(summary: pd.DataFrame) -> list[list[str]]:
     for _, r in summary.iterrows():
         rows.append([
             r["method"], str(r["n_seeds"]), fmt(r["started"], 0), fmt(r["completed"], 0),
-            fmt(r["stopped"], 0), fmt(r["failed"], 0), fmt(r["epochs"], 0),
+            fmt(r["stopped"], 0), fmt(r["failed"], 0), fmt(r["reached_max_t"], 0),
+            fmt(r["epochs"], 0),
             fmt_ci(r, "device_hours", 3, "g"), fmt(r["wall_hours"], 3, "g"),
             fmt_ci(r, "best_loss", 4), fmt_ci(r, "improvement_pct", 1),
             fmt_ci(r, "improvement_per_dh", 3, "g"), fmt_ci(r, "dh_to_target", 3, "g"),
@@ -64,6 +66,9 @@ def summary_notes(refs: dict, scale: str) -> list[str]:
     else:
         lines.append(f"Improvement relative to the default configuration's {refs['default_ref']} "
                      f"validation loss {refs['default_loss']:.4f}.")
+    if refs.get("trainables"):
+        lines.append(f"Trained: {refs['trainables']} (logs of a synthetic test function are not "
+                     f"MLPF results).")
     if not math.isnan(refs["target"]):
         lines.append(f"Target loss {refs['target']:.4f} = best loss of any method "
                      f"+ {100 * refs['target_tol']:.0f} %.")
@@ -79,7 +84,7 @@ def best_configs(trials: pd.DataFrame) -> pd.DataFrame:
     order = list(dict.fromkeys(trials["method"]))
     best = best.set_index("method").loc[[m for m in order if m in set(best["method"])]]
     best = best.reset_index()
-    hps = [c for c in best.columns if c.startswith(HP_PREFIX) and best[c].notna().any()]
+    hps = [c for c in hp_columns(best) if best[c].notna().any()]
     return best[["method", "seed", JOB_ID, "best_loss", "epochs", "status", *hps]]
 
 

@@ -24,14 +24,15 @@ def write_search(root: Path, scale: str, method: str, seed: int, trials: list[di
     Each trial: {"job_id", "losses": [val loss per epoch], "t0": start second, "seconds":
     per-epoch seconds (default 10), "devices" (1), "worker" (0), "hp": {name: value},
     "status" (ok), "objective" (default -losses[-1]; "F_..." marks a failure),
-    "in_results" (True; False = only in learning_curves.csv, still running)}.
+    "in_results" (True; False = only in learning_curves.csv, still running),
+    "first_epoch" (1; more for a job resumed from a checkpoint), "budget" (NaN)}.
     """
     d = Path(root) / scale / method / f"seed{seed}"
     d.mkdir(parents=True, exist_ok=True)
     rows, res = [], []
     for t in trials:
         sec, t_end = t.get("seconds", 10.0), t.get("t0", 0.0)
-        for e, loss in enumerate(t["losses"], start=1):
+        for e, loss in enumerate(t["losses"], start=t.get("first_epoch", 1)):
             rows.append({L.JOB_ID: t["job_id"], L.EPOCH: e, L.VAL_LOSS: loss,
                          L.TRAIN_LOSS: loss * 0.9, L.EPOCH_SECONDS: sec, L.T_START: t_end,
                          L.T_END: t_end + sec, L.WORKER: t.get("worker", 0),

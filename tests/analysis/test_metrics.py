@@ -131,7 +131,8 @@ def test_trial_counts(tmp_path, meta_columns):
     t = _statuses(tmp_path, meta_columns)
     assert t["status"].tolist() == [L.OK, L.STOPPED, L.FAILED, L.FAILED, L.UNFINISHED]
     assert trial_counts(t) == {"started": 5, "completed": 1, "stopped": 1, "failed": 2,
-                               "unfinished": 1, "epochs": 3 + 1 + 2 + 0 + 1}
+                               "unfinished": 1, "epochs": 3 + 1 + 2 + 0 + 1,
+                               "reached_max_t": 1}
     assert t["final_loss"].tolist()[:2] == [1.0, 3.0] and math.isnan(t["final_loss"][2])
     assert t["best_loss"][2] == 3.0  # the failed trial's finite epochs still count
 
@@ -153,8 +154,27 @@ def test_summarize_across_seeds():
                            ("best_loss", "improvement_pct", "improvement_per_dh",
                             "dh_to_target", "device_hours", "utilisation", "started",
                             "completed", "stopped", "failed", "unfinished", "epochs",
+                            "reached_max_t",
                             "wall_hours", "wall_h_to_target", "decision_ms")}})
     s = summarize(per).set_index("method")
     assert s.loc["a", "n_seeds"] == 3 and s.loc["a", "best_loss"] == 2.0
     assert 1.0 <= s.loc["a", "best_loss_lo"] <= 2.0 <= s.loc["a", "best_loss_hi"] <= 3.0
     assert s.loc["b", "best_loss"] == 5.0 and math.isnan(s.loc["b", "best_loss_lo"])
+
+
+def test_hyperband_jobs_budget_and_schedule_keys(tmp_path):
+    # Synchronous Hyperband: job 0 trains configuration 7 for its rung budget of 3 epochs,
+    # job 1 resumes it from the checkpoint for epochs 4..9. Both complete their budget; only
+    # job 1 reaches max_t. p:budget and p:hb_* schedule the job, they are no hyperparameters.
+    hp = {"lr": 0.01, "budget": 3, "hb_bracket": 0, "hb_rung": 0, "hb_trial": 7}
+    trials = [{"job_id": 0, "losses": [3.0, 2.5, 2.2], "hp": hp},
+              {"job_id": 1, "losses": [2.1] * 6, "first_epoch": 4, "t0": 30.0,
+               "hp": {**hp, "budget": 9, "hb_rung": 1}}]
+    d = write_search(tmp_path, "smoke", "hyperband", 0, trials, meta_columns=False,
+                     settings={"max_t": 9})
+    s = L.load_search(d)
+    assert s.hyperparameters == ["lr"]
+    t = L.trial_table(s)
+    assert t["status"].tolist() == [L.OK, L.OK]  # budget from p:budget: 3 and 9 epochs
+    c = trial_counts(t)
+    assert (c["completed"], c["stopped"], c["reached_max_t"], c["epochs"]) == (2, 0, 1, 9)
