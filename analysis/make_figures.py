@@ -4,9 +4,10 @@
     python -m analysis.make_figures --scale smoke --results results --out paper_figures
 
 Writes to <out>/<scale>/: summary.{md,tex,csv}, best_configs.{md,tex,csv}, per_seed.csv,
-trials.csv, one PDF + PNG per figure in analysis.figures.FIGURES, and physics.{md,tex,pdf,png}
-when `python -m analysis.physics` has left its trainer outputs there. Exit 2 with a one-line
-message when there are no logs; incomplete logs give warnings on stderr.
+trials.csv, best_so_far.csv, one PDF + PNG per figure in analysis.figures.FIGURES, and
+physics.{md,tex,pdf,png} when `python -m analysis.physics` has left its trainer outputs
+there. Exit 2 with a one-line message when there are no logs; incomplete logs give warnings
+on stderr.
 """
 
 from __future__ import annotations
@@ -18,27 +19,30 @@ from pathlib import Path
 
 from analysis import figures, physics, tables
 from analysis.logs import LogWarning, MissingLogsError, load_scale, tidy
-from analysis.metrics import TARGET_TOL, per_seed_metrics, summarize
+from analysis.metrics import TARGET_TOL, best_so_far_table, per_seed_metrics, summarize
 from mlpf.paths import FIGURES_DIR, RESULTS_DIR
 
 
 def build(scale: str, results: Path = RESULTS_DIR, out: Path = FIGURES_DIR,
-          default_ref: str = "final", tol: float = TARGET_TOL) -> list[Path]:
+          default_ref: str = "final", tol: float = TARGET_TOL,
+          target: float | None = None) -> list[Path]:
     """Logs under results/<scale>/ -> files under out/<scale>/; returns the files written.
     Raises MissingLogsError when there is no search log at all."""
     runs = load_scale(Path(results) / scale)
     out = Path(out) / scale
     out.mkdir(parents=True, exist_ok=True)
     trials, _ = tidy(runs)
-    per_seed, refs = per_seed_metrics(runs, trials, default_ref=default_ref, tol=tol)
+    per_seed, refs = per_seed_metrics(runs, trials, default_ref=default_ref, tol=tol,
+                                      target=target)
     summary = summarize(per_seed)
 
     tables.write_summary(summary, refs, scale, out)
     tables.write_best_configs(trials, out)
     per_seed.to_csv(out / "per_seed.csv", index=False, float_format="%.6g")
     trials.to_csv(out / "trials.csv", index=False, float_format="%.6g")
+    best_so_far_table(runs).to_csv(out / "best_so_far.csv", index=False, float_format="%.6g")
     written = [out / f"{n}.{e}" for n in ("summary", "best_configs") for e in ("md", "tex", "csv")]
-    written += [out / "per_seed.csv", out / "trials.csv"]
+    written += [out / "per_seed.csv", out / "trials.csv", out / "best_so_far.csv"]
     for name, make in figures.FIGURES.items():
         written += figures.save(make(runs, trials, refs), out, name)
     written += physics.render(out)  # only if analysis.physics has run
@@ -53,13 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--default-ref", choices=("final", "best"), default="final",
                     help="the default configuration's final or best val loss as reference")
     ap.add_argument("--target-tol", type=float, default=TARGET_TOL,
-                    help="target = best loss of any method x (1 + tol)")
+                    help="target = best loss of any method x (1 + tol) (default %(default)s)")
+    ap.add_argument("--target", type=float, default=None,
+                    help="an absolute target validation loss instead")
     args = ap.parse_args(argv)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", LogWarning)
         try:
             written = build(args.scale, args.results, args.out, args.default_ref,
-                            args.target_tol)
+                            args.target_tol, args.target)
         except MissingLogsError:
             print(f"error: no HPO logs under {args.results / args.scale}/ "
                   f"(run `make benchmark SCALE={args.scale}` first)", file=sys.stderr)

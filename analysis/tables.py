@@ -70,8 +70,9 @@ def summary_notes(refs: dict, scale: str) -> list[str]:
         lines.append(f"Trained: {refs['trainables']} (logs of a synthetic test function are not "
                      f"MLPF results).")
     if not math.isnan(refs["target"]):
-        lines.append(f"Target loss {refs['target']:.4f} = best loss of any method "
-                     f"+ {100 * refs['target_tol']:.0f} %.")
+        how = ("given" if math.isnan(refs["target_tol"]) else
+               f"= best loss of any method + {100 * refs['target_tol']:g} %")
+        lines.append(f"Target loss {refs['target']:.4f} {how}.")
     return lines
 
 

@@ -81,6 +81,8 @@ def test_improvement_over_default(tmp_path):
     assert r["device_hours"] * 3600 == pytest.approx(70)
     assert r["improvement_per_dh"] == pytest.approx(50.0 / (70 / 3600))
     assert r["dh_to_target"] * 3600 == pytest.approx(60)  # target 2.1, reached at loss 2
+    per_t, refs_t = per_seed_metrics(runs, trials, target=4.0)  # an absolute target
+    assert refs_t["target"] == 4.0 and per_t.iloc[0]["dh_to_target"] * 3600 == pytest.approx(40)
     per_b, _ = per_seed_metrics(runs, trials, default_ref="best")
     assert per_b.iloc[0]["improvement_pct"] == pytest.approx(100 * 1.5 / 3.5)
 
