@@ -26,6 +26,7 @@ import pandas as pd  # noqa: E402
 from analysis.logs import (  # noqa: E402
     DEFAULT_METHOD,
     EPOCH,
+    FAILED,
     HP_PREFIX,
     JOB_ID,
     OK,
@@ -58,6 +59,13 @@ def save(fig, out: Path, name: str) -> list[Path]:
     return paths
 
 
+def time_unit(hours: float) -> tuple[float, str]:
+    """(factor, name) to show a wall time span of ``hours`` in readable units."""
+    if not np.isfinite(hours) or hours >= 2:
+        return 1.0, "hours"
+    return (60.0, "minutes") if hours >= 2 / 60 else (3600.0, "seconds")
+
+
 def _reference_lines(ax, refs: dict) -> None:
     if refs and np.isfinite(refs.get("default_loss", np.nan)):
         ax.axhline(refs["default_loss"], color="k", ls="--", lw=1,
@@ -69,9 +77,15 @@ def _reference_lines(ax, refs: dict) -> None:
 def _best_vs(runs: dict, refs: dict, x: str, xlabel: str, logx: bool):
     fig, ax = plt.subplots(figsize=FIGSIZE, layout="constrained")
     methods = list(_searches(runs))
+    factor, unit = 1.0, None
+    if x == "wall_hours":
+        factor, unit = time_unit(max(s.duration / 3600 for m in methods
+                                     for s in runs[m].values()))
+        xlabel = f"wall time [{unit}]"
     for m in methods:
         for i, s in enumerate(runs[m].values()):
             bsf = best_so_far(s.curves).dropna(subset=["best_loss"])
+            bsf[x] = bsf[x] * factor
             if logx:
                 bsf = bsf[bsf[x] > 0]
             if len(bsf) == 0:
@@ -96,7 +110,7 @@ def best_vs_compute(runs: dict, trials: pd.DataFrame, refs: dict):
 
 def best_vs_wall(runs: dict, trials: pd.DataFrame, refs: dict):
     """Best-so-far val loss against wall-clock hours since the search began."""
-    return _best_vs(runs, refs, "wall_hours", "wall time [hours]", logx=False)
+    return _best_vs(runs, refs, "wall_hours", "wall time", logx=False)
 
 
 def _grid(n: int, sharey: bool = True):
@@ -112,7 +126,8 @@ def _grid(n: int, sharey: bool = True):
 
 def learning_curves(runs: dict, trials: pd.DataFrame, refs: dict):
     """Val loss per epoch of every trial, one panel per method (first seed's search in
-    colour, others grey); an x marks the last epoch of a trial stopped early."""
+    colour, others grey); x marks where a trial ended before max_t (stopped at a rung or
+    given a low Hyperband budget), o where it failed."""
     searches = _searches(runs)
     methods = list(searches)
     fig, axes = _grid(len(methods))
@@ -125,15 +140,20 @@ def learning_curves(runs: dict, trials: pd.DataFrame, refs: dict):
                 status = st["status"].get(jid, OK)
                 ax.plot(c[EPOCH], c[VAL_LOSS], lw=0.8,
                         color=color(m, methods) if first else "0.7", alpha=0.7)
-                if status == STOPPED:
-                    ax.plot(c[EPOCH].iloc[-1], c[VAL_LOSS].iloc[-1], "x", ms=4, color="C3")
+                end = (c[EPOCH].iloc[-1], c[VAL_LOSS].iloc[-1])
+                cut = status == STOPPED or (status == OK and end[0] < s.max_t)
+                if status == FAILED:
+                    ax.plot(*end, "o", ms=3, mfc="none", color="k")
+                elif cut:  # stopped at a rung, or given a low Hyperband budget
+                    ax.plot(*end, "x", ms=4, color="C3")
         ax.set_title(m, fontsize="medium")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         if refs and np.isfinite(refs.get("default_loss", np.nan)):
             ax.axhline(refs["default_loss"], color="k", ls="--", lw=0.8)
     axes[0].set_ylabel("validation loss")
-    fig.suptitle("learning curves (x: stopped early, dashed: default)", fontsize="medium")
+    fig.suptitle("learning curves (x: ended before max_t, o: failed, dashed: default)",
+                 fontsize="medium")
     return fig
 
 
@@ -157,15 +177,17 @@ def utilisation(runs: dict, trials: pd.DataFrame, refs: dict, n_bins: int = 40):
     """Fraction of workers busy training, in n_bins windows of each search's wall time."""
     fig, ax = plt.subplots(figsize=FIGSIZE, layout="constrained")
     methods = list(_searches(runs))
+    factor, unit = time_unit(max(s.duration / 3600 for m in methods for s in runs[m].values()))
     for m in methods:
         for i, s in enumerate(runs[m].values()):
             u = utilisation_over_time(s.curves, s.workers, s.duration, n_bins)
             if len(u) == 0:
                 continue
-            ax.stairs(u["utilisation"], np.r_[u["t_lo_hours"], u["t_hi_hours"].iloc[-1]],
-                      color=color(m, methods), lw=1.2, label=m if i == 0 else None)
+            edges = np.r_[u["t_lo_hours"], u["t_hi_hours"].iloc[-1]] * factor
+            ax.stairs(u["utilisation"], edges, color=color(m, methods), lw=1.2,
+                      label=m if i == 0 else None)
     ax.set_ylim(0, 1.05)
-    ax.set_xlabel("wall time [hours]")
+    ax.set_xlabel(f"wall time [{unit}]")
     ax.set_ylabel("worker utilisation")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)

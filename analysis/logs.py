@@ -83,6 +83,7 @@ MD_END = "end_time"
 MD_STATUS = "status"  # complete / interrupted
 MD_DECISIONS = "decision_times"  # seconds the search spent per decision
 MD_COMPLETE = "complete"
+MD_SEGMENTS = "segments"  # one dict per run of a resumed search: start_time, end_time, workers
 MAX_T = "max_t"
 
 # ---- derived columns of the tidy tables ---------------------------------------------------
@@ -123,12 +124,16 @@ class Search:
 
     @property
     def settings(self) -> dict:
-        """Method settings (max_t, grace, eta, ...): top-level, or inside a method dict."""
+        """Method settings (max_t, grace, eta, ...): top-level "settings", or the "settings"
+        dict inside the method's own dict (metadata["method_settings"]["settings"])."""
+        found = []
         for d in (self.metadata, self.metadata.get(MD_METHOD)):
             for key in MD_SETTINGS_ALIASES:
-                if isinstance(d, dict) and isinstance(d.get(key), dict):
-                    return d[key]
-        return {}
+                v = d.get(key) if isinstance(d, dict) else None
+                if isinstance(v, dict):
+                    found += [v[k] for k in MD_SETTINGS_ALIASES if isinstance(v.get(k), dict)]
+                    found.append(v)
+        return next((f for f in found if MAX_T in f), found[0] if found else {})
 
     @property
     def max_t(self) -> float:
@@ -154,6 +159,25 @@ class Search:
     def hyperparameters(self) -> list[str]:
         """Hyperparameter names without the p: prefix, in results.csv column order."""
         return [c[len(HP_PREFIX):] for c in hp_columns(self.results)]
+
+    @property
+    def capacity(self) -> float:
+        """Worker-seconds the search held: sum over run segments (a resumed search has
+        several, maybe with different worker counts) of workers x (end - start); the last
+        open segment ends at the last epoch. Without segments: workers x duration."""
+        segs = self.metadata.get(MD_SEGMENTS) or []
+        if not segs or self.metadata.get(MD_START) is None:
+            return self.workers * self.duration
+        last_end = float(self.metadata[MD_START]) + (
+            float(self.curves[T_END].max()) if len(self.curves) else 0.0)
+        total = 0.0
+        for g in segs:
+            start, end = g.get(MD_START), g.get(MD_END)
+            if start is None:
+                return self.workers * self.duration
+            end = float(end) if end is not None else max(last_end, float(start))
+            total += float(g.get(MD_WORKERS) or self.workers) * (end - float(start))
+        return total
 
 
 def hp_columns(df: pd.DataFrame) -> list[str]:

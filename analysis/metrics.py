@@ -104,8 +104,9 @@ def default_reference(runs: dict, which: str = "final") -> float | None:
 
 
 def utilisation(s: Search) -> float:
-    """Busy fraction of the workers: sum(epoch_seconds) / (workers x duration)."""
-    denom = s.workers * s.duration
+    """Busy fraction of the workers: sum(epoch_seconds) / (workers x duration), with the
+    worker-seconds summed over the segments of a resumed search."""
+    denom = s.capacity
     if not np.isfinite(denom) or denom <= 0:
         return math.nan
     return float(s.curves[EPOCH_SECONDS].sum() / denom)

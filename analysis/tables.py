@@ -111,11 +111,15 @@ def write_summary(summary: pd.DataFrame, refs: dict, scale: str, out: Path) -> N
 
 
 def write_best_configs(trials: pd.DataFrame, out: Path) -> pd.DataFrame:
+    """best_configs.{md,tex} transposed (one column per method, one row per hyperparameter:
+    16 hyperparameters read better down a page) and best_configs.csv (one row per method)."""
     best = best_configs(trials)
-    headers = [c[len(HP_PREFIX):] if c.startswith(HP_PREFIX) else c.replace("_", " ")
-               for c in best.columns]
-    rows = [[fmt_value(v) if c != "best_loss" else fmt(v, 4) for c, v in r.items()]
-            for _, r in best.iterrows()]
+    headers = ["", *best["method"]]
+    rows = []
+    for c in best.columns[1:]:
+        name = c[len(HP_PREFIX):] if c.startswith(HP_PREFIX) else c.replace("_", " ")
+        rows.append([name, *(fmt(v, 4) if c == "best_loss" else fmt_value(v)
+                             for v in best[c])])
     write_table(headers, rows, out, "best_configs",
                 ["Best trial per method (lowest validation loss over all epochs and seeds)."])
     best.to_csv(out / "best_configs.csv", index=False, float_format="%.6g")
