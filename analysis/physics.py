@@ -3,6 +3,7 @@
     python -m analysis.physics --scale small                  # both, max_t epochs of the scale
     python -m analysis.physics --scale smoke --epochs 2 --method asha
     python -m analysis.physics --scale small --dry-run        # print the trainer commands
+    python -m analysis.physics --scale smoke --epochs 1 --max-events 20   # a quick try
 
 The best trial (lowest validation loss of any method, or of --method) is read from the raw
 logs; both trainings run through the trainer's CLI in a subprocess,
@@ -76,9 +77,11 @@ def choose_best(scale: str, results: Path, method: str | None = None) -> dict:
             "best_loss": float(r["best_loss"]), "overrides": overrides}
 
 
-def train_command(scale: str, epochs: int, out: Path, overrides: dict[str, str]) -> list[str]:
+def train_command(scale: str, epochs: int, out: Path, overrides: dict[str, str],
+                  extra: list[str] = ()) -> list[str]:
+    """The trainer's command line; ``extra`` are further trainer flags (e.g. --max-events)."""
     cmd = [sys.executable, "-m", "mlpf.train", "--scale", scale, "--epochs", str(epochs),
-           "--out", str(out)]
+           "--out", str(out), *extra]
     if overrides:
         cmd += ["--set", *(f"{k}={v}" for k, v in overrides.items())]
     return cmd
@@ -149,7 +152,9 @@ def render(out: Path) -> list[Path]:
     if choice.exists():
         c = json.loads(choice.read_text())
         notes.append(f"Best: {c['method']} seed {c['seed']} trial {c['job_id']} (search val loss "
-                     f"{c['best_loss']:.4f}), retrained {c.get('epochs', '?')} epochs.")
+                     f"{c['best_loss']:.4f}), retrained {c.get('epochs', '?')} epochs"
+                     + (f" on {c['max_events']} events per split." if c.get("max_events")
+                        else "."))
     write_table(["quantity", "particles", "default", "best", "change %", "rule-based PF"],
                 rows, Path(out), "physics", notes)
 
@@ -189,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="default: the scale's max_t")
     ap.add_argument("--method", default=None, help="best trial of this method only")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, train nothing")
+    ap.add_argument("--max-events", type=int, help="passed to the trainer (quick tries)")
+    ap.add_argument("--device", help="passed to the trainer: cpu, cuda, ...")
     args = ap.parse_args(argv)
     import warnings
 
@@ -202,10 +209,14 @@ def main(argv: list[str] | None = None) -> int:
 
     epochs = args.epochs or get_scale(args.scale).max_epochs
     choice["epochs"] = epochs
+    choice["max_events"] = args.max_events
     out = Path(args.out) / args.scale
     root = out / "physics"
     for run, overrides in (("default", {}), ("best", choice["overrides"])):
-        cmd = train_command(args.scale, epochs, root / run, overrides)
+        extra = [f for k, v in (("--max-events", args.max_events), ("--device", args.device))
+                 if v is not None for f in (k, str(v))]
+        extra.append("--no-progress")
+        cmd = train_command(args.scale, epochs, root / run, overrides, extra)
         print(" ".join(cmd), flush=True)
         if args.dry_run:
             continue

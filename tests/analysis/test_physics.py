@@ -34,7 +34,8 @@ def test_dry_run_and_missing_logs(tmp_path, capsys):
     assert physics.main(["--scale", "smoke", "--results", str(tmp_path), "--out",
                          str(tmp_path / "o"), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and "--epochs 9" in lines[0] and "lr=0.0025" in lines[1]
+    assert len(lines) == 2 and "--epochs 9" in lines[0] and "lr=0.0025123456789" in lines[1]
+    assert "--no-progress" in lines[0] and "--max-events" not in lines[0]
     assert not (tmp_path / "o").exists()
 
 
