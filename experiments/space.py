@@ -1,9 +1,11 @@
 """The search space of the original study (arXiv 2203.01112, Table 1), adapted per scale.
 
 Keys are :class:`mlpf.train.TrainConfig` field names, so a sampled configuration is the override
-dict of ``apply_overrides(config_for_scale(scale), hp)``. Ranges follow the paper; the widths
-(``ffn_width``, ``distance_dim``, ``output_dim``, ``bin_size``) shrink at ``smoke`` and ``small``
-so that a trial fits a laptop CPU.
+dict of ``apply_overrides(config_for_scale(scale), hp)``. The paper's "FFN hidden dim" and "FFN
+layers" are the FFN that maps nodes to the LSH coordinates (``ffn_dist_hidden_dim``,
+``ffn_dist_num_layers``). Ranges follow the paper; the widths (``ffn_dist_hidden_dim``,
+``distance_dim``, ``output_dim``, ``bin_size``) shrink at ``smoke`` and ``small`` so that a
+trial fits a laptop CPU.
 
     >>> from experiments.space import problem_for
     >>> problem_for("smoke").hyperparameter_names[:3]
@@ -19,7 +21,7 @@ def _steps(lo: int, hi: int, step: int) -> list[int]:
     return list(range(lo, hi + 1, step))
 
 
-# Width-like dimensions per scale: (ffn_width, distance_dim, output_dim, bin_size, batch_size)
+# Width-like dimensions per scale (ffn_width is ffn_dist_hidden_dim)
 _WIDTHS = {
     "smoke": dict(ffn_width=_steps(16, 64, 16), distance_dim=_steps(8, 32, 8),
                   output_dim=_steps(16, 64, 16), bin_size=[16, 32, 64],
@@ -47,8 +49,8 @@ def problem_for(scale: str) -> HpProblem:
     p.add_hyperparameter((1e-4, 3e-2, "log-uniform"), "lr")
     p.add_hyperparameter(w["batch_size"], "batch_size")
     p.add_hyperparameter([False, True], "layernorm")
-    p.add_hyperparameter(w["ffn_width"], "ffn_width")
-    p.add_hyperparameter([1, 2, 3], "ffn_depth")
+    p.add_hyperparameter(w["ffn_width"], "ffn_dist_hidden_dim")
+    p.add_hyperparameter([1, 2, 3], "ffn_dist_num_layers")
     p.add_hyperparameter(w["distance_dim"], "distance_dim")
     p.add_hyperparameter([1, 2, 3], "num_node_messages")
     p.add_hyperparameter([2, 3, 4], "num_graph_layers_common")

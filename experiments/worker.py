@@ -17,6 +17,7 @@ import fcntl
 import math
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,14 +65,22 @@ def _claim_slot(slot_dir: str, workers: int) -> int:
     return os.getpid()
 
 
+def _exit_with_parent(ppid: int) -> None:
+    while os.getppid() == ppid:
+        time.sleep(1.0)
+    os._exit(1)
+
+
 def _setup(ctx: RunContext) -> dict:
     """Once per worker process: slot, threads, device, trainable."""
     if _WORKER.get("ctx_log_dir") == ctx.log_dir:
         return _WORKER
     if ctx.evaluator == "process":
         # Pool processes are forked from the manager and inherit its SIGTERM handler; a worker
-        # must simply die on SIGTERM (the manager handles the search's shutdown).
+        # must simply die on SIGTERM (the manager handles the search's shutdown) ...
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # ... and when the manager is killed (SIGKILL) it must not go on training for nobody.
+        threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     if ctx.evaluator == "serial":  # the manager process itself
         slot = local = 0
         local_workers = 1

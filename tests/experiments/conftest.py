@@ -1,0 +1,52 @@
+"""Helpers: run a search on the synthetic trainable, in this process or as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlpf.paths import ROOT
+
+PY = sys.executable
+
+
+def synthetic_env(**opts) -> dict:
+    env = dict(os.environ)
+    env["EXP_SYNTHETIC"] = json.dumps(opts)
+    env["CI"] = "1"
+    return env
+
+
+def cli(args: list[str], env: dict, **kw) -> subprocess.Popen:
+    return subprocess.Popen([PY, "-m", "experiments.search", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def load(out: Path):
+    res = pd.read_csv(out / "results.csv")
+    lc = pd.read_csv(out / "learning_curves.csv")
+    meta = json.loads((out / "metadata.json").read_text())
+    return res, lc, meta
+
+
+@pytest.fixture
+def run_search(tmp_path, monkeypatch):
+    """run_search(method, budget=None, workers=2, evaluator="process", **synthetic options)
+    runs a synthetic search in this process and returns (out, results, curves, metadata)."""
+    from experiments.search import plan_search, run
+
+    def _run(method, budget=None, workers=2, evaluator="process", scale="smoke", **opts):
+        monkeypatch.setenv("EXP_SYNTHETIC", json.dumps(opts))
+        out = tmp_path / method
+        plan = plan_search(method, scale, 0, evaluator, workers, str(out), False, "synthetic",
+                           budget)
+        assert run(plan, progress=False) == 0
+        return (out, *load(out))
+
+    return _run

@@ -1,0 +1,220 @@
+"""Searches end to end on the synthetic trainable: logs, budgets, early stopping, failures,
+SIGTERM/SIGKILL and resume, CLI errors, MPI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from experiments import logs
+from experiments.methods import METHODS, settings_for
+from experiments.schedulers import asha_rungs, hyperband_brackets
+from mlpf.paths import ROOT
+
+from .conftest import PY, cli, load, synthetic_env
+
+SMOKE = settings_for("smoke")  # max_t 9, grace 1, eta 3, budget 81 epochs
+
+
+def _check_logs(res, lc, meta, method):
+    assert tuple(lc.columns) == logs.LC_COLUMNS
+    assert not lc.duplicated([logs.JOB_ID, logs.EPOCH]).any()
+    assert res.job_id.is_unique
+    # every finished trial's epochs are in the learning curves, numbered 1..epochs
+    per_job = lc.groupby(logs.JOB_ID)[logs.EPOCH].agg(["max", "count"])
+    for _, row in res.iterrows():
+        assert per_job.loc[row.job_id, "max"] == row["m:epochs"] == per_job.loc[row.job_id,
+                                                                                 "count"]
+    assert set(res["m:status"]) <= {"ok", "stopped", "failed"}
+    assert (lc[logs.T_END] >= lc[logs.T_START]).all()
+    for key in ("method", "scale", "seed", "workers", "evaluator", "start_time", "end_time",
+                "decision_times", "versions", "git_commit", "host", "method_settings"):
+        assert key in meta, key
+    assert meta["method"] == method and meta["status"] == "complete"
+    assert meta["end_time"] > meta["start_time"]
+    assert len(meta["decision_times"]) >= 1
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_runs_within_its_budget(run_search, method):
+    out, res, lc, meta = run_search(method)
+    _check_logs(res, lc, meta, method)
+    epochs = int(res["m:epochs"].sum())
+    assert epochs == meta["epochs_trained"] == len(lc)
+    if method == "default":
+        assert len(res) == 1 and epochs == SMOKE.max_t
+        assert not any(c.startswith("p:") for c in res.columns)  # no overrides
+        return
+    # submits until the budget is spent; trials running then finish (at most 1 per worker)
+    assert SMOKE.budget <= epochs <= SMOKE.budget + 2 * SMOKE.max_t
+    assert (res["m:budget"] <= SMOKE.max_t).all()
+
+
+def test_random_trains_every_trial_to_max_t(run_search):
+    _, res, _, _ = run_search("random")
+    assert (res["m:epochs"] == SMOKE.max_t).all() and (res["m:status"] == "ok").all()
+
+
+def test_asha_stops_early_at_rungs(run_search):
+    _, res, _, _ = run_search("asha", budget=60)
+    stopped = res[res["m:status"] == "stopped"]
+    assert len(stopped) >= 3  # early stopping happened
+    assert set(stopped["m:epochs"]) <= set(asha_rungs(SMOKE.max_t, SMOKE.grace, SMOKE.eta))
+    assert (res[res["m:status"] == "ok"]["m:epochs"] == SMOKE.max_t).all()
+
+
+def test_hyperband_jobs_train_their_rung_budgets(run_search):
+    _, res, _, _ = run_search("hyperband", budget=78)  # one full iteration: 27 + 24 + 27
+    table = hyperband_brackets(SMOKE.max_t, SMOKE.eta, SMOKE.grace)
+    for (b, r), g in res.groupby(["p:hb_bracket", "p:hb_rung"]):
+        n_i, r_i = table[b % len(table)][r]
+        if b < len(table):
+            assert len(g) == n_i, (b, r)
+        assert (g["p:budget"] == r_i).all() and (g["m:epochs"] == r_i).all()
+    assert set(res["p:hb_bracket"]) >= {0, 1, 2}
+
+
+def test_failures_are_logged_and_the_search_goes_on(run_search):
+    _, res, lc, meta = run_search("asha_bo", budget=60,
+                                  fail={"diverge": 0.2, "raise": 0.15, "oom": 0.15})
+    failed = res[res["m:status"] == "failed"]
+    assert set(failed["m:reason"]) == {"diverged", "error:ValueError", "oom"}
+    assert all(str(o).startswith("F_") for o in failed["objective"])
+    assert (res["m:status"] != "failed").sum() >= 3
+    assert meta["status"] == "complete"
+    # a diverged trial logged its NaN epoch before failing
+    div = failed[failed["m:reason"] == "diverged"].job_id
+    assert lc[lc.job_id.isin(div)][logs.VAL_LOSS].isna().any()
+
+
+def test_bayesian_methods_use_their_model_after_the_initial_points(tmp_path):
+    from experiments.schedulers import RandomSampler
+    from experiments.space import problem_for
+
+    p = problem_for("smoke")
+    search = METHODS["asha_bo"].make(p, SMOKE, 0, str(tmp_path))
+    pts = RandomSampler(p, 1).ask(SMOKE.n_initial_points)
+    search.tell([(c, -float(i)) for i, c in enumerate(pts)])
+    search.ask(2)
+    assert len(search._opt.models) >= 1  # a fitted surrogate proposed these points
+
+
+def _wait_rows(path, n, proc, timeout=60):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        assert proc.poll() is None, proc.communicate()
+        if path.exists() and len(path.read_text().splitlines()) > n:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method,sig", [("asha_bo", signal.SIGTERM),
+                                        ("hyperband", signal.SIGKILL)])
+def test_interrupt_and_resume(tmp_path, method, sig):
+    out = tmp_path / method
+    env = synthetic_env(sleep=0.08)
+    args = ["--method", method, "--scale", "smoke", "--trainable", "synthetic", "--out",
+            str(out), "--quiet"]
+    proc = cli(args, env, start_new_session=True)
+    _wait_rows(out / "results.csv", 6, proc)
+    if sig == signal.SIGKILL:  # what a batch system does at the hard limit: the whole job
+        os.killpg(proc.pid, sig)
+    else:  # SIGTERM to the manager only
+        proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == (143 if sig == signal.SIGTERM else -9), err
+    res1, lc1, meta1 = load(out)
+    assert "Traceback" not in err
+    if sig == signal.SIGTERM:
+        assert meta1["status"] == "interrupted"
+    else:  # SIGKILL: nothing could be written at the end
+        assert meta1["status"] == "running"
+    # a killed search leaves whole lines only
+    assert lc1.notna()[["job_id", "epoch", "t_end"]].all().all()
+
+    proc = cli([*args, "--resume"], env)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    res, lc, meta = load(out)
+    assert meta["status"] == "complete" and len(meta["segments"]) == 2
+    assert res.job_id.is_unique and not lc.duplicated(["job_id", "epoch"]).any()
+    # finished trials are kept as they were, and none is run again
+    old = res1.set_index("job_id")
+    new = res.set_index("job_id").loc[old.index]
+    assert (new["objective"].astype(str) == old["objective"].astype(str)).all()
+    assert res.job_id.max() > lc1.job_id.max()  # new ids continue after the logged ones
+    hp = [c for c in res.columns if c.startswith("p:") and c[2:] not in
+          ("budget", "hb_bracket", "hb_rung", "hb_trial")]
+    fresh = res[~res.job_id.isin(old.index)]
+    if method == "hyperband":  # a trial is trained once per rung
+        assert not res.duplicated(["p:hb_trial", "p:hb_rung"]).any()
+    else:  # no finished configuration is proposed again
+        assert not fresh[hp].apply(tuple, axis=1).isin(old[hp].apply(tuple, axis=1)).any()
+    assert meta["epochs_trained"] >= settings_for("smoke").budget
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--method", "nope", "--scale", "smoke"], "unknown method 'nope'"),
+    (["--method", "asha", "--scale", "huge"], "unknown scale 'huge'"),
+    (["--method", "asha", "--scale", "smoke", "--bogus"], "unrecognized arguments: --bogus"),
+    (["--method", "asha", "--scale", "smoke", "--evaluator", "dask"], "unknown evaluator"),
+])
+def test_cli_errors_are_one_line(capsys, argv, needle):
+    from experiments.search import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err and err.startswith("error:")
+
+
+def test_missing_data_is_one_line_exit_2(tmp_path):
+    env = dict(os.environ, MLPF_DATA_DIR=str(tmp_path / "nodata"))
+    p = subprocess.run([PY, "-m", "experiments.search", "--method", "asha", "--scale", "smoke",
+                        "--out", str(tmp_path / "o")], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 2
+    assert len(p.stderr.strip().splitlines()) == 1 and "make data SCALE=smoke" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_existing_logs_need_resume(run_search, capsys):
+    from experiments.search import main
+
+    out, *_ = run_search("default")
+    argv = ["--method", "default", "--scale", "smoke", "--trainable", "synthetic", "--out",
+            str(out)]
+    assert main(argv) == 2 and "--resume" in capsys.readouterr().err
+    assert main([*argv, "--resume"]) == 0  # complete: nothing to do
+    assert "already complete" in capsys.readouterr().err
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_mpi_gives_the_same_logs_as_process(tmp_path, run_search):
+    mpiexec = shutil.which("mpiexec", path=os.path.dirname(PY))
+    if mpiexec is None:
+        pytest.skip("no mpiexec next to the Python interpreter")
+    out = tmp_path / "mpi"
+    env = synthetic_env(sleep=0.01)
+    env["MPIR_CVAR_NOLOCAL"] = "1"  # MPICH on one node: see experiments/slurm/README.md
+    p = subprocess.run([mpiexec, "-n", "3", PY, "-m", "experiments.search", "--method", "asha",
+                        "--scale", "smoke", "--trainable", "synthetic", "--evaluator", "mpi",
+                        "--out", str(out), "--quiet"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    res, lc, meta = load(out)
+    _check_logs(res, lc, meta, "asha")
+    assert meta["evaluator"] == "mpi" and meta["workers"] == 2
+    assert set(lc[logs.WORKER]) == {1, 2}  # the worker ranks
+    _, pres, plc, _ = run_search("asha")
+    assert list(res.columns) == list(pres.columns) and list(lc.columns) == list(plc.columns)
+    assert (res["m:status"] == "stopped").any()
+    assert np.isfinite(lc[logs.VAL_LOSS]).all()
