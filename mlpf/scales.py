@@ -28,11 +28,18 @@ class Scale:
 
 SCALES = {
     "smoke": Scale("smoke", n_train=200, n_val=100, n_test=100, pileup=0.0,
-                   events_per_file=100, max_epochs=9),
+                   events_per_file=100, max_epochs=9,
+                   model=dict(width=16, ffn_dist_hidden_dim=16, distance_dim=8, output_dim=16,
+                              bin_size=16)),
     "small": Scale("small", n_train=1000, n_val=300, n_test=300, pileup=0.0,
-                   events_per_file=100, max_epochs=27),
+                   events_per_file=100, max_epochs=27,
+                   model=dict(width=32, ffn_dist_hidden_dim=32, distance_dim=16, output_dim=32,
+                              bin_size=32)),
     "paper": Scale("paper", n_train=40000, n_val=10000, n_test=10000, pileup=200.0,
-                   events_per_file=100, max_epochs=200),
+                   events_per_file=100, max_epochs=200,
+                   model=dict(width=256, ffn_dist_hidden_dim=128, ffn_dist_num_layers=2,
+                              distance_dim=128, output_dim=128, bin_size=128,
+                              num_graph_layers_common=3, num_graph_layers_energy=3)),
 }
 DEFAULT_SCALE = "small"
 
