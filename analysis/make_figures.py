@@ -18,9 +18,11 @@ import warnings
 from pathlib import Path
 
 from analysis import figures, physics, tables
-from analysis.logs import LogWarning, MissingLogsError, load_scale, tidy
+from analysis.logs import DEFAULT_METHOD, LogWarning, MissingLogsError, load_scale, tidy, warn
 from analysis.metrics import TARGET_TOL, best_so_far_table, per_seed_metrics, summarize
 from mlpf.paths import FIGURES_DIR, RESULTS_DIR
+
+PAPER_METHODS = ("random", "hyperband", "asha", "asha_bo")  # the four the paper compares
 
 
 def build(scale: str, results: Path = RESULTS_DIR, out: Path = FIGURES_DIR,
@@ -29,6 +31,12 @@ def build(scale: str, results: Path = RESULTS_DIR, out: Path = FIGURES_DIR,
     """Logs under results/<scale>/ -> files under out/<scale>/; returns the files written.
     Raises MissingLogsError when there is no search log at all."""
     runs = load_scale(Path(results) / scale)
+    missing = [m for m in PAPER_METHODS if m not in runs]
+    if missing:
+        warn(f"{Path(results) / scale}: no logs of {', '.join(missing)}; those rows are absent")
+    if DEFAULT_METHOD not in runs:
+        warn(f"{Path(results) / scale / DEFAULT_METHOD}: missing, so there is no reference "
+             f"loss; the improvement columns are left empty")
     out = Path(out) / scale
     out.mkdir(parents=True, exist_ok=True)
     trials, _ = tidy(runs)
