@@ -468,8 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", help="folder with train/ and val/ (default data/<scale>)")
     ap.add_argument("--epochs", type=int, help="default: the scale's max_epochs")
     ap.add_argument("--out", help="run folder (default runs/train-<scale>)")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="TrainConfig overrides, e.g. lr=1e-3 bin_size=32")
+    ap.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                    help="TrainConfig overrides, e.g. lr=1e-3 bin_size=32 (repeatable)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", help="cpu, cuda, ... (default cuda if available)")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")

@@ -176,7 +176,7 @@ def test_cli_writes_curve_config_and_metrics(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     sets = [f"{k}={v}" for k, v in TINY.items()]
     rc = main(["--data", str(data_dir), "--epochs", "2", "--out", str(out), "--scale", "smoke",
-               "--no-progress", "--set", *sets, "lr=3e-3", "layernorm=true"])
+               "--no-progress", "--set", *sets, "lr=3e-3", "--set", "layernorm=true"])
     assert rc == 0
     with open(out / "learning_curve.csv") as f:
         rows = list(csv.DictReader(f))
