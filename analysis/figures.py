@@ -22,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
 
 from analysis.logs import (  # noqa: E402
     DEFAULT_METHOD,
@@ -86,6 +87,10 @@ def _best_vs(runs: dict, refs: dict, x: str, xlabel: str, logx: bool):
         for i, s in enumerate(runs[m].values()):
             bsf = best_so_far(s.curves).dropna(subset=["best_loss"])
             bsf[x] = bsf[x] * factor
+            # Only the steps matter: rows where the best improves, and the last row.
+            keep = bsf["best_loss"].diff().ne(0).to_numpy().copy()
+            keep[-1:] = True
+            bsf = bsf[keep]
             if logx:
                 bsf = bsf[bsf[x] > 0]
             if len(bsf) == 0:
@@ -132,20 +137,29 @@ def learning_curves(runs: dict, trials: pd.DataFrame, refs: dict):
     methods = list(searches)
     fig, axes = _grid(len(methods))
     for ax, m in zip(axes, methods):
+        cut, failed = [], []
         for k, s in searches[m].items():
             first = k == next(iter(searches[m]))
-            st = trials[(trials["method"] == m) & (trials["seed"] == k)].set_index(JOB_ID)
+            status = trials[(trials["method"] == m) & (trials["seed"] == k)] \
+                .set_index(JOB_ID)["status"]
+            lines = []
             for jid, c in s.curves.groupby(JOB_ID, sort=True):
                 c = c.sort_values(EPOCH)
-                status = st["status"].get(jid, OK)
-                ax.plot(c[EPOCH], c[VAL_LOSS], lw=0.8,
-                        color=color(m, methods) if first else "0.7", alpha=0.7)
-                end = (c[EPOCH].iloc[-1], c[VAL_LOSS].iloc[-1])
-                cut = status == STOPPED or (status == OK and end[0] < s.max_t)
-                if status == FAILED:
-                    ax.plot(*end, "o", ms=3, mfc="none", color="k")
-                elif cut:  # stopped at a rung, or given a low Hyperband budget
-                    ax.plot(*end, "x", ms=4, color="C3")
+                xy = c[[EPOCH, VAL_LOSS]].to_numpy(float)  # (epochs, 2)
+                lines.append(xy)
+                st = status.get(jid, OK)
+                if st == FAILED:
+                    failed.append(xy[-1])
+                elif st == STOPPED or (st == OK and xy[-1, 0] < s.max_t):
+                    cut.append(xy[-1])  # stopped at a rung, or given a low Hyperband budget
+            # One collection per search: thousands of trials draw in a fraction of a second.
+            ax.add_collection(LineCollection(lines, lw=0.8, alpha=0.7,
+                                             colors=[color(m, methods) if first else "0.7"]))
+        if cut:
+            ax.plot(*np.array(cut).T, "x", ms=4, color="C3", ls="none")
+        if failed:
+            ax.plot(*np.array(failed).T, "o", ms=3, mfc="none", color="k", ls="none")
+        ax.autoscale_view()
         ax.set_title(m, fontsize="medium")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -165,7 +179,7 @@ def budget_per_trial(runs: dict, trials: pd.DataFrame, refs: dict):
     bins = np.arange(0.5, top + 1.5)
     for ax, m in zip(axes, methods):
         e = trials.loc[trials["method"] == m, "epochs"]
-        ax.hist(e, bins=bins, color=color(m, methods))
+        ax.stairs(np.histogram(e, bins=bins)[0], bins, fill=True, color=color(m, methods))
         ax.set_title(f"{m} ({len(e)} trials, {int(e.sum())} epochs)", fontsize="medium")
         ax.set_xlabel("epochs trained")
         ax.grid(alpha=0.3)

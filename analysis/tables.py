@@ -59,7 +59,9 @@ def summary_rows(summary: pd.DataFrame) -> list[list[str]]:
 
 
 def summary_notes(refs: dict, scale: str) -> list[str]:
-    lines = [f"Scale {scale}. Medians across seeds, [95 % bootstrap interval] where several."]
+    lines = [f"Scale {scale}. Medians across seeds, [95 % bootstrap interval] where several. "
+             f"Best val loss: the lowest validation loss of any epoch of any trial; device-h: "
+             f"sum of epoch seconds x devices; utilisation: epoch seconds / (workers x wall)."]
     if math.isnan(refs["default_loss"]):
         lines.append("No default-configuration log (results/<scale>/default/): improvement "
                      "columns are empty.")
