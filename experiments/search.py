@@ -170,6 +170,7 @@ class Progress:
         self.tty = stream.isatty() and not os.environ.get("CI")
         self.interval = 0.2 if self.tty else 30.0
         self.last = -math.inf
+        self.last_line = ""
 
     def update(self, counts: dict, best: float, epochs: int, running: int, final=False):
         now = time.monotonic()
@@ -180,6 +181,9 @@ class Progress:
         line = (f"[{self.label}] trials {sum(counts.values())} (ok {counts['ok']}, stopped "
                 f"{counts['stopped']}, failed {counts['failed']}), running {running} | "
                 f"epochs {epochs}/{self.budget} | best val_loss {best_s}")
+        if final and line == self.last_line and not self.tty:
+            return  # already printed
+        self.last_line = line
         end = "\n" if (final or not self.tty) else ""
         self.stream.write(("\r\033[K" if self.tty else "") + line + end)
         self.stream.flush()

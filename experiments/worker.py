@@ -94,7 +94,10 @@ def _setup(ctx: RunContext) -> dict:
         slot = local = _claim_slot(ctx.slot_dir, ctx.workers)
         local_workers = ctx.workers
     cores = len(os.sched_getaffinity(0))
-    threads = max(1, cores // max(1, local_workers))
+    if cores < (os.cpu_count() or cores):
+        threads = cores  # the launcher (srun --cpus-per-task) already gave this worker its cores
+    else:
+        threads = max(1, cores // max(1, local_workers))
     trainable = get_trainable(ctx.trainable)
     device, devices = None, 1
     if trainable.uses_torch:
@@ -122,6 +125,11 @@ def run_trial(job, ctx: RunContext) -> dict:
           "t_prev": time.time() - ctx.t0}
     t_trial_start = st["t_prev"]
 
+    def devices(m: dict) -> int:
+        # On CPU the trial holds `threads` cores (core-hours); on GPUs trust the trainable
+        # (data-parallel training would report several).
+        return w["devices"] if w["device"] in (None, "cpu") else int(m.get("devices", 1))
+
     def on_epoch(m: dict) -> bool:
         epoch, val = int(m["epoch"]), float(m["val_loss"])
         t_end = time.time() - ctx.t0
@@ -130,7 +138,7 @@ def run_trial(job, ctx: RunContext) -> dict:
             logs.TRAIN_LOSS: float(m.get("train_loss", math.nan)),
             logs.EPOCH_SECONDS: float(m.get("epoch_seconds", t_end - st["t_prev"])),
             logs.T_START: round(st["t_prev"], 4), logs.T_END: round(t_end, 4),
-            logs.WORKER: w["slot"], logs.DEVICES: m.get("devices", w["devices"])})
+            logs.WORKER: w["slot"], logs.DEVICES: devices(m)})
         st["t_prev"], st["epochs"] = t_end, epoch
         if not math.isfinite(val):
             raise _Diverged(f"val_loss={val} at epoch {epoch}")
