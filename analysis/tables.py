@@ -108,7 +108,13 @@ def write_table(headers, rows, out: Path, name: str, notes: list[str]) -> None:
 
 
 def write_summary(summary: pd.DataFrame, refs: dict, scale: str, out: Path) -> None:
-    write_table(SUMMARY_HEADERS, summary_rows(summary), out, "summary", summary_notes(refs, scale))
+    headers, rows = list(SUMMARY_HEADERS), summary_rows(summary)
+    if (summary["unfinished"] > 0).any():  # an interrupted search: trials cut mid-training
+        i = headers.index("failed") + 1
+        headers.insert(i, "unfinished")
+        for row, u in zip(rows, summary["unfinished"]):
+            row.insert(i, fmt(u, 0))
+    write_table(headers, rows, out, "summary", summary_notes(refs, scale))
     summary.to_csv(out / "summary.csv", index=False, float_format="%.6g")
 
 

@@ -68,6 +68,7 @@ def test_partial_logs_warn_and_build(tmp_path, capsys):
     assert "no logs of random, hyperband, asha_bo" in err and "reference loss" in err
     summary = (tmp_path / "out" / "smoke" / "summary.md").read_text()
     assert "No default-configuration log" in summary
+    assert "| unfinished" in summary  # seed 1's trial is only in learning_curves.csv
     per = (tmp_path / "out" / "smoke" / "per_seed.csv").read_text().splitlines()
     assert len(per) == 3  # header + two asha seeds; the empty hyperband folder is skipped
 
