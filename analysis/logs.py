@@ -291,8 +291,9 @@ def load_scale(scale_dir: Path) -> dict[str, dict[int, Search]]:
 
 
 def trial_table(s: Search) -> pd.DataFrame:
-    """One row per trial of one search: job_id, status, final_loss, best_loss, epochs,
-    device_hours, t_start, t_end, reason, budget and every p:<hp> column.
+    """One row per trial (job) of one search: method, seed, job_id, status, final_loss,
+    best_loss (min over its epochs), epochs (trained), last_epoch, device_hours, t_start,
+    t_end, reason, budget, max_t and every p:<hp> column.
 
     Status comes from m:status when present; otherwise failed = objective "F..." (or a trial
     whose curve has no finite loss), completed = reached its budget (m:budget, else max_t),

@@ -4,15 +4,17 @@
     python -m analysis.make_figures --scale smoke --results results --out paper_figures
 
 Writes to <out>/<scale>/: summary.{md,tex,csv}, best_configs.{md,tex,csv}, per_seed.csv,
-trials.csv, best_so_far.csv, one PDF + PNG per figure in analysis.figures.FIGURES, and
-physics.{md,tex,pdf,png} when `python -m analysis.physics` has left its trainer outputs
-there. Exit 2 with a one-line message when there are no logs; incomplete logs give warnings
-on stderr.
+trials.csv, best_so_far.csv, references.json (default loss, target), one PDF + PNG per figure
+in analysis.figures.FIGURES, and physics.{md,tex,pdf,png} when `python -m analysis.physics`
+has left its trainer outputs there. Exit 2 with a one-line message when there are no logs;
+incomplete logs give warnings on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -49,8 +51,12 @@ def build(scale: str, results: Path = RESULTS_DIR, out: Path = FIGURES_DIR,
     per_seed.to_csv(out / "per_seed.csv", index=False, float_format="%.6g")
     trials.to_csv(out / "trials.csv", index=False, float_format="%.6g")
     best_so_far_table(runs).to_csv(out / "best_so_far.csv", index=False, float_format="%.6g")
+    (out / "references.json").write_text(json.dumps(
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in refs.items()},
+        indent=1, sort_keys=True) + "\n")
     written = [out / f"{n}.{e}" for n in ("summary", "best_configs") for e in ("md", "tex", "csv")]
-    written += [out / "per_seed.csv", out / "trials.csv", out / "best_so_far.csv"]
+    written += [out / n for n in ("per_seed.csv", "trials.csv", "best_so_far.csv",
+                                  "references.json")]
     for name, make in figures.FIGURES.items():
         written += figures.save(make(runs, trials, refs), out, name)
     written += physics.render(out)  # only if analysis.physics has run

@@ -11,7 +11,7 @@ from analysis.make_figures import build, main
 from tests.analysis.fakelogs import synthetic_scale, write_search
 
 TABLES = [f"{n}.{e}" for n in ("summary", "best_configs") for e in ("md", "tex", "csv")]
-TABLES += ["per_seed.csv", "trials.csv", "best_so_far.csv"]
+TABLES += ["per_seed.csv", "trials.csv", "best_so_far.csv", "references.json"]
 
 
 def _digests(d):
