@@ -180,7 +180,9 @@ def budget_per_trial(runs: dict, trials: pd.DataFrame, refs: dict):
     for ax, m in zip(axes, methods):
         e = trials.loc[trials["method"] == m, "epochs"]
         ax.stairs(np.histogram(e, bins=bins)[0], bins, fill=True, color=color(m, methods))
-        ax.set_title(f"{m} ({len(e)} trials, {int(e.sum())} epochs)", fontsize="medium")
+        n_seeds = len(runs[m])
+        over = f" in {n_seeds} seeds" if n_seeds > 1 else ""
+        ax.set_title(f"{m} ({len(e)} trials, {int(e.sum())} epochs{over})", fontsize="medium")
         ax.set_xlabel("epochs trained")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("trials")
