@@ -21,6 +21,7 @@ import json
 import math
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ import pandas as pd
 from analysis.logs import HP_PREFIX, LogWarning, MissingLogsError, hp_columns, load_scale, tidy
 from analysis.tables import best_configs, fmt_value, write_table
 from mlpf.paths import FIGURES_DIR, RESULTS_DIR
+from mlpf.scales import get_scale
 
 RUNS = ("default", "best")
 METRICS_JSON = "metrics.json"  # written by mlpf.train
@@ -197,16 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-events", type=int, help="passed to the trainer (quick tries)")
     ap.add_argument("--device", help="passed to the trainer: cpu, cuda, ...")
     args = ap.parse_args(argv)
-    import warnings
-
     warnings.simplefilter("ignore", LogWarning)  # make_figures reports log problems
     try:
         choice = choose_best(args.scale, args.results, args.method)
     except MissingLogsError as e:
         print(f"error: {e} (run `make benchmark SCALE={args.scale}` first)", file=sys.stderr)
         return 2
-    from mlpf.scales import get_scale
-
     epochs = args.epochs or get_scale(args.scale).max_epochs
     choice["epochs"] = epochs
     choice["max_events"] = args.max_events
