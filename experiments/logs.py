@@ -87,6 +87,15 @@ def ensure_header(path: Path, columns=LC_COLUMNS) -> None:
         os.replace(tmp, path)
 
 
+def end_with_newline(path: Path) -> None:
+    """Terminate a last line cut by a crash, so that the next row starts on a line of its own."""
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+
+
 def read_learning_curves(log_dir: Path) -> pd.DataFrame:
     """learning_curves.csv as a DataFrame (empty with the right columns when missing)."""
     path = Path(log_dir) / LEARNING_CURVES_CSV

@@ -7,9 +7,10 @@
 - :func:`hyperband_brackets`: the bracket table of Hyperband (Li et al. 2018, JMLR, Alg. 1).
 - :class:`HyperbandSearch`: synchronous Hyperband as a DeepHyper ``Search`` that hands out
   ``(config, budget)`` jobs rung by rung and opens the next bracket whenever the open ones wait
-  at a rung barrier, so no worker idles. A promoted configuration is **retrained from scratch**
-  for its larger budget (the trainable has no checkpoints): a rung costs ``n_i * r_i`` epochs,
-  exactly the accounting of Li et al., and every epoch trained is logged.
+  at a rung barrier, so no worker idles. A promoted configuration **continues from its
+  checkpoint** (like Ray Tune's HyperBandScheduler pausing and resuming trials): rung ``i``
+  costs ``n_i * (r_i - r_{i-1})`` epochs, each epoch is trained and logged once. Checkpoints of
+  configurations that are not promoted are deleted as soon as their rung is complete.
 - :class:`ModelSampler`: BOHB-style proposals (Falkner et al. 2018): a surrogate fitted on the
   largest budget with enough results, a fraction of configurations drawn at random.
 """
@@ -17,9 +18,11 @@
 from __future__ import annotations
 
 import math
+import shutil
 import zlib
 from collections import deque
 from numbers import Number
+from pathlib import Path
 
 import numpy as np
 from deephyper.hpo import CBO
@@ -182,8 +185,9 @@ class ModelSampler(RandomSampler):
 class _Bracket:
     """One Hyperband bracket: rungs ``[(n_i, r_i)]``, results per rung, a queue of jobs."""
 
-    def __init__(self, index: int, rungs: list[tuple[int, int]]):
+    def __init__(self, index: int, rungs: list[tuple[int, int]], on_drop=None):
         self.index, self.rungs = index, rungs
+        self.on_drop = on_drop or (lambda trial: None)  # a trial will not be trained again
         self.configs: dict[int, dict] = {}  # trial -> hyperparameters
         self.results: list[dict[int, object]] = [{} for _ in rungs]  # rung -> trial -> obj
         self.expected = [rungs[0][0]] + [None] * (len(rungs) - 1)  # jobs awaited per rung
@@ -195,12 +199,18 @@ class _Bracket:
 
     def promote(self, i: int) -> None:
         """Rung ``i`` is complete: queue the best ``n_{i+1}`` successful trials for rung i+1."""
-        if i + 1 >= len(self.rungs) or self.expected[i + 1] is not None:
+        if i + 1 >= len(self.rungs):
+            for t in self.results[i]:
+                self.on_drop(t)
+            return
+        if self.expected[i + 1] is not None:
             return
         ok = [(t, y) for t, y in self.results[i].items()
               if isinstance(y, Number) and np.isfinite(y)]
         ok.sort(key=lambda ty: (-ty[1], ty[0]))  # maximise the objective (= -val_loss)
         top = [t for t, _ in ok[: self.rungs[i + 1][0]]]
+        for t in set(self.results[i]) - set(top):
+            self.on_drop(t)
         self.expected[i + 1] = len(top)
         for t in top:
             if t not in self.results[i + 1] and t not in self.issued[i + 1]:
@@ -220,12 +230,15 @@ class HyperbandSearch(Search):
     ``ask(n)`` returns ``n`` jobs: queued jobs of the oldest open bracket first; when every open
     bracket waits at a rung barrier, the next bracket of the table is opened (brackets cycle
     through the table, Hyperband iterations repeat until the driver's budget is spent). Each job
-    carries ``budget`` (epochs), ``hb_bracket``, ``hb_rung`` and ``hb_trial``.
+    carries ``budget`` (epochs), ``hb_bracket``, ``hb_rung`` and ``hb_trial``; the worker keeps
+    the training state of trial ``t`` in ``checkpoint_dir(t)`` (when given) so that a promotion
+    continues it.
     """
 
     def __init__(self, problem, max_t: int, eta: int, min_t: int = 1, random_state=None,
-                 log_dir: str = ".", sampler: str = "random"):
+                 log_dir: str = ".", sampler: str = "random", checkpoint_dir=None):
         super().__init__(problem, random_state, log_dir)
+        self.checkpoint_dir = checkpoint_dir  # trial -> folder, removed once a trial is dropped
         self.max_t, self.eta, self.min_t = max_t, eta, min_t
         self.table = hyperband_brackets(max_t, eta, min_t)
         seed = self._random_state.randint(0, 2**31 - 1)
@@ -234,8 +247,12 @@ class HyperbandSearch(Search):
         self.brackets: list[_Bracket] = []
         self.n_trials = 0
 
+    def _drop(self, trial: int) -> None:
+        if self.checkpoint_dir is not None:
+            shutil.rmtree(self.checkpoint_dir(trial), ignore_errors=True)
+
     def _new_bracket(self, index: int) -> _Bracket:
-        b = _Bracket(index, self.table[index % len(self.table)])
+        b = _Bracket(index, self.table[index % len(self.table)], self._drop)
         while len(self.brackets) <= index:
             self.brackets.append(None)
         self.brackets[index] = b
@@ -284,6 +301,15 @@ class HyperbandSearch(Search):
             b.results[r][t] = obj
             self.sampler.observe(int(cfg[BUDGET_KEY]), b.configs[t], obj)
             self.n_trials = max(self.n_trials, t + 1)
+        if self.checkpoint_dir is not None:
+            # Trials that were running in a first rung are replaced by new configurations:
+            # their numbers are not reused and their training states are deleted.
+            known = {t for b in self.brackets if b for t in b.configs}
+            for d in Path(self.checkpoint_dir(0)).parent.glob("trial*"):
+                t = int(d.name[len("trial"):])
+                self.n_trials = max(self.n_trials, t + 1)
+                if t not in known:
+                    shutil.rmtree(d, ignore_errors=True)
         for i, b in enumerate(self.brackets):
             b = b or self._new_bracket(i)
             self._fill_rung0(b)

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments import logs
-from experiments.methods import get_method, method_metadata, settings_for
+from experiments.methods import get_method, method_metadata, settings_for, uses_checkpoints
 from experiments.trainables import get_trainable
 from experiments.worker import LOCAL_RANK_ENV, LOCAL_WORKERS_ENV, RunContext
 
@@ -234,6 +234,8 @@ def _restore(search, ev, log_dir: Path, results_df, lc_df) -> tuple[int, int]:
 
     jobs, pairs = [], []
     if results_df is not None:
+        # a row cut by a kill while DeepHyper appended it: that trial counts as unfinished
+        results_df = results_df.dropna(subset=["job_id", "objective", "job_status"])
         p_cols = [c for c in results_df.columns if c.startswith("p:")]
         m_cols = [c for c in results_df.columns if c.startswith("m:")]
         for _, row in results_df.iterrows():
@@ -301,6 +303,7 @@ def drive(plan: Plan, ev, workers: int, meta: dict, progress: bool = True) -> in
         # from the restored history right after.
         os.replace(log_dir / logs.RESULTS_CSV, log_dir / "results.resume.csv")
     logs.ensure_header(log_dir / logs.LEARNING_CURVES_CSV)
+    logs.end_with_newline(log_dir / logs.LEARNING_CURVES_CSV)  # after a kill mid-line
 
     from experiments.space import problem_for
 
@@ -386,17 +389,18 @@ def drive(plan: Plan, ev, workers: int, meta: dict, progress: bool = True) -> in
         status = logs.RUN_INTERRUPTED
         done = [t for t in ev._tasks_running if t.done() and not t.cancelled()
                 and t.exception() is None]
-        pending = pending + ev._process_local_tasks_done(done)
+        harvested = ev._process_local_tasks_done(done)  # finished, not yet gathered
+        epochs += sum(int(job.metadata.get(logs.EPOCHS) or 0) for job in harvested)
+        pending = pending + harvested
     finally:
         for s, h in old.items():
             signal.signal(s, h)
     if pending:
         search.history.extend(pending)
-        for job in pending:
-            epochs += int(job.metadata.get(logs.EPOCHS) or 0) if status != logs.RUN_COMPLETE \
-                else 0
     if status == logs.RUN_COMPLETE:
         ev.close()
+        # Training states of Hyperband trials are only needed to continue a search.
+        shutil.rmtree(log_dir / "checkpoints", ignore_errors=True)
     _write_results(search, log_dir)
     _finish_meta(meta, status, epochs, len(search.history))
     logs.write_json(log_dir / logs.METADATA_JSON, meta)
@@ -440,7 +444,8 @@ def run(plan: Plan, progress: bool = True) -> int:
         now = comm.bcast(now, root=0)
         meta = _new_metadata(plan, workers, now)
         ctx = RunContext(plan.scale, plan.trainable, str(plan.log_dir), meta["start_time"],
-                         plan.settings.max_t, plan.seed, workers, "mpi")
+                         plan.settings.max_t, plan.seed, workers, "mpi",
+                         checkpoints=uses_checkpoints(plan.method))
         storage = MPIWinStorage(comm, size=MPI_STORAGE_MB * 2**20)
         ev = Evaluator.create(run_trial, "mpicomm",
                               {"storage": storage, "run_function_kwargs": {"ctx": ctx}})
@@ -461,7 +466,8 @@ def run(plan: Plan, progress: bool = True) -> int:
     logs.write_json(plan.log_dir / logs.METADATA_JSON, meta)
     slot_dir = tempfile.mkdtemp(prefix="exp-slots-")
     ctx = RunContext(plan.scale, plan.trainable, str(plan.log_dir), meta["start_time"],
-                     plan.settings.max_t, plan.seed, workers, plan.evaluator, slot_dir)
+                     plan.settings.max_t, plan.seed, workers, plan.evaluator, slot_dir,
+                     checkpoints=uses_checkpoints(plan.method))
     if plan.evaluator == "serial":
         ev = Evaluator.create(run_trial_async, "serial", {"run_function_kwargs": {"ctx": ctx}})
     else:

@@ -47,7 +47,13 @@ class Trainable:
 
     def train(self, scale: str, config: dict, max_epochs: int,
               on_epoch: Callable[[dict], bool], *, device=None, seed: int = 0,
-              threads: int | None = None) -> None:
+              threads: int | None = None, checkpoint_dir: str | None = None) -> list[dict]:
+        """Train up to ``max_epochs``; returns the metrics of every epoch.
+
+        With ``checkpoint_dir`` the state is saved there after every epoch and training
+        continues from it when it exists (``on_epoch`` is then called for the new epochs only,
+        the returned list includes the earlier ones).
+        """
         raise NotImplementedError
 
     def failure_reason(self, exc: BaseException) -> str:
@@ -83,15 +89,16 @@ class MLPFTrainable(Trainable):
         except ImportError as e:
             raise FileNotFoundError(f"mlpf.train is not importable: {e}") from None
 
-    def train(self, scale, config, max_epochs, on_epoch, *, device=None, seed=0, threads=None):
+    def train(self, scale, config, max_epochs, on_epoch, *, device=None, seed=0, threads=None,
+              checkpoint_dir=None):
         from mlpf.train import apply_overrides, config_for_scale, load_data, train
 
         cfg = apply_overrides(config_for_scale(scale), config)
         if scale not in _DATA_CACHE:
             _DATA_CACHE.clear()  # one scale per process; free the previous one
             _DATA_CACHE[scale] = load_data(scale)
-        train(cfg, _DATA_CACHE[scale], max_epochs, on_epoch=on_epoch, device=device, seed=seed,
-              threads=threads)
+        return train(cfg, _DATA_CACHE[scale], max_epochs, on_epoch=on_epoch, device=device,
+                     seed=seed, threads=threads, checkpoint_dir=checkpoint_dir)
 
 
 # ----------------------------------------------------------------------------- synthetic
@@ -175,11 +182,17 @@ class SyntheticTrainable(Trainable):
             lo += p
         return None
 
-    def train(self, scale, config, max_epochs, on_epoch, *, device=None, seed=0, threads=None):
+    def train(self, scale, config, max_epochs, on_epoch, *, device=None, seed=0, threads=None,
+              checkpoint_dir=None):
         failure = self._failure(config)
         if failure == "oom":
             raise SyntheticOutOfMemory("synthetic out of memory")
-        for epoch in range(1, max_epochs + 1):
+        ckpt = os.path.join(checkpoint_dir, "synthetic.json") if checkpoint_dir else None
+        history = []
+        if ckpt and os.path.exists(ckpt):  # the state of this function is its epoch count
+            with open(ckpt) as f:
+                history = json.load(f)["history"]
+        for epoch in range(len(history) + 1, max_epochs + 1):
             t0 = time.perf_counter()
             if self.sleep:
                 time.sleep(self.sleep)
@@ -189,8 +202,15 @@ class SyntheticTrainable(Trainable):
                 self.loss(config, epoch, seed)
             metrics = {"epoch": epoch, "val_loss": val, "train_loss": val * 0.9,
                        "epoch_seconds": time.perf_counter() - t0}
-            if on_epoch(metrics):
-                return
+            history.append(metrics)
+            if ckpt:
+                os.makedirs(checkpoint_dir, exist_ok=True)
+                with open(ckpt + ".tmp", "w") as f:
+                    json.dump({"history": history}, f)
+                os.replace(ckpt + ".tmp", ckpt)
+            if on_epoch(dict(metrics)):
+                break
+        return history
 
 
 TRAINABLES = {"mlpf": MLPFTrainable, "synthetic": SyntheticTrainable.from_env}

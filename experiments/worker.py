@@ -1,7 +1,9 @@
 """The run-function every worker executes: one trial, one learning-curve row per epoch.
 
 ``run_trial(job, ctx)`` trains ``job.parameters`` for its budget (``max_t``, or the Hyperband
-rung budget in ``job["budget"]``), appends each epoch to ``learning_curves.csv`` as it happens,
+rung budget in ``job["budget"]``; a promoted Hyperband trial continues from the checkpoint of
+its previous rung, so its learning-curve rows start after that rung's epochs), appends each
+epoch to ``learning_curves.csv`` as it happens,
 reports ``-val_loss`` to the stopper (DeepHyper maximises) and returns the objective with
 metadata. It never raises: a failure becomes ``"F_<reason>"`` (a raising run-function would end
 the whole search).
@@ -43,6 +45,7 @@ class RunContext:
     workers: int
     evaluator: str = "process"  # process | mpi | serial
     slot_dir: str | None = None  # lock files of the process-pool slots
+    checkpoints: bool = False  # Hyperband: a promoted trial continues from its checkpoint
 
 
 class _Diverged(Exception):
@@ -113,6 +116,11 @@ def _setup(ctx: RunContext) -> dict:
     return _WORKER
 
 
+def checkpoint_dir(log_dir: str, trial) -> str:
+    """Where Hyperband trial ``trial`` keeps its training state between rungs."""
+    return os.path.join(log_dir, "checkpoints", f"trial{int(trial)}")
+
+
 def run_trial(job, ctx: RunContext) -> dict:
     """Train one job; return ``{"objective": -val_loss | "F_<reason>", "metadata": {...}}``."""
     w = _setup(ctx)
@@ -139,7 +147,7 @@ def run_trial(job, ctx: RunContext) -> dict:
             logs.EPOCH_SECONDS: float(m.get("epoch_seconds", t_end - st["t_prev"])),
             logs.T_START: round(st["t_prev"], 4), logs.T_END: round(t_end, 4),
             logs.WORKER: w["slot"], logs.DEVICES: devices(m)})
-        st["t_prev"], st["epochs"] = t_end, epoch
+        st["t_prev"], st["epochs"] = t_end, st["epochs"] + 1
         if not math.isfinite(val):
             raise _Diverged(f"val_loss={val} at epoch {epoch}")
         st["last"], st["best"] = val, min(st["best"], val)
@@ -151,10 +159,14 @@ def run_trial(job, ctx: RunContext) -> dict:
             return True
         return False
 
+    ckpt = checkpoint_dir(ctx.log_dir, params["hb_trial"]) \
+        if ctx.checkpoints and "hb_trial" in params else None
     status, reason = logs.STATUS_OK, ""
     try:
-        w["trainable"].train(ctx.scale, hp, budget, on_epoch, device=w["device"],
-                             seed=ctx.seed, threads=w["threads"])
+        history = w["trainable"].train(ctx.scale, hp, budget, on_epoch, device=w["device"],
+                                       seed=ctx.seed, threads=w["threads"], checkpoint_dir=ckpt)
+        if st["last"] is None and history:  # the checkpoint already had every epoch
+            st["last"] = st["best"] = float(history[-1]["val_loss"])
         if st["stopped"]:
             status = logs.STATUS_STOPPED
         elif st["last"] is None:

@@ -127,3 +127,21 @@ def test_space_keys_are_train_config_fields(scale):
     assert set(p.hyperparameter_names) <= fields
     for cfg in RandomSampler(p, 0).ask(10):
         apply_overrides(config_for_scale(scale), cfg)  # raises on an unknown key or bad value
+
+
+def test_hyperband_restore_never_reuses_a_trial_with_a_checkpoint(tmp_path):
+    p = problem_for("smoke")
+    ckpt = lambda t: str(tmp_path / "checkpoints" / f"trial{t}")  # noqa: E731
+    s = HyperbandSearch(p, max_t=9, eta=3, random_state=0, log_dir=tmp_path,
+                        checkpoint_dir=ckpt)
+    asked = s.ask(9)
+    for j in asked:  # every trial has started training and saved a state
+        (tmp_path / "checkpoints" / f"trial{j['hb_trial']}").mkdir(parents=True)
+    finished = asked[:5]
+    r = HyperbandSearch(p, max_t=9, eta=3, random_state=1, log_dir=tmp_path,
+                        checkpoint_dir=ckpt)
+    r.restore([(j, _loss(j)) for j in finished])
+    redo = r.ask(4)
+    assert min(j["hb_trial"] for j in redo) > max(j["hb_trial"] for j in asked)
+    left = {int(d.name[5:]) for d in (tmp_path / "checkpoints").iterdir()}
+    assert left == {j["hb_trial"] for j in finished}  # stale states of unfinished ones gone

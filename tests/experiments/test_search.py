@@ -26,11 +26,14 @@ def _check_logs(res, lc, meta, method):
     assert tuple(lc.columns) == logs.LC_COLUMNS
     assert not lc.duplicated([logs.JOB_ID, logs.EPOCH]).any()
     assert res.job_id.is_unique
-    # every finished trial's epochs are in the learning curves, numbered 1..epochs
-    per_job = lc.groupby(logs.JOB_ID)[logs.EPOCH].agg(["max", "count"])
+    # every finished trial's epochs are in the learning curves, numbered up to its last epoch
+    # (a promoted Hyperband trial continues: its rows start after the previous rung)
+    per_job = lc.groupby(logs.JOB_ID)[logs.EPOCH].agg(["min", "max", "count"])
     for _, row in res.iterrows():
-        assert per_job.loc[row.job_id, "max"] == row["m:epochs"] == per_job.loc[row.job_id,
-                                                                                 "count"]
+        first, last, n = per_job.loc[row.job_id]
+        assert n == row["m:epochs"] == last - first + 1
+        if "p:hb_rung" not in res.columns:
+            assert first == 1
     assert set(res["m:status"]) <= {"ok", "stopped", "failed"}
     assert (lc[logs.T_END] >= lc[logs.T_START]).all()
     for key in ("method", "scale", "seed", "workers", "evaluator", "start_time", "end_time",
@@ -70,14 +73,23 @@ def test_asha_stops_early_at_rungs(run_search):
 
 
 def test_hyperband_jobs_train_their_rung_budgets(run_search):
-    _, res, _, _ = run_search("hyperband", budget=78)  # one full iteration: 27 + 24 + 27
+    out, res, lc, _ = run_search("hyperband", budget=69)  # one iteration: 9+6+6 + 15+6 + 27
     table = hyperband_brackets(SMOKE.max_t, SMOKE.eta, SMOKE.grace)
     for (b, r), g in res.groupby(["p:hb_bracket", "p:hb_rung"]):
         n_i, r_i = table[b % len(table)][r]
+        r_prev = table[b % len(table)][r - 1][1] if r else 0
         if b < len(table):
             assert len(g) == n_i, (b, r)
-        assert (g["p:budget"] == r_i).all() and (g["m:epochs"] == r_i).all()
+        # a promotion continues from the checkpoint: only the new epochs are trained
+        assert (g["p:budget"] == r_i).all() and (g["m:epochs"] == r_i - r_prev).all()
+        first = lc[lc.job_id.isin(g.job_id)].groupby("job_id").epoch.min()
+        assert (first == r_prev + 1).all()
     assert set(res["p:hb_bracket"]) >= {0, 1, 2}
+    # a trial's curve over its rungs is one curve: epochs 1..r without gaps or repeats
+    jobs = res.set_index("job_id")["p:hb_trial"]
+    for _, g in lc.assign(trial=lc.job_id.map(jobs)).groupby("trial"):
+        assert sorted(g.epoch) == list(range(1, g.epoch.max() + 1))
+    assert not (out / "checkpoints").exists()  # removed when the search completed
 
 
 def test_failures_are_logged_and_the_search_goes_on(run_search):
@@ -197,7 +209,6 @@ def test_existing_logs_need_resume(run_search, capsys):
 
 
 @pytest.mark.mpi
-@pytest.mark.slow
 def test_mpi_gives_the_same_logs_as_process(tmp_path, run_search):
     mpiexec = shutil.which("mpiexec", path=os.path.dirname(PY))
     if mpiexec is None:
