@@ -28,7 +28,8 @@ from experiments.trainables import get_trainable
 
 def search_command(method: str, scale: str, seed: int, workers: int, evaluator: str,
                    trainable: str, resume: bool, budget: int | None = None,
-                   out: Path | None = None) -> tuple[list[str], dict]:
+                   out: Path | None = None,
+                   time_budget: float | None = None) -> tuple[list[str], dict]:
     """The command line and environment of one search."""
     args = ["-m", "experiments.search", "--method", method, "--scale", scale, "--seed",
             str(seed), "--evaluator", evaluator, "--workers", str(workers), "--trainable",
@@ -37,6 +38,8 @@ def search_command(method: str, scale: str, seed: int, workers: int, evaluator: 
         args.append("--resume")
     if budget:
         args += ["--budget", str(budget)]
+    if time_budget is not None:
+        args += ["--time-budget", str(time_budget)]
     if out is not None:
         args += ["--out", str(out)]
     env = dict(os.environ)
@@ -56,7 +59,8 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--evaluator", default="process")
     p.add_argument("--trainable", default="mlpf")
-    p.add_argument("--budget", type=int, default=None, help="epochs per search (tests)")
+    p.add_argument("--budget", type=int, default=None, help="epochs per search")
+    p.add_argument("--time-budget", type=float, default=None, help="seconds per search")
     p.add_argument("--out", default=None, help="results root (default results/<scale>)")
     try:
         a = p.parse_args(argv)
@@ -101,7 +105,7 @@ def main(argv=None) -> int:
         resume = meta is not None or (out / logs.RESULTS_CSV).exists()
         workers = 1 if method == "default" else a.workers
         cmd, env = search_command(method, a.scale, seed, workers, a.evaluator, a.trainable,
-                                  resume, a.budget, out if a.out else None)
+                                  resume, a.budget, out if a.out else None, a.time_budget)
         print(f"== {method} seed{seed}{' (resume)' if resume else ''}: {' '.join(cmd)}",
               file=sys.stderr, flush=True)
         t0 = time.time()

@@ -3,18 +3,24 @@
 Every method composes a DeepHyper search (random sampling, a Bayesian model (CBO), or a
 Hyperband scheduler) with a stopper (none, or ASHA). Settings depend on the scale:
 
-| scale | max_t | grace | eta | budget per search (epochs)  |
-|-------|-------|-------|-----|-----------------------------|
-| smoke |     9 |     1 |   3 |   9 x max_t =   81          |
-| small |    27 |     1 |   3 |  16 x max_t =  432          |
-| paper |   200 |    10 |   4 |  32 x max_t = 6400          |
+| scale | max_t | grace | eta | budget per search: epochs | and wall time |
+|-------|-------|-------|-----|---------------------------|---------------|
+| smoke |     9 |     1 |   3 |   9 x max_t =   81        |  50 s         |
+| small |    27 |     1 |   3 |  16 x max_t =  432        |   9 min       |
+| paper |   200 |    10 |   4 |  32 x max_t = 6400        |   none        |
 
 ``max_t`` is ``mlpf.scales.get_scale(scale).max_epochs``. The budget is the same for every
-method (fair comparison): a search submits new trials until the epochs trained by its finished
-trials reach it; trials running at that moment finish (the overshoot is logged like any
-compute). Hyperband promotions continue from checkpoints, so one Hyperband iteration costs
-``sum n_i (r_i - r_{i-1})`` epochs: 69 at smoke, 357 at small, 1556 at paper; the budgets hold
-about 1.2 iterations at smoke and small, 4 at paper.
+method (fair comparison). Epochs: a search submits new trials until the epochs trained by its
+finished trials reach it; trials running at that moment finish (the overshoot is logged like
+any compute). Wall time (smoke and small only, so that ``make benchmark`` ends in about 5 and
+45 minutes on a 2-core laptop): at the deadline no trial is submitted and running trials stop
+after their current epoch (``m:status`` "stopped", ``m:reason`` "time_budget"). On a fast
+machine the epoch budget ends the search, on a slow one the deadline; ``metadata.json`` says
+which (``stopped_by``).
+
+Hyperband promotions continue from checkpoints, so one Hyperband iteration costs
+``sum n_i (r_i - r_{i-1})`` epochs: 69 at smoke, 357 at small, 1556 at paper; the epoch
+budgets hold about 1.2 iterations at smoke and small, 4 at paper.
 
 Paper methods: ``random``, ``hyperband``, ``asha``, ``asha_bo``. Beyond the paper:
 ``async_hyperband``, ``bohb``, ``bo``. ``default`` trains the untuned configuration once to
@@ -44,21 +50,26 @@ class Settings:
     grace: int  # ASHA grace period = first rung; Hyperband's minimum budget
     eta: int  # reduction factor
     budget: int  # epochs per search, the same for every method
+    time_budget: float | None = None  # seconds per search (None: no deadline)
     n_initial_points: int = 10  # random configurations before a Bayesian model is used
 
 
-_SCALE = {  # scale -> (grace, eta, budget in units of max_t)
-    "smoke": (1, 3, 9),
-    "small": (1, 3, 16),
-    "paper": (10, 4, 32),
+_SCALE = {  # scale -> (grace, eta, budget in units of max_t, seconds per search)
+    "smoke": (1, 3, 9, 50.0),
+    "small": (1, 3, 16, 540.0),
+    "paper": (10, 4, 32, None),
 }
 
 
-def settings_for(scale: str, budget: int | None = None) -> Settings:
-    """Settings of ``scale``; ``budget`` (epochs) overrides the default budget."""
+def settings_for(scale: str, budget: int | None = None,
+                 time_budget: float | None = None) -> Settings:
+    """Settings of ``scale``; ``budget`` (epochs) and ``time_budget`` (seconds, 0 = none)
+    override the defaults."""
     max_t = get_scale(scale).max_epochs  # ValueError for an unknown scale
-    grace, eta, units = _SCALE[scale]
-    return Settings(scale, max_t, grace, eta, budget if budget else units * max_t)
+    grace, eta, units, seconds = _SCALE[scale]
+    if time_budget is not None:
+        seconds = time_budget or None
+    return Settings(scale, max_t, grace, eta, budget if budget else units * max_t, seconds)
 
 
 # CBO so that the manager never holds workers idle: sampled acquisition optimisation (~55 ms per
@@ -97,7 +108,8 @@ def _n_async_brackets(s: Settings) -> int:
 
 
 def _base(s: Settings, **extra) -> dict:
-    return {"max_t": s.max_t, "budget_epochs": s.budget, **extra}
+    return {"max_t": s.max_t, "budget_epochs": s.budget, "time_budget_s": s.time_budget,
+            **extra}
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
@@ -139,8 +151,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
                            cbo=CBO_KWARGS)),
     Method("default", "the untuned default configuration, trained once to max_t",
            lambda p, s, seed, d: FixedSearch(p, [{}], random_state=seed, log_dir=d),
-           lambda s: {"max_t": s.max_t, "budget_epochs": s.max_t, "search": "FixedSearch",
-                      "config": {}, "stopper": None}),
+           lambda s: {"max_t": s.max_t, "budget_epochs": s.max_t, "time_budget_s": None,
+                      "search": "FixedSearch", "config": {}, "stopper": None}),
 ]}
 
 

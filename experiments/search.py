@@ -10,7 +10,8 @@ Logs go to ``results/<scale>/<method>/seed<k>/`` (``--out`` elsewhere): results.
 learning_curves.csv, metadata.json (see :mod:`experiments.logs`).
 
 The manager loop is DeepHyper's (ask -> submit -> gather -> tell) written out so that it can
-(a) stop submitting when the search's epoch budget is spent, (b) time every decision,
+(a) stop submitting when the search's epoch or wall-time budget is spent, (b) time every
+decision,
 (c) stop cleanly on SIGTERM/SIGINT (finished trials written, metadata status "interrupted";
 exit code 143) and (d) resume from the logs (``--resume``): finished trials are kept and told
 to the method (surrogate, Hyperband rungs, ASHA rung values), job ids continue after the largest
@@ -99,13 +100,14 @@ def _iso(t: float) -> str:
 
 def plan_search(method: str, scale: str, seed: int, evaluator: str = "process",
                 workers: int = 2, out: str | None = None, resume: bool = False,
-                trainable: str = "mlpf", budget: int | None = None) -> Plan:
+                trainable: str = "mlpf", budget: int | None = None,
+                time_budget: float | None = None) -> Plan:
     """Validate the request and look at existing logs; raise :class:`CliError` if unusable."""
     from mlpf.paths import results_dir
 
     try:
         get_method(method)
-        settings = settings_for(scale, budget)
+        settings = settings_for(scale, budget, time_budget)
         tr = get_trainable(trainable)
     except (ValueError, TypeError) as e:
         raise CliError(str(e)) from None
@@ -153,6 +155,7 @@ def _new_metadata(plan: Plan, workers: int, now: float) -> dict:
         "method_settings": method_metadata(plan.method, plan.settings),
         "budget_epochs": plan.settings.budget if plan.method != "default"
         else plan.settings.max_t,
+        "time_budget_s": plan.settings.time_budget if plan.method != "default" else None,
         "versions": _versions(), "git_commit": _git_commit(), "host": socket.gethostname(),
         "command": [sys.executable, *sys.argv],
         "start_time": now, "start_iso": _iso(now), "end_time": None, "end_iso": None,
@@ -324,6 +327,8 @@ def drive(plan: Plan, ev, workers: int, meta: dict, progress: bool = True) -> in
             os.replace(log_dir / "results.resume.csv", log_dir / logs.RESULTS_CSV)
 
     budget = meta["budget_epochs"]
+    deadline = _deadline(meta)
+    meta.pop("stopped_by", None)
     counts = {logs.STATUS_OK: 0, logs.STATUS_STOPPED: 0, logs.STATUS_FAILED: 0}
     best = math.inf
     for job in search.history.jobs:
@@ -356,7 +361,11 @@ def drive(plan: Plan, ev, workers: int, meta: dict, progress: bool = True) -> in
             if pending:
                 search.tell([(job.args, job.objective) for job in pending])
             n_free = workers - len(ev._tasks_running)
-            configs = search.ask(n_free) if n_free > 0 and epochs < budget else []
+            if epochs >= budget:
+                meta["stopped_by"] = "epochs"
+            elif deadline is not None and time.time() >= deadline:
+                meta["stopped_by"] = "time"
+            configs = search.ask(n_free) if n_free > 0 and not meta.get("stopped_by") else []
             if pending or configs:
                 decision_times.append(time.perf_counter() - t)
             if configs:
@@ -409,6 +418,15 @@ def drive(plan: Plan, ev, workers: int, meta: dict, progress: bool = True) -> in
     return 0 if status == logs.RUN_COMPLETE else 143
 
 
+def _deadline(meta: dict) -> float | None:
+    """time.time() at which the search's wall-time budget ends (earlier segments count)."""
+    if not meta.get("time_budget_s"):
+        return None
+    segs = meta["segments"]
+    used = sum(s["end_time"] - s["start_time"] for s in segs[:-1] if s.get("end_time"))
+    return segs[-1]["start_time"] + meta["time_budget_s"] - used
+
+
 def _finish_meta(meta: dict, status: str, epochs: int, n_trials: int) -> None:
     now = time.time()
     meta.update(status=status, end_time=now, end_iso=_iso(now), epochs_trained=epochs,
@@ -445,7 +463,7 @@ def run(plan: Plan, progress: bool = True) -> int:
         meta = _new_metadata(plan, workers, now)
         ctx = RunContext(plan.scale, plan.trainable, str(plan.log_dir), meta["start_time"],
                          plan.settings.max_t, plan.seed, workers, "mpi",
-                         checkpoints=uses_checkpoints(plan.method))
+                         checkpoints=uses_checkpoints(plan.method), deadline=_deadline(meta))
         storage = MPIWinStorage(comm, size=MPI_STORAGE_MB * 2**20)
         ev = Evaluator.create(run_trial, "mpicomm",
                               {"storage": storage, "run_function_kwargs": {"ctx": ctx}})
@@ -467,7 +485,7 @@ def run(plan: Plan, progress: bool = True) -> int:
     slot_dir = tempfile.mkdtemp(prefix="exp-slots-")
     ctx = RunContext(plan.scale, plan.trainable, str(plan.log_dir), meta["start_time"],
                      plan.settings.max_t, plan.seed, workers, plan.evaluator, slot_dir,
-                     checkpoints=uses_checkpoints(plan.method))
+                     checkpoints=uses_checkpoints(plan.method), deadline=_deadline(meta))
     if plan.evaluator == "serial":
         ev = Evaluator.create(run_trial_async, "serial", {"run_function_kwargs": {"ctx": ctx}})
     else:
@@ -508,6 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trainable", default="mlpf", help="mlpf | synthetic")
     p.add_argument("--budget", type=int, default=None,
                    help="epochs per search (default: the scale's, see experiments.methods)")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="seconds per search, 0 = none (default: the scale's)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     return p
 
@@ -516,7 +536,8 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         plan = plan_search(args.method, args.scale, args.seed, args.evaluator, args.workers,
-                           args.out, args.resume, args.trainable, args.budget)
+                           args.out, args.resume, args.trainable, args.budget,
+                           args.time_budget)
         if plan.previous and plan.previous.get("status") == logs.RUN_COMPLETE:
             print(f"{plan.log_dir}: search already complete", file=sys.stderr)
             return 0

@@ -46,6 +46,7 @@ class RunContext:
     evaluator: str = "process"  # process | mpi | serial
     slot_dir: str | None = None  # lock files of the process-pool slots
     checkpoints: bool = False  # Hyperband: a promoted trial continues from its checkpoint
+    deadline: float | None = None  # time.time() when the search's wall-time budget ends
 
 
 class _Diverged(Exception):
@@ -157,6 +158,9 @@ def run_trial(job, ctx: RunContext) -> dict:
         if job.stopped():  # the stopper's decision (ASHA rung)
             st["stopped"] = True
             return True
+        if ctx.deadline is not None and time.time() >= ctx.deadline:
+            st["stopped"], st["deadline"] = True, True  # the search's time is up
+            return True
         return False
 
     ckpt = checkpoint_dir(ctx.log_dir, params["hb_trial"]) \
@@ -169,6 +173,7 @@ def run_trial(job, ctx: RunContext) -> dict:
             st["last"] = st["best"] = float(history[-1]["val_loss"])
         if st["stopped"]:
             status = logs.STATUS_STOPPED
+            reason = "time_budget" if st.get("deadline") else ""
         elif st["last"] is None:
             status, reason = logs.STATUS_FAILED, "no_epoch"
     except _Diverged:

@@ -41,11 +41,12 @@ def run_search(tmp_path, monkeypatch):
     runs a synthetic search in this process and returns (out, results, curves, metadata)."""
     from experiments.search import plan_search, run
 
-    def _run(method, budget=None, workers=2, evaluator="process", scale="smoke", **opts):
+    def _run(method, budget=None, workers=2, evaluator="process", scale="smoke",
+             time_budget=0, **opts):
         monkeypatch.setenv("EXP_SYNTHETIC", json.dumps(opts))
         out = tmp_path / method
         plan = plan_search(method, scale, 0, evaluator, workers, str(out), False, "synthetic",
-                           budget)
+                           budget, time_budget)
         assert run(plan, progress=False) == 0
         return (out, *load(out))
 

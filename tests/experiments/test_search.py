@@ -92,6 +92,16 @@ def test_hyperband_jobs_train_their_rung_budgets(run_search):
     assert not (out / "checkpoints").exists()  # removed when the search completed
 
 
+def test_time_budget_ends_the_search_and_its_trials(run_search):
+    _, res, lc, meta = run_search("random", time_budget=2.0, sleep=0.1)
+    assert meta["stopped_by"] == "time"
+    assert meta["end_time"] - meta["start_time"] < 2.0 + 1.5  # deadline + one epoch + startup
+    cut = res[res["m:reason"] == "time_budget"]
+    assert len(cut) >= 1 and (cut["m:status"] == "stopped").all()
+    assert (cut["m:epochs"] < SMOKE.max_t).all()
+    assert lc[logs.T_END].max() < 2.0 + 0.5
+
+
 def test_failures_are_logged_and_the_search_goes_on(run_search):
     _, res, lc, meta = run_search("asha_bo", budget=60,
                                   fail={"diverge": 0.2, "raise": 0.15, "oom": 0.15})
