@@ -1,0 +1,45 @@
+"""The campaign runner: default + methods x seeds, complete searches skipped, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from mlpf.paths import ROOT
+
+from .conftest import PY, synthetic_env
+
+
+@pytest.mark.slow
+def test_benchmark_runs_default_and_methods_then_skips_them(tmp_path):
+    cmd = [PY, "-m", "experiments.benchmark", "--scale", "smoke", "--methods", "asha hyperband",
+           "--trainable", "synthetic", "--budget", "30", "--out", str(tmp_path)]
+    p = subprocess.run(cmd, cwd=ROOT, env=synthetic_env(), capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    for m in ("default", "asha", "hyperband"):
+        meta = json.loads((tmp_path / m / "seed0" / "metadata.json").read_text())
+        assert meta["status"] == "complete" and meta["method"] == m
+    p = subprocess.run(cmd, cwd=ROOT, env=synthetic_env(), capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0 and p.stderr.count("skipped (complete)") == 3
+
+
+def test_benchmark_rejects_unknown_method_in_one_line(capsys):
+    from experiments.benchmark import main
+
+    assert main(["--scale", "smoke", "--methods", "asha nope", "--trainable", "synthetic"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: unknown method 'nope'; choose one of random, hyperband, asha, " \
+        "asha_bo, async_hyperband, bohb, bo, default"
+
+
+def test_mpi_command_uses_workers_plus_one_ranks():
+    from experiments.benchmark import search_command
+
+    cmd, env = search_command("asha", "smoke", 3, 4, "mpi", "mlpf", True)
+    assert cmd[1:3] == ["-n", "5"] and cmd[0].endswith("mpiexec")
+    assert env["MPIR_CVAR_NOLOCAL"] == "1"
+    assert cmd[cmd.index("--seed") + 1] == "3" and "--resume" in cmd
