@@ -41,7 +41,7 @@ import numpy as np
 from experiments import logs
 from experiments.methods import get_method, method_metadata, settings_for, uses_checkpoints
 from experiments.trainables import get_trainable
-from experiments.worker import LOCAL_RANK_ENV, LOCAL_WORKERS_ENV, RunContext
+from experiments.worker import LOCAL_RANK_ENV, LOCAL_WORKERS_ENV, THREADS_ENV, RunContext
 
 EVALUATORS = ("process", "mpi", "serial", "ray")
 MPI_STORAGE_MB = int(os.environ.get("EXP_MPI_STORAGE_MB", "16"))  # one-sided window size
@@ -454,11 +454,19 @@ def run(plan: Plan, progress: bool = True) -> int:
                            "mpiexec -n WORKERS+1 python -m experiments.search ...")
         workers = comm.Get_size() - 1
         # One device per worker on each node: index of this rank among the node's workers.
-        node_ranks = comm.Split_type(MPI.COMM_TYPE_SHARED).allgather(comm.Get_rank())
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        node_ranks = node.allgather(comm.Get_rank())
+        masks = node.allgather(sorted(os.sched_getaffinity(0)))
         node_workers = [r for r in node_ranks if r != 0]
         os.environ[LOCAL_WORKERS_ENV] = str(max(1, len(node_workers)))
         if comm.Get_rank() in node_workers:
             os.environ[LOCAL_RANK_ENV] = str(node_workers.index(comm.Get_rank()))
+        # Threads: the launcher's CPU binding if ranks got distinct cores (srun
+        # --cpus-per-task), else an equal share of the node's cores.
+        mine = len(os.sched_getaffinity(0))
+        shared = all(m == masks[0] for m in masks)
+        os.environ.setdefault(THREADS_ENV, str(max(1, mine // len(node_workers))
+                                               if shared and node_workers else mine))
         now = comm.bcast(now, root=0)
         meta = _new_metadata(plan, workers, now)
         ctx = RunContext(plan.scale, plan.trainable, str(plan.log_dir), meta["start_time"],

@@ -30,6 +30,7 @@ from experiments.trainables import get_trainable
 
 LOCAL_RANK_ENV = "EXP_LOCAL_WORKER"  # index of an MPI worker among the workers of its node
 LOCAL_WORKERS_ENV = "EXP_LOCAL_WORKERS"  # MPI workers on this node
+THREADS_ENV = "EXP_THREADS"  # torch threads of an MPI worker
 
 
 @dataclass(frozen=True)
@@ -97,11 +98,10 @@ def _setup(ctx: RunContext) -> dict:
     else:
         slot = local = _claim_slot(ctx.slot_dir, ctx.workers)
         local_workers = ctx.workers
-    cores = len(os.sched_getaffinity(0))
-    if cores < (os.cpu_count() or cores):
-        threads = cores  # the launcher (srun --cpus-per-task) already gave this worker its cores
+    if os.environ.get(THREADS_ENV):  # MPI: decided at start-up from the ranks' CPU masks
+        threads = int(os.environ[THREADS_ENV])
     else:
-        threads = max(1, cores // max(1, local_workers))
+        threads = max(1, len(os.sched_getaffinity(0)) // max(1, local_workers))
     trainable = get_trainable(ctx.trainable)
     device, devices = None, 1
     if trainable.uses_torch:
