@@ -551,8 +551,17 @@ def main(argv=None) -> int:
             return 0
         return run(plan, progress=not args.quiet)
     except CliError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if _launcher_rank() == 0:  # under mpiexec/srun every rank gets here: say it once
+            print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _launcher_rank() -> int:
+    """This process's rank as the MPI launcher exported it (0 when not launched by MPI)."""
+    for var in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
 
 
 if __name__ == "__main__":
