@@ -170,6 +170,7 @@ def sample_config(rng: np.random.Generator, width_scale: float) -> dict:
         "dist_mult": float(rng.uniform(0.01, 0.2)),
         "normalize_degrees": bool(rng.integers(2)),
         "output_dim": w(64, 512, 64),
+        "activation": str(rng.choice(["elu", "relu", "gelu"])),
     }
 
 
@@ -231,9 +232,9 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000, 4000])
     ap.add_argument("--reps", type=int, default=5, help="timed steps per size")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--epochs", type=int, default=6, help="epochs per HPO-part run")
+    ap.add_argument("--epochs", type=int, default=3, help="epochs per HPO-part run")
     ap.add_argument("--configs", type=int, default=5, help="random configs")
-    ap.add_argument("--budget", type=float, default=75.0, help="seconds cap per HPO-part run")
+    ap.add_argument("--budget", type=float, default=150.0, help="seconds cap per HPO-part run")
     ap.add_argument("--max-events", type=int, help="cap events per split in the HPO part")
     ap.add_argument("--width-scale", type=float, default=0.25,
                     help="multiplies the paper's width ranges in the HPO part")

@@ -26,11 +26,14 @@ def regression_targets(ygen: torch.Tensor) -> torch.Tensor:
 
 def focal_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
                         gamma: float = 0.0) -> torch.Tensor:
-    """Per-element cross entropy, (M, C), (M,) -> (M,); focal (Lin et al. 2017) if gamma > 0."""
-    logp = F.log_softmax(logits, dim=-1).gather(-1, target[..., None]).squeeze(-1)
-    if gamma > 0:
-        return -((1 - logp.exp()) ** gamma) * logp
-    return -logp
+    """Per-element cross entropy, (..., C), (...) -> (...); focal (Lin et al. 2017) if
+    gamma > 0."""
+    if gamma <= 0:
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                               reduction="none").reshape(target.shape)
+    logp = (F.log_softmax(logits, dim=-1)
+            * F.one_hot(target, logits.shape[-1]).to(logits.dtype)).sum(-1)
+    return -((1 - logp.exp()) ** gamma) * logp
 
 
 def loss_sums(out: dict, ygen: torch.Tensor, mask: torch.Tensor, *, focal_gamma: float = 0.0,
@@ -39,16 +42,18 @@ def loss_sums(out: dict, ygen: torch.Tensor, mask: torch.Tensor, *, focal_gamma:
 
     Returns cls (sum over real elements), reg (sum over target elements of the Huber loss
     summed over the 5 regression components), charge (sum over target elements), n_real,
-    n_target.
+    n_target. Terms are computed on the whole (B, N) grid and selected with ``where`` (not
+    boolean indexing): the cost stays linear in N, and padded rows cannot leak NaN.
     """
     cls_true = ygen[..., 0].long()
     has_target = mask & (cls_true != 0)
-    cls = focal_cross_entropy(out["cls"][mask], cls_true[mask], focal_gamma).sum()
-    reg = F.huber_loss(out["reg"][has_target], regression_targets(ygen)[has_target],
-                       reduction="sum", delta=huber_delta)
+    zero = out["cls"].new_zeros(())
+    cls = torch.where(mask, focal_cross_entropy(out["cls"], cls_true, focal_gamma), zero).sum()
+    reg = F.huber_loss(out["reg"], regression_targets(ygen), reduction="none",
+                       delta=huber_delta).sum(-1)  # (B, N)
+    reg = torch.where(has_target, reg, zero).sum()
     charge_true = (ygen[..., 1].round().long() + 1).clamp(0, 2)
-    charge = F.cross_entropy(out["charge"][has_target], charge_true[has_target],
-                             reduction="sum")
+    charge = torch.where(has_target, focal_cross_entropy(out["charge"], charge_true), zero).sum()
     return {"cls": cls, "reg": reg, "charge": charge,
             "n_real": mask.sum(), "n_target": has_target.sum()}
 

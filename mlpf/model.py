@@ -27,8 +27,6 @@ which is a relabelling of identical inputs, not of distinct ones.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -107,10 +105,12 @@ def lsh_permutation(x_dist: torch.Tensor, mask: torch.Tensor, bin_size: int,
         big = 2 * H + 1  # hash of padded elements: after every real hash
         if H > 0:
             proj = x @ codebook[:, :H]  # (B, N, H)
-            valid = torch.arange(H, device=x.device)[None, :] < half[:, None]  # (B, H)
-            valid = torch.cat([valid, valid], dim=1)[:, None, :]  # (B, 1, 2H)
-            scores = torch.cat([proj, -proj], dim=-1).masked_fill(~valid, -math.inf)
-            hashes = scores.argmax(-1)  # (B, N); columns beyond the event's own bins are masked
+            valid = torch.arange(H, device=x.device)[None, None, :] < half[:, None, None]
+            # argmax over [xR, -xR] without building it: the direction of largest |xR|,
+            # in the second half when its projection is negative. Directions beyond the
+            # event's own n_bins // 2 are masked (-1 < any |xR|).
+            j = proj.abs().masked_fill_(~valid, -1.0).argmax(-1, keepdim=True)  # (B, N, 1)
+            hashes = (j + H * (proj.gather(-1, j) < 0)).squeeze(-1)
             hashes = torch.where(half[:, None] > 0, hashes, torch.zeros_like(hashes))
         else:
             hashes = torch.zeros(B, N, dtype=torch.long, device=x.device)
@@ -191,9 +191,14 @@ class CombinedGraphLayer(nn.Module):
         x_dist = self.ffn_dist(x)  # (B, N, D)
         perm = lsh_permutation(x_dist, mask, bs, self.codebook, self.tie_vector)  # (B, N)
 
+        # Flat row indices: index_select (backward: index_add_) moves whole feature rows and
+        # stays near linear in N, unlike gather/scatter with an expanded (B, N, F) index.
+        offset = (torch.arange(B, device=perm.device) * N)[:, None]
+        flat = (perm + offset).reshape(-1)  # (B * N,)
+
         def to_bins(t):  # (B, N, F) -> (B, nb, bs, F) in LSH order
-            t = torch.gather(t, 1, perm[..., None].expand(-1, -1, t.shape[-1]))
-            return t.reshape(B, N // bs, bs, t.shape[-1])
+            t = t.reshape(B * N, -1).index_select(0, flat)
+            return t.reshape(B, N // bs, bs, -1)
 
         xb, db = to_bins(x), to_bins(x_dist)
         mb = to_bins(mask[..., None].to(x.dtype))  # (B, nb, bs, 1)
@@ -203,10 +208,9 @@ class CombinedGraphLayer(nn.Module):
         adj = adj * mb * mb.transpose(-1, -2)  # (B, nb, bs, bs); no edges to padding
         for msg in self.messages:
             xb = self.dropout(msg(xb, adj, mb))
-        out = xb.reshape(B, N, -1)
-        inverse = torch.empty_like(perm).scatter_(
-            1, perm, torch.arange(N, device=perm.device).expand(B, N).contiguous())
-        return torch.gather(out, 1, inverse[..., None].expand(-1, -1, out.shape[-1]))
+        inverse = torch.empty_like(flat)
+        inverse[flat] = torch.arange(B * N, device=flat.device)
+        return xb.reshape(B * N, -1).index_select(0, inverse).reshape(B, N, -1)
 
 
 class Heads(nn.Module):
