@@ -454,10 +454,13 @@ def run(plan: Plan, progress: bool = True) -> int:
                            "mpiexec -n WORKERS+1 python -m experiments.search ...")
         workers = comm.Get_size() - 1
         # One device per worker on each node: index of this rank among the node's workers.
-        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-        node_ranks = node.allgather(comm.Get_rank())
-        masks = node.allgather(sorted(os.sched_getaffinity(0)))
-        node_workers = [r for r in node_ranks if r != 0]
+        # Nodes are told apart by host name (MPI's shared-memory split gives one rank per
+        # "node" under MPIR_CVAR_NOLOCAL=1).
+        everyone = comm.allgather((socket.gethostname(), comm.Get_rank(),
+                                   sorted(os.sched_getaffinity(0))))
+        here = [(r, m) for h, r, m in everyone if h == socket.gethostname()]
+        node_workers = [r for r, _ in here if r != 0]
+        masks = [m for _, m in here]
         os.environ[LOCAL_WORKERS_ENV] = str(max(1, len(node_workers)))
         if comm.Get_rank() in node_workers:
             os.environ[LOCAL_RANK_ENV] = str(node_workers.index(comm.Get_rank()))

@@ -239,3 +239,30 @@ def test_mpi_gives_the_same_logs_as_process(tmp_path, run_search):
     assert list(res.columns) == list(pres.columns) and list(lc.columns) == list(plc.columns)
     assert (res["m:status"] == "stopped").any()
     assert np.isfinite(lc[logs.VAL_LOSS]).all()
+
+
+@pytest.mark.mpi
+def test_mpi_ranks_share_the_node_cores_and_devices(tmp_path):
+    """Under mpiexec on one node, the 2 workers get local indices 0, 1 and 1 thread each."""
+    mpiexec = shutil.which("mpiexec", path=os.path.dirname(PY))
+    if mpiexec is None:
+        pytest.skip("no mpiexec next to the Python interpreter")
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import os, sys\n"
+        "from experiments import search\n"
+        "search.drive = lambda *a, **k: 0\n"
+        "plan = search.plan_search('asha', 'smoke', 0, 'mpi', 2, sys.argv[1], False, "
+        "'synthetic')\n"
+        "search.run(plan, progress=False)\n"
+        "from mpi4py import MPI\n"
+        "print('RANK', MPI.COMM_WORLD.Get_rank(), os.environ.get('EXP_LOCAL_WORKER'), "
+        "os.environ['EXP_THREADS'], flush=True)\n")
+    env = dict(os.environ, MPIR_CVAR_NOLOCAL="1", PYTHONPATH=str(ROOT))
+    p = subprocess.run([mpiexec, "-n", "3", PY, str(script), str(tmp_path / "o")], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    rows = sorted(line.split()[1:] for line in p.stdout.splitlines() if line.startswith("RANK"))
+    cores = len(os.sched_getaffinity(0))
+    t = str(max(1, cores // 2))
+    assert rows == [["0", "None", t], ["1", "0", t], ["2", "1", t]]
