@@ -4,8 +4,8 @@ Keys are :class:`mlpf.train.TrainConfig` field names, so a sampled configuration
 dict of ``apply_overrides(config_for_scale(scale), hp)``. The paper's "FFN hidden dim" and "FFN
 layers" are the FFN that maps nodes to the LSH coordinates (``ffn_dist_hidden_dim``,
 ``ffn_dist_num_layers``). Ranges follow the paper; the widths (``ffn_dist_hidden_dim``,
-``distance_dim``, ``output_dim``, ``bin_size``) shrink at ``smoke`` and ``small`` so that a
-trial fits a laptop CPU.
+``distance_dim``, ``output_dim``, ``bin_size``) shrink at ``smoke`` and ``small`` to half to
+twice the scale's reference model, so that a trial fits a laptop CPU.
 
     >>> from experiments.space import problem_for
     >>> problem_for("smoke").hyperparameter_names[:3]
@@ -23,11 +23,13 @@ def _steps(lo: int, hi: int, step: int) -> list[int]:
 
 # Width-like dimensions per scale (ffn_width is ffn_dist_hidden_dim)
 _WIDTHS = {
-    "smoke": dict(ffn_width=_steps(16, 64, 16), distance_dim=_steps(8, 32, 8),
-                  output_dim=_steps(16, 64, 16), bin_size=[16, 32, 64],
+    # Around the scale's reference model (mlpf.scales: smoke width 16, distance 8, bin 16;
+    # small width 32, distance 16, bin 32): from half to twice its size.
+    "smoke": dict(ffn_width=_steps(8, 32, 8), distance_dim=_steps(4, 16, 4),
+                  output_dim=_steps(8, 32, 8), bin_size=[8, 16, 32],
                   batch_size=_steps(4, 16, 4)),
-    "small": dict(ffn_width=_steps(32, 128, 32), distance_dim=_steps(16, 64, 16),
-                  output_dim=_steps(32, 128, 32), bin_size=[32, 64, 128],
+    "small": dict(ffn_width=_steps(16, 64, 16), distance_dim=_steps(8, 32, 8),
+                  output_dim=_steps(16, 64, 16), bin_size=[16, 32, 64],
                   batch_size=_steps(4, 32, 4)),
     # The paper's ranges (Table 1 of arXiv 2203.01112).
     "paper": dict(ffn_width=_steps(64, 256, 64), distance_dim=_steps(64, 512, 64),
