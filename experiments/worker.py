@@ -10,7 +10,9 @@ the whole search).
 
 One device per worker: a worker takes a stable slot (MPI: its rank; process pool: the first
 free lock file of the search), binds to GPU ``slot % torch.cuda.device_count()`` when there
-are GPUs, and uses ``cores // local workers`` threads.
+are GPUs, and uses ``cores // local workers`` threads (``EXP_THREADS=n`` overrides it: on a
+machine shared with other jobs, one thread per worker avoids OpenMP threads waiting on each
+other, which can slow an epoch down several times).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from experiments.trainables import get_trainable
 
 LOCAL_RANK_ENV = "EXP_LOCAL_WORKER"  # index of an MPI worker among the workers of its node
 LOCAL_WORKERS_ENV = "EXP_LOCAL_WORKERS"  # MPI workers on this node
-THREADS_ENV = "EXP_THREADS"  # torch threads of an MPI worker
+THREADS_ENV = "EXP_THREADS"  # torch threads per worker (set at start-up under MPI)
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def _setup(ctx: RunContext) -> dict:
     else:
         slot = local = _claim_slot(ctx.slot_dir, ctx.workers)
         local_workers = ctx.workers
-    if os.environ.get(THREADS_ENV):  # MPI: decided at start-up from the ranks' CPU masks
+    if os.environ.get(THREADS_ENV):  # the user's, or MPI's from the ranks' CPU masks
         threads = int(os.environ[THREADS_ENV])
     else:
         threads = max(1, len(os.sched_getaffinity(0)) // max(1, local_workers))
