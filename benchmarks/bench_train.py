@@ -234,7 +234,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=3, help="epochs per HPO-part run")
     ap.add_argument("--configs", type=int, default=5, help="random configs")
-    ap.add_argument("--budget", type=float, default=150.0, help="seconds cap per HPO-part run")
+    ap.add_argument("--budget", type=float, default=120.0, help="seconds cap per HPO-part run")
     ap.add_argument("--max-events", type=int, help="cap events per split in the HPO part")
     ap.add_argument("--width-scale", type=float, default=0.25,
                     help="multiplies the paper's width ranges in the HPO part")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from mlpf import paths
 from mlpf.data.format import Event
 from mlpf.data.io import write_file
 from mlpf.metrics import physics_metrics
@@ -202,3 +203,12 @@ def test_cli_rejects_unknown_key(data_dir, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
     assert "unknown key 'nonsense'; valid keys:" in err and "bin_size" in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not paths.data_dir("smoke", "val").exists(),
+                    reason="no generated smoke data (`make data SCALE=smoke`)")
+def test_smoke_preset_learns_on_generated_events():
+    data = load_data("smoke")
+    hist = train(config_for_scale("smoke"), data, 3, device="cpu")
+    assert hist[-1]["val_loss"] < 0.95 * hist[0]["val_loss"]
