@@ -39,6 +39,11 @@ from mlpf.model import ACTIVATIONS, MLPF, decode
 from mlpf.paths import ROOT, data_dir
 from mlpf.scales import DEFAULT_SCALE, get_scale
 
+# Per-epoch metrics. epoch is 1-based; train_loss is the mean over the epoch's batches;
+# val_loss* are per-element means over the whole validation set (mlpf/loss.py), independent
+# of batching; epoch_seconds is the wall time of the epoch including validation (what compute
+# accounting multiplies by devices); events_per_second counts training events over the
+# training phase only.
 METRIC_KEYS = ("epoch", "train_loss", "val_loss", "val_loss_cls", "val_loss_reg",
                "val_loss_charge", "epoch_seconds", "events_per_second", "devices")
 LR_SCHEDULES = ("exponential", "cosine", "none")
