@@ -20,9 +20,17 @@ rows all zero (element type 0). Output, per element:
 
 Padding never changes the outputs of real elements: padded elements are masked out of the
 kernel, the degrees and the choice of bins, and the number of LSH bins of an event follows
-its own real size. Permuting the elements of an event permutes the outputs. Caveat: elements
-with bit-identical features (after the distance FFN) can be split across bins differently,
-which is a relabelling of identical inputs, not of distinct ones.
+its own real size. Permuting the elements of an event permutes the outputs: elements are
+sorted by (LSH hash, a fixed random projection of their coordinates), content not position.
+Caveats: elements with bit-identical coordinates tie and keep their input order, so two
+identical elements may swap bins (a relabelling of identical inputs); and a BLAS may round
+a row differently depending on where it sits in the batch, so equality holds to float
+tolerance, and an element sitting exactly on a hash boundary could in principle move.
+
+Differences from the TensorFlow original worth knowing: the number of bins follows each
+event's real size (the original binned the padded size, so padding changed the bins); the
+charge head is a 3-class classifier; the five regression/charge heads are separate FFNs
+whose hidden layers run as one matmul (same model, faster on a CPU).
 """
 
 from __future__ import annotations
