@@ -116,14 +116,18 @@ def test_failures_are_logged_and_the_search_goes_on(run_search):
     assert lc[lc.job_id.isin(div)][logs.VAL_LOSS].isna().any()
 
 
-def test_bayesian_methods_use_their_model_after_the_initial_points(tmp_path):
+@pytest.mark.parametrize("method", ["asha_bo", "bo"])
+def test_bayesian_methods_use_their_model_after_the_initial_points(tmp_path, method):
     from experiments.schedulers import RandomSampler
     from experiments.space import problem_for
 
     p = problem_for("smoke")
-    search = METHODS["asha_bo"].make(p, SMOKE, 0, str(tmp_path))
-    pts = RandomSampler(p, 1).ask(SMOKE.n_initial_points)
+    search = METHODS[method].make(p, SMOKE, 0, str(tmp_path))
+    pts = RandomSampler(p, 1).ask(SMOKE.n_initial_points - 1)
     search.tell([(c, -float(i)) for i, c in enumerate(pts)])
+    search.ask(2)
+    assert len(search._opt.models) == 0  # still sampling its initial points at random
+    search.tell([(RandomSampler(p, 2).ask(1)[0], -5.0)])
     search.ask(2)
     assert len(search._opt.models) >= 1  # a fitted surrogate proposed these points
 
