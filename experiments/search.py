@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments import logs
+from experiments.machine import machine_info
 from experiments.methods import get_method, method_metadata, settings_for, uses_checkpoints
 from experiments.trainables import get_trainable
 from experiments.worker import LOCAL_RANK_ENV, LOCAL_WORKERS_ENV, THREADS_ENV, RunContext
@@ -157,6 +158,7 @@ def _new_metadata(plan: Plan, workers: int, now: float) -> dict:
         else plan.settings.max_t,
         "time_budget_s": plan.settings.time_budget if plan.method != "default" else None,
         "versions": _versions(), "git_commit": _git_commit(), "host": socket.gethostname(),
+        "machine": machine_info(),
         "command": [sys.executable, *sys.argv],
         "start_time": now, "start_iso": _iso(now), "end_time": None, "end_iso": None,
         "status": logs.RUN_RUNNING, "segments": [segment],

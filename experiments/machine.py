@@ -1,0 +1,95 @@
+"""What machine a search ran on: recorded in every search's ``metadata.json``.
+
+    python -m experiments.machine            # print it as JSON
+    python -m experiments.machine --out F    # write it to F (e.g. beside shipped logs)
+
+Host names of containers and batch nodes say little, so the record also names the CPU model,
+the cores this process may use, the memory, the operating system and the GPUs (``nvidia-smi -L``, or torch if loaded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _gpus() -> list[str]:
+    """GPU names from ``nvidia-smi -L``, else from torch when it is already loaded."""
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True,
+                                 timeout=10).stdout
+            return [line.split(":", 1)[1].split("(UUID")[0].strip()
+                    for line in out.splitlines() if line.startswith("GPU ") and ":" in line]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    if "torch" not in sys.modules:  # importing torch only for this is slow
+        return []
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+
+
+def machine_info() -> dict:
+    """CPU model, usable and total cores, memory (GiB), OS, GPUs seen by torch, host."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {
+        "host": socket.gethostname(),
+        "cpu_model": _cpu_model(),
+        "cores_usable": usable,
+        "cores_total": os.cpu_count(),
+        "memory_gib": _memory_gib(),
+        "os": platform.platform(),
+        "gpus": _gpus(),
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.machine",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=None, help="write the JSON here instead of stdout")
+    a = p.parse_args(argv)
+    import torch  # noqa: F401  (so that GPUs are listed)
+
+    text = json.dumps(machine_info(), indent=2, sort_keys=True) + "\n"
+    if a.out:
+        Path(a.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
