@@ -1,0 +1,226 @@
+"""Optuna peers on hand-made learning curves, in simulated time (seconds in all)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pandas as pd
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from analysis.logs import LogWarning, load_scale, load_search, trial_table
+from experiments import logs
+from experiments.methods import settings_for
+from experiments.peers import (
+    PEERS,
+    get_peer,
+    main,
+    optuna_distributions,
+    run_peer,
+    simulate,
+    synthetic_curves,
+    table_curves,
+)
+from experiments.space import problem_for
+
+SMOKE = settings_for("smoke")  # max_t 9, grace 1, eta 3, budget 81 epochs
+
+
+def _values(hp) -> set | None:
+    """The values a grid or categorical hyperparameter of the DeepHyper problem takes."""
+    for attr in ("sequence", "choices"):
+        if hasattr(hp, attr):
+            return {v.item() if hasattr(v, "item") else v for v in getattr(hp, attr)}
+    return None
+
+
+def _dist_values(d) -> set:
+    if isinstance(d, CategoricalDistribution):
+        return set(d.choices)
+    return set(range(d.low, d.high + 1, d.step))
+
+
+@pytest.mark.parametrize("scale", ["smoke", "small", "paper"])
+def test_space_translation_covers_every_hyperparameter(scale):
+    problem = problem_for(scale)
+    dists = optuna_distributions(problem)
+    assert list(dists) == problem.hyperparameter_names
+    for hp in problem.space.values():
+        d = dists[hp.name]
+        if _values(hp) is not None:
+            assert isinstance(d, IntDistribution | CategoricalDistribution), hp.name
+            assert _dist_values(d) == _values(hp), hp.name
+        else:
+            assert isinstance(d, FloatDistribution), hp.name
+            assert (d.low, d.high, d.log) == (hp.lower, hp.upper, hp.log), hp.name
+    assert dists["lr"].log
+    assert isinstance(dists["batch_size"], IntDistribution) and dists["batch_size"].step == 4
+    assert isinstance(dists["activation"], CategoricalDistribution)
+
+
+def _frame(run):
+    return pd.DataFrame(run.results), pd.DataFrame(run.curves)
+
+
+@pytest.mark.parametrize("peer", list(PEERS))
+def test_pruner_stops_trials_early_and_budget_holds(peer):
+    run = simulate(get_peer(peer), SMOKE, 0, synthetic_curves(SMOKE.max_t), workers=2)
+    res, lc = _frame(run)
+    epochs = res["m:epochs"]
+    assert (res["m:status"] == "stopped").any() and (epochs < SMOKE.max_t).any()
+    assert (res["m:status"] == "ok").any() and epochs.max() == SMOKE.max_t
+    assert (res.loc[res["m:status"] == "stopped", "m:epochs"] < SMOKE.max_t).all()
+    # every epoch logged once; trial epochs add up to the learning-curve rows
+    assert len(lc) == epochs.sum() == run.epochs
+    assert not lc.duplicated(["job_id", "epoch"]).any()
+    # budget: asking stops once finished trials reach it; running ones (< workers) finish
+    assert run.stopped_by == "epochs"
+    done = res.sort_values("m:timestamp_gather", kind="mergesort")
+    t_spent = done.loc[done["m:epochs"].cumsum() >= SMOKE.budget, "m:timestamp_gather"].iloc[0]
+    assert (res["m:timestamp_submit"] <= t_spent).all()
+    assert SMOKE.budget <= run.epochs < SMOKE.budget + 2 * SMOKE.max_t
+    # never more trials than workers at once
+    for t in res["m:trial_start"]:
+        live = (res["m:trial_start"] <= t) & (res["m:trial_end"] > t)
+        assert live.sum() <= 2
+
+
+def test_hyperband_brackets_prune_later_than_sha():
+    """HyperbandPruner puts trials in brackets with higher first rungs (3 epochs, 9 epochs)."""
+    sha, _ = _frame(simulate(get_peer("optuna_random_sha"), SMOKE, 0,
+                             synthetic_curves(SMOKE.max_t)))
+    hb, _ = _frame(simulate(get_peer("optuna_random_hb"), SMOKE, 0,
+                            synthetic_curves(SMOKE.max_t)))
+    stopped = lambda df: df.loc[df["m:status"] == "stopped", "m:epochs"]  # noqa: E731
+    assert stopped(sha).isin([1, 3]).all()
+    assert stopped(hb).mean() >= stopped(sha).mean()
+
+
+def test_simulated_time_is_exact_on_a_tiny_case():
+    """Trial k lasts k+1 s per epoch and is better than all before it: nothing is pruned.
+
+    worker 0: job 0 on [0, 9], then job 2 on [9, 36]; worker 1: job 1 on [0, 18]. At 18 s the
+    finished trials hold 9 + 9 = 18 epochs = the budget: no job 3; job 2 runs to its end.
+    """
+    calls = []
+
+    def curve(config):
+        k = len(calls)
+        calls.append(config)
+        return [(1.0 / (k + 1), 2.0 / (k + 1), float(k + 1))] * SMOKE.max_t, None
+
+    s = settings_for("smoke", budget=18)
+    run = simulate(get_peer("optuna_random_sha"), s, 0, curve, workers=2)
+    res, lc = _frame(run)
+    assert len(calls) == 3 and run.stopped_by == "epochs"
+    assert res["job_id"].tolist() == [0, 1, 2]  # finishing order
+    assert res["m:status"].tolist() == ["ok"] * 3
+    assert res["m:worker"].tolist() == [0, 1, 0]
+    assert res["m:trial_start"].tolist() == [0.0, 0.0, 9.0]
+    assert res["m:trial_end"].tolist() == [9.0, 18.0, 36.0]
+    assert res["m:timestamp_gather"].tolist() == res["m:trial_end"].tolist()
+    assert res["objective"].tolist() == [-1.0, -0.5, -1 / 3]
+    assert run.end_time == 36.0 and run.epochs == 27
+    j2 = lc[lc["job_id"] == 2]
+    assert j2["t_start"].tolist() == [9.0 + 3 * i for i in range(9)]
+    assert j2["t_end"].tolist() == [12.0 + 3 * i for i in range(9)]
+    assert (lc["t_end"] - lc["t_start"] == lc["epoch_seconds"]).all()
+    # rows in simulated-time order; a tie (2 s: job 0 epoch 2, job 1 epoch 1) by job id
+    assert lc["t_end"].is_monotonic_increasing
+    assert lc.iloc[1:3][["job_id", "epoch"]].values.tolist() == [[0, 2], [1, 1]]
+
+
+def test_failures_are_logged_like_live_searches(tmp_path):
+    fail = {"diverge": 0.2, "raise": 0.1, "oom": 0.1}
+    run_peer("optuna_tpe_sha", "smoke", 0, synthetic_curves(SMOKE.max_t, fail=fail),
+             tmp_path / "optuna_tpe_sha" / "seed0")
+    res = pd.read_csv(tmp_path / "optuna_tpe_sha" / "seed0" / logs.RESULTS_CSV)
+    failed = res[res["m:status"] == "failed"]
+    assert set(failed["m:reason"]) == {"diverged", "error:ValueError", "oom"}
+    assert failed["objective"].str.startswith("F_").all()
+    assert (failed.loc[failed["m:reason"] == "oom", "m:epochs"] == 0).all()
+    assert (failed.loc[failed["m:reason"] == "diverged", "m:epochs"] == 2).all()
+
+
+def test_same_seed_gives_identical_csvs(tmp_path):
+    curve = synthetic_curves(SMOKE.max_t, fail={"diverge": 0.1})
+    for d in ("a", "b", "c"):
+        run_peer("optuna_tpe_hb", "smoke", 1 if d == "c" else 0, curve, tmp_path / d)
+    for name in (logs.RESULTS_CSV, logs.LEARNING_CURVES_CSV):
+        a, b, c = ((tmp_path / d / name).read_bytes() for d in "abc")
+        assert a == b
+        assert a != c
+
+
+def test_logs_load_with_analysis(tmp_path):
+    root = tmp_path / "replay"
+    for peer in ("optuna_tpe_hb", "optuna_random_sha"):
+        for seed in (0, 1):
+            meta = run_peer(peer, "smoke", seed, synthetic_curves(SMOKE.max_t),
+                            root / peer / f"seed{seed}", workers=3)
+            assert meta["status"] == "complete" and meta["backend"] == "replay"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LogWarning)
+        runs = load_scale(root)
+        s = load_search(root / "optuna_tpe_hb" / "seed0")
+    assert set(runs) == {"optuna_tpe_hb", "optuna_random_sha"} and list(runs["optuna_tpe_hb"]) \
+        == [0, 1]
+    assert s.max_t == SMOKE.max_t and s.workers == 3
+    assert s.hyperparameters == problem_for("smoke").hyperparameter_names
+    assert s.duration == s.metadata["end_time"] == s.curves["t_end"].max()
+    assert s.capacity == pytest.approx(3 * s.duration)
+    t = trial_table(s)
+    res = pd.read_csv(root / "optuna_tpe_hb" / "seed0" / logs.RESULTS_CSV)
+    assert t["status"].tolist() == res.sort_values("job_id")["m:status"].tolist()
+    assert (t["epochs"] == t["last_epoch"]).all()
+    assert t["final_loss"].notna().all()
+    md = s.metadata
+    assert md["method"] == "optuna_tpe_hb" and md["peer"]["library"] == "optuna"
+    assert md["method_settings"]["pruner"] == "HyperbandPruner"
+    assert md["method_settings"]["brackets"] == 3  # floor(log_3(9 / 1)) + 1
+    assert md["decision_summary"]["n"] == len(res) and md["decision_summary"]["median"] > 0
+
+
+def test_complete_seed_is_skipped(tmp_path):
+    curve = synthetic_curves(SMOKE.max_t)
+    assert run_peer("optuna_random_hb", "smoke", 0, curve, tmp_path) is not None
+    assert run_peer("optuna_random_hb", "smoke", 0, curve, tmp_path) is None
+
+
+def test_table_adapter():
+    class Table:  # the replay table's interface
+        max_t = 3
+
+        def curve(self, config):
+            return [(1.0, 1.1, 2.0)] if config["lr"] > 1e-3 else []
+
+        def failure(self, config):
+            return "oom" if config["lr"] <= 1e-3 else "diverged"
+
+    fn = table_curves(Table())
+    assert fn({"lr": 1e-2}) == ([(1.0, 1.1, 2.0)], "diverged")
+    assert fn({"lr": 1e-4}) == ([], "oom")
+
+
+def test_time_budget_stops_running_trials():
+    s = settings_for("smoke", time_budget=15.0)
+    run = simulate(get_peer("optuna_random_sha"), s, 0, synthetic_curves(SMOKE.max_t))
+    res, lc = _frame(run)
+    assert run.stopped_by == "time"
+    assert (res["m:timestamp_submit"] < 15.0).all()
+    late = res[res["m:reason"] == "time_budget"]
+    assert len(late) and (late["m:status"] == "stopped").all()
+    assert math.isclose(lc["t_end"].max(), run.end_time)
+
+
+def test_cli(tmp_path, capsys):
+    out = tmp_path / "replay"
+    args = ["--scale", "smoke", "--seeds", "0 1", "--peers", "optuna_random_sha",
+            "--table", "synthetic", "--out", str(out), "--budget", "27"]
+    assert main(args) == 0
+    assert {p.name for p in (out / "optuna_random_sha").iterdir()} == {"seed0", "seed1"}
+    assert main(args) == 0
+    assert "already complete" in capsys.readouterr().err
+    assert main([*args[:4], "--peers", "nope"]) == 2
+    assert main(["--scale", "smoke", "--table", str(tmp_path / "missing.csv")]) == 2
