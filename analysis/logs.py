@@ -32,6 +32,11 @@ CURVES_CSV = "learning_curves.csv"
 METADATA_JSON = "metadata.json"
 SEED_DIR = re.compile(r"^seed(\d+)$")
 DEFAULT_METHOD = "default"  # the untuned reference configuration, one trial trained to max_t
+# results/<scale>/replay/<method>/seed<k>/: the same searches replayed on recorded learning
+# curves with simulated time (analysis.replay). Never a method of the live searches; neither
+# are files beside the method folders (the learning-curve table lctable.csv / lctable.json).
+REPLAY_DIR = "replay"
+NOT_METHOD_DIRS = (REPLAY_DIR,)
 
 # ---- results.csv (DeepHyper 0.13) ---------------------------------------------------------
 HP_PREFIX = "p:"  # one column per hyperparameter
@@ -81,6 +86,7 @@ MD_WORKERS = "workers"
 MD_START = "start_time"  # epoch seconds
 MD_END = "end_time"
 MD_STATUS = "status"  # complete / interrupted
+MD_BACKEND = "backend"  # "replay" for replayed searches (simulated time); absent when live
 MD_DECISIONS = "decision_times"  # seconds the search spent per decision
 MD_COMPLETE = "complete"
 MD_SEGMENTS = "segments"  # one dict per run of a resumed search: start_time, end_time, workers
@@ -269,11 +275,13 @@ def _method_order(name: str) -> tuple:
 
 def load_scale(scale_dir: Path) -> dict[str, dict[int, Search]]:
     """All searches under ``results/<scale>/``: {method: {seed: Search}}, methods in the
-    paper's order, seeds ascending. Raises MissingLogsError if there are none."""
+    paper's order, seeds ascending. Raises MissingLogsError if there are none. The replay
+    folder (:data:`NOT_METHOD_DIRS`) and plain files are not methods and are skipped."""
     scale_dir = Path(scale_dir)
     runs: dict[str, dict[int, Search]] = {}
     if scale_dir.is_dir():
-        for mdir in sorted(p for p in scale_dir.iterdir() if p.is_dir()):
+        for mdir in sorted(p for p in scale_dir.iterdir()
+                           if p.is_dir() and p.name not in NOT_METHOD_DIRS):
             seeds = {}
             for sdir in sorted(p for p in mdir.iterdir() if p.is_dir()):
                 m = SEED_DIR.match(sdir.name)

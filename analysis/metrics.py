@@ -72,6 +72,17 @@ def compute_to_target(bsf: pd.DataFrame, target: float) -> tuple[float, float]:
     return float(row["device_hours"]), float(row["wall_hours"])
 
 
+def best_on_grid(bsf: pd.DataFrame, grid) -> np.ndarray:
+    """L*(c) at each compute ``c`` of ``grid`` (device-hours): the best-so-far loss of the
+    last epoch that ended within c. +inf before the first finite loss; after the search's
+    last epoch its final best is held (a finished search cannot improve).
+    bsf: output of :func:`best_so_far`. Returns shape (len(grid),)."""
+    cum = bsf["device_hours"].to_numpy(float)  # (n_epochs,), non-decreasing
+    best = bsf["best_loss"].to_numpy(float)
+    best = np.append(np.inf, np.where(np.isnan(best), np.inf, best))  # index 0: nothing yet
+    return best[np.searchsorted(cum, np.asarray(grid, dtype=float), side="right")]
+
+
 def target_loss(best_losses, tol: float = TARGET_TOL) -> float:
     """Within ``tol`` (relative) of the best of ``best_losses``; NaN if there are none."""
     v = np.asarray([x for x in best_losses if np.isfinite(x)], dtype=float)
@@ -165,13 +176,80 @@ def bootstrap_median(values, n_boot: int = N_BOOT, level: float = CI_LEVEL,
     return med, float(lo), float(hi)
 
 
+def bootstrap_median_band(values, n_boot: int = N_BOOT, level: float = CI_LEVEL,
+                          seed: int = BOOT_SEED, chunk: int = 64,
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`bootstrap_median` of every column of ``values`` (n_seeds, n_points) at once,
+    e.g. best-so-far losses of the seeds of one method on a compute grid. The same seed
+    resamples serve every column (a band, not independent intervals); column j equals
+    ``bootstrap_median(values[:, j])`` when the column has no NaN. Returns (median, lo, hi),
+    each (n_points,); lo/hi NaN with a single seed."""
+    v = np.asarray(values, dtype=float)
+    n, g = v.shape
+    med = np.median(v, axis=0) if n else np.full(g, np.nan)
+    lo, hi = np.full(g, np.nan), np.full(g, np.nan)
+    if n < 2:
+        return med, lo, hi
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))  # (n_boot, n_seeds)
+    alpha = (1.0 - level) / 2.0
+    for j in range(0, g, chunk):  # bounds memory: (n_boot, n_seeds, chunk) at a time
+        meds = np.median(v[:, j:j + chunk][idx], axis=1)  # (n_boot, chunk)
+        lo[j:j + chunk], hi[j:j + chunk] = np.quantile(meds, [alpha, 1.0 - alpha], axis=0,
+                                                       method="inverted_cdf")
+    return med, lo, hi
+
+
+def bootstrap_ratio_of_medians(num, den, n_boot: int = N_BOOT, level: float = CI_LEVEL,
+                               seed: int = BOOT_SEED) -> tuple[float, float, float]:
+    """(r, lo, hi): r = median(num) / median(den) and a ``level`` percentile-bootstrap
+    interval, resampling the two samples independently (different searches). inf is allowed
+    ("never reached": x / inf = 0, inf / x = inf); replicates with inf / inf are undefined
+    and left out. One value in either sample -> (r, NaN, NaN)."""
+    a, b = (np.asarray(x, dtype=float) for x in (num, den))
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    if len(a) == 0 or len(b) == 0:
+        return math.nan, math.nan, math.nan
+
+    def ratio(x, y):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.divide(x, y)
+
+    r = float(ratio(np.median(a), np.median(b)))
+    if len(a) < 2 or len(b) < 2:
+        return r, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    ma = np.median(a[rng.integers(0, len(a), size=(n_boot, len(a)))], axis=1)  # (n_boot,)
+    mb = np.median(b[rng.integers(0, len(b), size=(n_boot, len(b)))], axis=1)
+    reps = ratio(ma, mb)
+    reps = np.sort(reps[~np.isnan(reps)])
+    if len(reps) == 0:
+        return r, math.nan, math.nan
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(reps, [alpha, 1.0 - alpha], method="inverted_cdf")
+    return r, float(lo), float(hi)
+
+
+def mean_rank(values) -> np.ndarray:
+    """Average rank of each method: values (n_methods, n_seeds, ...) of a loss (lower is
+    better; NaN counts as +inf, i.e. no result yet). Within each seed (and grid point) the
+    methods are ranked 1..n_methods, ties sharing the mean of their ranks; the ranks are then
+    averaged over seeds. Returns (n_methods, ...)."""
+    v = np.asarray(values, dtype=float)
+    v = np.where(np.isnan(v), np.inf, v)
+    below = (v[None, :] < v[:, None]).sum(axis=1)  # (M, S, ...): methods strictly better
+    tied = (v[None, :] == v[:, None]).sum(axis=1)  # including itself
+    return (1.0 + below + 0.5 * (tied - 1)).mean(axis=1)
+
+
 def per_seed_metrics(runs: dict, trials: pd.DataFrame, default_ref: str = "final",
                      tol: float = TARGET_TOL, target: float | None = None,
+                     default_loss: float | None = None,
                      ) -> tuple[pd.DataFrame, dict]:
     """One row per (method, seed) with every summary metric, and a dict of scale-wide
     references (default_loss, target). The default method itself is not a row.
-    ``target`` (an absolute loss) overrides the best-of-all-methods + tol target."""
-    ref = default_reference(runs, default_ref)
+    ``target`` (an absolute loss) overrides the best-of-all-methods + tol target;
+    ``default_loss`` overrides L_default from the default method's logs."""
+    ref = default_loss if default_loss is not None else default_reference(runs, default_ref)
     searches = [(m, k, s) for m, seeds in runs.items() if m != DEFAULT_METHOD
                 for k, s in seeds.items()]
     bests = {}

@@ -18,8 +18,9 @@ from analysis import logs as L
 def write_search(root: Path, scale: str, method: str, seed: int, trials: list[dict],
                  workers: int = 2, start: float = 1000.0, duration: float | None = None,
                  settings: dict | None = None, meta_columns: bool = True,
-                 metadata: dict | None = None) -> Path:
-    """Write results/<scale>/<method>/seed<k>/ for ``trials``.
+                 metadata: dict | None = None, backend: str | None = None) -> Path:
+    """Write results/<scale>/<method>/seed<k>/ for ``trials`` (backend "replay":
+    results/<scale>/replay/<method>/seed<k>/ with metadata "backend": "replay").
 
     Each trial: {"job_id", "losses": [val loss per epoch], "t0": start second, "seconds":
     per-epoch seconds (default 10), "devices" (1), "worker" (0), "hp": {name: value},
@@ -27,7 +28,7 @@ def write_search(root: Path, scale: str, method: str, seed: int, trials: list[di
     "in_results" (True; False = only in learning_curves.csv, still running),
     "first_epoch" (1; more for a job resumed from a checkpoint), "budget" (NaN)}.
     """
-    d = Path(root) / scale / method / f"seed{seed}"
+    d = Path(root) / scale / (L.REPLAY_DIR if backend == "replay" else "") / method / f"seed{seed}"
     d.mkdir(parents=True, exist_ok=True)
     rows, res = [], []
     for t in trials:
@@ -55,7 +56,7 @@ def write_search(root: Path, scale: str, method: str, seed: int, trials: list[di
     md = {L.MD_METHOD: method, L.MD_SETTINGS: settings or {"max_t": 3}, L.MD_SCALE: scale,
           L.MD_SEED: seed, L.MD_EVALUATOR: "process", L.MD_WORKERS: workers,
           L.MD_START: start, L.MD_END: start + duration, L.MD_STATUS: L.MD_COMPLETE,
-          L.MD_DECISIONS: [0.01, 0.02, 0.03]}
+          L.MD_DECISIONS: [0.01, 0.02, 0.03], L.MD_BACKEND: backend}
     md.update(metadata or {})
     md = {k: v for k, v in md.items() if v is not None}
     (d / L.METADATA_JSON).write_text(json.dumps(md))
@@ -91,3 +92,41 @@ def synthetic_scale(root: Path, scale: str = "smoke", methods=("random", "asha")
         write_search(root, scale, L.DEFAULT_METHOD, 0,
                      [{"job_id": 0, "losses": [3.0 + 2.0 / e for e in range(1, max_t + 1)],
                        "hp": {}}], workers=1, settings={"max_t": max_t})
+
+
+REPLAY_METHODS = ("random", "hyperband", "asha", "asha_bo", "async_hyperband", "bohb", "bo",
+                  "optuna_tpe", "optuna_asha", "optuna_hyperband")
+
+
+def replay_scale(root: Path, scale: str = "smoke", methods=REPLAY_METHODS, seeds=range(3),
+                 n_trials: int = 12, max_t: int = 3, workers: int = 4,
+                 default: bool = True) -> None:
+    """Plausible fake replayed searches under results/<scale>/replay/ (metadata backend
+    "replay"): loss(e) = a + b / e, methods later in ``methods`` find slightly lower a;
+    methods with "asha" or "hyperband" in their name stop two trials in three after epoch 1.
+    Plus one default run per seed when ``default``."""
+    for i, m in enumerate(methods):
+        stops = "asha" in m or "hyperband" in m
+        for k in seeds:
+            rng = np.random.default_rng(1000 * k + i)
+            free = [0.0] * workers
+            trials = []
+            for j in range(n_trials):
+                a = 1.0 + rng.uniform(0, 1.0) * (1.0 - 0.03 * i)
+                n = 1 if stops and j % 3 else max_t
+                w = int(np.argmin(free))
+                sec = float(rng.uniform(20, 40))
+                trials.append({"job_id": j, "losses": [a + rng.uniform(0.5, 1.5) / e
+                                                       for e in range(1, n + 1)],
+                               "t0": free[w], "worker": w, "seconds": sec,
+                               "hp": {"lr": float(10 ** rng.uniform(-4, -2))},
+                               "status": L.OK if n == max_t else L.STOPPED})
+                free[w] += n * sec
+            write_search(root, scale, m, k, trials, workers=workers, backend="replay",
+                         settings={"max_t": max_t, "grace": 1, "eta": 3})
+    if default:
+        for k in seeds:
+            write_search(root, scale, L.DEFAULT_METHOD, k,
+                         [{"job_id": 0, "losses": [2.5 + 1.0 / e for e in range(1, max_t + 1)],
+                           "seconds": 30.0}], workers=1, backend="replay",
+                         settings={"max_t": max_t})

@@ -1,0 +1,255 @@
+"""analysis.replay on hand-made replay logs whose answers are worked out in the comments.
+
+Every epoch below is its own trial, trained one after the other on one device, so that the
+cumulative compute after epoch i is i x (epoch seconds / 3600) device-hours.
+"""
+
+import hashlib
+import json
+import math
+import shutil
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import logs as L
+from analysis import replay
+from analysis.make_figures import build as build_live
+from analysis.metrics import (
+    best_on_grid,
+    best_so_far,
+    bootstrap_median,
+    bootstrap_median_band,
+    bootstrap_ratio_of_medians,
+    mean_rank,
+)
+from tests.analysis.fakelogs import replay_scale, synthetic_scale, write_search
+
+HOUR = 3600.0
+
+
+def _search(root, method, seed, losses, seconds=HOUR):
+    """One epoch per trial, back to back: compute after epoch i = i x seconds / 3600."""
+    trials = [{"job_id": j, "losses": [x], "t0": j * seconds, "seconds": seconds}
+              for j, x in enumerate(losses)]
+    return write_search(root, "smoke", method, seed, trials, workers=1, backend="replay",
+                        settings={"max_t": 1})
+
+
+# Three methods x two seeds, the whole table worked out by hand:
+#   random : 1 device-h epochs; seed0 5, 4, 3 (final 3); seed1 6, 2, 2.5 (final 2)
+#   asha_bo: 0.5 device-h epochs; seed0 3.0, 2.9, ..., 2.5; seed1 2.0 x 6
+#   bo     : 1 device-h epochs; seed0 4, 3.5, 3.2; seed1 5, 4, 3.1 (never <= 3)
+#   default: one epoch, loss 4
+# Every search spends 3 device-h: budget B = 3.
+# target = upper median of random's finals {2, 3} = 3.
+# device-h to target: random 3 and 2 (median 2.5); asha_bo 0.5 and 0.5; bo inf and inf.
+# speedup: asha_bo 2.5 / 0.5 = 5 (>= 4: goal met); bo 2.5 / inf = 0; reached 1, 1, 0.
+# Bootstrap: random's resampled medians are 2, 2.5 or 3, asha_bo's always 0.5 -> the interval
+# of asha_bo's speedup is [4, 6].
+# Ranks at c = 0.75 (25 %): random and bo have no epoch yet (inf, tied), asha_bo 3.0 / 2.0
+#   -> random 2.5, asha_bo 1, bo 2.5.
+# At 1.5 (50 %): seed0 random 5, asha_bo 2.8, bo 4; seed1 6, 2, 5 -> 3, 1, 2.
+# At 3 (100 %): seed0 3, 2.5, 3.2 -> 2, 1, 3; seed1 2, 2, 3.1 -> 1.5, 1.5, 3
+#   -> random 1.75, asha_bo 1.25, bo 3.
+# Improvement: random's per-seed 100 (4 - 3) / 4 = 25 and 50 -> median 37.5.
+HAND = {
+    "random": {0: ([5.0, 4.0, 3.0], HOUR), 1: ([6.0, 2.0, 2.5], HOUR)},
+    "asha_bo": {0: ([3.0, 2.9, 2.8, 2.7, 2.6, 2.5], HOUR / 2), 1: ([2.0] * 6, HOUR / 2)},
+    "bo": {0: ([4.0, 3.5, 3.2], HOUR), 1: ([5.0, 4.0, 3.1], HOUR)},
+    "default": {0: ([4.0], HOUR), 1: ([4.0], HOUR)},
+}
+REQUIRED = ("default", "random", "asha_bo", "bo")
+
+
+def _hand(root):
+    for m, seeds in HAND.items():
+        for k, (losses, sec) in seeds.items():
+            _search(root, m, k, losses, sec)
+    return root / "smoke" / L.REPLAY_DIR
+
+
+def _run(root, out, *extra):
+    return replay.main(["--scale", "smoke", "--results", str(root / "smoke" / L.REPLAY_DIR),
+                        "--out", str(out), "--min-seeds", "2", "--methods",
+                        ",".join(REQUIRED), *extra])
+
+
+# ---- metrics functions --------------------------------------------------------------------
+def test_best_on_grid_and_median_by_hand(tmp_path):
+    root = tmp_path
+    for k, losses in enumerate(([5.0, 4.0, 3.0], [6.0, 2.0, 2.5], [4.0, 4.0, 1.0])):
+        _search(root, "random", k, losses)
+    runs = L.load_scale(root / "smoke" / L.REPLAY_DIR)
+    grid = [0.5, 1.0, 2.5, 3.0, 4.0]  # device-h; epochs end at 1, 2, 3
+    v = np.stack([best_on_grid(best_so_far(s.curves), grid) for s in runs["random"].values()])
+    inf = math.inf
+    assert v.tolist() == [[inf, 5, 4, 3, 3], [inf, 6, 2, 2, 2], [inf, 4, 4, 1, 1]]
+    med, lo, hi = bootstrap_median_band(v)
+    assert med.tolist() == [inf, 5, 4, 2, 2]
+    for j in range(len(grid)):  # each column: the scalar bootstrap of the same seeds
+        assert (med[j], lo[j], hi[j]) == bootstrap_median(v[:, j])
+    assert np.all(lo[1:] <= med[1:]) and np.all(med[1:] <= hi[1:])
+
+
+def test_best_on_grid_failed_epochs_and_single_seed():
+    bsf = pd.DataFrame({"device_hours": [1.0, 2.0, 3.0], "best_loss": [np.nan, 3.0, 3.0]})
+    assert best_on_grid(bsf, [0.0, 1.0, 2.0, 9.0]).tolist() == [math.inf, math.inf, 3.0, 3.0]
+    med, lo, hi = bootstrap_median_band(np.array([[1.0, 2.0]]))
+    assert med.tolist() == [1.0, 2.0] and np.isnan(lo).all() and np.isnan(hi).all()
+
+
+def test_mean_rank_by_hand():
+    # 3 methods x 2 seeds at one point: seed0 1, 2, 3 -> ranks 1, 2, 3;
+    # seed1 3, 2, 2 -> 3, 1.5, 1.5 (the tie shares ranks 1 and 2) -> 2, 1.75, 2.25.
+    # NaN is no result yet: worst, and tied with other NaN or inf.
+    v = np.array([[1.0, 3.0], [2.0, 2.0], [3.0, 2.0]])  # (methods, seeds)
+    assert mean_rank(v).tolist() == [2.0, 1.75, 2.25]
+    v = np.array([[[1.0, np.nan]], [[np.nan, np.nan]], [[2.0, np.inf]]])  # (3, 1, 2)
+    assert mean_rank(v).tolist() == [[1.0, 2.0], [3.0, 2.0], [2.0, 2.0]]
+
+
+def test_ratio_of_medians():
+    assert bootstrap_ratio_of_medians([3.0, 2.0], [0.5, 0.5]) == (5.0, 4.0, 6.0)
+    r, lo, hi = bootstrap_ratio_of_medians([2.0, 3.0], [math.inf, math.inf])
+    assert (r, lo, hi) == (0.0, 0.0, 0.0)  # never reached: speedup 0
+    assert math.isnan(bootstrap_ratio_of_medians([2.0], [1.0])[1])
+    assert bootstrap_ratio_of_medians([1.0, 2.0, 4.0], [1.0, 2.0]) == \
+        bootstrap_ratio_of_medians([1.0, 2.0, 4.0], [1.0, 2.0])  # seeded
+
+
+def test_target_is_upper_median():
+    assert replay.reference_target([3.0, 2.0]) == 3.0  # even: random reaches it in 1 of 2
+    assert replay.reference_target([1.0, 2.0, 3.0, 4.0]) == 3.0
+    assert replay.reference_target([3.0, 1.0, 2.0, math.nan]) == 2.0
+
+
+# ---- the whole analysis -------------------------------------------------------------------
+def test_analysis_by_hand(tmp_path):
+    res = replay.analyse(L.load_scale(_hand(tmp_path)))
+    refs = res["refs"]
+    assert refs["target"] == 3.0 and refs["budget_device_hours"] == pytest.approx(3.0)
+    assert refs["default_loss"] == 4.0 and refs["rank_seeds"] == 2
+    s = res["summary"].set_index("method")
+    assert list(s.index) == ["random", "asha_bo", "bo"]
+    assert s.loc["random", "best_loss"] == 2.5
+    assert s.loc["random", "improvement_pct"] == pytest.approx(37.5)
+    assert s["dh_to_target"].tolist() == pytest.approx([2.5, 0.5, math.inf])
+    assert s["reached"].tolist() == [1.0, 1.0, 0.0]
+    assert s.loc["asha_bo", ["speedup", "speedup_lo", "speedup_hi"]].tolist() == \
+        pytest.approx([5.0, 4.0, 6.0])
+    assert s.loc["bo", "speedup"] == 0.0
+    assert s["rank_0.25"].tolist() == [2.5, 1.0, 2.5]
+    assert s["rank_0.5"].tolist() == [3.0, 1.0, 2.0]
+    assert s["rank_1"].tolist() == [1.75, 1.25, 3.0]
+    goal = refs["goal"]
+    assert goal["met"] and goal["met_at_lower_bound"] and goal["speedup"] == pytest.approx(5)
+    c = res["curves"]
+    r = c[c["method"] == "random"]
+    assert r["device_hours"].iloc[-1] == pytest.approx(3.0)  # the grid ends at the budget
+    # median over seeds of L*: before 1 device-h nothing, then (5+6)/2, (4+2)/2, (3+2)/2
+    at = {x: r.loc[(r["device_hours"] - x).abs().idxmin(), "median_best"]
+          for x in (0.5, 1.5, 2.5, 3.0)}
+    assert at == {0.5: math.inf, 1.5: 5.5, 2.5: 3.0, 3.0: 2.5}
+
+
+def test_goal_not_met_is_reported_as_data(tmp_path):
+    root = _hand(tmp_path)
+    _search(tmp_path, "asha_bo", 1, [4.0, 3.0, 2.0, 2.0, 2.0, 2.0], HOUR / 2)  # now at 1 dh
+    res = replay.analyse(L.load_scale(root))
+    g = res["refs"]["goal"]
+    assert g["speedup"] == pytest.approx(2.5 / 0.75) and not g["met"]
+    assert "not met" in replay._goal_line(g)
+
+
+def test_tables_written_and_byte_identical(tmp_path, capsys):
+    _hand(tmp_path)
+    out = tmp_path / "out"
+    assert _run(tmp_path, out) == 0
+    first = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
+    assert set(first) == {f"{n}.{e}" for n in ("summary", "ranks") for e in ("md", "tex", "csv")} \
+        | {"per_seed.csv", "curves.csv", "references.json"} \
+        | {f"{n}.{e}" for n in replay.FIGURES for e in ("pdf", "png")}
+    assert _run(tmp_path, out) == 0
+    second = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
+    assert first == second
+    md = (out / "summary.md").read_text()
+    row = next(r for r in md.splitlines() if r.startswith("| asha_bo "))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells == ["asha_bo", "2", "2.2500 [2.0000, 2.5000]", "43.8", "3", "0.5 [0.5, 0.5]",
+                     "1.00", "5.00 [4.00, 6.00]", "yes", "1.00", "1.00", "1.25"]
+    bo = [c.strip() for c in next(r for r in md.splitlines() if r.startswith("| bo ")).split("|")]
+    assert "not reached" in bo[6] and bo[8] == "0.00 [0.00, 0.00]" and bo[9] == "no"
+    assert "Goal (asha_bo reaches the target with <= 1/4 of random's compute" in md
+    assert ": met; speedup 5.00 [4.00, 6.00], also at" in md
+    assert "\\toprule" in (out / "summary.tex").read_text()
+    refs = json.loads((out / "references.json").read_text())
+    assert refs["goal"]["met"] is True and refs["target"] == 3.0
+
+
+def test_default_loss_option_without_default_run(tmp_path):
+    root = _hand(tmp_path)
+    shutil.rmtree(root / "default")
+    out = tmp_path / "out"
+    assert replay.main(["--scale", "smoke", "--results", str(root), "--out", str(out),
+                        "--min-seeds", "2", "--methods", "random,asha_bo,bo",
+                        "--default-loss", "5.0"]) == 0
+    s = pd.read_csv(out / "summary.csv").set_index("method")
+    assert s.loc["random", "improvement_pct"] == pytest.approx(50.0)  # 100 (5 - 2.5) / 5
+
+
+# ---- missing and partial logs -------------------------------------------------------------
+def _one_line_error(capsys):
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert err.endswith("(run `make replay SCALE=smoke`)")
+    return err
+
+
+def test_missing_logs_exit_2(tmp_path, capsys):
+    assert _run(tmp_path, tmp_path / "out") == 2
+    assert "no replay logs under" in _one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_partial_logs_name_what_is_missing(tmp_path, capsys):
+    root = _hand(tmp_path)
+    shutil.rmtree(root / "bo")
+    (root / "asha_bo" / "seed1" / L.CURVES_CSV).unlink()
+    md = root / "random" / "seed1" / L.METADATA_JSON
+    md.write_text(json.dumps({**json.loads(md.read_text()), L.MD_STATUS: "interrupted"}))
+    live = _search(tmp_path, "optuna_tpe", 0, [3.0]) / L.METADATA_JSON  # a live log put there
+    live.write_text(json.dumps({k: v for k, v in json.loads(live.read_text()).items()
+                                if k != L.MD_BACKEND}))
+    assert _run(tmp_path, tmp_path / "out") == 2
+    err = _one_line_error(capsys)
+    assert "are partial: no bo; " in err
+    assert "; asha_bo: 1 of 2 seeds complete, seed1 lacks learning_curves.csv; " in err
+    assert "; random: 1 of 2 seeds complete, seed1 status 'interrupted'" in err
+    assert "; optuna_tpe: 0 of 2 seeds complete, seed0 is not a replay log" in err
+
+
+def test_too_few_seeds(tmp_path, capsys):
+    _hand(tmp_path)
+    assert _run(tmp_path, tmp_path / "out", "--min-seeds", "20") == 2
+    assert "random: 2 of 20 seeds complete" in _one_line_error(capsys)
+
+
+# ---- the live analysis leaves replay logs alone -------------------------------------------
+def test_make_figures_ignores_replay_and_lctable(tmp_path):
+    res = tmp_path / "results"
+    synthetic_scale(res, seeds=(0,), n_trials=3)
+    replay_scale(res, "smoke", seeds=range(2), n_trials=3)
+    (res / "smoke" / "lctable.csv").write_text("config,epoch,val_loss\n0,1,2.0\n")
+    (res / "smoke" / "lctable.json").write_text("{}\n")
+    runs = L.load_scale(res / "smoke")
+    assert list(runs) == ["default", "random", "asha"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_live("smoke", res, tmp_path / "out")
+    assert not any("replay" in str(w.message) or "lctable" in str(w.message) for w in caught)
+    per = pd.read_csv(tmp_path / "out" / "smoke" / "per_seed.csv")
+    assert sorted(set(per["method"])) == ["asha", "random"]
+    assert "replay" not in (tmp_path / "out" / "smoke" / "summary.md").read_text()
