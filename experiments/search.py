@@ -3,6 +3,7 @@
     python -m experiments.search --method asha --scale smoke --seed 0 --workers 2
     python -m experiments.search --method asha_bo --scale small --seed 1 --resume
     mpiexec -n 5 python -m experiments.search --method hyperband --scale small --evaluator mpi
+    python -m experiments.search --method asha --scale small --seed 3 --backend replay
     EXP_SYNTHETIC='{"sleep": 0.02}' python -m experiments.search --method asha --scale smoke \\
         --trainable synthetic --out /tmp/asha
 
@@ -102,8 +103,10 @@ def _iso(t: float) -> str:
 def plan_search(method: str, scale: str, seed: int, evaluator: str = "process",
                 workers: int = 2, out: str | None = None, resume: bool = False,
                 trainable: str = "mlpf", budget: int | None = None,
-                time_budget: float | None = None) -> Plan:
-    """Validate the request and look at existing logs; raise :class:`CliError` if unusable."""
+                time_budget: float | None = None, check_ready: bool = True) -> Plan:
+    """Validate the request and look at existing logs; raise :class:`CliError` if unusable.
+
+    ``check_ready=False``: do not ask the trainable for its data (replayed searches)."""
     from mlpf.paths import results_dir
 
     try:
@@ -123,7 +126,8 @@ def plan_search(method: str, scale: str, seed: int, evaluator: str = "process",
     if workers < 1:
         raise CliError("--workers must be >= 1")
     try:
-        tr.check_ready(scale)
+        if check_ready:
+            tr.check_ready(scale)
     except (FileNotFoundError, ValueError) as e:
         raise CliError(str(e)) from None
     log_dir = Path(out) if out else results_dir(scale, method, seed)
@@ -297,7 +301,12 @@ def _kill_children() -> None:
 
 
 def drive(plan: Plan, ev, workers: int, meta: dict, progress: bool = True) -> int:
-    """The manager loop. Returns the exit code (0 complete, 143 interrupted)."""
+    """The manager loop. Returns the exit code (0 complete, 143 interrupted).
+
+    The search's time (deadline, end time) is ``ev.clock()`` when the evaluator has one (the
+    simulated clock of a replay, :mod:`experiments.replay`), else ``time.time()``.
+    """
+    clock = getattr(ev, "clock", time.time)
     log_dir = plan.log_dir
     method = get_method(plan.method)
     results_df = logs.read_results(log_dir) if plan.resume else None
@@ -365,7 +374,7 @@ def drive(plan: Plan, ev, workers: int, meta: dict, progress: bool = True) -> in
             n_free = workers - len(ev._tasks_running)
             if epochs >= budget:
                 meta["stopped_by"] = "epochs"
-            elif deadline is not None and time.time() >= deadline:
+            elif deadline is not None and clock() >= deadline:
                 meta["stopped_by"] = "time"
             configs = search.ask(n_free) if n_free > 0 and not meta.get("stopped_by") else []
             if pending or configs:
@@ -393,7 +402,8 @@ def drive(plan: Plan, ev, workers: int, meta: dict, progress: bool = True) -> in
             if bar:
                 bar.update(counts, best, epochs, len(ev._tasks_running))
             if time.monotonic() - last_meta_write > 30:  # survive a SIGKILL with recent data
-                _finish_meta(meta, logs.RUN_RUNNING, epochs, len(search.history) + len(pending))
+                _finish_meta(meta, logs.RUN_RUNNING, epochs, len(search.history) + len(pending),
+                             clock())
                 logs.write_json(log_dir / logs.METADATA_JSON, meta)
                 last_meta_write = time.monotonic()
     except _Interrupted:
@@ -413,7 +423,7 @@ def drive(plan: Plan, ev, workers: int, meta: dict, progress: bool = True) -> in
         # Training states of Hyperband trials are only needed to continue a search.
         shutil.rmtree(log_dir / "checkpoints", ignore_errors=True)
     _write_results(search, log_dir)
-    _finish_meta(meta, status, epochs, len(search.history))
+    _finish_meta(meta, status, epochs, len(search.history), clock())
     logs.write_json(log_dir / logs.METADATA_JSON, meta)
     if bar:
         bar.update(counts, best, epochs, 0, final=True)
@@ -429,8 +439,9 @@ def _deadline(meta: dict) -> float | None:
     return segs[-1]["start_time"] + meta["time_budget_s"] - used
 
 
-def _finish_meta(meta: dict, status: str, epochs: int, n_trials: int) -> None:
-    now = time.time()
+def _finish_meta(meta: dict, status: str, epochs: int, n_trials: int,
+                 now: float | None = None) -> None:
+    now = time.time() if now is None else now
     meta.update(status=status, end_time=now, end_iso=_iso(now), epochs_trained=epochs,
                 n_trials=n_trials, decision_summary=logs.summarize_times(meta["decision_times"]))
     meta["segments"][-1].update(end_time=now, status=status)
@@ -542,12 +553,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=float, default=None,
                    help="seconds per search, 0 = none (default: the scale's)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--backend", default="live", choices=("live", "replay"),
+                   help="live: train; replay: look epochs up in a learning-curve table, "
+                   "simulated time (experiments.replay)")
+    p.add_argument("--table", default=None,
+                   help="replay table (default results/<scale>/lctable.csv)")
     return p
 
 
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if args.backend == "replay":
+            from experiments.replay import search_main
+
+            return search_main(args)
         plan = plan_search(args.method, args.scale, args.seed, args.evaluator, args.workers,
                            args.out, args.resume, args.trainable, args.budget,
                            args.time_budget)
