@@ -63,10 +63,11 @@ from experiments import logs
 from experiments.methods import Settings, settings_for
 from experiments.space import problem_for
 
-# (val_loss, train_loss, epoch_seconds) per epoch, and the reason the training failed after
-# the last recorded epoch (None: it did not fail).
+# A curve function maps a configuration to its recorded training: (val_loss, train_loss,
+# epoch_seconds) per epoch, the reason the training failed in the epoch after the last recorded
+# one (None: it did not fail) and, optionally, the seconds that failing epoch ran (default 0).
 Curve = list[tuple[float, float, float]]
-CurveFn = Callable[[dict], tuple[Curve, str | None]]
+CurveFn = Callable[[dict], tuple]
 
 BACKEND = "replay"
 DEVICES = 1  # devices a simulated worker holds unless the table says (Table.devices)
@@ -173,6 +174,7 @@ class _Trial:
     config: dict
     curve: Curve
     failure: str | None
+    failure_seconds: float  # time the failing epoch ran before the failure
     t_start: float  # simulated seconds
     epoch: int = 0  # epochs done
     t_epoch: float = 0.0  # end of the last epoch (start of the next)
@@ -214,7 +216,8 @@ def simulate(peer: Peer, s: Settings, seed: int, curve_fn: CurveFn, workers: int
     study = optuna.create_study(study_name=f"{peer.name}-seed{seed}", direction="minimize",
                                 sampler=peer.make_sampler(s, seed), pruner=peer.make_pruner(s))
     run = Run()
-    events: list[tuple[float, int]] = []  # (simulated time of the next epoch's end, job id)
+    # (simulated time the next epoch of a trial ends or fails, job id): ties by job id
+    events: list[tuple[float, int]] = []
     running: dict[int, _Trial] = {}
     free = list(range(workers))
     n_asked = 0
@@ -264,19 +267,33 @@ def simulate(peer: Peer, s: Settings, seed: int, curve_fn: CurveFn, workers: int
             tell_seconds = 0.0
             n_asked += 1
             config = {k: _native(trial.params[k]) for k in dists}
-            curve, failure = curve_fn(config)
-            tr = _Trial(trial.number, free.pop(0), trial, config, list(curve), failure, t,
-                        t_epoch=t)
+            curve, failure, *fail_s = curve_fn(config)
+            tr = _Trial(trial.number, free.pop(0), trial, config, list(curve), failure,
+                        float(fail_s[0]) if fail_s else 0.0, t, t_epoch=t)
             running[tr.job_id] = tr
-            if tr.curve:
-                heapq.heappush(events, (t + float(tr.curve[0][2]), tr.job_id))
-            else:  # failed before its first epoch (out of memory, ...)
-                tell_seconds = finish(tr, t, logs.STATUS_FAILED, failure or "no_epoch")
+            push(tr, t)
+
+    def push(tr: _Trial, t: float) -> None:
+        """Schedule the end of the trial's next epoch, or its failure where its curve ends."""
+        more = tr.epoch < len(tr.curve)
+        secs = float(tr.curve[tr.epoch][2]) if more else tr.failure_seconds
+        heapq.heappush(events, (t + secs, tr.job_id))
 
     fill(0.0)
     while events:
         t, job_id = heapq.heappop(events)
         tr = running[job_id]
+        if tr.epoch >= len(tr.curve):  # the recorded training failed in this epoch
+            reason = tr.failure or ("no_epoch" if tr.epoch == 0 else "curve_end")
+            if reason == "diverged":  # as live: the epoch with a non-finite loss is logged
+                tr.epoch += 1
+                run.curves.append({
+                    logs.JOB_ID: job_id, logs.EPOCH: tr.epoch, logs.VAL_LOSS: math.nan,
+                    logs.TRAIN_LOSS: math.nan, logs.EPOCH_SECONDS: tr.failure_seconds,
+                    logs.T_START: tr.t_epoch, logs.T_END: t, logs.WORKER: tr.worker,
+                    logs.DEVICES: devices})
+            fill(t, finish(tr, t, logs.STATUS_FAILED, reason))
+            continue
         val, train, secs = tr.curve[tr.epoch]
         tr.epoch += 1
         run.curves.append({
@@ -299,10 +316,8 @@ def simulate(peer: Peer, s: Settings, seed: int, curve_fn: CurveFn, workers: int
                 done = (logs.STATUS_STOPPED, "")
             elif s.time_budget is not None and t >= s.time_budget:
                 done = (logs.STATUS_STOPPED, "time_budget")
-            elif tr.epoch >= len(tr.curve):  # the recorded training ended here
-                done = (logs.STATUS_FAILED, tr.failure or "curve_end")
             else:
-                heapq.heappush(events, (t + float(tr.curve[tr.epoch][2]), job_id))
+                push(tr, t)
                 continue
         fill(t, finish(tr, t, *done))
     return run
@@ -350,7 +365,9 @@ def write_logs(run: Run, log_dir: Path, peer: Peer, s: Settings, seed: int, work
                "workers": workers, "evaluator": BACKEND}
     meta = {
         "method": peer.name, "scale": s.scale, "seed": seed, "backend": BACKEND,
-        "evaluator": BACKEND, "workers": workers, "trainable": "replay",
+        "evaluator": BACKEND, "workers": workers,
+        # what the recorded curves trained: analysis flags anything but "mlpf"
+        "trainable": table.get("trainable", "mlpf"),
         "peer": {"library": "optuna", "version": optuna.__version__, "summary": peer.summary},
         "method_settings": {"name": peer.name, "summary": peer.summary,
                             "settings": asdict(s), **peer.describe(s)},
@@ -391,32 +408,36 @@ def run_peer(peer_name: str, scale: str, seed: int, curve_fn: CurveFn, log_dir: 
 
 # ------------------------------------------------------------------------------ curves
 def table_curves(table) -> CurveFn:
-    """The curve function of a replay table (:func:`experiments.replay.load_table`)."""
-    return lambda config: (list(table.curve(config)), table.failure(config))
+    """The curve function of a replay table (:func:`experiments.replay.load_table`): the
+    nearest recorded configuration's curve, failure and failing epoch's seconds."""
+    if not hasattr(table, "lookup"):
+        return lambda config: (list(table.curve(config)), table.failure(config))
+
+    def curve(config: dict) -> tuple:
+        e = table.lookup(config).entry  # one nearest-neighbour search per trial
+        return list(e.curve), e.failure, float(getattr(e, "failure_seconds", 0.0))
+
+    return curve
 
 
 def synthetic_curves(max_t: int, seconds: float = 1.0, fail: dict | None = None) -> CurveFn:
     """A stand-in table: :class:`experiments.trainables.SyntheticTrainable` curves to
     ``max_t``; an epoch lasts ``seconds`` times a factor in [0.5, 1.5) fixed per
-    configuration; ``fail`` as in SyntheticTrainable (diverge, raise, oom)."""
+    configuration; ``fail`` as in SyntheticTrainable (diverge at epoch 2, raise in epoch 1,
+    oom before epoch 1), recorded as a table records failures."""
     from experiments.trainables import SyntheticTrainable, _unit_hash
 
     st = SyntheticTrainable(fail=fail)
 
-    def curve(config: dict) -> tuple[Curve, str | None]:
-        failure = st._failure(config)
+    def curve(config: dict) -> tuple:
         sec = seconds * (0.5 + _unit_hash("seconds", sorted(config.items())))
+        failure = st._failure(config)
         if failure == "oom":
-            return [], "oom"
+            return [], "oom", 0.0
         if failure == "raise":
-            return [], "error:ValueError"
-        out = []
-        for e in range(1, max_t + 1):
-            v = math.nan if (failure == "diverge" and e >= 2) else st.loss(config, e)
-            out.append((v, v * 0.9, sec))
-            if not math.isfinite(v):
-                break
-        return out, None
+            return [], "error:ValueError", sec
+        v = [st.loss(config, e) for e in range(1, (2 if failure == "diverge" else max_t + 1))]
+        return [(x, 0.9 * x, sec) for x in v], "diverged" if failure else None, sec
 
     return curve
 
@@ -451,24 +472,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(scale: str, table_arg: str | None) -> tuple[CurveFn, dict]:
+    """The curve function and what metadata records about its table."""
     if table_arg == "synthetic":
-        return synthetic_curves(settings_for(scale).max_t), {"path": "synthetic"}
-    from mlpf.paths import RESULTS_DIR
+        return synthetic_curves(settings_for(scale).max_t), {"path": "synthetic",
+                                                             "trainable": "synthetic"}
+    from experiments.lctable import table_path
+    from experiments.replay import TableError, load_table
 
-    path = Path(table_arg) if table_arg else RESULTS_DIR / scale / "lctable.csv"
-    if not path.exists():
-        raise CliError(f"no replay table at {path}")
+    path = Path(table_arg) if table_arg else table_path(scale)
     try:
-        from experiments.replay import load_table
-    except ImportError as e:
-        raise CliError(f"reading a replay table needs experiments.replay ({e})") from None
-    table = load_table(path)
+        table = load_table(path, scale)
+    except TableError as e:
+        raise CliError(str(e)) from None
     if table.max_t < settings_for(scale).max_t:
         raise CliError(f"{path} records {table.max_t} epochs, fewer than max_t="
                        f"{settings_for(scale).max_t} of scale {scale}")
-    return table_curves(table), {"path": str(path), "sha256": sha256(path),
-                                 "max_t": table.max_t,
-                                 "devices": int(getattr(table, "devices", DEVICES))}
+    info = {"path": str(path), "sha256": sha256(path), "max_t": table.max_t,
+            "devices": int(getattr(table, "devices", DEVICES))}
+    if hasattr(table, "summary"):
+        info = {**table.summary(), **info}
+    info["trainable"] = info.get("trainable") or "mlpf"
+    return table_curves(table), info
 
 
 def main(argv=None) -> int:
@@ -498,7 +522,7 @@ def main(argv=None) -> int:
                 print(f"[{name} {args.scale} seed{seed}] trials {meta['n_trials']}, epochs "
                       f"{meta['epochs_trained']}/{meta['budget_epochs']}, best val_loss "
                       f"{best if best is None else f'{best:.4g}'}, simulated "
-                      f"{meta['end_time']:.0f} s, real {meta['real_seconds']:.2f} s",
+                      f"{meta['end_time']:.6g} s, real {meta['real_seconds']:.2f} s",
                       file=sys.stderr)
         return 0
     except CliError as e:

@@ -158,8 +158,10 @@ def test_logs_load_with_analysis(tmp_path):
     for peer in ("optuna_tpe_hb", "optuna_random_sha"):
         for seed in (0, 1):
             meta = run_peer(peer, "smoke", seed, synthetic_curves(SMOKE.max_t),
-                            root / peer / f"seed{seed}", workers=3)
+                            root / peer / f"seed{seed}", workers=3,
+                            table={"path": "synthetic", "trainable": "synthetic"})
             assert meta["status"] == "complete" and meta["backend"] == "replay"
+            assert meta["trainable"] == "synthetic"
     with warnings.catch_warnings():
         warnings.simplefilter("error", LogWarning)
         runs = load_scale(root)
@@ -223,4 +225,70 @@ def test_cli(tmp_path, capsys):
     assert main(args) == 0
     assert "already complete" in capsys.readouterr().err
     assert main([*args[:4], "--peers", "nope"]) == 2
+    assert main(["--scale", "smoke", "--table", str(tmp_path / "missing.csv")]) == 2
+
+
+def test_failures_take_their_recorded_time():
+    """One worker: oom after 0.5 s; a 1 s epoch then a divergence 0.25 s into epoch 2; a full
+    curve. Each trial is better than the ones before it: nothing is pruned."""
+    recorded = [([], "oom", 0.5), ([(0.5, 0.6, 1.0)], "diverged", 0.25),
+                ([(0.25, 0.3, 1.0)] * SMOKE.max_t, None)]
+    calls = []
+
+    def curve(config):
+        calls.append(config)
+        return recorded[len(calls) - 1]
+
+    run = simulate(get_peer("optuna_random_sha"), settings_for("smoke", budget=4), 0, curve,
+                   workers=1)
+    res, lc = _frame(run)
+    assert res["m:reason"].tolist() == ["oom", "diverged", ""]
+    assert res["m:epochs"].tolist() == [0, 2, SMOKE.max_t]
+    assert res["m:trial_start"].tolist() == [0.0, 0.5, 1.75]
+    assert res["m:trial_end"].tolist() == [0.5, 1.75, 1.75 + SMOKE.max_t]
+    assert res["objective"].tolist()[:2] == ["F_oom", "F_diverged"]
+    div = lc[lc["job_id"] == 1]
+    assert div["t_end"].tolist() == [1.5, 1.75] and div["epoch_seconds"].tolist() == [1.0, 0.25]
+    assert math.isnan(div["val_loss"].iloc[1])
+
+
+def test_cli_reads_a_replay_table(tmp_path):
+    """A hand-written table (experiments.lctable layout): the default, a configuration that
+    diverges in epoch 3 and one that fails with oom in epoch 1."""
+    from experiments import lctable
+    from experiments.lctable import columns_for, default_values
+    from experiments.replay import load_table
+
+    names = problem_for("smoke").hyperparameter_names
+    base = default_values("smoke")
+    configs = [base, {**base, "lr": 3e-2}, {**base, "batch_size": 16}]
+    rows = []
+    for cid, cfg in enumerate(configs):
+        n_ok = {0: SMOKE.max_t, 1: 2, 2: 0}[cid]
+        for e in range(1, n_ok + 1):
+            rows.append({lctable.CONFIG_ID: cid, lctable.EPOCH: e, lctable.VAL_LOSS: 1.0 / e,
+                         lctable.TRAIN_LOSS: 1.1 / e, lctable.EPOCH_SECONDS: 2.0,
+                         lctable.STATUS: "ok", lctable.REASON: "", **{f"p:{k}": v
+                                                                     for k, v in cfg.items()}})
+        if cid:
+            rows.append({lctable.CONFIG_ID: cid, lctable.EPOCH: n_ok + 1,
+                         lctable.EPOCH_SECONDS: 0.5, lctable.STATUS: "failed",
+                         lctable.REASON: "diverged" if cid == 1 else "oom",
+                         **{f"p:{k}": v for k, v in cfg.items()}})
+    path = tmp_path / "lctable.csv"
+    pd.DataFrame(rows, columns=columns_for(names)).to_csv(path, index=False)
+    assert load_table(path, "smoke").failure({**base, "batch_size": 16}) == "oom"
+
+    out = tmp_path / "replay"
+    assert main(["--scale", "smoke", "--peers", "optuna_tpe_sha", "--table", str(path),
+                 "--out", str(out), "--budget", "27"]) == 0
+    s = load_search(out / "optuna_tpe_sha" / "seed0")
+    t = trial_table(s)
+    assert set(t["status"]) <= {"ok", "stopped", "failed"} and len(t) >= 3
+    assert set(t.loc[t["status"] == "failed", "m:reason"]) <= {"diverged", "oom"}
+    # every epoch of the table lasts 2 s, a failing one 0.5 s
+    assert set(s.curves["epoch_seconds"]) <= {2.0, 0.5}
+    md = s.metadata
+    assert md["table"]["sha256"] == load_table(path, "smoke").sha256
+    assert md["table"]["path"] == str(path) and md["trainable"] == "mlpf"
     assert main(["--scale", "smoke", "--table", str(tmp_path / "missing.csv")]) == 2
