@@ -92,6 +92,12 @@ MD_COMPLETE = "complete"
 MD_SEGMENTS = "segments"  # one dict per run of a resumed search: start_time, end_time, workers
 MAX_T = "max_t"
 
+# ---- lctable.csv: the learning-curve table replayed searches look up (one row per
+# configuration and epoch; configuration 0 is the untuned default)
+LCTABLE_CSV = "lctable.csv"
+LCTABLE_CONFIG = "config_id"
+LCTABLE_STATUS = "status"  # ok | failed
+
 # ---- derived columns of the tidy tables ---------------------------------------------------
 DEVICE_HOURS = "device_hours"  # epoch_seconds * devices / 3600
 FINAL_LOSS = "final_loss"
@@ -296,6 +302,24 @@ def load_scale(scale_dir: Path) -> dict[str, dict[int, Search]]:
     if not any(m != DEFAULT_METHOD for m in runs):
         raise MissingLogsError(f"no HPO logs under {scale_dir}")
     return dict(sorted(runs.items(), key=lambda kv: _method_order(kv[0])))
+
+
+def table_default_loss(path: Path) -> float | None:
+    """The default configuration's final validation loss in a learning-curve table
+    (lctable.csv: configuration 0, its last epoch with status ok); None if the table or
+    the configuration is missing."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    df = pd.read_csv(path, on_bad_lines="skip")
+    if not {LCTABLE_CONFIG, EPOCH, VAL_LOSS}.issubset(df.columns):
+        warn(f"{path}: not a learning-curve table; no default loss taken from it")
+        return None
+    d = df[df[LCTABLE_CONFIG] == 0]
+    if LCTABLE_STATUS in d.columns:
+        d = d[d[LCTABLE_STATUS].astype(str) == OK]
+    d = d.dropna(subset=[VAL_LOSS]).sort_values(EPOCH, kind="mergesort")
+    return float(d[VAL_LOSS].iloc[-1]) if len(d) else None
 
 
 def trial_table(s: Search) -> pd.DataFrame:

@@ -28,8 +28,10 @@ Definitions (compute c in device-hours = sum of epoch_seconds x devices / 3600):
              the target. Goal: asha_bo's speedup >= 4 (<= 1/4 of random's compute).
     rank     at each grid point and seed, the methods ranked by L*(c) (1 = best, ties share
              the mean rank), averaged over the seeds every method has.
-The default configuration (method "default") is no competitor: it gives the reference loss
-for the improvement column only. Exit 2 with a one-line message when logs are missing or
+The default configuration is no competitor: it gives the reference loss for the improvement
+column only: --default-loss if given, else the replayed "default" run (median over its
+seeds), else configuration 0 of the learning-curve table next to the replay folder
+(results/<scale>/lctable.csv). Exit 2 with a one-line message when logs are missing or
 partial.
 """
 
@@ -53,6 +55,7 @@ from analysis import figures, tables  # noqa: E402
 from analysis.logs import (  # noqa: E402
     CURVES_CSV,
     DEFAULT_METHOD,
+    LCTABLE_CSV,
     MD_BACKEND,
     MD_COMPLETE,
     MD_STATUS,
@@ -63,6 +66,7 @@ from analysis.logs import (  # noqa: E402
     LogWarning,
     MissingLogsError,
     load_scale,
+    table_default_loss,
     tidy,
 )
 from analysis.metrics import (  # noqa: E402
@@ -175,9 +179,11 @@ def speedups(per_seed: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def analyse(runs: dict, default_loss: float | None = None, n_grid: int = GRID_POINTS) -> dict:
+def analyse(runs: dict, default_loss: float | None = None, n_grid: int = GRID_POINTS,
+            default_source: str = "") -> dict:
     """Everything the outputs show, from the loaded replay searches ({method: {seed:
-    Search}}). Returns a dict of tables and references."""
+    Search}}). ``default_loss`` replaces the replayed default run's loss (``default_source``
+    says where it came from). Returns a dict of tables and references."""
     methods = [m for m in runs if m != DEFAULT_METHOD]
     if REFERENCE not in methods:
         raise ReplayLogsError(f"no {REFERENCE} search: the target is defined by it")
@@ -212,6 +218,8 @@ def analyse(runs: dict, default_loss: float | None = None, n_grid: int = GRID_PO
     refs.update({
         "target": target, "target_rule": f"median final best loss of {REFERENCE} (upper middle)",
         "budget_device_hours": budget, "rank_seeds": len(common),
+        "default_source": default_source if default_loss is not None else
+        (f"replayed {DEFAULT_METHOD} run" if DEFAULT_METHOD in runs else ""),
         "goal": {"method": GOAL_METHOD, "max_compute_fraction": 1.0 / GOAL_SPEEDUP,
                  "speedup": goal["speedup"], "speedup_lo": goal["speedup_lo"],
                  "speedup_hi": goal["speedup_hi"], "reached": goal["reached"],
@@ -279,11 +287,12 @@ def summary_notes(refs: dict, scale: str) -> list[str]:
              f"Rank: methods ranked by best loss so far per seed at a fraction of B, averaged "
              f"over {refs['rank_seeds']} common seeds (1 = best)."]
     if math.isnan(refs["default_loss"]):
-        lines.append("No replayed default configuration and no --default-loss: improvement "
-                     "column empty.")
+        lines.append("No replayed default configuration, no --default-loss and no default in "
+                     "a learning-curve table: improvement column empty.")
     else:
-        lines.append(f"Improvement of the median final best loss over the default "
-                     f"configuration's validation loss {refs['default_loss']:.4f}.")
+        lines.append(f"Improvement over the default configuration's final validation loss "
+                     f"{refs['default_loss']:.4f} ({refs['default_source']}), median over "
+                     f"seeds.")
     if refs.get("trainables"):
         lines.append(f"Trained: {refs['trainables']} (not MLPF results).")
     lines.append(_goal_line(refs["goal"]))
@@ -386,7 +395,12 @@ def build(scale: str, results: Path | None = None, out: Path | None = None,
     results = Path(results) if results else RESULTS_DIR / scale / REPLAY_DIR
     out = Path(out) if out else FIGURES_DIR / scale / REPLAY_DIR
     check_logs(results, required, min_seeds)
-    res = analyse(load_scale(results), default_loss)
+    runs = load_scale(results)
+    source = "--default-loss"
+    if default_loss is None and DEFAULT_METHOD not in runs:
+        source = f"configuration 0 of {results.parent / LCTABLE_CSV}"
+        default_loss = table_default_loss(results.parent / LCTABLE_CSV)
+    res = analyse(runs, default_loss, default_source=source)
     out.mkdir(parents=True, exist_ok=True)
     written = write_tables(res, scale, out)
     for name, make in FIGURES.items():

@@ -200,6 +200,23 @@ def test_default_loss_option_without_default_run(tmp_path):
     assert s.loc["random", "improvement_pct"] == pytest.approx(50.0)  # 100 (5 - 2.5) / 5
 
 
+def test_default_loss_from_the_learning_curve_table(tmp_path):
+    root = _hand(tmp_path)
+    shutil.rmtree(root / "default")
+    # configuration 0 is the default: its last ok epoch has val loss 5 (config 1 is not it)
+    (tmp_path / "smoke" / L.LCTABLE_CSV).write_text(
+        "config_id,epoch,val_loss,train_loss,epoch_seconds,status,reason,p:lr\n"
+        "0,1,6.0,6.0,10,ok,,0.001\n0,2,5.0,5.0,10,ok,,0.001\n1,1,1.0,1.0,10,ok,,0.01\n")
+    assert L.table_default_loss(tmp_path / "smoke" / L.LCTABLE_CSV) == 5.0
+    assert L.table_default_loss(tmp_path / "nothing.csv") is None
+    out = tmp_path / "out"
+    assert replay.main(["--scale", "smoke", "--results", str(root), "--out", str(out),
+                        "--min-seeds", "2", "--methods", "random,asha_bo,bo"]) == 0
+    s = pd.read_csv(out / "summary.csv").set_index("method")
+    assert s.loc["random", "improvement_pct"] == pytest.approx(50.0)  # 100 (5 - 2.5) / 5
+    assert "configuration 0 of" in (out / "summary.md").read_text()
+
+
 # ---- missing and partial logs -------------------------------------------------------------
 def _one_line_error(capsys):
     err = capsys.readouterr().err.strip()
