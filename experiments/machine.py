@@ -4,7 +4,8 @@
     python -m experiments.machine --out F    # write it to F (e.g. beside shipped logs)
 
 Host names of containers and batch nodes say little, so the record also names the CPU model,
-the cores this process may use, the memory, the operating system and the GPUs (``nvidia-smi -L``, or torch if loaded).
+the cores this process may use, the memory, the operating system and the GPUs
+(``nvidia-smi -L``, or torch if it is loaded).
 """
 
 from __future__ import annotations
