@@ -14,15 +14,17 @@ configuration, every epoch with its val_loss, train_loss and measured seconds.
 Workers are a discrete-event simulation: a worker that becomes free asks the study for a
 trial; each epoch ends ``epoch_seconds`` (recorded) after the previous one; at each epoch's end,
 in simulated-time order across running trials (ties: lower job id first), the trial reports
-``val_loss`` at step ``epoch`` and asks ``should_prune()``. The epoch budget is our searches'
-(:mod:`experiments.search`): no trial is asked once the epochs of finished trials reach it;
-running trials finish. Sampler decisions cost no simulated time; their real seconds are logged.
+``val_loss`` at step ``epoch`` and asks ``should_prune()``. Budgets are those of our replayed
+searches (:func:`experiments.replay.plan_replay`): no trial is asked once the epochs of
+finished trials reach the epoch budget (running trials finish), nor after the scale's wall-time
+budget as a simulated deadline (running trials stop after their current epoch). Sampler
+decisions cost no simulated time; their real seconds are logged.
 
-Logs use our live-search layout (:mod:`experiments.logs`), so :mod:`analysis.logs` reads peers
+Logs use the live-search layout (:mod:`experiments.logs`), so :mod:`analysis.logs` reads peers
 and our methods alike: ``results/<scale>/replay/<peer>/seed<k>/`` with results.csv,
 learning_curves.csv (times in simulated seconds) and metadata.json (``backend: "replay"``).
-The same seed and table give byte-identical CSVs. A seed whose metadata says complete is
-skipped.
+The same seed and table give byte-identical CSVs. A seed whose metadata says complete on the
+same table (sha256) is skipped; any other is simulated again from the start.
 """
 
 from __future__ import annotations
@@ -36,10 +38,11 @@ import io
 import math
 import os
 import platform
+import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -63,14 +66,10 @@ from experiments import logs
 from experiments.methods import Settings, settings_for
 from experiments.space import problem_for
 
-# A curve function maps a configuration to its recorded training: (val_loss, train_loss,
-# epoch_seconds) per epoch, the reason the training failed in the epoch after the last recorded
-# one (None: it did not fail) and, optionally, the seconds that failing epoch ran (default 0).
-Curve = list[tuple[float, float, float]]
-CurveFn = Callable[[dict], tuple]
+Curve = list[tuple[float, float, float]]  # (val_loss, train_loss, epoch_seconds) per epoch
 
 BACKEND = "replay"
-DEVICES = 1  # devices a simulated worker holds unless the table says (Table.devices)
+DEVICES = 1  # devices a trial holds unless the table says (Table.devices)
 MAX_TRIALS_PER_EPOCH = 10  # guard: trials that fail before epoch 1 consume no epochs
 
 
@@ -166,17 +165,33 @@ def get_peer(name: str) -> Peer:
 
 
 # ------------------------------------------------------------------------------ simulation
+@dataclass(frozen=True)
+class Recorded:
+    """The recorded training of a configuration, as a replay table returns it.
+
+    ``curve`` holds epochs 1..k: k = max_t, or the epochs before a failure; then ``failure``
+    is its reason and ``failure_seconds`` the time the failing epoch ran. ``meta`` goes to
+    results.csv as ``m:<key>`` columns (the table's configuration id and distance).
+    """
+
+    curve: Curve
+    failure: str | None = None
+    failure_seconds: float = 0.0
+    meta: dict = field(default_factory=dict)
+
+
+CurveFn = Callable[[dict], Recorded]
+
+
 @dataclass
 class _Trial:
     job_id: int
     worker: int
     trial: optuna.Trial
     config: dict
-    curve: Curve
-    failure: str | None
-    failure_seconds: float  # time the failing epoch ran before the failure
+    rec: Recorded
     t_start: float  # simulated seconds
-    epoch: int = 0  # epochs done
+    epoch: int = 0  # epochs trained
     t_epoch: float = 0.0  # end of the last epoch (start of the next)
     last: float | None = None
     best: float = math.inf
@@ -188,17 +203,18 @@ class Run:
 
     results: list[dict] = field(default_factory=list)  # results.csv rows, in finishing order
     curves: list[dict] = field(default_factory=list)  # learning_curves.csv rows, in time order
+    meta_keys: list[str] = field(default_factory=list)  # the curves' extra m: columns
     end_time: float = 0.0  # simulated seconds
-    epochs: int = 0
-    stopped_by: str | None = None
+    epochs: int = 0  # epochs of finished trials
+    stopped_by: str | None = None  # epochs | time | max_trials
     decision_times: list[float] = field(default_factory=list)  # real seconds: tell + ask
     prune_times: list[float] = field(default_factory=list)  # real seconds: report + prune
 
 
-def results_columns(names: list[str]) -> list[str]:
+def results_columns(names: list[str], extra: list[str] = ()) -> list[str]:
     """results.csv columns in DeepHyper's order (p: sorted, objective, job_id, ...)."""
     m = [logs.STATUS, logs.REASON, logs.EPOCHS, logs.BUDGET, logs.BEST_VAL_LOSS,
-         logs.TRIAL_START, logs.TRIAL_END, logs.TRIAL_WORKER]
+         logs.TRIAL_START, logs.TRIAL_END, logs.TRIAL_WORKER, *extra]
     return ([f"p:{n}" for n in sorted(names)] + ["objective", "job_id", "job_status",
                                                  "m:timestamp_submit"]
             + [f"m:{k}" for k in m] + ["m:timestamp_gather"])
@@ -208,7 +224,13 @@ def simulate(peer: Peer, s: Settings, seed: int, curve_fn: CurveFn, workers: int
              distributions: dict[str, BaseDistribution] | None = None,
              devices: int = DEVICES) -> Run:
     """Run ``peer`` for one seed on ``curve_fn`` with ``workers`` simulated workers, each
-    holding ``devices`` devices (the learning curves' ``devices`` column)."""
+    trial holding ``devices`` devices (the learning curves' ``devices`` column).
+
+    Per epoch the logic of :func:`experiments.worker.run_trial`: a learning-curve row, then
+    ``report``; the trial ends at ``max_t``, when ``should_prune()``, or at the deadline
+    (``s.time_budget`` simulated seconds). A recorded failure ends the trial
+    ``failure_seconds`` after its last epoch, without a row for the failing epoch.
+    """
     dists = distributions if distributions is not None else \
         optuna_distributions(problem_for(s.scale))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -220,8 +242,8 @@ def simulate(peer: Peer, s: Settings, seed: int, curve_fn: CurveFn, workers: int
     events: list[tuple[float, int]] = []
     running: dict[int, _Trial] = {}
     free = list(range(workers))
-    n_asked = 0
     max_trials = MAX_TRIALS_PER_EPOCH * s.budget
+    deadline = s.time_budget
 
     def finish(tr: _Trial, t: float, status: str, reason: str = "") -> float:
         """Tell the study, log the trial, free its worker; returns the real seconds of tell."""
@@ -235,6 +257,9 @@ def simulate(peer: Peer, s: Settings, seed: int, curve_fn: CurveFn, workers: int
         dt = time.perf_counter() - tic
         run.epochs += tr.epoch
         run.end_time = max(run.end_time, t)
+        for k in tr.rec.meta:
+            if k not in run.meta_keys:
+                run.meta_keys.append(k)
         run.results.append({
             **{f"p:{k}": v for k, v in tr.config.items()},
             "objective": f"F_{reason}" if status == logs.STATUS_FAILED else -tr.last,
@@ -242,22 +267,28 @@ def simulate(peer: Peer, s: Settings, seed: int, curve_fn: CurveFn, workers: int
             f"m:{logs.STATUS}": status, f"m:{logs.REASON}": reason,
             f"m:{logs.EPOCHS}": tr.epoch, f"m:{logs.BUDGET}": s.max_t,
             f"m:{logs.BEST_VAL_LOSS}": tr.best if math.isfinite(tr.best) else None,
-            f"m:{logs.TRIAL_START}": tr.t_start, f"m:{logs.TRIAL_END}": t,
-            f"m:{logs.TRIAL_WORKER}": tr.worker, "m:timestamp_gather": t})
+            f"m:{logs.TRIAL_START}": round(tr.t_start, 4), f"m:{logs.TRIAL_END}": round(t, 4),
+            f"m:{logs.TRIAL_WORKER}": tr.worker, "m:timestamp_gather": t,
+            **{f"m:{k}": v for k, v in tr.rec.meta.items()}})
         del running[tr.job_id]
         free.append(tr.worker)
         free.sort()
         return dt
 
+    def push(tr: _Trial, t: float) -> None:
+        """Schedule the end of the trial's next epoch, or its failure where its curve ends."""
+        more = tr.epoch < len(tr.rec.curve)
+        secs = tr.rec.curve[tr.epoch][2] if more else tr.rec.failure_seconds
+        heapq.heappush(events, (t + max(0.0, float(secs)), tr.job_id))
+
     def fill(t: float, tell_seconds: float = 0.0) -> None:
-        """Give every free worker a trial while the budget lasts."""
-        nonlocal n_asked
+        """Give every free worker a trial while the budget lasts (as experiments.search)."""
         while free and run.stopped_by is None:
             if run.epochs >= s.budget:
                 run.stopped_by = "epochs"
-            elif s.time_budget is not None and t >= s.time_budget:
+            elif deadline is not None and t >= deadline:
                 run.stopped_by = "time"
-            elif n_asked >= max_trials:
+            elif len(run.decision_times) >= max_trials:
                 run.stopped_by = "max_trials"
             if run.stopped_by:
                 break
@@ -265,56 +296,39 @@ def simulate(peer: Peer, s: Settings, seed: int, curve_fn: CurveFn, workers: int
             trial = study.ask(dists)  # samples every parameter now
             run.decision_times.append(time.perf_counter() - tic + tell_seconds)
             tell_seconds = 0.0
-            n_asked += 1
             config = {k: _native(trial.params[k]) for k in dists}
-            curve, failure, *fail_s = curve_fn(config)
-            tr = _Trial(trial.number, free.pop(0), trial, config, list(curve), failure,
-                        float(fail_s[0]) if fail_s else 0.0, t, t_epoch=t)
+            tr = _Trial(trial.number, free.pop(0), trial, config, curve_fn(config), t,
+                        t_epoch=t)
             running[tr.job_id] = tr
             push(tr, t)
-
-    def push(tr: _Trial, t: float) -> None:
-        """Schedule the end of the trial's next epoch, or its failure where its curve ends."""
-        more = tr.epoch < len(tr.curve)
-        secs = float(tr.curve[tr.epoch][2]) if more else tr.failure_seconds
-        heapq.heappush(events, (t + secs, tr.job_id))
 
     fill(0.0)
     while events:
         t, job_id = heapq.heappop(events)
         tr = running[job_id]
-        if tr.epoch >= len(tr.curve):  # the recorded training failed in this epoch
-            reason = tr.failure or ("no_epoch" if tr.epoch == 0 else "curve_end")
-            if reason == "diverged":  # as live: the epoch with a non-finite loss is logged
-                tr.epoch += 1
-                run.curves.append({
-                    logs.JOB_ID: job_id, logs.EPOCH: tr.epoch, logs.VAL_LOSS: math.nan,
-                    logs.TRAIN_LOSS: math.nan, logs.EPOCH_SECONDS: tr.failure_seconds,
-                    logs.T_START: tr.t_epoch, logs.T_END: t, logs.WORKER: tr.worker,
-                    logs.DEVICES: devices})
-            fill(t, finish(tr, t, logs.STATUS_FAILED, reason))
+        if tr.epoch >= len(tr.rec.curve):  # the recorded training failed in this epoch
+            fill(t, finish(tr, t, logs.STATUS_FAILED, tr.rec.failure or "no_epoch"))
             continue
-        val, train, secs = tr.curve[tr.epoch]
+        val, train, secs = (float(x) for x in tr.rec.curve[tr.epoch])
         tr.epoch += 1
         run.curves.append({
-            logs.JOB_ID: job_id, logs.EPOCH: tr.epoch, logs.VAL_LOSS: float(val),
-            logs.TRAIN_LOSS: float(train), logs.EPOCH_SECONDS: float(secs),
-            logs.T_START: tr.t_epoch, logs.T_END: t, logs.WORKER: tr.worker,
-            logs.DEVICES: devices})
+            logs.JOB_ID: job_id, logs.EPOCH: tr.epoch, logs.VAL_LOSS: val,
+            logs.TRAIN_LOSS: train, logs.EPOCH_SECONDS: secs, logs.T_START: round(tr.t_epoch, 4),
+            logs.T_END: round(t, 4), logs.WORKER: tr.worker, logs.DEVICES: devices})
         tr.t_epoch = t
-        if not math.isfinite(val):
+        if not math.isfinite(val):  # a table that records the diverged epoch's loss
             done = (logs.STATUS_FAILED, "diverged")
         else:
-            tr.last, tr.best = float(val), min(tr.best, float(val))
+            tr.last, tr.best = val, min(tr.best, val)
             tic = time.perf_counter()
-            tr.trial.report(float(val), tr.epoch)
+            tr.trial.report(val, tr.epoch)
             prune = tr.epoch < s.max_t and tr.trial.should_prune()
             run.prune_times.append(time.perf_counter() - tic)
             if tr.epoch >= s.max_t:
                 done = (logs.STATUS_OK, "")
             elif prune:
                 done = (logs.STATUS_STOPPED, "")
-            elif s.time_budget is not None and t >= s.time_budget:
+            elif deadline is not None and t >= deadline:
                 done = (logs.STATUS_STOPPED, "time_budget")
             else:
                 push(tr, t)
@@ -356,66 +370,86 @@ def _versions() -> dict:
 
 def write_logs(run: Run, log_dir: Path, peer: Peer, s: Settings, seed: int, workers: int,
                table: dict, real_seconds: float, names: list[str]) -> dict:
-    """Write results.csv, learning_curves.csv and (last) metadata.json; return the metadata."""
+    """Write results.csv, learning_curves.csv and (last) metadata.json; return the metadata.
+
+    The metadata has the keys of a replayed search of ours (:func:`experiments.replay.
+    run_replay`): times in simulated seconds, ``backend`` "replay", the table under
+    ``replay``; ``peer`` names the library and its version.
+    """
+    from experiments.search import _git_commit
+
     log_dir.mkdir(parents=True, exist_ok=True)
-    _write_csv(log_dir / logs.RESULTS_CSV, results_columns(names), run.results)
+    _write_csv(log_dir / logs.RESULTS_CSV, results_columns(names, run.meta_keys), run.results)
     _write_csv(log_dir / logs.LEARNING_CURVES_CSV, list(logs.LC_COLUMNS), run.curves)
     best = f"m:{logs.BEST_VAL_LOSS}"
     segment = {"start_time": 0.0, "end_time": run.end_time, "status": logs.RUN_COMPLETE,
-               "workers": workers, "evaluator": BACKEND}
+               "workers": workers, "evaluator": BACKEND, "host": socket.gethostname()}
     meta = {
-        "method": peer.name, "scale": s.scale, "seed": seed, "backend": BACKEND,
-        "evaluator": BACKEND, "workers": workers,
+        "method": peer.name, "scale": s.scale, "seed": seed, "evaluator": BACKEND,
+        "workers": workers,
         # what the recorded curves trained: analysis flags anything but "mlpf"
-        "trainable": table.get("trainable", "mlpf"),
-        "peer": {"library": "optuna", "version": optuna.__version__, "summary": peer.summary},
+        "trainable": table.get("trainable") or "mlpf",
         "method_settings": {"name": peer.name, "summary": peer.summary,
                             "settings": asdict(s), **peer.describe(s)},
         "budget_epochs": s.budget, "time_budget_s": s.time_budget,
-        "table": table, "time_unit": "simulated seconds",
-        "versions": _versions(), "command": [sys.executable, *sys.argv],
-        "start_time": 0.0, "end_time": run.end_time, "status": logs.RUN_COMPLETE,
-        "segments": [segment], "stopped_by": run.stopped_by, "epochs_trained": run.epochs,
+        "versions": _versions(), "git_commit": _git_commit(), "host": socket.gethostname(),
+        "command": [sys.executable, *sys.argv],
+        "start_time": 0.0, "start_iso": None, "end_time": run.end_time, "end_iso": None,
+        "status": logs.RUN_COMPLETE, "segments": [segment],
+        "decision_times": run.decision_times,
+        "decision_summary": logs.summarize_times(run.decision_times),
+        "stopped_by": run.stopped_by, "epochs_trained": run.epochs,
         "n_trials": len(run.results),
         "best_val_loss": min((r[best] for r in run.results if r[best] is not None),
                              default=None),
-        "decision_times": run.decision_times,
-        "decision_summary": logs.summarize_times(run.decision_times),
-        "prune_summary": logs.summarize_times(run.prune_times),
-        "real_seconds": real_seconds,
+        "backend": BACKEND,
+        "replay": {**table, "clock": "simulated seconds", "real_seconds": real_seconds},
+        "peer": {"library": "optuna", "version": optuna.__version__,
+                 "prune_summary": logs.summarize_times(run.prune_times)},
     }
     logs.write_json(log_dir / logs.METADATA_JSON, meta)
     return meta
 
 
+def _clear(log_dir: Path) -> None:
+    for name in (logs.RESULTS_CSV, logs.LEARNING_CURVES_CSV, logs.METADATA_JSON):
+        (log_dir / name).unlink(missing_ok=True)
+
+
 def run_peer(peer_name: str, scale: str, seed: int, curve_fn: CurveFn, log_dir: Path,
              workers: int = 2, table: dict | None = None, budget: int | None = None,
              time_budget: float | None = None, devices: int = DEVICES) -> dict | None:
-    """Simulate one peer and seed and write its logs; None when they are already complete."""
+    """Simulate one peer and seed and write its logs; None when they are already complete
+    on the same table (``table["sha256"]``). Budgets as :func:`experiments.methods.
+    settings_for`: the epoch budget, and the wall-time budget as a simulated deadline
+    (``time_budget``: seconds, 0 = none, None = the scale's)."""
     peer = get_peer(peer_name)
+    table = table or {}
     previous = logs.read_json(log_dir / logs.METADATA_JSON)
-    if previous is not None and previous.get("status") == logs.RUN_COMPLETE:
+    if previous is not None and previous.get("status") == logs.RUN_COMPLETE and \
+            previous.get("replay", {}).get("sha256") == table.get("sha256"):
         return None
-    s = settings_for(scale, budget)
-    # Our live deadline is wall time; here only a simulated one given explicitly applies.
-    s = replace(s, time_budget=time_budget or None)
+    _clear(log_dir)
+    s = settings_for(scale, budget, time_budget)
     dists = optuna_distributions(problem_for(scale))
     tic = time.perf_counter()
     run = simulate(peer, s, seed, curve_fn, workers, dists, devices)
     real = time.perf_counter() - tic
-    return write_logs(run, log_dir, peer, s, seed, workers, table or {}, real, list(dists))
+    return write_logs(run, log_dir, peer, s, seed, workers, table, real, list(dists))
 
 
 # ------------------------------------------------------------------------------ curves
 def table_curves(table) -> CurveFn:
     """The curve function of a replay table (:func:`experiments.replay.load_table`): the
-    nearest recorded configuration's curve, failure and failing epoch's seconds."""
-    if not hasattr(table, "lookup"):
-        return lambda config: (list(table.curve(config)), table.failure(config))
+    nearest recorded configuration's training, its id and distance as trial metadata (the
+    columns our replayed searches write)."""
+    from experiments.replay import TABLE_CONFIG, TABLE_DISTANCE
 
-    def curve(config: dict) -> tuple:
-        e = table.lookup(config).entry  # one nearest-neighbour search per trial
-        return list(e.curve), e.failure, float(getattr(e, "failure_seconds", 0.0))
+    def curve(config: dict) -> Recorded:
+        m = table.lookup(config)  # one nearest-neighbour search per trial
+        e = m.entry
+        return Recorded(list(e.curve), e.failure, float(e.failure_seconds),
+                        {TABLE_CONFIG: e.config_id, TABLE_DISTANCE: round(m.distance, 6)})
 
     return curve
 
@@ -423,21 +457,22 @@ def table_curves(table) -> CurveFn:
 def synthetic_curves(max_t: int, seconds: float = 1.0, fail: dict | None = None) -> CurveFn:
     """A stand-in table: :class:`experiments.trainables.SyntheticTrainable` curves to
     ``max_t``; an epoch lasts ``seconds`` times a factor in [0.5, 1.5) fixed per
-    configuration; ``fail`` as in SyntheticTrainable (diverge at epoch 2, raise in epoch 1,
+    configuration; ``fail`` as in SyntheticTrainable (diverge in epoch 2, raise in epoch 1,
     oom before epoch 1), recorded as a table records failures."""
     from experiments.trainables import SyntheticTrainable, _unit_hash
 
     st = SyntheticTrainable(fail=fail)
 
-    def curve(config: dict) -> tuple:
+    def curve(config: dict) -> Recorded:
         sec = seconds * (0.5 + _unit_hash("seconds", sorted(config.items())))
         failure = st._failure(config)
         if failure == "oom":
-            return [], "oom", 0.0
+            return Recorded([], "oom")
         if failure == "raise":
-            return [], "error:ValueError", sec
-        v = [st.loss(config, e) for e in range(1, (2 if failure == "diverge" else max_t + 1))]
-        return [(x, 0.9 * x, sec) for x in v], "diverged" if failure else None, sec
+            return Recorded([], "error:ValueError", sec)
+        n = 1 if failure == "diverge" else max_t
+        v = [st.loss(config, e) for e in range(1, n + 1)]
+        return Recorded([(x, 0.9 * x, sec) for x in v], "diverged" if failure else None, sec)
 
     return curve
 
@@ -466,16 +501,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of <peer>/seed<k>/ (default results/<scale>/replay)")
     p.add_argument("--budget", type=int, default=None,
                    help="epochs per search (default: the scale's, see experiments.methods)")
-    p.add_argument("--time-budget", type=float, default=0.0,
-                   help="simulated seconds per search, 0 = none (default)")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="simulated seconds per search, 0 = none (default: the scale's)")
     return p
 
 
-def _load(scale: str, table_arg: str | None) -> tuple[CurveFn, dict]:
-    """The curve function and what metadata records about its table."""
+def _load(scale: str, table_arg: str | None) -> tuple[CurveFn, dict, int]:
+    """The curve function, what metadata records about its table, and devices per trial."""
     if table_arg == "synthetic":
-        return synthetic_curves(settings_for(scale).max_t), {"path": "synthetic",
-                                                             "trainable": "synthetic"}
+        return synthetic_curves(settings_for(scale).max_t), \
+            {"path": "synthetic", "sha256": None, "trainable": "synthetic"}, DEVICES
     from experiments.lctable import table_path
     from experiments.replay import TableError, load_table
 
@@ -487,12 +522,7 @@ def _load(scale: str, table_arg: str | None) -> tuple[CurveFn, dict]:
     if table.max_t < settings_for(scale).max_t:
         raise CliError(f"{path} records {table.max_t} epochs, fewer than max_t="
                        f"{settings_for(scale).max_t} of scale {scale}")
-    info = {"path": str(path), "sha256": sha256(path), "max_t": table.max_t,
-            "devices": int(getattr(table, "devices", DEVICES))}
-    if hasattr(table, "summary"):
-        info = {**table.summary(), **info}
-    info["trainable"] = info.get("trainable") or "mlpf"
-    return table_curves(table), info
+    return table_curves(table), table.summary(), table.devices
 
 
 def main(argv=None) -> int:
@@ -506,7 +536,7 @@ def main(argv=None) -> int:
             raise CliError(str(e)) from None
         if args.workers < 1:
             raise CliError("--workers must be >= 1")
-        curve_fn, table = _load(args.scale, args.table)
+        curve_fn, table, devices = _load(args.scale, args.table)
         from mlpf.paths import RESULTS_DIR
 
         root = Path(args.out) if args.out else RESULTS_DIR / args.scale / BACKEND
@@ -514,15 +544,16 @@ def main(argv=None) -> int:
             for seed in seeds:
                 d = root / name / f"seed{seed}"
                 meta = run_peer(name, args.scale, seed, curve_fn, d, args.workers, table,
-                                args.budget, args.time_budget, table.get("devices", DEVICES))
+                                args.budget, args.time_budget, devices)
                 if meta is None:
                     print(f"{d}: already complete", file=sys.stderr)
                     continue
                 best = meta["best_val_loss"]
                 print(f"[{name} {args.scale} seed{seed}] trials {meta['n_trials']}, epochs "
-                      f"{meta['epochs_trained']}/{meta['budget_epochs']}, best val_loss "
+                      f"{meta['epochs_trained']}/{meta['budget_epochs']} (stopped by "
+                      f"{meta['stopped_by']}), best val_loss "
                       f"{best if best is None else f'{best:.4g}'}, simulated "
-                      f"{meta['end_time']:.6g} s, real {meta['real_seconds']:.2f} s",
+                      f"{meta['end_time']:.6g} s, real {meta['replay']['real_seconds']:.2f} s",
                       file=sys.stderr)
         return 0
     except CliError as e:

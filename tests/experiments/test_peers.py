@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import pandas as pd
@@ -14,17 +13,17 @@ from experiments import logs
 from experiments.methods import settings_for
 from experiments.peers import (
     PEERS,
+    Recorded,
     get_peer,
     main,
     optuna_distributions,
     run_peer,
     simulate,
     synthetic_curves,
-    table_curves,
 )
 from experiments.space import problem_for
 
-SMOKE = settings_for("smoke")  # max_t 9, grace 1, eta 3, budget 81 epochs
+SMOKE = settings_for("smoke", time_budget=0)  # max_t 9, grace 1, eta 3, 81 epochs, no deadline
 
 
 def _values(hp) -> set | None:
@@ -108,9 +107,9 @@ def test_simulated_time_is_exact_on_a_tiny_case():
     def curve(config):
         k = len(calls)
         calls.append(config)
-        return [(1.0 / (k + 1), 2.0 / (k + 1), float(k + 1))] * SMOKE.max_t, None
+        return Recorded([(1.0 / (k + 1), 2.0 / (k + 1), float(k + 1))] * SMOKE.max_t)
 
-    s = settings_for("smoke", budget=18)
+    s = settings_for("smoke", budget=18, time_budget=0)
     run = simulate(get_peer("optuna_random_sha"), s, 0, curve, workers=2)
     res, lc = _frame(run)
     assert len(calls) == 3 and run.stopped_by == "epochs"
@@ -134,13 +133,14 @@ def test_simulated_time_is_exact_on_a_tiny_case():
 def test_failures_are_logged_like_live_searches(tmp_path):
     fail = {"diverge": 0.2, "raise": 0.1, "oom": 0.1}
     run_peer("optuna_tpe_sha", "smoke", 0, synthetic_curves(SMOKE.max_t, fail=fail),
-             tmp_path / "optuna_tpe_sha" / "seed0")
+             tmp_path / "optuna_tpe_sha" / "seed0", time_budget=0)
     res = pd.read_csv(tmp_path / "optuna_tpe_sha" / "seed0" / logs.RESULTS_CSV)
     failed = res[res["m:status"] == "failed"]
     assert set(failed["m:reason"]) == {"diverged", "error:ValueError", "oom"}
     assert failed["objective"].str.startswith("F_").all()
     assert (failed.loc[failed["m:reason"] == "oom", "m:epochs"] == 0).all()
-    assert (failed.loc[failed["m:reason"] == "diverged", "m:epochs"] == 2).all()
+    # the recorded epochs only (the replay of our methods counts the same way)
+    assert (failed.loc[failed["m:reason"] == "diverged", "m:epochs"] == 1).all()
 
 
 def test_same_seed_gives_identical_csvs(tmp_path):
@@ -158,7 +158,7 @@ def test_logs_load_with_analysis(tmp_path):
     for peer in ("optuna_tpe_hb", "optuna_random_sha"):
         for seed in (0, 1):
             meta = run_peer(peer, "smoke", seed, synthetic_curves(SMOKE.max_t),
-                            root / peer / f"seed{seed}", workers=3,
+                            root / peer / f"seed{seed}", workers=3, time_budget=0,
                             table={"path": "synthetic", "trainable": "synthetic"})
             assert meta["status"] == "complete" and meta["backend"] == "replay"
             assert meta["trainable"] == "synthetic"
@@ -170,7 +170,9 @@ def test_logs_load_with_analysis(tmp_path):
         == [0, 1]
     assert s.max_t == SMOKE.max_t and s.workers == 3
     assert s.hyperparameters == problem_for("smoke").hyperparameter_names
-    assert s.duration == s.metadata["end_time"] == s.curves["t_end"].max()
+    # times in learning_curves.csv are rounded to 0.1 ms, as live
+    assert s.duration == s.metadata["end_time"] == pytest.approx(s.curves["t_end"].max(),
+                                                                 abs=1e-4)
     assert s.capacity == pytest.approx(3 * s.duration)
     t = trial_table(s)
     res = pd.read_csv(root / "optuna_tpe_hb" / "seed0" / logs.RESULTS_CSV)
@@ -179,30 +181,19 @@ def test_logs_load_with_analysis(tmp_path):
     assert t["final_loss"].notna().all()
     md = s.metadata
     assert md["method"] == "optuna_tpe_hb" and md["peer"]["library"] == "optuna"
+    assert md["start_time"] == 0.0 and md["time_budget_s"] is None
     assert md["method_settings"]["pruner"] == "HyperbandPruner"
     assert md["method_settings"]["brackets"] == 3  # floor(log_3(9 / 1)) + 1
     assert md["decision_summary"]["n"] == len(res) and md["decision_summary"]["median"] > 0
 
 
-def test_complete_seed_is_skipped(tmp_path):
+def test_complete_seed_on_the_same_table_is_skipped(tmp_path):
     curve = synthetic_curves(SMOKE.max_t)
-    assert run_peer("optuna_random_hb", "smoke", 0, curve, tmp_path) is not None
-    assert run_peer("optuna_random_hb", "smoke", 0, curve, tmp_path) is None
-
-
-def test_table_adapter():
-    class Table:  # the replay table's interface
-        max_t = 3
-
-        def curve(self, config):
-            return [(1.0, 1.1, 2.0)] if config["lr"] > 1e-3 else []
-
-        def failure(self, config):
-            return "oom" if config["lr"] <= 1e-3 else "diverged"
-
-    fn = table_curves(Table())
-    assert fn({"lr": 1e-2}) == ([(1.0, 1.1, 2.0)], "diverged")
-    assert fn({"lr": 1e-4}) == ([], "oom")
+    a, b = {"sha256": "a"}, {"sha256": "b"}
+    assert run_peer("optuna_random_hb", "smoke", 0, curve, tmp_path, table=a) is not None
+    assert run_peer("optuna_random_hb", "smoke", 0, curve, tmp_path, table=a) is None
+    # another table: simulated again
+    assert run_peer("optuna_random_hb", "smoke", 0, curve, tmp_path, table=b) is not None
 
 
 def test_time_budget_stops_running_trials():
@@ -213,7 +204,7 @@ def test_time_budget_stops_running_trials():
     assert (res["m:timestamp_submit"] < 15.0).all()
     late = res[res["m:reason"] == "time_budget"]
     assert len(late) and (late["m:status"] == "stopped").all()
-    assert math.isclose(lc["t_end"].max(), run.end_time)
+    assert lc["t_end"].max() == pytest.approx(run.end_time, abs=1e-4)
 
 
 def test_cli(tmp_path, capsys):
@@ -231,25 +222,25 @@ def test_cli(tmp_path, capsys):
 def test_failures_take_their_recorded_time():
     """One worker: oom after 0.5 s; a 1 s epoch then a divergence 0.25 s into epoch 2; a full
     curve. Each trial is better than the ones before it: nothing is pruned."""
-    recorded = [([], "oom", 0.5), ([(0.5, 0.6, 1.0)], "diverged", 0.25),
-                ([(0.25, 0.3, 1.0)] * SMOKE.max_t, None)]
+    recorded = [Recorded([], "oom", 0.5), Recorded([(0.5, 0.6, 1.0)], "diverged", 0.25),
+                Recorded([(0.25, 0.3, 1.0)] * SMOKE.max_t)]
     calls = []
 
     def curve(config):
         calls.append(config)
         return recorded[len(calls) - 1]
 
-    run = simulate(get_peer("optuna_random_sha"), settings_for("smoke", budget=4), 0, curve,
+    run = simulate(get_peer("optuna_random_sha"), settings_for("smoke", budget=4,
+                                                               time_budget=0), 0, curve,
                    workers=1)
     res, lc = _frame(run)
     assert res["m:reason"].tolist() == ["oom", "diverged", ""]
-    assert res["m:epochs"].tolist() == [0, 2, SMOKE.max_t]
+    assert res["m:epochs"].tolist() == [0, 1, SMOKE.max_t]
     assert res["m:trial_start"].tolist() == [0.0, 0.5, 1.75]
     assert res["m:trial_end"].tolist() == [0.5, 1.75, 1.75 + SMOKE.max_t]
     assert res["objective"].tolist()[:2] == ["F_oom", "F_diverged"]
-    div = lc[lc["job_id"] == 1]
-    assert div["t_end"].tolist() == [1.5, 1.75] and div["epoch_seconds"].tolist() == [1.0, 0.25]
-    assert math.isnan(div["val_loss"].iloc[1])
+    assert lc[lc["job_id"] == 1]["t_end"].tolist() == [1.5]  # no row for the failing epoch
+    assert 0 not in set(lc["job_id"])
 
 
 def test_cli_reads_a_replay_table(tmp_path):
@@ -288,7 +279,10 @@ def test_cli_reads_a_replay_table(tmp_path):
     assert set(t.loc[t["status"] == "failed", "m:reason"]) <= {"diverged", "oom"}
     # every epoch of the table lasts 2 s, a failing one 0.5 s
     assert set(s.curves["epoch_seconds"]) <= {2.0, 0.5}
+    res = pd.read_csv(out / "optuna_tpe_sha" / "seed0" / logs.RESULTS_CSV)
+    assert set(res["m:table_config"]) <= {0, 1, 2} and (res["m:table_distance"] >= 0).all()
     md = s.metadata
-    assert md["table"]["sha256"] == load_table(path, "smoke").sha256
-    assert md["table"]["path"] == str(path) and md["trainable"] == "mlpf"
+    assert md["replay"]["sha256"] == load_table(path, "smoke").sha256
+    assert md["replay"]["path"] == str(path) and md["trainable"] == "mlpf"
+    assert md["time_budget_s"] == settings_for("smoke").time_budget  # the scale's deadline
     assert main(["--scale", "smoke", "--table", str(tmp_path / "missing.csv")]) == 2
