@@ -15,10 +15,10 @@ Workers are a discrete-event simulation: a worker that becomes free asks the stu
 trial; each epoch ends ``epoch_seconds`` (recorded) after the previous one; at each epoch's end,
 in simulated-time order across running trials (ties: lower job id first), the trial reports
 ``val_loss`` at step ``epoch`` and asks ``should_prune()``. Budgets are those of our replayed
-searches (:func:`experiments.replay.plan_replay`): no trial is asked once the epochs of
-finished trials reach the epoch budget (running trials finish), nor after the scale's wall-time
-budget as a simulated deadline (running trials stop after their current epoch). Sampler
-decisions cost no simulated time; their real seconds are logged.
+searches (:func:`experiments.replay.plan_replay`): the scale's epoch budget, no trial asked once
+the epochs of finished trials reach it, running trials finish; no time budget unless
+``--time-budget`` gives one in simulated seconds (then running trials stop after their current
+epoch). Sampler decisions cost no simulated time; their real seconds are logged.
 
 Logs use the live-search layout (:mod:`experiments.logs`), so :mod:`analysis.logs` reads peers
 and our methods alike: ``results/<scale>/replay/<peer>/seed<k>/`` with results.csv,
@@ -420,9 +420,8 @@ def run_peer(peer_name: str, scale: str, seed: int, curve_fn: CurveFn, log_dir: 
              workers: int = 2, table: dict | None = None, budget: int | None = None,
              time_budget: float | None = None, devices: int = DEVICES) -> dict | None:
     """Simulate one peer and seed and write its logs; None when they are already complete
-    on the same table (``table["sha256"]``). Budgets as :func:`experiments.methods.
-    settings_for`: the epoch budget, and the wall-time budget as a simulated deadline
-    (``time_budget``: seconds, 0 = none, None = the scale's)."""
+    on the same table (``table["sha256"]``). The epoch budget is the scale's unless
+    ``budget``; a simulated deadline only with ``time_budget`` (seconds)."""
     peer = get_peer(peer_name)
     table = table or {}
     previous = logs.read_json(log_dir / logs.METADATA_JSON)
@@ -430,7 +429,7 @@ def run_peer(peer_name: str, scale: str, seed: int, curve_fn: CurveFn, log_dir: 
             previous.get("replay", {}).get("sha256") == table.get("sha256"):
         return None
     _clear(log_dir)
-    s = settings_for(scale, budget, time_budget)
+    s = settings_for(scale, budget, time_budget or 0)  # 0: no deadline
     dists = optuna_distributions(problem_for(scale))
     tic = time.perf_counter()
     run = simulate(peer, s, seed, curve_fn, workers, dists, devices)
@@ -501,8 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of <peer>/seed<k>/ (default results/<scale>/replay)")
     p.add_argument("--budget", type=int, default=None,
                    help="epochs per search (default: the scale's, see experiments.methods)")
-    p.add_argument("--time-budget", type=float, default=None,
-                   help="simulated seconds per search, 0 = none (default: the scale's)")
+    p.add_argument("--time-budget", type=float, default=0.0,
+                   help="simulated seconds per search, 0 = none (default)")
     return p
 
 

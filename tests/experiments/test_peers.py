@@ -284,5 +284,5 @@ def test_cli_reads_a_replay_table(tmp_path):
     md = s.metadata
     assert md["replay"]["sha256"] == load_table(path, "smoke").sha256
     assert md["replay"]["path"] == str(path) and md["trainable"] == "mlpf"
-    assert md["time_budget_s"] == settings_for("smoke").time_budget  # the scale's deadline
+    assert md["time_budget_s"] is None  # no deadline in simulated time
     assert main(["--scale", "smoke", "--table", str(tmp_path / "missing.csv")]) == 2
