@@ -12,6 +12,9 @@ WORKERS ?= 2
 EVALUATOR ?= process
 PYTHON ?= python3.11
 PYTEST_ARGS ?=
+CONFIGS ?=
+REPLAY_SEEDS ?= 20
+LCTABLE ?= results/$(SCALE)/lctable.csv
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -22,7 +25,7 @@ ifeq ($(filter $(SCALE),smoke small paper),)
 $(error SCALE must be one of smoke, small, paper (got '$(SCALE)'))
 endif
 
-.PHONY: help setup test lint data benchmark figures physics clean distclean
+.PHONY: help setup test lint data benchmark lctable replay figures physics clean distclean
 
 help: ## show this help
 	@echo "usage: make TARGET [SCALE=smoke|small|paper] (default SCALE=small)"
@@ -53,6 +56,26 @@ data/%/.complete: | $(STAMP)
 benchmark: setup data ## run the searches for SCALE: METHODS, SEEDS, WORKERS, EVALUATOR=process|mpi
 	$(PY) -m experiments.benchmark --scale $(SCALE) --methods "$(METHODS)" \
 	  --seeds "$(SEEDS)" --workers $(WORKERS) --evaluator $(EVALUATOR)
+
+lctable: setup data ## train CONFIGS sampled configurations + the default to max_t: results/SCALE/lctable.csv
+	$(PY) -m experiments.lctable --scale $(SCALE) --workers $(WORKERS) $(if $(CONFIGS),--configs $(CONFIGS))
+
+REPLAY_SEED_LIST = $(shell seq 0 $$(( $(REPLAY_SEEDS) - 1 )))
+REPLAY_HALF_A = $(shell seq 0 $$(( $(REPLAY_SEEDS) / 2 - 1 )))
+REPLAY_HALF_B = $(shell seq $$(( $(REPLAY_SEEDS) / 2 )) $$(( $(REPLAY_SEEDS) - 1 )))
+replay: setup ## replay every method and peer x REPLAY_SEEDS on LCTABLE (simulated time), then their figures
+	$(PY) -m experiments.replay --scale $(SCALE) --table $(LCTABLE) --seeds "$(REPLAY_SEED_LIST)" --processes 2
+	@if [ -f experiments/peers.py ]; then \
+	  pids=; for seeds in "$(REPLAY_HALF_A)" "$(REPLAY_HALF_B)"; do \
+	    [ -n "$$seeds" ] || continue; \
+	    echo "$(PY) -m experiments.peers --scale $(SCALE) --table $(LCTABLE) --seeds \"$$seeds\""; \
+	    $(PY) -m experiments.peers --scale $(SCALE) --table $(LCTABLE) --seeds "$$seeds" & \
+	    pids="$$pids $$!"; \
+	  done; rc=0; for p in $$pids; do wait $$p || rc=1; done; exit $$rc; \
+	fi
+	@if [ -f analysis/replay.py ]; then echo "$(PY) -m analysis.replay --scale $(SCALE)"; \
+	  $(PY) -m analysis.replay --scale $(SCALE); \
+	else echo "analysis/replay.py not found: no replay figures"; fi
 
 figures: setup ## rebuild paper_figures/SCALE/ from the raw logs in results/SCALE/
 	$(PY) -m analysis.make_figures --scale $(SCALE)

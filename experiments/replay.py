@@ -3,22 +3,36 @@
     python -m experiments.search --method asha --scale small --seed 3 --backend replay
     python -m experiments.replay --scale small --check          # held-out error of the lookup
     python -m experiments.replay --scale small --seeds "0 1 2"  # every method x seeds
-    make replay SCALE=small
+    make replay SCALE=small                                     # 20 seeds, peers, figures
 
-A replayed trial does not train: its epochs are those of the table's configuration nearest to
-the trial's (:meth:`Table.lookup`), as written by :mod:`experiments.lctable`. Time is simulated
-(:class:`ReplayEvaluator`): a discrete-event clock with the search's workers, each epoch lasting
-its recorded ``epoch_seconds``; the manager loop (:func:`experiments.search.drive`) and the
-DeepHyper searches and stoppers run unchanged and see trial results in simulated-time order.
+A replayed trial does not train: its epochs are those of the configuration of the table
+(:mod:`experiments.lctable`, default ``results/<scale>/lctable.csv``) nearest to the trial's
+(:meth:`Table.lookup`). The searches, stoppers and the manager loop
+(:func:`experiments.search.drive`) are the live ones; only the evaluator differs.
 
-Lookup: nearest recorded configuration by the root mean square of per-hyperparameter
+Time is simulated (:class:`ReplayEvaluator`): a discrete-event clock with the search's workers;
+a job starts when it is submitted, each epoch lasts its recorded ``epoch_seconds``, and epochs
+of concurrent trials are processed in simulated-time order (ties: lower job number first), so
+ASHA rungs and Hyperband barriers see the events of a live run on ideal workers. Manager
+decisions take no simulated time (their real durations are still recorded). Budgets: the live
+epoch budget; no time budget unless ``--time-budget`` (simulated seconds) is given.
+
+Logs are those of a live search (:mod:`experiments.logs`), by default in
+``results/<scale>/replay/<method>/seed<k>/``, with every time in simulated seconds (metadata
+``start_time`` 0 and ``end_time`` the simulated end); results.csv adds ``m:table_config`` and
+``m:table_distance``; metadata.json adds ``"backend": "replay"`` and ``"replay"`` (table path,
+sha256, held-out error, real start and duration). The same table and seed give byte-identical
+results.csv and learning_curves.csv; metadata.json differs only in real times and the host.
+
+Lookup: the nearest complete configuration by the root mean square of per-hyperparameter
 differences, each hyperparameter mapped to [0, 1]: log scale for log-uniform ranges, linear for
 other ranges, position in the grid for ordinal grids, 0/1 mismatch for categoricals (ties: the
-lowest config id). Hyperparameters missing from a configuration take the default's values
-(config 0). Its quality is the leave-one-out error of :meth:`Table.heldout_error`.
+lowest config id). A hyperparameter missing from a configuration takes the default's value
+(config 0). A failed recorded training fails the same way at the same epoch. How well the lookup
+predicts an unseen configuration is :meth:`Table.heldout_error` (leave-one-out).
 
 Importable API (stable): :func:`load_table`, :class:`Table` with ``curve(config)``,
-``failure(config)``, ``max_t`` and ``heldout_error()``.
+``failure(config)``, ``lookup(config)``, ``max_t``, ``devices`` and ``heldout_error()``.
 """
 
 from __future__ import annotations
@@ -584,13 +598,16 @@ def plan_replay(method: str, scale: str, seed: int, table: Table, workers: int =
                 time_budget: float | None = None, resume: bool = False):
     """A :class:`experiments.search.Plan` for a replayed search (raises ``CliError``).
 
-    Budgets are the live ones (:func:`experiments.methods.settings_for`): the epoch budget,
-    and the wall-time budget as a simulated deadline. With ``resume`` an unfinished replay
-    starts again from the beginning; a complete one is left as it is (``plan.previous``).
+    The epoch budget is the live one (:func:`experiments.methods.settings_for`). There is no
+    time budget unless ``time_budget`` (simulated seconds) is given: the live wall-time caps
+    exist to bound a laptop run, and in simulated time every method gets its whole epoch
+    budget. With ``resume`` an unfinished replay starts again from the beginning (same seed,
+    same result); a complete one is left as it is (``plan.previous``).
     """
     from experiments.methods import settings_for
     from experiments.search import CliError, plan_search
 
+    time_budget = time_budget or 0  # 0: none
     try:
         settings = settings_for(scale, budget, time_budget)
     except ValueError as e:
@@ -697,7 +714,7 @@ def _campaign_one(task: tuple[str, int]) -> dict:
     t0 = time.perf_counter()
     try:
         plan = plan_replay(method, table.scale, seed, table, c["workers"], log_dir,
-                           resume=False)
+                           c["budget"], c["time_budget"])
         code = run_replay(plan, table, progress=False)
     except Exception as e:  # noqa: BLE001 - one broken search must not end the campaign
         return {**row, "status": f"error: {type(e).__name__}: {e}",
@@ -719,7 +736,8 @@ def _outcome(meta: dict, log_dir: Path | None = None) -> dict:
 
 
 def campaign(scale: str, seeds: list[int], methods: list[str], table: Table, workers: int = 2,
-             processes: int = 2, out: str | None = None) -> int:
+             processes: int = 2, out: str | None = None, budget: int | None = None,
+             time_budget: float | None = None) -> int:
     """Replay every method x seed on ``table`` in ``processes`` processes (one line each)."""
     import multiprocessing as mp
     import time
@@ -727,7 +745,8 @@ def campaign(scale: str, seeds: list[int], methods: list[str], table: Table, wor
     tasks = sorted(((m, s) for m in methods for s in seeds),
                    key=lambda t: (_COST_ORDER.index(t[0]) if t[0] in _COST_ORDER else -1,
                                   t[1]))
-    _CAMPAIGN.update(table=table, workers=workers, out=out)
+    _CAMPAIGN.update(table=table, workers=workers, out=out, budget=budget,
+                     time_budget=time_budget)
     table.heldout_error()  # computed once, before the processes fork
     t0 = time.perf_counter()
     rows = []
@@ -801,6 +820,10 @@ def main(argv=None) -> int:
     p.add_argument("--processes", type=int, default=2, help="searches run in parallel")
     p.add_argument("--out", default=None, help="root of <method>/seed<k>/ "
                    "(default results/<scale>/replay)")
+    p.add_argument("--budget", type=int, default=None,
+                   help="epochs per search (default: the scale's, see experiments.methods)")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="simulated seconds per search (default: none)")
     try:
         a = p.parse_args(argv)
         from experiments.methods import get_method, settings_for
@@ -819,7 +842,8 @@ def main(argv=None) -> int:
             return 0
         if a.workers < 1 or a.processes < 1:
             raise CliError("--workers and --processes must be >= 1")
-        return campaign(a.scale, seeds, methods, table, a.workers, a.processes, a.out)
+        return campaign(a.scale, seeds, methods, table, a.workers, a.processes, a.out,
+                        a.budget, a.time_budget)
     except CliError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

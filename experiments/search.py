@@ -551,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=None,
                    help="epochs per search (default: the scale's, see experiments.methods)")
     p.add_argument("--time-budget", type=float, default=None,
-                   help="seconds per search, 0 = none (default: the scale's)")
+                   help="seconds per search, 0 = none (default: the scale's; replay: none)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--backend", default="live", choices=("live", "replay"),
                    help="live: train; replay: look epochs up in a learning-curve table, "

@@ -1,0 +1,296 @@
+"""Replayed searches on hand-made learning-curve tables: the simulated clock, ASHA in
+simulated-time order, repeatability, the nearest-configuration lookup, the table runner."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments import lctable, logs
+from experiments.lctable import BASE_COLUMNS
+from experiments.replay import TableError, load_table
+from experiments.schedulers import asha_rungs
+from mlpf.paths import data_dir
+
+from .conftest import load
+
+MAX_T = 9  # smoke
+
+
+def write_table(path, configs, scale="smoke", max_t=MAX_T):
+    """``configs``: list of (params, losses (one per recorded epoch), seconds per epoch,
+    failure reason or None). Config ids are list positions (0 = the default)."""
+    names = sorted(configs[0][0])
+    cols = [*BASE_COLUMNS, *(f"p:{n}" for n in names)]
+    lines = [",".join(cols)]
+    for cid, (params, losses, secs, failure) in enumerate(configs):
+        p = [str(params[n]) for n in names]
+        for e, v in enumerate(losses, 1):
+            s = secs(e) if callable(secs) else secs
+            lines.append(",".join([str(cid), str(e), repr(v), repr(0.9 * v), repr(s), "ok", "",
+                                   *p]))
+        if failure:
+            lines.append(",".join([str(cid), str(len(losses) + 1), "", "", "0.5", "failed",
+                                   failure, *p]))
+    path.write_text("\n".join(lines) + "\n")
+    path.with_suffix(".json").write_text(json.dumps({"scale": scale, "max_t": max_t,
+                                                     "trainable": "mlpf", "seed": 0}))
+    return path
+
+
+def curve(final, start=2.0, n=MAX_T):
+    """A decreasing learning curve from ``start`` to ``final``."""
+    return [final + (start - final) / e for e in range(1, n + 1)]
+
+
+DEFAULT = {"lr": 3e-4, "batch_size": 8, "activation": "elu"}
+
+
+def replay(tmp_path, table, method, seed=0, budget=None, workers=2, name=None):
+    from experiments.replay import plan_replay, run_replay
+
+    out = tmp_path / (name or f"{method}-{seed}")
+    plan = plan_replay(method, "smoke", seed, load_table(table), workers, out, budget)
+    assert run_replay(plan, load_table(table), progress=False) == 0
+    return (out, *load(out))
+
+
+# ------------------------------------------------------------------------------ the clock
+def test_clock_gives_exact_times_on_two_workers(tmp_path):
+    # One configuration: every trial replays it; epoch e lasts 0.25 * e s (11.25 s a trial).
+    table = write_table(tmp_path / "t.csv", [(DEFAULT, curve(0.5), lambda e: 0.25 * e, None)])
+    out, res, lc, meta = replay(tmp_path, table, "random", budget=27)
+    # jobs 0, 1 on workers 0, 1 from 0 to 11.25 s; 18 epochs < 27: jobs 2, 3 until 22.5 s
+    assert sorted(res.job_id) == [0, 1, 2, 3]
+    ends = np.cumsum([0.25 * e for e in range(1, MAX_T + 1)])
+    for job in range(4):
+        rows = lc[lc.job_id == job].sort_values("epoch")
+        t0 = 0.0 if job < 2 else 11.25
+        assert list(rows.epoch) == list(range(1, MAX_T + 1))
+        assert np.allclose(rows.t_end, t0 + ends) and np.allclose(rows.t_start,
+                                                                 t0 + ends - rows.epoch_seconds)
+        assert set(rows.worker) == {job % 2}
+        r = res[res.job_id == job].iloc[0]
+        assert (r["m:trial_start"], r["m:trial_end"]) == (t0, t0 + 11.25)
+        assert (r["m:timestamp_submit"], r["m:timestamp_gather"]) == (t0, t0 + 11.25)
+    assert meta["start_time"] == 0.0 and meta["end_time"] == 22.5
+    assert meta["backend"] == "replay" and meta["evaluator"] == "replay"
+    assert meta["replay"]["sha256"] and meta["replay"]["heldout_error"]["n_configs"] == 1
+    assert meta["epochs_trained"] == 36 and lc.epoch_seconds.sum() == 45.0
+    assert tuple(lc.columns) == logs.LC_COLUMNS
+    assert (res["m:table_config"] == 0).all() and (res["m:table_distance"] >= 0).all()
+
+
+def _table_of_six(tmp_path):
+    # Final losses and epoch lengths differ, so that ASHA promotions depend on the order.
+    cfgs = [(DEFAULT, curve(0.5), 1.0, None)]
+    for i, (lr, bs, act) in enumerate([(1e-3, 4, "elu"), (1e-2, 16, "relu"), (3e-3, 8, "gelu"),
+                                       (2e-4, 12, "elu"), (2e-2, 4, "relu")]):
+        cfgs.append(({"lr": lr, "batch_size": bs, "activation": act},
+                     curve(0.2 + 0.15 * i, start=1.0 + 0.3 * i), 0.5 * (1 + i % 3), None))
+    return write_table(tmp_path / "six.csv", cfgs)
+
+
+def test_asha_stops_at_rungs_in_simulated_time_order(tmp_path):
+    table = _table_of_six(tmp_path)
+    out, res, lc, meta = replay(tmp_path, table, "asha", budget=60)
+    rungs = asha_rungs(MAX_T, 1, 3)  # [1, 3]
+    stopped = res[res["m:status"] == "stopped"]
+    assert len(stopped) >= 3 and set(stopped["m:epochs"]) <= set(rungs)
+    assert (res.loc[res["m:status"] == "ok", "m:epochs"] == MAX_T).all()
+    # rows are written in event order: by epoch end, ties by job id
+    order = lc[["t_end", "job_id"]].to_records(index=False).tolist()
+    assert order == sorted(order)
+    # ASHA's rule replayed in that order: a job continues from rung r iff its objective is
+    # within the best max(1, n // 3) of the n jobs that reached r so far (itself included)
+    seen = {r: [] for r in rungs}
+    last = lc.groupby("job_id").epoch.max()
+    for _, row in lc.iterrows():
+        if row.epoch in seen:
+            seen[row.epoch].append(-row.val_loss)
+            k = max(1, len(seen[row.epoch]) // 3)
+            promote = -row.val_loss + 1e-10 >= sorted(seen[row.epoch])[-k]
+            assert (last[row.job_id] > row.epoch) == promote, (row.job_id, row.epoch)
+    # compute = recorded epoch seconds; each worker runs one epoch at a time, back to back
+    assert math.isclose(lc.epoch_seconds.sum(), (lc.t_end - lc.t_start).sum())
+    for _, g in lc.sort_values("t_start").groupby("worker"):
+        assert (g.t_start.to_numpy()[1:] >= g.t_end.to_numpy()[:-1] - 1e-9).all()
+    assert math.isclose(meta["end_time"], lc.t_end.max())
+
+
+@pytest.mark.parametrize("method", ["asha", "hyperband", "asha_bo"])
+def test_same_seed_gives_identical_logs(tmp_path, method):
+    table = _table_of_six(tmp_path)
+    a = replay(tmp_path, table, method, seed=1, budget=40, name="a")[0]
+    b = replay(tmp_path, table, method, seed=1, budget=40, name="b")[0]
+    c = replay(tmp_path, table, method, seed=2, budget=40, name="c")[0]
+    for f in (logs.RESULTS_CSV, logs.LEARNING_CURVES_CSV):
+        assert (a / f).read_bytes() == (b / f).read_bytes()
+    assert (a / logs.RESULTS_CSV).read_bytes() != (c / logs.RESULTS_CSV).read_bytes()
+
+
+def test_hyperband_promotions_continue_their_curves(tmp_path):
+    table = _table_of_six(tmp_path)
+    _, res, lc, _ = replay(tmp_path, table, "hyperband", budget=69)
+    for trial, g in res.groupby("p:hb_trial"):
+        rows = lc[lc.job_id.isin(g.job_id)]
+        assert sorted(rows.epoch) == list(range(1, int(g["p:budget"].max()) + 1)), trial
+
+
+def test_failed_recorded_training_fails_the_trial(tmp_path):
+    table = write_table(tmp_path / "f.csv", [(DEFAULT, curve(0.5, n=3), 1.0, "diverged")])
+    _, res, lc, meta = replay(tmp_path, table, "default")
+    r = res.iloc[0]
+    assert r.objective == "F_diverged" and r["m:status"] == "failed" and r["m:epochs"] == 3
+    assert list(lc.epoch) == [1, 2, 3] and r["m:trial_end"] == 3.5  # + the failing epoch
+    assert meta["end_time"] == 3.5
+
+
+# ------------------------------------------------------------------------------ the table
+def test_nearest_lookup_uses_log_grid_and_categorical_distances(tmp_path):
+    cfgs = [(DEFAULT, curve(0.5), 1.0, None),
+            ({"lr": 1e-3, "batch_size": 4, "activation": "elu"}, curve(0.4), 1.0, None),
+            ({"lr": 1e-2, "batch_size": 4, "activation": "elu"}, curve(0.3), 1.0, None),
+            ({"lr": 1e-3, "batch_size": 16, "activation": "relu"}, curve(0.2, n=4), 1.0, "oom")]
+    t = load_table(write_table(tmp_path / "t.csv", cfgs))
+    assert t.scale == "smoke" and t.max_t == MAX_T and len(t.entries) == 4
+    # lr 4e-3 is nearer 1e-3 on a linear scale but nearer 1e-2 on the log scale
+    assert t.lookup({"lr": 4e-3, "batch_size": 4, "activation": "elu"}).entry.config_id == 2
+    assert t.lookup({"lr": 1e-3, "batch_size": 12, "activation": "relu"}).entry.config_id == 3
+    assert t.lookup({"lr": 1e-3, "batch_size": 4, "activation": "gelu"}).entry.config_id == 1
+    m = t.lookup({})  # missing keys: the default's values
+    assert m.entry.config_id == 0 and m.distance == 0.0
+    assert t.lookup({"lr": 1e-3, "batch_size": 4, "activation": "elu", "budget": 3,
+                     "hb_trial": 7}).distance == 0.0  # schedule keys are not hyperparameters
+    c = t.curve({"lr": 1e-3, "batch_size": 16, "activation": "relu"})
+    assert len(c) == 4 and c[-1] == (0.2 + 1.8 / 4, 0.9 * (0.2 + 1.8 / 4), 1.0)
+    assert t.failure(cfgs[3][0]) == "oom" and t.failure(cfgs[1][0]) is None
+    assert len(t.curve({})) == MAX_T
+
+
+def test_heldout_error_is_leave_one_out(tmp_path):
+    # two pairs of identical configurations: each is predicted exactly by its twin
+    a, b = {"lr": 1e-3, "batch_size": 4, "activation": "elu"}, \
+        {"lr": 1e-2, "batch_size": 16, "activation": "relu"}
+    cfgs = [(DEFAULT, curve(0.5), 1.0, None), (DEFAULT, curve(0.5), 1.0, None),
+            (a, curve(0.3), 1.0, None), (a, curve(0.3), 1.0, None), (b, curve(0.2), 1.0, None),
+            (b, curve(0.2), 1.0, None)]
+    h = load_table(write_table(tmp_path / "t.csv", cfgs)).heldout_error()
+    assert h["final_mae"] == 0.0 and h["epoch_mae"] == 0.0 and h["final_spearman"] == 1.0
+    assert h["failure_agreement"] == 1.0 and h["n_final"] == 6
+    # the mean curve of the other five misses config 0 by |mean(0.5, .3, .3, .2, .2) - .5|
+    assert h["baseline_final_mae"] > 0
+    # one configuration alone: predicted by a different one
+    cfgs[1] = (a, curve(0.35), 1.0, None)
+    h = load_table(write_table(tmp_path / "t.csv", cfgs)).heldout_error()
+    assert h["final_mae"] > 0
+
+
+def test_incomplete_configurations_are_left_out(tmp_path):
+    cfgs = [(DEFAULT, curve(0.5), 1.0, None), (DEFAULT | {"lr": 1e-2}, curve(0.3, n=5), 1.0,
+                                                None)]
+    t = load_table(write_table(tmp_path / "t.csv", cfgs))
+    assert [e.config_id for e in t.entries] == [0] and t.n_incomplete == 1
+
+
+def test_missing_table_is_one_line_and_exit_2(tmp_path, capsys):
+    from experiments.replay import main as replay_main
+    from experiments.search import main as search_main
+
+    with pytest.raises(TableError, match="make lctable SCALE=smoke"):
+        load_table(tmp_path / "smoke" / "lctable.csv")
+    assert search_main(["--method", "asha", "--scale", "smoke", "--backend", "replay",
+                        "--table", str(tmp_path / "none.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: no learning-curve table at ")
+    assert "make lctable SCALE=smoke" in err[0]
+    assert replay_main(["--scale", "smoke", "--check", "--table", str(tmp_path / "x.csv")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_search_cli_and_campaign_skip_complete_searches(tmp_path, capsys):
+    from experiments.replay import main as replay_main
+    from experiments.search import main as search_main
+
+    table = str(_table_of_six(tmp_path))
+    out = tmp_path / "cli"
+    args = ["--method", "asha", "--scale", "smoke", "--backend", "replay", "--table", table,
+            "--out", str(out), "--budget", "30", "--quiet"]
+    assert search_main(args) == 0
+    assert json.loads((out / "metadata.json").read_text())["status"] == "complete"
+    assert search_main(args) == 2  # logs there, no --resume
+    assert search_main([*args, "--resume"]) == 0
+    assert "already complete" in capsys.readouterr().err
+    camp = ["--scale", "smoke", "--table", table, "--methods", "default random", "--seeds",
+            "0 1", "--out", str(tmp_path / "camp"), "--processes", "1", "--budget", "20"]
+    assert replay_main(camp) == 0
+    assert replay_main(camp) == 0
+    assert capsys.readouterr().err.count("skipped (complete)") == 4
+    assert replay_main(["--scale", "smoke", "--table", table, "--check"]) == 0
+    assert "leave-one-out" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------ lctable
+def test_lctable_resumes_without_duplicate_rows(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXP_SYNTHETIC", json.dumps({"fail": {"diverge": 0.3}}))
+    path, ckpt = tmp_path / "lc.csv", tmp_path / "ckpt"
+    kw = dict(n_configs=4, workers=2, out=path, trainable="synthetic", checkpoints=ckpt,
+              progress=False)
+    assert lctable.run("smoke", **kw) == 0
+    full = pd.read_csv(path)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["status"] == "complete" and meta["scale"] == "smoke" and meta["seed"] == 0
+    assert set(full.config_id) == {0, 1, 2, 3, 4}
+    assert not full.duplicated(["config_id", "epoch"]).any()
+    default = full[full.config_id == 0].iloc[0]
+    assert default["p:lr"] == 3e-4 and default["p:batch_size"] == 8  # resolved defaults
+    ok = [c for c, g in full.groupby("config_id") if (g.status == "ok").all()]
+    assert len(ok) >= 2
+    for c, g in full.groupby("config_id"):
+        if c not in ok:  # a failed training: ok epochs 1..k-1, then one failed row at k
+            assert g.status.iloc[-1] == "failed" and g.reason.iloc[-1] == "diverged"
+    # interrupt: config a keeps epochs 1-4 (its checkpoint has 6), config b keeps nothing
+    a, b = ok[0], ok[1]
+    cut = full[~((full.config_id == a) & (full.epoch > 4)) & (full.config_id != b)]
+    cut.to_csv(path, index=False, float_format="%.17g")
+    from experiments.trainables import SyntheticTrainable
+
+    hist = SyntheticTrainable().train("smoke", {}, 6, lambda m: False)  # any 6-epoch state
+    (ckpt / f"config{a}").mkdir(parents=True)
+    (ckpt / f"config{a}" / "synthetic.json").write_text(json.dumps({"history": hist}))
+    assert lctable.run("smoke", **kw) == 0
+    again = pd.read_csv(path)
+    assert not again.duplicated(["config_id", "epoch"]).any()
+    assert len(again) == len(full)
+    g = again[again.config_id == a].set_index("epoch")
+    assert list(sorted(g.index)) == list(range(1, MAX_T + 1))
+    assert g.loc[5, "val_loss"] == hist[4]["val_loss"]  # from the checkpoint's history
+    assert not (ckpt / f"config{a}").exists()
+    # other seed -> other configurations: refused
+    with pytest.raises(ValueError, match="seed"):
+        lctable.run("smoke", **{**kw, "n_configs": 4}, seed=1)
+    t = load_table(path)
+    assert len(t.entries) == 5 and t.meta["trainable"] == "synthetic"
+
+
+def test_lctable_samples_a_prefix_of_larger_draws():
+    a, b = lctable.sample_configs("smoke", 3, 5), lctable.sample_configs("smoke", 6, 5)
+    assert a[0] == {} and a == b[:4]
+
+
+@pytest.mark.slow
+def test_lctable_trains_real_smoke_configurations(tmp_path):
+    if not data_dir("smoke", "train").is_dir():
+        pytest.skip("no smoke data (make data SCALE=smoke)")
+    path = tmp_path / "lc.csv"
+    assert lctable.run("smoke", 1, workers=2, out=path, checkpoints=tmp_path / "ck",
+                       progress=False) == 0
+    t = load_table(path)
+    assert len(t.entries) + t.n_incomplete == 2 and t.max_t == MAX_T
+    assert all(s > 0 for e in t.entries for _, _, s in e.curve)
+    shutil.rmtree(tmp_path / "ck", ignore_errors=True)
