@@ -93,10 +93,10 @@ def optuna_distributions(problem) -> dict[str, BaseDistribution]:
             d = IntDistribution(int(hp.lower), int(hp.upper), log=bool(hp.log))
         elif isinstance(hp, OrdinalHyperparameter):
             seq = [_native(v) for v in hp.sequence]
-            steps = {b - a for a, b in zip(seq, seq[1:])} if all(
-                isinstance(v, int) and not isinstance(v, bool) for v in seq) else {0}
-            if len(seq) == 1 or (len(steps) == 1 and min(steps) > 0):
-                d = IntDistribution(seq[0], seq[-1], step=steps.pop() if steps else 1)
+            ints = all(isinstance(v, int) and not isinstance(v, bool) for v in seq)
+            steps = {b - a for a, b in zip(seq, seq[1:])}  # empty for a single value
+            if ints and len(steps) <= 1 and all(st > 0 for st in steps):
+                d = IntDistribution(seq[0], seq[-1], step=next(iter(steps), 1))
             else:
                 d = CategoricalDistribution(seq)
         elif isinstance(hp, CategoricalHyperparameter):

@@ -58,6 +58,23 @@ def test_space_translation_covers_every_hyperparameter(scale):
     assert isinstance(dists["activation"], CategoricalDistribution)
 
 
+def test_space_translation_of_other_grids_and_ranges():
+    from deephyper.hpo import HpProblem
+
+    p = HpProblem()
+    p.add_hyperparameter([3], "one")
+    p.add_hyperparameter(["x", "y"], "names")
+    p.add_hyperparameter([1, 2, 4], "geometric")
+    p.add_hyperparameter((1, 10), "ints")
+    p.add_hyperparameter((1, 100, "log-uniform"), "log_ints")
+    d = optuna_distributions(p)
+    assert d["one"] == IntDistribution(3, 3)
+    assert d["names"] == CategoricalDistribution(["x", "y"])
+    assert d["geometric"] == CategoricalDistribution([1, 2, 4])
+    assert d["ints"] == IntDistribution(1, 10)
+    assert d["log_ints"] == IntDistribution(1, 100, log=True)
+
+
 def _frame(run):
     return pd.DataFrame(run.results), pd.DataFrame(run.curves)
 
