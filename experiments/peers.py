@@ -14,9 +14,12 @@ configuration, every epoch with its val_loss, train_loss and measured seconds.
 Workers are a discrete-event simulation: a worker that becomes free asks the study for a
 trial; each epoch ends ``epoch_seconds`` (recorded) after the previous one; at each epoch's end,
 in simulated-time order across running trials (ties: lower job id first), the trial reports
-``val_loss`` at step ``epoch`` and asks ``should_prune()``. Budgets are those of our replayed
-searches (:func:`experiments.replay.plan_replay`): the scale's epoch budget, no trial asked once
-the epochs of finished trials reach it, running trials finish; no time budget unless
+``val_loss`` at step ``epoch`` and asks ``should_prune()``; once every event of an instant is
+processed, the trials that ended are told and free workers ask (as
+:class:`experiments.replay.ReplayEvaluator` and the manager loop of :mod:`experiments.search`
+do). Budgets are those of our replayed searches (:func:`experiments.replay.plan_replay`): the
+scale's epoch budget, no trial asked once the epochs of finished trials reach it, running
+trials finish; no time budget unless
 ``--time-budget`` gives one in simulated seconds (then running trials stop after their current
 epoch). Sampler decisions cost no simulated time; their real seconds are logged.
 
@@ -302,38 +305,44 @@ def simulate(peer: Peer, s: Settings, seed: int, curve_fn: CurveFn, workers: int
             running[tr.job_id] = tr
             push(tr, t)
 
-    fill(0.0)
-    while events:
-        t, job_id = heapq.heappop(events)
-        tr = running[job_id]
+    def step(tr: _Trial, t: float) -> tuple[str, str] | None:
+        """The trial's epoch (or failure) that ends at ``t``: (status, reason) if it ends."""
         if tr.epoch >= len(tr.rec.curve):  # the recorded training failed in this epoch
-            fill(t, finish(tr, t, logs.STATUS_FAILED, tr.rec.failure or "no_epoch"))
-            continue
+            return logs.STATUS_FAILED, tr.rec.failure or "no_epoch"
         val, train, secs = (float(x) for x in tr.rec.curve[tr.epoch])
         tr.epoch += 1
         run.curves.append({
-            logs.JOB_ID: job_id, logs.EPOCH: tr.epoch, logs.VAL_LOSS: val,
+            logs.JOB_ID: tr.job_id, logs.EPOCH: tr.epoch, logs.VAL_LOSS: val,
             logs.TRAIN_LOSS: train, logs.EPOCH_SECONDS: secs, logs.T_START: round(tr.t_epoch, 4),
             logs.T_END: round(t, 4), logs.WORKER: tr.worker, logs.DEVICES: devices})
         tr.t_epoch = t
         if not math.isfinite(val):  # a table that records the diverged epoch's loss
-            done = (logs.STATUS_FAILED, "diverged")
-        else:
-            tr.last, tr.best = val, min(tr.best, val)
-            tic = time.perf_counter()
-            tr.trial.report(val, tr.epoch)
-            prune = tr.epoch < s.max_t and tr.trial.should_prune()
-            run.prune_times.append(time.perf_counter() - tic)
-            if tr.epoch >= s.max_t:
-                done = (logs.STATUS_OK, "")
-            elif prune:
-                done = (logs.STATUS_STOPPED, "")
-            elif deadline is not None and t >= deadline:
-                done = (logs.STATUS_STOPPED, "time_budget")
-            else:
-                push(tr, t)
-                continue
-        fill(t, finish(tr, t, *done))
+            return logs.STATUS_FAILED, "diverged"
+        tr.last, tr.best = val, min(tr.best, val)
+        tic = time.perf_counter()
+        tr.trial.report(val, tr.epoch)
+        prune = tr.epoch < s.max_t and tr.trial.should_prune()
+        run.prune_times.append(time.perf_counter() - tic)
+        if tr.epoch >= s.max_t:
+            return logs.STATUS_OK, ""
+        if prune:
+            return logs.STATUS_STOPPED, ""
+        if deadline is not None and t >= deadline:
+            return logs.STATUS_STOPPED, "time_budget"
+        push(tr, t)
+        return None
+
+    fill(0.0)
+    while events:
+        # Every event at this instant (by job id), then the study is told of the trials that
+        # ended and free workers ask: the order of ReplayEvaluator.gather and the manager loop.
+        t, ended = events[0][0], []
+        while events and events[0][0] == t:
+            tr = running[heapq.heappop(events)[1]]
+            outcome = step(tr, t)
+            if outcome is not None:
+                ended.append((tr, outcome))
+        fill(t, sum(finish(tr, t, *outcome) for tr, outcome in ended))
     return run
 
 
