@@ -19,9 +19,25 @@ processed, the trials that ended are told and free workers ask (as
 :class:`experiments.replay.ReplayEvaluator` and the manager loop of :mod:`experiments.search`
 do). Budgets are those of our replayed searches (:func:`experiments.replay.plan_replay`): the
 scale's epoch budget, no trial asked once the epochs of finished trials reach it, running
-trials finish; no time budget unless
-``--time-budget`` gives one in simulated seconds (then running trials stop after their current
-epoch). Sampler decisions cost no simulated time; their real seconds are logged.
+trials finish; no time budget unless ``--time-budget`` gives one in simulated seconds (then
+running trials stop after their current epoch). Sampler decisions cost no simulated time; their
+real seconds are logged.
+
+How the peers differ from our methods (:mod:`experiments.methods`):
+- ``SuccessiveHalvingPruner`` is asynchronous successive halving like our ``asha``: rungs at
+  ``grace * eta**k`` epochs, a trial continues if it is in the top ``1/eta`` of the values
+  recorded at that rung so far (the best so far while fewer than ``eta`` are there).
+- ``HyperbandPruner`` is asynchronous too, like our ``async_hyperband`` (successive-halving
+  brackets with ``min_early_stopping_rate`` 0, 1, ...), not our synchronous ``hyperband``,
+  which promotes whole rungs from checkpoints. Optuna draws a trial's bracket by hashing the
+  study name and trial number, weighted by Hyperband's bracket sizes (most trials in the most
+  aggressive bracket); ours hashes the job number uniformly over brackets.
+- ``TPESampler`` (Optuna 5 defaults: multivariate, constant liar) fills its "good" set with
+  completed trials first, then pruned ones by epochs reached and last value; running trials
+  count as "bad"; failed ones are left out. Our CBO fits every finished trial's last objective
+  (stopped ones alike; a failure as the worst value seen). ``n_startup_trials`` is our
+  ``n_initial_points``.
+- A pruned trial's learning curve stops at its rung; nothing continues it later.
 
 Logs use the live-search layout (:mod:`experiments.logs`), so :mod:`analysis.logs` reads peers
 and our methods alike: ``results/<scale>/replay/<peer>/seed<k>/`` with results.csv,
