@@ -13,7 +13,8 @@ the scale's ``max_t`` with training seed ``--seed`` by the same trainable the li
 (``mlpf``; ``synthetic`` for tests).
 
 Output: ``results/<scale>/lctable.csv`` (columns below) and ``results/<scale>/lctable.json``
-(scale, seed, trainable, workers, threads, git commit, host, package versions, start/end).
+(scale, seed, max_t, trainable, workers, threads and devices per training, git commit, host,
+machine, package versions, start/end).
 
 Rows are appended as epochs finish (one ``write`` per line, as in :mod:`experiments.logs`), by
 ``--workers`` processes with one torch thread each (``EXP_THREADS=n`` overrides it). Rerunning
@@ -207,10 +208,20 @@ def _threads() -> int:
     return int(os.environ.get(THREADS_ENV) or 1)
 
 
+def _devices(trainable) -> int:
+    """Devices one training holds: a GPU, or its CPU threads (as in experiments.worker)."""
+    if not trainable.uses_torch:
+        return 1
+    import torch
+
+    return 1 if torch.cuda.is_available() else _threads()
+
+
 def run(scale: str, n_configs: int | None = None, workers: int = 2, seed: int = 0,
         out: str | Path | None = None, trainable: str = "mlpf",
         checkpoints: str | Path | None = None, progress: bool = True) -> int:
     """Fill the table (resuming); returns an exit code (0: every configuration complete)."""
+    from experiments.machine import machine_info
     from experiments.search import _git_commit, _iso, _versions
     from experiments.trainables import get_trainable
     from mlpf.paths import ROOT
@@ -255,8 +266,9 @@ def run(scale: str, n_configs: int | None = None, workers: int = 2, seed: int = 
                         "trainable_options": tr.options(), "versions": _versions(),
                         "git_commit": _git_commit(), "host": socket.gethostname(),
                         "start_iso": _iso(now), "segments": []}
-    meta.update(n_configs=n_configs, workers=workers, threads=_threads(), status="running",
-                end_iso=None, columns=list(columns))
+    meta.update(n_configs=n_configs, workers=workers, threads=_threads(),
+                devices=_devices(tr), machine=machine_info(), status="running", end_iso=None,
+                columns=list(columns))
     meta["segments"] = [*meta.get("segments", []), segment]
     logs.write_json(meta_path(path), meta)
 

@@ -86,6 +86,20 @@ def test_clock_gives_exact_times_on_two_workers(tmp_path):
     assert (res["m:table_config"] == 0).all() and (res["m:table_distance"] >= 0).all()
 
 
+def test_time_budget_is_a_simulated_deadline(tmp_path):
+    from experiments.replay import plan_replay, run_replay
+
+    table = write_table(tmp_path / "t.csv", [(DEFAULT, curve(0.5), 1.0, None)])
+    plan = plan_replay("random", "smoke", 0, load_table(table), 2, tmp_path / "d",
+                       time_budget=4.5)
+    assert run_replay(plan, load_table(table), progress=False) == 0
+    res, lc, meta = load(tmp_path / "d")
+    # both trials stop after the epoch running at 4.5 s; nothing is submitted after it
+    assert list(res["m:reason"]) == ["time_budget"] * 2 and list(res["m:epochs"]) == [5, 5]
+    assert meta["stopped_by"] == "time" and meta["end_time"] == 5.0
+    assert meta["time_budget_s"] == 4.5
+
+
 def _table_of_six(tmp_path):
     # Final losses and epoch lengths differ, so that ASHA promotions depend on the order.
     cfgs = [(DEFAULT, curve(0.5), 1.0, None)]
