@@ -73,8 +73,9 @@ replay: setup ## replay every method and peer x REPLAY_SEEDS on LCTABLE (simulat
 	    pids="$$pids $$!"; \
 	  done; rc=0; for p in $$pids; do wait $$p || rc=1; done; exit $$rc; \
 	fi
-	@if [ -f analysis/replay.py ]; then echo "$(PY) -m analysis.replay --scale $(SCALE)"; \
-	  $(PY) -m analysis.replay --scale $(SCALE); \
+	@if [ -f analysis/replay.py ]; then \
+	  echo "$(PY) -m analysis.replay --scale $(SCALE) --min-seeds $(REPLAY_SEEDS)"; \
+	  $(PY) -m analysis.replay --scale $(SCALE) --min-seeds $(REPLAY_SEEDS); \
 	else echo "analysis/replay.py not found: no replay figures"; fi
 
 figures: setup ## rebuild paper_figures/SCALE/ from the raw logs in results/SCALE/
