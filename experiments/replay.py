@@ -757,7 +757,7 @@ def campaign(scale: str, seeds: list[int], methods: list[str], table: Table, wor
     def show(r):
         rows.append(r)
         best = f"{r['best']:.4f}" if isinstance(r.get("best"), float) else "-"
-        sim = f"{r['simulated']:.0f}" if isinstance(r.get("simulated"), (int, float)) else "-"
+        sim = f"{r['simulated']:.4g}" if isinstance(r.get("simulated"), (int, float)) else "-"
         print(f"[{len(rows):4d}/{len(tasks)}] {r['method']:16s} seed{r['seed']:<3d} "
               f"{r['status']:18s} trials {r.get('trials') or 0:4d}  epochs "
               f"{r.get('epochs') or 0:5d}  simulated {sim:>6s} s  best {best}  "
