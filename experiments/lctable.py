@@ -19,7 +19,7 @@ machine, package versions, start/end).
 Rows are appended as epochs finish (one ``write`` per line, as in :mod:`experiments.logs`), by
 ``--workers`` processes with one torch thread each (``EXP_THREADS=n`` overrides it). Rerunning
 resumes: complete configurations are skipped; a partly recorded one continues from its
-per-epoch checkpoint (``--checkpoints``, default ``runs/lctable-<scale>/``) or is trained
+per-epoch checkpoint (``--checkpoints``, default ``runs/lctable-<scale>-seed<k>/``) or is trained
 again, and only epochs not yet in the table are written.
 """
 
@@ -232,7 +232,7 @@ def run(scale: str, n_configs: int | None = None, workers: int = 2, seed: int = 
     tr.check_ready(scale)
     n_configs = DEFAULT_CONFIGS[scale] if n_configs is None else int(n_configs)
     path = Path(out) if out else table_path(scale)
-    ckpt_root = Path(checkpoints) if checkpoints else ROOT / "runs" / f"lctable-{scale}"
+    ckpt_root = Path(checkpoints) if checkpoints else ROOT / "runs" / f"lctable-{scale}-seed{seed}"
     configs = sample_configs(scale, n_configs, seed)
     defaults = default_values(scale)
     params = [{**defaults, **c} for c in configs]
@@ -344,7 +344,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="table CSV (default results/<scale>/lctable.csv)")
     p.add_argument("--trainable", default="mlpf", help="mlpf | synthetic")
     p.add_argument("--checkpoints", default=None,
-                   help="per-configuration training states (default runs/lctable-<scale>/)")
+                   help="training states (default runs/lctable-<scale>-seed<k>/)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     try:
