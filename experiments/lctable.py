@@ -294,7 +294,8 @@ def run(scale: str, n_configs: int | None = None, workers: int = 2, seed: int = 
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=remaining, unit="epoch", desc=f"lctable {scale}", file=sys.stderr)
+            bar = tqdm(total=remaining, unit="epoch", desc=f"lctable {scale}", file=sys.stderr,
+                       mininterval=0.5 if sys.stderr.isatty() else 60.0)
         pool = ctx.Pool(min(workers, len(tasks)), _init_worker, (queue, _threads()))
         try:
             pending = pool.imap_unordered(train_config, tasks)

@@ -709,7 +709,7 @@ def _campaign_one(task: tuple[str, int]) -> dict:
     if meta and meta.get("status") == logs.RUN_COMPLETE and \
             meta.get("replay", {}).get("sha256") == table.sha256:
         row["status"] = "skipped (complete)"
-        return {**row, **_outcome(meta)}
+        return {**row, **_outcome(meta, log_dir)}
     _clear(log_dir)
     t0 = time.perf_counter()
     try:
