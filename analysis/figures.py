@@ -101,6 +101,7 @@ def _best_vs(runs: dict, refs: dict, x: str, xlabel: str, logx: bool):
     _reference_lines(ax, refs)
     if logx:
         ax.set_xscale("log")
+    ax.set_yscale("log")  # first-epoch losses are orders of magnitude above the best ones
     ax.set_xlabel(xlabel)
     ax.set_ylabel("best validation loss so far")
     ax.legend(fontsize="small")
@@ -160,6 +161,7 @@ def learning_curves(runs: dict, trials: pd.DataFrame, refs: dict):
         if failed:
             ax.plot(*np.array(failed).T, "o", ms=3, mfc="none", color="k", ls="none")
         ax.autoscale_view()
+        ax.set_yscale("log")
         ax.set_title(m, fontsize="medium")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import warnings
@@ -210,19 +211,35 @@ def main(argv: list[str] | None = None) -> int:
     choice["max_events"] = args.max_events
     out = Path(args.out) / args.scale
     root = out / "physics"
+    # Both trainings at once, each on its share of the cores (one of them alone would leave
+    # cores idle: small models do not scale past a few threads). Logs: physics/<run>/train.log.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, (cores or 1) // len(RUNS))
+    procs = {}
     for run, overrides in (("default", {}), ("best", choice["overrides"])):
-        extra = [f for k, v in (("--max-events", args.max_events), ("--device", args.device))
-                 if v is not None for f in (k, str(v))]
+        extra = [f for k, v in (("--max-events", args.max_events), ("--device", args.device),
+                                ("--threads", threads)) if v is not None for f in (k, str(v))]
         extra.append("--no-progress")
         cmd = train_command(args.scale, epochs, root / run, overrides, extra)
         print(" ".join(cmd), flush=True)
         if args.dry_run:
             continue
         (root / run).mkdir(parents=True, exist_ok=True)
-        rc = subprocess.run(cmd).returncode
+        with open(root / run / "train.log", "w") as log:
+            procs[run] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    if procs:
+        print(f"training {' and '.join(procs)} ({threads} threads each); logs in {root}/*/"
+              "train.log", flush=True)
+    failed = False
+    for run, proc in procs.items():
+        rc = proc.wait()
         if rc != 0:
-            print(f"error: training the {run} configuration failed (exit {rc})", file=sys.stderr)
-            return 1
+            tail = (root / run / "train.log").read_text().strip().splitlines()[-1:]
+            print(f"error: training the {run} configuration failed (exit {rc})"
+                  + (f": {tail[0]}" if tail else ""), file=sys.stderr)
+            failed = True
+    if failed:
+        return 1
     if args.dry_run:
         return 0
     (root / CHOICE_JSON).write_text(json.dumps(choice, indent=1, sort_keys=True) + "\n")

@@ -356,6 +356,7 @@ def best_vs_compute(res: dict):
     if not math.isnan(refs["default_loss"]):
         ax.axhline(refs["default_loss"], color="k", ls="--", lw=1, label="default")
     ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_xlabel("compute spent [device-hours]")
     ax.set_ylabel("median best validation loss so far")
     ax.legend(fontsize="x-small", ncol=2)
