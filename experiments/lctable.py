@@ -204,6 +204,19 @@ def train_config(task: dict) -> tuple[int, str]:
 
 
 # ----------------------------------------------------------------------------- main
+def _lock(path: Path) -> int:
+    """An exclusive lock on the table for this run (a second run on it is refused)."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ValueError(f"{path}: another lctable run is writing this table") from None
+    return fd
+
+
 def _threads() -> int:
     return int(os.environ.get(THREADS_ENV) or 1)
 
@@ -221,8 +234,6 @@ def run(scale: str, n_configs: int | None = None, workers: int = 2, seed: int = 
         out: str | Path | None = None, trainable: str = "mlpf",
         checkpoints: str | Path | None = None, progress: bool = True) -> int:
     """Fill the table (resuming); returns an exit code (0: every configuration complete)."""
-    from experiments.machine import machine_info
-    from experiments.search import _git_commit, _iso, _versions
     from experiments.trainables import get_trainable
     from mlpf.paths import ROOT
     from mlpf.scales import get_scale
@@ -244,19 +255,33 @@ def run(scale: str, n_configs: int | None = None, workers: int = 2, seed: int = 
             if old_meta.get(key) != want:
                 raise ValueError(f"{path} was made with {key}={old_meta.get(key)!r}, not "
                                  f"{want!r}; pass another --out")
-    if path.exists() and path.stat().st_size:
-        header = path.read_text().split("\n", 1)[0].split(",")
-        if tuple(header) != columns:
-            raise ValueError(f"{path} has other columns than this scale's table; "
-                             "pass another --out")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logs.ensure_header(path, columns)
+    header = path.read_text().split("\n", 1)[0].split(",")
+    if tuple(header) != columns:
+        raise ValueError(f"{path} has other columns than this scale's table; "
+                         "pass another --out")
+    lock = _lock(path)
+    try:
+        return _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable, tr,
+                     old_meta, ckpt_root, progress)
+    finally:
+        os.close(lock)
+
+
+def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable, tr, old_meta,
+          ckpt_root, progress) -> int:
+    """The part of :func:`run` that holds the table's lock."""
+    from experiments.machine import machine_info
+    from experiments.search import _git_commit, _iso, _versions
+
+    n_configs = len(configs) - 1
     done = read_progress(path, max_t)
     for cid, d in done.items():
         if cid < len(params) and not all(_same(d["params"].get(k), v)
                                          for k, v in params[cid].items()):
             raise ValueError(f"{path}: configuration {cid} differs from the one drawn with "
                              f"seed {seed}; pass another --out")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    logs.ensure_header(path, columns)
     logs.end_with_newline(path)
 
     now = time.time()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 
 import numpy as np
@@ -290,6 +291,12 @@ def test_lctable_resumes_without_duplicate_rows(tmp_path, monkeypatch):
         lctable.run("smoke", **{**kw, "n_configs": 4}, seed=1)
     t = load_table(path)
     assert len(t.entries) == 5 and t.meta["trainable"] == "synthetic"
+    fd = lctable._lock(path)  # a run in progress: a second one is refused
+    try:
+        with pytest.raises(ValueError, match="another lctable run"):
+            lctable.run("smoke", **kw)
+    finally:
+        os.close(fd)
 
 
 def test_lctable_samples_a_prefix_of_larger_draws():
