@@ -555,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--backend", default="live", choices=("live", "replay"),
                    help="live: train; replay: look epochs up in a learning-curve table, "
-                   "simulated time (experiments.replay)")
+                   "simulated time, --evaluator and --trainable unused (experiments.replay)")
     p.add_argument("--table", default=None,
                    help="replay table (default results/<scale>/lctable.csv)")
     return p
