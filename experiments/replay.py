@@ -63,6 +63,8 @@ from experiments.lctable import (
 from experiments.schedulers import BUDGET_KEY, SCHEDULE_KEYS
 
 LOOKUP = "nearest"  # the lookup rule, as recorded in metadata
+TABLE_CONFIG = "table_config"  # results.csv m:table_config: config id of the replayed curve
+TABLE_DISTANCE = "table_distance"  # m:table_distance: its distance to the trial's configuration
 
 
 class TableError(Exception):
@@ -454,10 +456,6 @@ def replay_trial(job, ctx: ReplayContext, clock, worker: int):
             TABLE_DISTANCE: round(match.distance, 6)}
     objective = f"F_{reason}" if status == logs.STATUS_FAILED else -st["last"]
     return {"objective": objective, "metadata": meta}
-
-
-TABLE_CONFIG = "table_config"  # results.csv m:table_config: config id of the replayed curve
-TABLE_DISTANCE = "table_distance"  # m:table_distance: its distance to the trial's configuration
 
 
 def _lc_line(values: dict) -> str:
