@@ -65,18 +65,13 @@ REPLAY_HALF_A = $(shell seq 0 $$(( $(REPLAY_SEEDS) / 2 - 1 )))
 REPLAY_HALF_B = $(shell seq $$(( $(REPLAY_SEEDS) / 2 )) $$(( $(REPLAY_SEEDS) - 1 )))
 replay: setup ## replay every method and peer x REPLAY_SEEDS on LCTABLE (simulated time), then their figures
 	$(PY) -m experiments.replay --scale $(SCALE) --table $(LCTABLE) --seeds "$(REPLAY_SEED_LIST)" --processes 2
-	@if [ -f experiments/peers.py ]; then \
-	  pids=; for seeds in "$(REPLAY_HALF_A)" "$(REPLAY_HALF_B)"; do \
-	    [ -n "$$seeds" ] || continue; \
-	    echo "$(PY) -m experiments.peers --scale $(SCALE) --table $(LCTABLE) --seeds \"$$seeds\""; \
-	    $(PY) -m experiments.peers --scale $(SCALE) --table $(LCTABLE) --seeds "$$seeds" & \
-	    pids="$$pids $$!"; \
-	  done; rc=0; for p in $$pids; do wait $$p || rc=1; done; exit $$rc; \
-	fi
-	@if [ -f analysis/replay.py ]; then \
-	  echo "$(PY) -m analysis.replay --scale $(SCALE) --min-seeds $(REPLAY_SEEDS)"; \
-	  $(PY) -m analysis.replay --scale $(SCALE) --min-seeds $(REPLAY_SEEDS); \
-	else echo "analysis/replay.py not found: no replay figures"; fi
+	@pids=; for seeds in "$(REPLAY_HALF_A)" "$(REPLAY_HALF_B)"; do \
+	  [ -n "$$seeds" ] || continue; \
+	  echo "$(PY) -m experiments.peers --scale $(SCALE) --table $(LCTABLE) --seeds \"$$seeds\""; \
+	  $(PY) -m experiments.peers --scale $(SCALE) --table $(LCTABLE) --seeds "$$seeds" & \
+	  pids="$$pids $$!"; \
+	done; rc=0; for p in $$pids; do wait $$p || rc=1; done; exit $$rc
+	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds $(REPLAY_SEEDS)
 
 figures: setup ## rebuild paper_figures/SCALE/ from the raw logs in results/SCALE/
 	$(PY) -m analysis.make_figures --scale $(SCALE)
