@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import heapq
 import importlib.metadata
 import io
@@ -373,14 +372,6 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
     tmp = Path(str(path) + ".tmp")
     tmp.write_text(buf.getvalue())
     os.replace(tmp, path)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _versions() -> dict:
