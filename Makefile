@@ -41,7 +41,7 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-test: setup ## run the test suite (slow and MPI tests included; PYTEST_ARGS="-m 'not slow'" skips them)
+test: setup data/smoke/.complete ## run the test suite on generated smoke events (slow and MPI tests included; PYTEST_ARGS="-m 'not slow'" skips them)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup ## ruff
