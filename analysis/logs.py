@@ -16,9 +16,11 @@ Usage:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +118,20 @@ class MissingLogsError(FileNotFoundError):
 
 def warn(msg: str) -> None:
     warnings.warn(msg, LogWarning, stacklevel=2)
+
+
+@contextlib.contextmanager
+def warnings_to_stderr():
+    """Collect the :class:`LogWarning` raised inside the block and print each as one
+    ``warning: ...`` line on stderr when the block ends, also when it returns or raises."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LogWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, LogWarning):
+                    print(f"warning: {w.message}", file=sys.stderr)
 
 
 @dataclass

@@ -16,11 +16,17 @@ import argparse
 import json
 import math
 import sys
-import warnings
 from pathlib import Path
 
 from analysis import figures, physics, tables
-from analysis.logs import DEFAULT_METHOD, LogWarning, MissingLogsError, load_scale, tidy, warn
+from analysis.logs import (
+    DEFAULT_METHOD,
+    MissingLogsError,
+    load_scale,
+    tidy,
+    warn,
+    warnings_to_stderr,
+)
 from analysis.metrics import TARGET_TOL, best_so_far_table, per_seed_metrics, summarize
 from mlpf.paths import FIGURES_DIR, RESULTS_DIR
 
@@ -75,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", type=float, default=None,
                     help="an absolute target validation loss instead")
     args = ap.parse_args(argv)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", LogWarning)
+    with warnings_to_stderr():
         try:
             written = build(args.scale, args.results, args.out, args.default_ref,
                             args.target_tol, args.target)
@@ -84,10 +89,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: no HPO logs under {args.results / args.scale}/ "
                   f"(run `make benchmark SCALE={args.scale}` first)", file=sys.stderr)
             return 2
-        finally:
-            for w in caught:
-                if issubclass(w.category, LogWarning):
-                    print(f"warning: {w.message}", file=sys.stderr)
     print(f"wrote {len(written)} files to {args.out / args.scale}/")
     return 0
 

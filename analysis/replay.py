@@ -41,7 +41,6 @@ import argparse
 import json
 import math
 import sys
-import warnings
 from pathlib import Path
 
 import matplotlib
@@ -63,11 +62,11 @@ from analysis.logs import (  # noqa: E402
     REPLAY_DIR,
     RESULTS_CSV,
     SEED_DIR,
-    LogWarning,
     MissingLogsError,
     load_scale,
     table_default_loss,
     tidy,
+    warnings_to_stderr,
 )
 from analysis.metrics import (  # noqa: E402
     best_on_grid,
@@ -425,18 +424,13 @@ def main(argv: list[str] | None = None) -> int:
                          "replayed default run")
     args = ap.parse_args(argv)
     required = tuple(m for m in args.methods.split(",") if m)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", LogWarning)
+    with warnings_to_stderr():
         try:
             written = build(args.scale, args.results, args.out, required, args.min_seeds,
                             args.default_loss)
         except ReplayLogsError as e:
             print(f"error: {e} (run `{MAKE_HINT.format(scale=args.scale)}`)", file=sys.stderr)
             return 2
-        finally:
-            for w in caught:
-                if issubclass(w.category, LogWarning):
-                    print(f"warning: {w.message}", file=sys.stderr)
     print(f"wrote {len(written)} files to {written[0].parent}/")
     return 0
 

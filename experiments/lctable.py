@@ -74,10 +74,6 @@ def columns_for(names) -> tuple[str, ...]:
 
 
 # ----------------------------------------------------------------------------- configurations
-def _native(v):
-    return v.item() if hasattr(v, "item") else v
-
-
 def default_values(scale: str) -> dict:
     """The searched hyperparameters of the untuned default configuration of ``scale``."""
     from experiments.space import problem_for
@@ -97,7 +93,7 @@ def sample_configs(scale: str, n: int, seed: int) -> list[dict]:
     out: list[dict] = [{}]
     for _ in range(n):
         c = dict(space.sample_configuration())
-        out.append({k: _native(c[k]) for k in problem.hyperparameter_names})
+        out.append({k: logs.native(c[k]) for k in problem.hyperparameter_names})
     return out
 
 

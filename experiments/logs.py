@@ -55,6 +55,21 @@ TRIAL_METADATA = (STATUS, REASON, EPOCHS, BUDGET, BEST_VAL_LOSS, TRIAL_START, TR
 RUN_RUNNING, RUN_COMPLETE, RUN_INTERRUPTED = "running", "complete", "interrupted"
 
 
+def native(v):
+    """A numpy scalar as the Python value (ConfigSpace and pandas hand out numpy scalars)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def clear_logs(log_dir: Path) -> None:
+    """Remove the logs (and leftovers) of an unfinished search folder so that it restarts."""
+    import shutil
+
+    for name in (RESULTS_CSV, LEARNING_CURVES_CSV, METADATA_JSON, METADATA_JSON + ".tmp",
+                 "results.resume.csv"):
+        (log_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(log_dir / "checkpoints", ignore_errors=True)
+
+
 def _fmt(v) -> str:
     """One CSV cell: floats with full precision, NaN/None as empty."""
     if v is None:

@@ -60,16 +60,20 @@ def _gpus() -> list[str]:
     return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def machine_info() -> dict:
     """CPU model, usable and total cores, memory (GiB), OS, GPUs seen by torch, host."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
     return {
         "host": socket.gethostname(),
         "cpu_model": _cpu_model(),
-        "cores_usable": usable,
+        "cores_usable": usable_cores(),
         "cores_total": os.cpu_count(),
         "memory_gib": _memory_gib(),
         "os": platform.platform(),

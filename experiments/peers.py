@@ -51,11 +51,9 @@ from __future__ import annotations
 import argparse
 import csv
 import heapq
-import importlib.metadata
 import io
 import math
 import os
-import platform
 import socket
 import sys
 import time
@@ -63,7 +61,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import optuna
 from ConfigSpace import (
     CategoricalHyperparameter,
@@ -92,10 +89,6 @@ MAX_TRIALS_PER_EPOCH = 10  # guard: trials that fail before epoch 1 consume no e
 
 
 # ------------------------------------------------------------------------------ space
-def _native(v):
-    return v.item() if isinstance(v, np.generic) else v
-
-
 def optuna_distributions(problem) -> dict[str, BaseDistribution]:
     """The DeepHyper problem as Optuna distributions, one per hyperparameter, in its order.
 
@@ -110,7 +103,7 @@ def optuna_distributions(problem) -> dict[str, BaseDistribution]:
         elif isinstance(hp, UniformIntegerHyperparameter):
             d = IntDistribution(int(hp.lower), int(hp.upper), log=bool(hp.log))
         elif isinstance(hp, OrdinalHyperparameter):
-            seq = [_native(v) for v in hp.sequence]
+            seq = [logs.native(v) for v in hp.sequence]
             ints = all(isinstance(v, int) and not isinstance(v, bool) for v in seq)
             steps = {b - a for a, b in zip(seq, seq[1:])}  # empty for a single value
             if ints and len(steps) <= 1 and all(st > 0 for st in steps):
@@ -118,9 +111,9 @@ def optuna_distributions(problem) -> dict[str, BaseDistribution]:
             else:
                 d = CategoricalDistribution(seq)
         elif isinstance(hp, CategoricalHyperparameter):
-            d = CategoricalDistribution([_native(v) for v in hp.choices])
+            d = CategoricalDistribution([logs.native(v) for v in hp.choices])
         elif isinstance(hp, Constant):
-            d = CategoricalDistribution([_native(hp.value)])
+            d = CategoricalDistribution([logs.native(hp.value)])
         else:
             raise TypeError(f"{hp.name}: no Optuna distribution for {type(hp).__name__}")
         out[hp.name] = d
@@ -314,7 +307,7 @@ def simulate(peer: Peer, s: Settings, seed: int, curve_fn: CurveFn, workers: int
             trial = study.ask(dists)  # samples every parameter now
             run.decision_times.append(time.perf_counter() - tic + tell_seconds)
             tell_seconds = 0.0
-            config = {k: _native(trial.params[k]) for k in dists}
+            config = {k: logs.native(trial.params[k]) for k in dists}
             tr = _Trial(trial.number, free.pop(0), trial, config, curve_fn(config), t,
                         t_epoch=t)
             running[tr.job_id] = tr
@@ -374,16 +367,6 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def _versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in ("optuna", "deephyper", "ConfigSpace", "numpy", "pandas"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
 def write_logs(run: Run, log_dir: Path, peer: Peer, s: Settings, seed: int, workers: int,
                table: dict, real_seconds: float, names: list[str]) -> dict:
     """Write results.csv, learning_curves.csv and (last) metadata.json; return the metadata.
@@ -392,7 +375,7 @@ def write_logs(run: Run, log_dir: Path, peer: Peer, s: Settings, seed: int, work
     run_replay`): times in simulated seconds, ``backend`` "replay", the table under
     ``replay``; ``peer`` names the library and its version.
     """
-    from experiments.search import _git_commit
+    from experiments.search import _git_commit, _versions
 
     log_dir.mkdir(parents=True, exist_ok=True)
     _write_csv(log_dir / logs.RESULTS_CSV, results_columns(names, run.meta_keys), run.results)
@@ -427,11 +410,6 @@ def write_logs(run: Run, log_dir: Path, peer: Peer, s: Settings, seed: int, work
     return meta
 
 
-def _clear(log_dir: Path) -> None:
-    for name in (logs.RESULTS_CSV, logs.LEARNING_CURVES_CSV, logs.METADATA_JSON):
-        (log_dir / name).unlink(missing_ok=True)
-
-
 def run_peer(peer_name: str, scale: str, seed: int, curve_fn: CurveFn, log_dir: Path,
              workers: int = 2, table: dict | None = None, budget: int | None = None,
              time_budget: float | None = None, devices: int = DEVICES) -> dict | None:
@@ -444,7 +422,7 @@ def run_peer(peer_name: str, scale: str, seed: int, curve_fn: CurveFn, log_dir: 
     if previous is not None and previous.get("status") == logs.RUN_COMPLETE and \
             previous.get("replay", {}).get("sha256") == table.get("sha256"):
         return None
-    _clear(log_dir)
+    logs.clear_logs(log_dir)
     s = settings_for(scale, budget, time_budget or 0)  # 0: no deadline
     dists = optuna_distributions(problem_for(scale))
     tic = time.perf_counter()

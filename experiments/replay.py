@@ -361,7 +361,7 @@ def load_table(path, scale: str | None = None) -> Table:
             continue
         curve = tuple((float(v), float(t), float(s)) for v, t, s in
                       zip(okr[VAL_LOSS], okr[TRAIN_LOSS], okr[EPOCH_SECONDS]))
-        params = {c[len(PARAM_PREFIX):]: _native(g[c].iloc[0]) for c in p_cols}
+        params = {c[len(PARAM_PREFIX):]: _param_cell(g[c].iloc[0]) for c in p_cols}
         if len(failed):
             f = failed[failed[EPOCH] == k].iloc[0]
             secs = float(f[EPOCH_SECONDS]) if pd.notna(f[EPOCH_SECONDS]) else 0.0
@@ -373,8 +373,9 @@ def load_table(path, scale: str | None = None) -> Table:
     return Table(entries, scale, max_t, path, _sha256(path), meta, n_incomplete)
 
 
-def _native(v):
-    v = v.item() if hasattr(v, "item") else v
+def _param_cell(v):
+    """A ``p:`` cell of the table as the hyperparameter value (flags are read back as str)."""
+    v = logs.native(v)
     if isinstance(v, str) and v in ("True", "False"):
         return v == "True"
     return v
@@ -581,16 +582,6 @@ def replay_dir(scale: str, method: str, seed: int) -> Path:
     return RESULTS_DIR / scale / "replay" / method / f"seed{seed}"
 
 
-def _clear(log_dir: Path) -> None:
-    """Remove the logs of an unfinished replay (it restarts: same seed, same result)."""
-    import shutil
-
-    for name in (logs.RESULTS_CSV, logs.LEARNING_CURVES_CSV, logs.METADATA_JSON,
-                 logs.METADATA_JSON + ".tmp", "results.resume.csv"):
-        (log_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(log_dir / "checkpoints", ignore_errors=True)
-
-
 def plan_replay(method: str, scale: str, seed: int, table: Table, workers: int = 2,
                 out: str | Path | None = None, budget: int | None = None,
                 time_budget: float | None = None, resume: bool = False):
@@ -616,7 +607,7 @@ def plan_replay(method: str, scale: str, seed: int, table: Table, workers: int =
     log_dir = Path(out) if out else replay_dir(scale, method, seed)
     previous = logs.read_json(log_dir / logs.METADATA_JSON)
     if resume and (previous or {}).get("status") != logs.RUN_COMPLETE:
-        _clear(log_dir)
+        logs.clear_logs(log_dir)
     plan = plan_search(method, scale, seed, "serial", workers, str(log_dir), resume, "mlpf",
                        budget, time_budget, check_ready=False)
     plan.evaluator = "replay"
@@ -708,7 +699,7 @@ def _campaign_one(task: tuple[str, int]) -> dict:
             meta.get("replay", {}).get("sha256") == table.sha256:
         row["status"] = "skipped (complete)"
         return {**row, **_outcome(meta, log_dir)}
-    _clear(log_dir)
+    logs.clear_logs(log_dir)
     t0 = time.perf_counter()
     try:
         plan = plan_replay(method, table.scale, seed, table, c["workers"], log_dir,

@@ -30,6 +30,8 @@ from deephyper.hpo._search import Search
 from deephyper.stopper import SuccessiveHalvingStopper
 from deephyper.stopper._stopper import Stopper
 
+from experiments import logs
+
 # Keys a scheduled job carries next to the hyperparameters (they become p:<key> in results.csv).
 BUDGET_KEY = "budget"  # epochs to train this job for
 HB_KEYS = ("hb_bracket", "hb_rung", "hb_trial")  # bracket number, rung index, trial number
@@ -119,10 +121,6 @@ def hyperband_brackets(max_t: int, eta: int, min_t: int = 1) -> list[list[tuple[
     return table
 
 
-def _native(v):
-    return v.item() if isinstance(v, np.generic) else v
-
-
 class RandomSampler:
     """Configurations drawn uniformly from the problem (seeded)."""
 
@@ -136,7 +134,7 @@ class RandomSampler:
             return []
         samples = self.space.sample_configuration(size=n)
         samples = samples if isinstance(samples, list) else [samples]
-        return [{k: _native(dict(c)[k]) for k in self.names} for c in samples]
+        return [{k: logs.native(dict(c)[k]) for k in self.names} for c in samples]
 
     def observe(self, budget: int, config: dict, objective) -> None:
         pass
@@ -176,7 +174,7 @@ class ModelSampler(RandomSampler):
                     multi_point_strategy="qUCB", n_initial_points=self.n_min)
         model.tell([(c, y) for c, y in rows])
         n_model = int(np.sum(self.rng.random(n) >= self.random_fraction))
-        out = [{k: _native(c[k]) for k in self.names} for c in model.ask(n_model)] \
+        out = [{k: logs.native(c[k]) for k in self.names} for c in model.ask(n_model)] \
             if n_model else []
         self.n_model_asks += len(out)
         return out + super().ask(n - len(out))

@@ -37,8 +37,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
 from experiments import logs
 from experiments.machine import machine_info
 from experiments.methods import get_method, method_metadata, settings_for, uses_checkpoints
@@ -75,7 +73,7 @@ class Plan:
 def _versions() -> dict:
     out = {"python": platform.python_version()}
     for pkg in ("deephyper", "mpi4py", "numpy", "pandas", "scikit-learn", "ConfigSpace",
-                "torch", "torch_geometric"):
+                "torch", "torch_geometric", "optuna"):
         try:
             out[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
@@ -199,12 +197,6 @@ class Progress:
 
 
 # ------------------------------------------------------------------------------ restore
-def _native(v):
-    if isinstance(v, np.generic):
-        v = v.item()
-    return v
-
-
 def _objective(v):
     """results.csv objective cell -> float, or the failure string ``F_<reason>``."""
     if isinstance(v, str):
@@ -248,10 +240,10 @@ def _restore(search, ev, log_dir: Path, results_df, lc_df) -> tuple[int, int]:
         p_cols = [c for c in results_df.columns if c.startswith("p:")]
         m_cols = [c for c in results_df.columns if c.startswith("m:")]
         for _, row in results_df.iterrows():
-            args = {c[2:]: _native(row[c]) for c in p_cols}
+            args = {c[2:]: logs.native(row[c]) for c in p_cols}
             obj = _objective(row["objective"])
             job = HPOJob(f"{sid}.{int(row['job_id'])}", args, None, storage)
-            meta = {c[2:]: _native(row[c]) for c in m_cols}
+            meta = {c[2:]: logs.native(row[c]) for c in m_cols}
             meta = {k: (None if isinstance(v, float) and math.isnan(v) else v)
                     for k, v in meta.items()}
             job.set_output({"objective": obj, "metadata": meta})
