@@ -292,6 +292,25 @@ def _kill_children() -> None:
             pass
 
 
+def _reset_storage_connection(ev) -> None:
+    """Drop the manager's connection to the evaluator's storage server, if it has one.
+
+    The process evaluator keeps job states in a multiprocessing server (DeepHyper's
+    SharedMemoryStorage, a proxy). A signal that interrupts a call to it may leave half a reply
+    on the connection, and the next call would read that instead of its own reply. The proxy
+    opens a new connection on its next call when the thread-local one is gone.
+    """
+    tls = getattr(getattr(ev, "_storage", None), "_tls", None)
+    conn = getattr(tls, "connection", None)
+    if conn is None:
+        return
+    try:
+        conn.close()
+    except OSError:
+        pass
+    del tls.connection
+
+
 def drive(plan: Plan, ev, workers: int, meta: dict, progress: bool = True) -> int:
     """The manager loop. Returns the exit code (0 complete, 143 interrupted).
 
@@ -400,6 +419,7 @@ def drive(plan: Plan, ev, workers: int, meta: dict, progress: bool = True) -> in
                 last_meta_write = time.monotonic()
     except _Interrupted:
         status = logs.RUN_INTERRUPTED
+        _reset_storage_connection(ev)
         done = [t for t in ev._tasks_running if t.done() and not t.cancelled()
                 and t.exception() is None]
         harvested = ev._process_local_tasks_done(done)  # finished, not yet gathered
