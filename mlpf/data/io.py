@@ -56,7 +56,7 @@ DTYPE_NAMES = frozenset({"b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "
 # elsize, alignment, flags). Flags 0 means no object references, no fields, no subarrays.
 _DTYPE_BYTEORDERS = ("<", ">", "|", "=")
 _DTYPE_STATE_REST = (None, None, None, -1, -1, 0)
-_READ_CHUNK = 1 << 20
+_READ_CHUNK = 1 << 16
 
 # (module, name) a numpy array pickle refers to, numpy 1.x and 2.x spellings, and the bytes
 # helpers of protocol 2. They are never imported: each maps to a rule in _Interpreter._reduce.
@@ -644,9 +644,11 @@ def _validate(obj, path, file_bytes: int) -> list[Event]:
     events = []
     for i in range(len(lists[0])):
         arrays = {}
-        for key, v in zip(KEYS, lists):
-            a = _unwrap(v[i]).astype(np.float32)  # a copy: writable, owns its memory
-            v[i] = None  # the file's bytes for this event can go
+        sources = [_unwrap(v[i]) for v in lists]
+        for v in lists:
+            v[i] = None  # the file's bytes for this event go once converted
+        for key, src in zip(KEYS, sources):
+            a = src.astype(np.float32)  # a copy: writable, owns its memory
             if not np.isfinite(a).all():
                 raise DataError(path, f"event {i}: {key} has non-finite values")
             arrays[key] = a

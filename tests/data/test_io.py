@@ -196,3 +196,45 @@ def test_inspect_cli_bad_file_exit_2_one_line(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "bad.pkl.bz2" in lines[0]
     assert "good.pkl.bz2" in r.stdout  # the good file is still summarised
+
+
+def _layout(a, layout):
+    return {"c": a, "fortran": np.asfortranarray(a), "strided": np.repeat(a, 2, axis=1)[:, ::2],
+            "float64": a.astype(np.float64), "bigendian": a.astype(">f8"),
+            "float16": a.astype(np.float16), "int": a.astype(np.int32), "empty": a[:0]}[layout]
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+@pytest.mark.parametrize("layout", ["c", "fortran", "strided", "float64", "bigendian", "float16",
+                                    "int", "empty"])
+def test_plain_pickle_files_read_as_pickle_reads_them(tmp_path, protocol, layout):
+    # Reference: what pickle.loads gives for this (trusted) file, converted as the reader does.
+    events = [make_event(6, 0), make_event(3, 1)]
+    obj = {k: [_layout(getattr(e, k), layout) for e in events] for k in ("X", "ygen", "ycand")}
+    path = dump(tmp_path / "p.pkl.bz2", obj, protocol)
+    ref = pickle.loads(bz2.decompress(path.read_bytes()))
+    back = io.read_file(path)
+    for i, ev in enumerate(back):
+        for k in ("X", "ygen", "ycand"):
+            want, got = ref[k][i].astype(np.float32), getattr(ev, k)
+            np.testing.assert_array_equal(got, want)
+            assert got.dtype == np.float32 and got.flags.writeable
+            assert got.flags.f_contiguous == want.flags.f_contiguous
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_numpy_1x_module_names_are_read(tmp_path, protocol):
+    # numpy 1.x pickles name numpy.core.*, numpy 2.x numpy._core.*; the bytes differ only there
+    events = [make_event(4, 2)]
+    raw = pickle.dumps(as_dict(events), protocol=protocol)
+    for new in (b"multiarray", b"numeric"):
+        old_name, new_name = b"numpy._core." + new, b"numpy.core." + new
+        if protocol == 2:
+            raw = raw.replace(old_name + b"\n", new_name + b"\n")
+        else:  # SHORT_BINUNICODE: the length byte changes too
+            raw = raw.replace(bytes([0x8C, len(old_name)]) + old_name,
+                              bytes([0x8C, len(new_name)]) + new_name)
+    assert b"numpy._core" not in raw and b"numpy.core" in raw
+    (tmp_path / "old.pkl.bz2").write_bytes(bz2.compress(raw))
+    back = io.read_file(tmp_path / "old.pkl.bz2")
+    np.testing.assert_array_equal(back[0].X, events[0].X)
