@@ -54,23 +54,16 @@ data/%/.complete: | $(STAMP)
 	touch $@
 
 benchmark: setup data ## run the searches for SCALE: METHODS, SEEDS, WORKERS, EVALUATOR=process|mpi
-	$(PY) -m experiments.benchmark --scale $(SCALE) --methods "$(METHODS)" \
+	$(PY) -m experiments.campaign --backend live --scale $(SCALE) --methods "$(METHODS)" \
 	  --seeds "$(SEEDS)" --workers $(WORKERS) --evaluator $(EVALUATOR)
 
 lctable: setup data ## train CONFIGS sampled configurations + the default to max_t: results/SCALE/lctable.csv
 	$(PY) -m experiments.lctable --scale $(SCALE) --workers $(WORKERS) $(if $(CONFIGS),--configs $(CONFIGS))
 
 REPLAY_SEED_LIST = $(shell seq 0 $$(( $(REPLAY_SEEDS) - 1 )))
-REPLAY_HALF_A = $(shell seq 0 $$(( $(REPLAY_SEEDS) / 2 - 1 )))
-REPLAY_HALF_B = $(shell seq $$(( $(REPLAY_SEEDS) / 2 )) $$(( $(REPLAY_SEEDS) - 1 )))
 replay: setup ## replay every method and peer x REPLAY_SEEDS on LCTABLE (simulated time), then their figures
-	$(PY) -m experiments.replay --scale $(SCALE) --table $(LCTABLE) --seeds "$(REPLAY_SEED_LIST)" --processes 2
-	@pids=; for seeds in "$(REPLAY_HALF_A)" "$(REPLAY_HALF_B)"; do \
-	  [ -n "$$seeds" ] || continue; \
-	  echo "$(PY) -m experiments.peers --scale $(SCALE) --table $(LCTABLE) --seeds \"$$seeds\""; \
-	  $(PY) -m experiments.peers --scale $(SCALE) --table $(LCTABLE) --seeds "$$seeds" & \
-	  pids="$$pids $$!"; \
-	done; rc=0; for p in $$pids; do wait $$p || rc=1; done; exit $$rc
+	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table $(LCTABLE) \
+	  --seeds "$(REPLAY_SEED_LIST)" --processes $(NPROC)
 	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds $(REPLAY_SEEDS)
 
 figures: setup ## rebuild paper_figures/SCALE/ from the raw logs in results/SCALE/

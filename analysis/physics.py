@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import warnings
@@ -29,7 +30,6 @@ import pandas as pd
 
 from analysis.logs import HP_PREFIX, LogWarning, MissingLogsError, hp_columns, load_scale, tidy
 from analysis.tables import best_configs, fmt_value, write_table
-from experiments.machine import usable_cores
 from mlpf.paths import FIGURES_DIR, RESULTS_DIR
 from mlpf.scales import get_scale
 
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     root = out / "physics"
     # Both trainings at once, each on its share of the cores (one of them alone would leave
     # cores idle: small models do not scale past a few threads). Logs: physics/<run>/train.log.
-    threads = max(1, usable_cores() // len(RUNS))
+    threads = max(1, len(os.sched_getaffinity(0)) // len(RUNS))  # cores this process may use
     procs = {}
     for run, overrides in (("default", {}), ("best", choice["overrides"])):
         extra = [f for k, v in (("--max-events", args.max_events), ("--device", args.device),

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from experiments import logs  # noqa: E402
-from experiments.benchmark import search_command  # noqa: E402
+from experiments.campaign import search_command  # noqa: E402
 from experiments.methods import METHODS  # noqa: E402
 
 

@@ -25,7 +25,6 @@ again, and only epochs not yet in the table are written.
 
 from __future__ import annotations
 
-import argparse
 import math
 import multiprocessing as mp
 import os
@@ -36,53 +35,30 @@ import time
 from pathlib import Path
 
 from experiments import logs
-
-# ----------------------------------------------------------------------------- table columns
-# One row per (configuration, epoch). A failed training adds one row with status "failed" at
-# the epoch it failed in: val_loss and train_loss empty, epoch_seconds the time that epoch ran
-# until the failure. A configuration is complete when it has ok rows for epochs 1..max_t, or ok
-# rows 1..k-1 and a failed row at epoch k.
-CONFIG_ID = "config_id"  # 0 = untuned default, 1..N = sampled
-EPOCH = logs.EPOCH  # 1-based
-VAL_LOSS = logs.VAL_LOSS
-TRAIN_LOSS = logs.TRAIN_LOSS
-EPOCH_SECONDS = logs.EPOCH_SECONDS  # wall seconds of the epoch (training + validation)
-STATUS = "status"  # ok | failed
-STATUS_OK, STATUS_FAILED = logs.STATUS_OK, logs.STATUS_FAILED
-REASON = "reason"  # failed rows: diverged | oom | error:<Exception>; empty otherwise
-PARAM_PREFIX = "p:"  # then one column p:<hyperparameter> per searched hyperparameter
-BASE_COLUMNS = (CONFIG_ID, EPOCH, VAL_LOSS, TRAIN_LOSS, EPOCH_SECONDS, STATUS, REASON)
+from experiments.cli import CliError, Parser, add_scale, positive_int, run_main
+from experiments.provenance import git_commit, iso, machine_info, versions
+from experiments.table import (
+    CONFIG_ID,
+    EPOCH,
+    EPOCH_SECONDS,
+    PARAM_PREFIX,
+    REASON,
+    STATUS,
+    STATUS_FAILED,
+    STATUS_OK,
+    TRAIN_LOSS,
+    VAL_LOSS,
+    columns_for,
+    default_values,
+    meta_path,
+    table_path,
+)
 
 DEFAULT_CONFIGS = {"smoke": 8, "small": 24, "paper": 24}
 THREADS_ENV = "EXP_THREADS"
 
 
-def table_path(scale: str) -> Path:
-    """Default location of a scale's table: ``results/<scale>/lctable.csv``."""
-    from mlpf.paths import RESULTS_DIR
-
-    return RESULTS_DIR / scale / "lctable.csv"
-
-
-def meta_path(table: Path) -> Path:
-    """The JSON next to a table: ``lctable.csv`` -> ``lctable.json``."""
-    return Path(table).with_suffix(".json")
-
-
-def columns_for(names) -> tuple[str, ...]:
-    return (*BASE_COLUMNS, *(PARAM_PREFIX + n for n in sorted(names)))
-
-
 # ----------------------------------------------------------------------------- configurations
-def default_values(scale: str) -> dict:
-    """The searched hyperparameters of the untuned default configuration of ``scale``."""
-    from experiments.space import problem_for
-    from mlpf.train import config_for_scale
-
-    cfg = config_for_scale(scale).to_dict()
-    return {n: cfg[n] for n in problem_for(scale).hyperparameter_names}
-
-
 def sample_configs(scale: str, n: int, seed: int) -> list[dict]:
     """``[{}] + n`` configurations drawn one at a time (a prefix of any larger draw)."""
     from experiments.space import problem_for
@@ -268,9 +244,6 @@ def run(scale: str, n_configs: int | None = None, workers: int = 2, seed: int = 
 def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable, tr, old_meta,
           ckpt_root, progress) -> int:
     """The part of :func:`run` that holds the table's lock."""
-    from experiments.machine import machine_info
-    from experiments.search import _git_commit, _iso, _versions
-
     n_configs = len(configs) - 1
     done = read_progress(path, max_t)
     for cid, d in done.items():
@@ -281,12 +254,12 @@ def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable
     logs.end_with_newline(path)
 
     now = time.time()
-    segment = {"start_iso": _iso(now), "end_iso": None, "workers": workers,
+    segment = {"start_iso": iso(now), "end_iso": None, "workers": workers,
                "threads": _threads(), "host": socket.gethostname()}
     meta = old_meta or {"scale": scale, "seed": seed, "max_t": max_t, "trainable": trainable,
-                        "trainable_options": tr.options(), "versions": _versions(),
-                        "git_commit": _git_commit(), "host": socket.gethostname(),
-                        "start_iso": _iso(now), "segments": []}
+                        "trainable_options": tr.options(), "versions": versions(),
+                        "git_commit": git_commit(), "host": socket.gethostname(),
+                        "start_iso": iso(now), "segments": []}
     meta.update(n_configs=n_configs, workers=workers, threads=_threads(),
                 devices=_devices(tr), machine=machine_info(), status="running", end_iso=None,
                 columns=list(columns))
@@ -345,7 +318,7 @@ def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable
     if status == "complete" and incomplete:
         status = "incomplete"
     meta["status"] = status
-    meta["end_iso"] = segment["end_iso"] = _iso(time.time())
+    meta["end_iso"] = segment["end_iso"] = iso(time.time())
     meta["n_failed"] = sum(1 for d in final.values() if d["failed"])
     logs.write_json(meta_path(path), meta)
     if status == "complete" and ckpt_root.exists() and not any(ckpt_root.iterdir()):
@@ -356,27 +329,29 @@ def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.lctable",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("--scale", required=True, help="smoke | small | paper")
+    p = Parser("python -m experiments.lctable", __doc__)
+    add_scale(p)
     p.add_argument("--configs", type=int, default=None,
                    help=f"sampled configurations besides the default ({DEFAULT_CONFIGS})")
-    p.add_argument("--workers", type=int, default=2, help="parallel trainings")
+    p.add_argument("--workers", type=positive_int, default=2, help="parallel trainings")
     p.add_argument("--seed", type=int, default=0, help="sampling and training seed")
     p.add_argument("--out", default=None, help="table CSV (default results/<scale>/lctable.csv)")
     p.add_argument("--trainable", default="mlpf", help="mlpf | synthetic")
     p.add_argument("--checkpoints", default=None,
                    help="training states (default runs/lctable-<scale>-seed<k>/)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    a = p.parse_args(argv)
-    try:
-        if a.workers < 1 or (a.configs is not None and a.configs < 0):
-            raise ValueError("--workers must be >= 1 and --configs >= 0")
-        return run(a.scale, a.configs, a.workers, a.seed, a.out, a.trainable, a.checkpoints,
-                   progress=not a.quiet)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+    def body() -> int:
+        a = p.parse_args(argv)
+        try:
+            if a.configs is not None and a.configs < 0:
+                raise ValueError("--configs must be >= 0")
+            return run(a.scale, a.configs, a.workers, a.seed, a.out, a.trainable,
+                       a.checkpoints, progress=not a.quiet)
+        except (ValueError, FileNotFoundError) as e:
+            raise CliError(str(e)) from None
+
+    return run_main(body)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def clear_logs(log_dir: Path) -> None:
     shutil.rmtree(log_dir / "checkpoints", ignore_errors=True)
 
 
-def _fmt(v) -> str:
+def fmt_cell(v) -> str:
     """One CSV cell: floats with full precision, NaN/None as empty."""
     if v is None:
         return ""
@@ -79,13 +79,25 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def format_row(values: dict, columns=LC_COLUMNS) -> str:
+    """One CSV line (with its newline) of ``values`` in the order of ``columns``."""
+    return ",".join(fmt_cell(values.get(c)) for c in columns) + "\n"
+
+
+def write_csv(path: Path, columns, rows: list[dict]) -> None:
+    """A whole CSV file at once (temp file + rename), cells formatted like the row writers."""
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(",".join(columns) + "\n" + "".join(format_row(r, columns) for r in rows))
+    os.replace(tmp, path)
+
+
 def append_row(path: Path, values: dict, columns=LC_COLUMNS) -> None:
     """Append one whole CSV line with a single ``write`` on an ``O_APPEND`` descriptor.
 
     Writers in several processes (or ranks on a shared file system) never interleave inside a
     line, and ``fsync`` makes the row survive a killed search.
     """
-    line = ",".join(_fmt(values.get(c)) for c in columns) + "\n"
+    line = format_row(values, columns)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode())
@@ -149,6 +161,16 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def deadline(meta: dict) -> float | None:
+    """When a search's time budget ends (metadata ``time_budget_s``; the time of earlier
+    segments counts), in the clock of its ``start_time``; None without a time budget."""
+    if not meta.get("time_budget_s"):
+        return None
+    segs = meta["segments"]
+    used = sum(s["end_time"] - s["start_time"] for s in segs[:-1] if s.get("end_time"))
+    return segs[-1]["start_time"] + meta["time_budget_s"] - used
 
 
 def summarize_times(times: list[float]) -> dict:

@@ -30,15 +30,13 @@ Paper methods: ``random``, ``hyperband``, ``asha``, ``asha_bo``. Beyond the pape
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from deephyper.hpo import CBO, RandomSearch
 
 from experiments.schedulers import ASHAStopper, FixedSearch, HyperbandSearch, hyperband_brackets
+from experiments.trial import checkpoint_dir
 from mlpf.scales import get_scale
-
-PAPER_METHODS = ("random", "hyperband", "asha", "asha_bo")
 
 
 @dataclass(frozen=True)
@@ -82,78 +80,51 @@ CBO_KWARGS = dict(surrogate_model="ET", acq_func="UCBd", acq_optimizer="sampling
 
 @dataclass(frozen=True)
 class Method:
+    """A method as data: what it composes. Construction (:func:`build`) and the metadata
+    logged with every search (:func:`method_metadata`) both derive from this record.
+
+    search: ``random`` (DeepHyper RandomSearch), ``cbo`` (DeepHyper CBO, a Bayesian model),
+        ``hyperband`` (synchronous Hyperband, :class:`experiments.schedulers.HyperbandSearch`)
+        or ``fixed`` (the untuned default, once).
+    stopper: None or ``asha`` (:class:`experiments.schedulers.ASHAStopper`).
+    brackets: ASHA brackets: ``one``, or ``async`` (one per minimum early-stopping rate:
+        asynchronous Hyperband).
+    sampler: Hyperband's proposals: ``random``, or ``model`` (BOHB-style).
+    """
+
     name: str
     summary: str
-    make: Callable  # (problem, settings, seed, log_dir) -> deephyper Search
-    describe: Callable  # settings -> dict of method settings for metadata.json
+    search: str
+    stopper: str | None = None
+    brackets: str = "one"
+    sampler: str = "random"
+    paper: bool = False  # one of the four methods of the paper
 
-
-def _ckpt(log_dir: str):
-    from experiments.worker import checkpoint_dir
-
-    return lambda trial: checkpoint_dir(log_dir, trial)
-
-
-def uses_checkpoints(name: str) -> bool:
-    """Whether a method's trials continue from checkpoints (Hyperband promotions)."""
-    return METHODS[name].describe(settings_for("smoke")).get("promotion") == "continue"
-
-
-def _asha(s: Settings, brackets: int = 1) -> ASHAStopper:
-    return ASHAStopper(max_steps=s.max_t, grace=s.grace, eta=s.eta, brackets=brackets)
-
-
-def _n_async_brackets(s: Settings) -> int:
-    return int(math.floor(math.log(s.max_t / s.grace) / math.log(s.eta) + 1e-9)) + 1
-
-
-def _base(s: Settings, **extra) -> dict:
-    return {"max_t": s.max_t, "budget_epochs": s.budget, "time_budget_s": s.time_budget,
-            **extra}
+    @property
+    def checkpoints(self) -> bool:
+        """Whether trials continue from checkpoints (Hyperband promotions)."""
+        return self.search == "hyperband"
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
-    Method("random", "random search, every trial to max_t",
-           lambda p, s, seed, d: RandomSearch(p, random_state=seed, log_dir=d),
-           lambda s: _base(s, search="RandomSearch", stopper=None)),
+    Method("random", "random search, every trial to max_t", "random", paper=True),
     Method("hyperband", "synchronous Hyperband (Li et al. 2018), random proposals",
-           lambda p, s, seed, d: HyperbandSearch(p, s.max_t, s.eta, s.grace, random_state=seed,
-                                                 log_dir=d, checkpoint_dir=_ckpt(d)),
-           lambda s: _base(s, search="HyperbandSearch", stopper=None, eta=s.eta, min_t=s.grace,
-                           brackets=hyperband_brackets(s.max_t, s.eta, s.grace),
-                           promotion="continue")),
-    Method("asha", "random search + asynchronous successive halving (1 bracket)",
-           lambda p, s, seed, d: RandomSearch(p, random_state=seed, log_dir=d, stopper=_asha(s)),
-           lambda s: _base(s, search="RandomSearch", stopper="ASHA", grace=s.grace, eta=s.eta,
-                           brackets=1)),
-    Method("asha_bo", "Bayesian optimisation (CBO) + ASHA",
-           lambda p, s, seed, d: CBO(p, random_state=seed, log_dir=d, stopper=_asha(s),
-                                     n_initial_points=s.n_initial_points, **CBO_KWARGS),
-           lambda s: _base(s, search="CBO", stopper="ASHA", grace=s.grace, eta=s.eta,
-                           brackets=1, n_initial_points=s.n_initial_points, cbo=CBO_KWARGS)),
-    Method("async_hyperband", "random search + ASHA brackets by hashed job id",
-           lambda p, s, seed, d: RandomSearch(p, random_state=seed, log_dir=d,
-                                              stopper=_asha(s, _n_async_brackets(s))),
-           lambda s: _base(s, search="RandomSearch", stopper="ASHA", grace=s.grace, eta=s.eta,
-                           brackets=_n_async_brackets(s))),
-    Method("bohb", "Hyperband with model-based proposals (BOHB-style)",
-           lambda p, s, seed, d: HyperbandSearch(p, s.max_t, s.eta, s.grace, random_state=seed,
-                                                 log_dir=d, sampler="model",
-                                                 checkpoint_dir=_ckpt(d)),
-           lambda s: _base(s, search="HyperbandSearch", sampler="model", stopper=None,
-                           eta=s.eta, min_t=s.grace,
-                           brackets=hyperband_brackets(s.max_t, s.eta, s.grace),
-                           promotion="continue", random_fraction=1 / 3)),
-    Method("bo", "Bayesian optimisation (CBO), every trial to max_t",
-           lambda p, s, seed, d: CBO(p, random_state=seed, log_dir=d,
-                                     n_initial_points=s.n_initial_points, **CBO_KWARGS),
-           lambda s: _base(s, search="CBO", stopper=None, n_initial_points=s.n_initial_points,
-                           cbo=CBO_KWARGS)),
-    Method("default", "the untuned default configuration, trained once to max_t",
-           lambda p, s, seed, d: FixedSearch(p, [{}], random_state=seed, log_dir=d),
-           lambda s: {"max_t": s.max_t, "budget_epochs": s.max_t, "time_budget_s": None,
-                      "search": "FixedSearch", "config": {}, "stopper": None}),
+           "hyperband", paper=True),
+    Method("asha", "random search + asynchronous successive halving (1 bracket)", "random",
+           stopper="asha", paper=True),
+    Method("asha_bo", "Bayesian optimisation (CBO) + ASHA", "cbo", stopper="asha", paper=True),
+    Method("async_hyperband", "random search + ASHA brackets by hashed job id", "random",
+           stopper="asha", brackets="async"),
+    Method("bohb", "Hyperband with model-based proposals (BOHB-style)", "hyperband",
+           sampler="model"),
+    Method("bo", "Bayesian optimisation (CBO), every trial to max_t", "cbo"),
+    Method("default", "the untuned default configuration, trained once to max_t", "fixed"),
 ]}
+PAPER_METHODS = tuple(m.name for m in METHODS.values() if m.paper)
+
+_SEARCH_CLASS = {"random": "RandomSearch", "cbo": "CBO", "hyperband": "HyperbandSearch",
+                 "fixed": "FixedSearch"}
+BOHB_RANDOM_FRACTION = 1 / 3  # configurations a BOHB-style sampler still draws at random
 
 
 def get_method(name: str) -> Method:
@@ -164,6 +135,50 @@ def get_method(name: str) -> Method:
             from None
 
 
+def n_brackets(m: Method, s: Settings) -> int:
+    """ASHA brackets of ``m``: 1, or one per minimum early-stopping rate (rungs below max_t)."""
+    if m.brackets == "one":
+        return 1
+    return int(math.floor(math.log(s.max_t / s.grace) / math.log(s.eta) + 1e-9)) + 1
+
+
+def build(name: str, problem, s: Settings, seed: int, log_dir: str):
+    """The DeepHyper search of method ``name``: its search composed with its stopper."""
+    m = get_method(name)
+    stopper = ASHAStopper(max_steps=s.max_t, grace=s.grace, eta=s.eta,
+                          brackets=n_brackets(m, s)) if m.stopper == "asha" else None
+    if m.search == "random":
+        return RandomSearch(problem, random_state=seed, log_dir=log_dir, stopper=stopper)
+    if m.search == "cbo":
+        return CBO(problem, random_state=seed, log_dir=log_dir, stopper=stopper,
+                   n_initial_points=s.n_initial_points, **CBO_KWARGS)
+    if m.search == "hyperband":
+        return HyperbandSearch(problem, s.max_t, s.eta, s.grace, random_state=seed,
+                               log_dir=log_dir, sampler=m.sampler,
+                               checkpoint_dir=lambda trial: checkpoint_dir(log_dir, trial),
+                               random_fraction=BOHB_RANDOM_FRACTION)
+    if m.search == "fixed":
+        return FixedSearch(problem, [{}], random_state=seed, log_dir=log_dir)
+    raise ValueError(f"method {name}: unknown search {m.search!r}")
+
+
 def method_metadata(name: str, s: Settings) -> dict:
-    return {"name": name, "summary": METHODS[name].summary, "settings": asdict(s),
-            **METHODS[name].describe(s)}
+    """What metadata.json records about the method (derived from its record)."""
+    m = get_method(name)
+    if m.search == "fixed":
+        s = replace(s, budget=s.max_t, time_budget=None)
+    out = {"name": name, "summary": m.summary, "settings": asdict(s), "max_t": s.max_t,
+           "budget_epochs": s.budget, "time_budget_s": s.time_budget,
+           "search": _SEARCH_CLASS[m.search], "stopper": m.stopper.upper() if m.stopper else None}
+    if m.stopper == "asha":
+        out.update(grace=s.grace, eta=s.eta, brackets=n_brackets(m, s))
+    if m.search == "cbo":
+        out.update(n_initial_points=s.n_initial_points, cbo=CBO_KWARGS)
+    if m.search == "hyperband":
+        out.update(eta=s.eta, min_t=s.grace, brackets=hyperband_brackets(s.max_t, s.eta, s.grace),
+                   promotion="continue", sampler=m.sampler)
+        if m.sampler == "model":
+            out["random_fraction"] = BOHB_RANDOM_FRACTION
+    if m.search == "fixed":
+        out["config"] = {}
+    return out

@@ -26,11 +26,9 @@ from pathlib import Path
 
 import numpy as np
 from deephyper.hpo import CBO
-from deephyper.hpo._search import Search
-from deephyper.stopper import SuccessiveHalvingStopper
-from deephyper.stopper._stopper import Stopper
 
 from experiments import logs
+from experiments.dhcompat import Search, Stopper, SuccessiveHalvingStopper
 
 # Keys a scheduled job carries next to the hyperparameters (they become p:<key> in results.csv).
 BUDGET_KEY = "budget"  # epochs to train this job for
@@ -234,13 +232,15 @@ class HyperbandSearch(Search):
     """
 
     def __init__(self, problem, max_t: int, eta: int, min_t: int = 1, random_state=None,
-                 log_dir: str = ".", sampler: str = "random", checkpoint_dir=None):
+                 log_dir: str = ".", sampler: str = "random", checkpoint_dir=None,
+                 random_fraction: float = 1 / 3):
         super().__init__(problem, random_state, log_dir)
         self.checkpoint_dir = checkpoint_dir  # trial -> folder, removed once a trial is dropped
         self.max_t, self.eta, self.min_t = max_t, eta, min_t
         self.table = hyperband_brackets(max_t, eta, min_t)
         seed = self._random_state.randint(0, 2**31 - 1)
-        self.sampler = (ModelSampler(self._problem, seed, self._log_dir) if sampler == "model"
+        self.sampler = (ModelSampler(self._problem, seed, self._log_dir,
+                                     random_fraction=random_fraction) if sampler == "model"
                         else RandomSampler(self._problem, seed))
         self.brackets: list[_Bracket] = []
         self.n_trials = 0

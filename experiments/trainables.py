@@ -110,7 +110,7 @@ class SyntheticOutOfMemory(RuntimeError):
     """The synthetic stand-in for a device running out of memory."""
 
 
-def _unit_hash(*parts) -> float:
+def unit_hash(*parts) -> float:
     """Deterministic number in [0, 1) from any printable parts."""
     return zlib.crc32(repr(parts).encode()) / 2**32
 
@@ -122,7 +122,7 @@ def _encode(config: dict) -> dict[str, float]:
         if isinstance(v, (bool, np.bool_)):
             out[k] = float(v)
         elif isinstance(v, str):
-            out[k] = _unit_hash(k, v)
+            out[k] = unit_hash(k, v)
         elif k == "lr":
             out[k] = (math.log10(v) + 4) / (math.log10(3e-2) + 4)
         else:
@@ -163,7 +163,7 @@ class SyntheticTrainable(Trainable):
 
     def loss(self, config: dict, epoch: int, seed: int = 0) -> float:
         x = _encode(config)
-        f = 0.2 + sum((1 + _unit_hash("w", k)) * (v - _unit_hash("opt", k)) ** 2
+        f = 0.2 + sum((1 + unit_hash("w", k)) * (v - unit_hash("opt", k)) ** 2
                       for k, v in x.items()) / max(len(x), 1)
         speed = x.get("lr", 0.5)
         a = 1.5 - speed  # slow learners start high ...
@@ -172,8 +172,8 @@ class SyntheticTrainable(Trainable):
                                                .encode()))
         return float(f + a / epoch**b + self.noise * rng.standard_normal())
 
-    def _failure(self, config: dict) -> str | None:
-        u = _unit_hash("fail", sorted(config.items()))
+    def failure_kind(self, config: dict) -> str | None:
+        u = unit_hash("fail", sorted(config.items()))
         lo = 0.0
         for kind in ("diverge", "raise", "oom"):
             p = float(self.fail.get(kind, 0.0))
@@ -184,7 +184,7 @@ class SyntheticTrainable(Trainable):
 
     def train(self, scale, config, max_epochs, on_epoch, *, device=None, seed=0, threads=None,
               checkpoint_dir=None):
-        failure = self._failure(config)
+        failure = self.failure_kind(config)
         if failure == "oom":
             raise SyntheticOutOfMemory("synthetic out of memory")
         ckpt = os.path.join(checkpoint_dir, "synthetic.json") if checkpoint_dir else None

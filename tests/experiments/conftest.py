@@ -39,7 +39,8 @@ def load(out: Path):
 def run_search(tmp_path, monkeypatch):
     """run_search(method, budget=None, workers=2, evaluator="process", **synthetic options)
     runs a synthetic search in this process and returns (out, results, curves, metadata)."""
-    from experiments.search import plan_search, run
+    from experiments.backends.live import open_backend
+    from experiments.driver import plan_search, run
 
     def _run(method, budget=None, workers=2, evaluator="process", scale="smoke",
              time_budget=0, **opts):
@@ -47,7 +48,7 @@ def run_search(tmp_path, monkeypatch):
         out = tmp_path / method
         plan = plan_search(method, scale, 0, evaluator, workers, str(out), False, "synthetic",
                            budget, time_budget)
-        assert run(plan, progress=False) == 0
+        assert run(plan, open_backend(evaluator), progress=False) == 0
         return (out, *load(out))
 
     return _run

@@ -10,18 +10,14 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from analysis.logs import LogWarning, load_scale, load_search, trial_table
 from experiments import logs
+from experiments.campaign import main as campaign_main
 from experiments.methods import settings_for
-from experiments.peers import (
-    PEERS,
-    Recorded,
-    get_peer,
-    main,
-    optuna_distributions,
-    run_peer,
-    simulate,
-    synthetic_curves,
-)
+from experiments.peers import PEERS, get_peer, run_peer
+from experiments.peers import simulate_peer as simulate
+from experiments.peers.optuna_peers import optuna_distributions
+from experiments.peers.simulate import synthetic_curves
 from experiments.space import problem_for
+from experiments.trial import Recorded
 
 SMOKE = settings_for("smoke", time_budget=0)  # max_t 9, grace 1, eta 3, 81 epochs, no deadline
 
@@ -226,14 +222,15 @@ def test_time_budget_stops_running_trials():
 
 def test_cli(tmp_path, capsys):
     out = tmp_path / "replay"
-    args = ["--scale", "smoke", "--seeds", "0 1", "--peers", "optuna_random_sha",
-            "--table", "synthetic", "--out", str(out), "--budget", "27"]
-    assert main(args) == 0
+    args = ["--backend", "replay", "--scale", "smoke", "--seeds", "0 1", "--methods",
+            "optuna_random_sha", "--table", "synthetic", "--out", str(out), "--budget", "27"]
+    assert campaign_main(args) == 0
     assert {p.name for p in (out / "optuna_random_sha").iterdir()} == {"seed0", "seed1"}
-    assert main(args) == 0
-    assert "already complete" in capsys.readouterr().err
-    assert main([*args[:4], "--peers", "nope"]) == 2
-    assert main(["--scale", "smoke", "--table", str(tmp_path / "missing.csv")]) == 2
+    assert campaign_main(args) == 0
+    assert capsys.readouterr().err.count("skipped (complete)") == 2
+    assert campaign_main([*args[:6], "--methods", "nope"]) == 2
+    assert campaign_main(["--backend", "replay", "--scale", "smoke", "--table",
+                          str(tmp_path / "missing.csv")]) == 2
 
 
 def test_failures_take_their_recorded_time():
@@ -263,9 +260,8 @@ def test_failures_take_their_recorded_time():
 def test_cli_reads_a_replay_table(tmp_path):
     """A hand-written table (experiments.lctable layout): the default, a configuration that
     diverges in epoch 3 and one that fails with oom in epoch 1."""
-    from experiments import lctable
-    from experiments.lctable import columns_for, default_values
-    from experiments.replay import load_table
+    from experiments import table as lctable
+    from experiments.table import columns_for, default_values, load_table
 
     names = problem_for("smoke").hyperparameter_names
     base = default_values("smoke")
@@ -288,8 +284,9 @@ def test_cli_reads_a_replay_table(tmp_path):
     assert load_table(path, "smoke").failure({**base, "batch_size": 16}) == "oom"
 
     out = tmp_path / "replay"
-    assert main(["--scale", "smoke", "--peers", "optuna_tpe_sha", "--table", str(path),
-                 "--out", str(out), "--budget", "27"]) == 0
+    assert campaign_main(["--backend", "replay", "--scale", "smoke", "--methods",
+                          "optuna_tpe_sha", "--table", str(path), "--out", str(out),
+                          "--budget", "27"]) == 0
     s = load_search(out / "optuna_tpe_sha" / "seed0")
     t = trial_table(s)
     assert set(t["status"]) <= {"ok", "stopped", "failed"} and len(t) >= 3
@@ -302,4 +299,5 @@ def test_cli_reads_a_replay_table(tmp_path):
     assert md["replay"]["sha256"] == load_table(path, "smoke").sha256
     assert md["replay"]["path"] == str(path) and md["trainable"] == "mlpf"
     assert md["time_budget_s"] is None  # no deadline in simulated time
-    assert main(["--scale", "smoke", "--table", str(tmp_path / "missing.csv")]) == 2
+    assert campaign_main(["--backend", "replay", "--scale", "smoke", "--table",
+                          str(tmp_path / "missing.csv")]) == 2

@@ -13,9 +13,8 @@ import pandas as pd
 import pytest
 
 from experiments import lctable, logs
-from experiments.lctable import BASE_COLUMNS
-from experiments.replay import TableError, load_table
 from experiments.schedulers import asha_rungs
+from experiments.table import BASE_COLUMNS, TableError, load_table
 from mlpf.paths import data_dir
 
 from .conftest import load
@@ -53,11 +52,11 @@ DEFAULT = {"lr": 3e-4, "batch_size": 8, "activation": "elu"}
 
 
 def replay(tmp_path, table, method, seed=0, budget=None, workers=2, name=None):
-    from experiments.replay import plan_replay, run_replay
+    from experiments.search import replay as replay_search
 
     out = tmp_path / (name or f"{method}-{seed}")
-    plan = plan_replay(method, "smoke", seed, load_table(table), workers, out, budget)
-    assert run_replay(plan, load_table(table), progress=False) == 0
+    assert replay_search(method, "smoke", seed, load_table(table), workers, out, budget,
+                         progress=False) == 0
     return (out, *load(out))
 
 
@@ -88,12 +87,11 @@ def test_clock_gives_exact_times_on_two_workers(tmp_path):
 
 
 def test_time_budget_is_a_simulated_deadline(tmp_path):
-    from experiments.replay import plan_replay, run_replay
+    from experiments.search import replay as replay_search
 
     table = write_table(tmp_path / "t.csv", [(DEFAULT, curve(0.5), 1.0, None)])
-    plan = plan_replay("random", "smoke", 0, load_table(table), 2, tmp_path / "d",
-                       time_budget=4.5)
-    assert run_replay(plan, load_table(table), progress=False) == 0
+    assert replay_search("random", "smoke", 0, load_table(table), 2, tmp_path / "d",
+                         time_budget=4.5, progress=False) == 0
     res, lc, meta = load(tmp_path / "d")
     # both trials stop after the epoch running at 4.5 s; nothing is submitted after it
     assert list(res["m:reason"]) == ["time_budget"] * 2 and list(res["m:epochs"]) == [5, 5]
@@ -214,8 +212,8 @@ def test_incomplete_configurations_are_left_out(tmp_path):
 
 
 def test_missing_table_is_one_line_and_exit_2(tmp_path, capsys):
-    from experiments.replay import main as replay_main
     from experiments.search import main as search_main
+    from experiments.table import main as table_main
 
     with pytest.raises(TableError, match="make lctable SCALE=smoke"):
         load_table(tmp_path / "smoke" / "lctable.csv")
@@ -224,13 +222,14 @@ def test_missing_table_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: no learning-curve table at ")
     assert "make lctable SCALE=smoke" in err[0]
-    assert replay_main(["--scale", "smoke", "--check", "--table", str(tmp_path / "x.csv")]) == 2
+    assert table_main(["--scale", "smoke", "--check", "--table", str(tmp_path / "x.csv")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
 def test_search_cli_and_campaign_skip_complete_searches(tmp_path, capsys):
-    from experiments.replay import main as replay_main
+    from experiments.campaign import main as campaign_main
     from experiments.search import main as search_main
+    from experiments.table import main as table_main
 
     table = str(_table_of_six(tmp_path))
     out = tmp_path / "cli"
@@ -241,12 +240,13 @@ def test_search_cli_and_campaign_skip_complete_searches(tmp_path, capsys):
     assert search_main(args) == 2  # logs there, no --resume
     assert search_main([*args, "--resume"]) == 0
     assert "already complete" in capsys.readouterr().err
-    camp = ["--scale", "smoke", "--table", table, "--methods", "default random", "--seeds",
-            "0 1", "--out", str(tmp_path / "camp"), "--processes", "1", "--budget", "20"]
-    assert replay_main(camp) == 0
-    assert replay_main(camp) == 0
+    camp = ["--backend", "replay", "--scale", "smoke", "--table", table, "--methods",
+            "default random", "--seeds", "0 1", "--out", str(tmp_path / "camp"),
+            "--processes", "1", "--budget", "20"]
+    assert campaign_main(camp) == 0
+    assert campaign_main(camp) == 0
     assert capsys.readouterr().err.count("skipped (complete)") == 4
-    assert replay_main(["--scale", "smoke", "--table", table, "--check"]) == 0
+    assert table_main(["--scale", "smoke", "--table", table, "--check"]) == 0
     assert "leave-one-out" in capsys.readouterr().out
 
 

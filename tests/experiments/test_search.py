@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from experiments import logs
-from experiments.methods import METHODS, settings_for
+from experiments.methods import METHODS, build, settings_for
 from experiments.schedulers import asha_rungs, hyperband_brackets
 from mlpf.paths import ROOT
 
@@ -122,7 +122,7 @@ def test_bayesian_methods_use_their_model_after_the_initial_points(tmp_path, met
     from experiments.space import problem_for
 
     p = problem_for("smoke")
-    search = METHODS[method].make(p, SMOKE, 0, str(tmp_path))
+    search = build(method, p, SMOKE, 0, str(tmp_path))
     pts = RandomSampler(p, 1).ask(SMOKE.n_initial_points - 1)
     search.tell([(c, -float(i)) for i, c in enumerate(pts)])
     search.ask(2)
@@ -190,9 +190,11 @@ def test_interrupt_and_resume(tmp_path, method, sig):
 
 @pytest.mark.parametrize("argv,needle", [
     (["--method", "nope", "--scale", "smoke"], "unknown method 'nope'"),
-    (["--method", "asha", "--scale", "huge"], "unknown scale 'huge'"),
+    (["--method", "asha", "--scale", "huge"], "invalid choice: 'huge'"),
     (["--method", "asha", "--scale", "smoke", "--bogus"], "unrecognized arguments: --bogus"),
-    (["--method", "asha", "--scale", "smoke", "--evaluator", "dask"], "unknown evaluator"),
+    (["--method", "asha", "--scale", "smoke", "--evaluator", "dask"], "invalid choice: 'dask'"),
+    (["--method", "asha", "--scale", "smoke", "--workers", "0"], "must be >= 1"),
+    (["--method", "asha", "--scale", "smoke", "--budget", "-5"], "must be >= 1"),
 ])
 def test_cli_errors_are_one_line(capsys, argv, needle):
     from experiments.search import main

@@ -1,16 +1,17 @@
-"""What machine a search ran on: recorded in every search's ``metadata.json``.
+"""Where a result came from: package versions, git commit, timestamps and the machine.
 
-    python -m experiments.machine            # print it as JSON
-    python -m experiments.machine --out F    # write it to F (e.g. beside shipped logs)
+    python -m experiments.provenance            # print the machine record as JSON
+    python -m experiments.provenance --out F    # write it to F (e.g. beside shipped logs)
 
-Host names of containers and batch nodes say little, so the record also names the CPU model,
-the cores this process may use, the memory, the operating system and the GPUs
-(``nvidia-smi -L``, or torch if it is loaded).
+Every search's and table's metadata records these. Host names of containers and batch nodes
+say little, so the machine record also names the CPU model, the cores this process may use,
+the memory, the operating system and the GPUs (``nvidia-smi -L``, or torch if it is loaded).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -18,7 +19,41 @@ import shutil
 import socket
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+
+PACKAGES = ("deephyper", "mpi4py", "numpy", "pandas", "scikit-learn", "ConfigSpace", "torch",
+            "torch_geometric", "optuna")
+
+
+def versions(extra: tuple[str, ...] = ()) -> dict:
+    """Python's version and those of the packages that change results (None: not installed)."""
+    out = {"python": platform.python_version()}
+    for pkg in (*PACKAGES, *extra):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def git_commit() -> str | None:
+    """HEAD of the project's checkout, ``-dirty`` when tracked files differ; None without git."""
+    from mlpf.paths import ROOT
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=ROOT, capture_output=True, text=True, timeout=10).stdout
+        return (sha + ("-dirty" if dirty.strip() else "")) or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def iso(t: float) -> str:
+    """A time.time() value as an ISO 8601 UTC timestamp (seconds)."""
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
 
 
 def _cpu_model() -> str | None:
@@ -82,7 +117,7 @@ def machine_info() -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.machine",
+    p = argparse.ArgumentParser(prog="python -m experiments.provenance",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=None, help="write the JSON here instead of stdout")
     a = p.parse_args(argv)

@@ -1,4 +1,4 @@
-"""The run-function every worker executes: one trial, one learning-curve row per epoch.
+"""The run-function every live worker executes: one trial, one learning-curve row per epoch.
 
 ``run_trial(job, ctx)`` trains ``job.parameters`` for its budget (``max_t``, or the Hyperband
 rung budget in ``job["budget"]``; a promoted Hyperband trial continues from the checkpoint of
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments import logs
-from experiments.schedulers import SCHEDULE_KEYS
 from experiments.trainables import get_trainable
+from experiments.trial import Diverged, TrialRun, checkpoint_dir
 
 LOCAL_RANK_ENV = "EXP_LOCAL_WORKER"  # index of an MPI worker among the workers of its node
 LOCAL_WORKERS_ENV = "EXP_LOCAL_WORKERS"  # MPI workers on this node
@@ -50,10 +50,6 @@ class RunContext:
     slot_dir: str | None = None  # lock files of the process-pool slots
     checkpoints: bool = False  # Hyperband: a promoted trial continues from its checkpoint
     deadline: float | None = None  # time.time() when the search's wall-time budget ends
-
-
-class _Diverged(Exception):
-    pass
 
 
 _WORKER: dict = {}  # per-process state: slot, threads, device, trainable
@@ -119,76 +115,38 @@ def _setup(ctx: RunContext) -> dict:
     return _WORKER
 
 
-def checkpoint_dir(log_dir: str, trial) -> str:
-    """Where Hyperband trial ``trial`` keeps its training state between rungs."""
-    return os.path.join(log_dir, "checkpoints", f"trial{int(trial)}")
-
-
 def run_trial(job, ctx: RunContext) -> dict:
-    """Train one job; return ``{"objective": -val_loss | "F_<reason>", "metadata": {...}}``."""
-    w = _setup(ctx)
-    params = dict(job.parameters)
-    budget = int(params.get("budget", ctx.max_t))
-    hp = {k: v for k, v in params.items() if k not in SCHEDULE_KEYS}
-    job_id = int(str(job.id).split(".")[-1])
-    lc_path = Path(ctx.log_dir) / logs.LEARNING_CURVES_CSV
-    st = {"epochs": 0, "best": math.inf, "last": None, "stopped": False,
-          "t_prev": time.time() - ctx.t0}
-    t_trial_start = st["t_prev"]
+    """Train one job; return ``{"objective": -val_loss | "F_<reason>", "metadata": {...}}``.
 
-    def devices(m: dict) -> int:
-        # On CPU the trial holds `threads` cores (core-hours); on GPUs trust the trainable
-        # (data-parallel training would report several).
-        return w["devices"] if w["device"] in (None, "cpu") else int(m.get("devices", 1))
+    The per-epoch logic is :class:`experiments.trial.TrialRun`'s; this function only trains.
+    """
+    w = _setup(ctx)
+    lc_path = Path(ctx.log_dir) / logs.LEARNING_CURVES_CSV
+    run = TrialRun(job, ctx.max_t, lambda: time.time() - ctx.t0,
+                   None if ctx.deadline is None else ctx.deadline - ctx.t0,
+                   lambda row: logs.append_row(lc_path, row), w["slot"], w["devices"])
+    on_gpu = w["device"] not in (None, "cpu")
 
     def on_epoch(m: dict) -> bool:
-        epoch, val = int(m["epoch"]), float(m["val_loss"])
-        t_end = time.time() - ctx.t0
-        logs.append_row(lc_path, {
-            logs.JOB_ID: job_id, logs.EPOCH: epoch, logs.VAL_LOSS: val,
-            logs.TRAIN_LOSS: float(m.get("train_loss", math.nan)),
-            logs.EPOCH_SECONDS: float(m.get("epoch_seconds", t_end - st["t_prev"])),
-            logs.T_START: round(st["t_prev"], 4), logs.T_END: round(t_end, 4),
-            logs.WORKER: w["slot"], logs.DEVICES: devices(m)})
-        st["t_prev"], st["epochs"] = t_end, st["epochs"] + 1
-        if not math.isfinite(val):
-            raise _Diverged(f"val_loss={val} at epoch {epoch}")
-        st["last"], st["best"] = val, min(st["best"], val)
-        job.record(epoch, -val)
-        if epoch >= budget:
-            return True
-        if job.stopped():  # the stopper's decision (ASHA rung)
-            st["stopped"] = True
-            return True
-        if ctx.deadline is not None and time.time() >= ctx.deadline:
-            st["stopped"], st["deadline"] = True, True  # the search's time is up
-            return True
-        return False
+        # On CPU the trial holds `threads` cores (core-hours); on GPUs trust the trainable
+        # (data-parallel training would report several).
+        return run.epoch(int(m["epoch"]), float(m["val_loss"]),
+                         float(m.get("train_loss", math.nan)), m.get("epoch_seconds"),
+                         int(m.get("devices", 1)) if on_gpu else None)
 
+    params = dict(job.parameters)
     ckpt = checkpoint_dir(ctx.log_dir, params["hb_trial"]) \
         if ctx.checkpoints and "hb_trial" in params else None
-    status, reason = logs.STATUS_OK, ""
     try:
-        history = w["trainable"].train(ctx.scale, hp, budget, on_epoch, device=w["device"],
-                                       seed=ctx.seed, threads=w["threads"], checkpoint_dir=ckpt)
-        if st["last"] is None and history:  # the checkpoint already had every epoch
-            st["last"] = st["best"] = float(history[-1]["val_loss"])
-        if st["stopped"]:
-            status = logs.STATUS_STOPPED
-            reason = "time_budget" if st.get("deadline") else ""
-        elif st["last"] is None:
-            status, reason = logs.STATUS_FAILED, "no_epoch"
-    except _Diverged:
-        status, reason = logs.STATUS_FAILED, "diverged"
+        history = w["trainable"].train(ctx.scale, run.hp, run.budget, on_epoch,
+                                       device=w["device"], seed=ctx.seed, threads=w["threads"],
+                                       checkpoint_dir=ckpt)
+    except Diverged:
+        return run.outcome(failure="diverged")
     except Exception as e:  # noqa: BLE001 - any failure of one trial must not end the search
-        status, reason = logs.STATUS_FAILED, w["trainable"].failure_reason(e)
-    meta = {logs.STATUS: status, logs.REASON: reason, logs.EPOCHS: st["epochs"],
-            logs.BUDGET: budget,
-            logs.BEST_VAL_LOSS: st["best"] if math.isfinite(st["best"]) else None,
-            logs.TRIAL_START: round(t_trial_start, 4),
-            logs.TRIAL_END: round(time.time() - ctx.t0, 4), logs.TRIAL_WORKER: w["slot"]}
-    objective = f"F_{reason}" if status == logs.STATUS_FAILED else -st["last"]
-    return {"objective": objective, "metadata": meta}
+        return run.outcome(failure=w["trainable"].failure_reason(e))
+    # a promoted trial whose checkpoint already had every epoch of its budget
+    return run.outcome(last_known=float(history[-1]["val_loss"]) if history else None)
 
 
 async def run_trial_async(job, ctx: RunContext) -> dict:

@@ -13,8 +13,8 @@ from .conftest import PY, synthetic_env
 
 
 @pytest.mark.slow
-def test_benchmark_runs_default_and_methods_then_skips_them(tmp_path):
-    cmd = [PY, "-m", "experiments.benchmark", "--scale", "smoke", "--methods", "asha hyperband",
+def test_live_campaign_runs_default_and_methods_then_skips_them(tmp_path):
+    cmd = [PY, "-m", "experiments.campaign", "--scale", "smoke", "--methods", "asha hyperband",
            "--trainable", "synthetic", "--budget", "30", "--out", str(tmp_path)]
     p = subprocess.run(cmd, cwd=ROOT, env=synthetic_env(), capture_output=True, text=True,
                        timeout=120)
@@ -27,8 +27,8 @@ def test_benchmark_runs_default_and_methods_then_skips_them(tmp_path):
     assert p.returncode == 0 and p.stderr.count("skipped (complete)") == 3
 
 
-def test_benchmark_rejects_unknown_method_in_one_line(capsys):
-    from experiments.benchmark import main
+def test_campaign_rejects_unknown_method_in_one_line(capsys):
+    from experiments.campaign import main
 
     assert main(["--scale", "smoke", "--methods", "asha nope", "--trainable", "synthetic"]) == 2
     err = capsys.readouterr().err.strip()
@@ -37,7 +37,7 @@ def test_benchmark_rejects_unknown_method_in_one_line(capsys):
 
 
 def test_mpi_command_uses_workers_plus_one_ranks():
-    from experiments.benchmark import search_command
+    from experiments.campaign import search_command
 
     cmd, env = search_command("asha", "smoke", 3, 4, "mpi", "mlpf", True)
     assert cmd[1:3] == ["-n", "5"] and cmd[0].endswith("mpiexec")

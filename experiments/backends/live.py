@@ -1,0 +1,174 @@
+"""Live backends: trials train on real workers (processes, the manager itself, MPI ranks, Ray).
+
+Each backend opens a DeepHyper evaluator whose run-function is
+:func:`experiments.backends.worker.run_trial`; the driver (:mod:`experiments.driver`) runs the
+manager loop on it. Under MPI every rank creates the evaluator (DeepHyper's pattern); rank 0 is
+the manager, the other ranks serve trials until it finishes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+
+from experiments import logs
+from experiments.backends.worker import (
+    LOCAL_RANK_ENV,
+    LOCAL_WORKERS_ENV,
+    THREADS_ENV,
+    RunContext,
+    run_trial,
+    run_trial_async,
+)
+from experiments.dhcompat import Evaluator
+
+EVALUATORS = ("process", "mpi", "serial", "ray")
+MPI_STORAGE_MB = int(os.environ.get("EXP_MPI_STORAGE_MB", "16"))  # one-sided window size
+
+
+class BackendError(RuntimeError):
+    """The backend cannot start as asked (one line for the user)."""
+
+
+def _context(plan, meta, workers: int, slot_dir: str | None = None) -> RunContext:
+    return RunContext(plan.scale, plan.trainable, str(plan.log_dir), meta["start_time"],
+                      plan.settings.max_t, plan.seed, workers, plan.evaluator, slot_dir,
+                      checkpoints=plan.checkpoints, deadline=logs.deadline(meta))
+
+
+def kill_children() -> None:
+    """Stop the worker processes this manager started (process evaluator)."""
+    import psutil
+
+    kids = psutil.Process().children(recursive=True)
+    for p in kids:
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(kids, timeout=3)
+    for p in kids:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+
+
+class LocalBackend:
+    """Workers on this machine: a process pool (``process``), the manager itself
+    (``serial``, one worker) or Ray tasks (``ray``, where ray is installed)."""
+
+    def __init__(self, name: str = "process"):
+        if name == "ray":
+            try:
+                import ray  # noqa: F401
+            except ImportError:
+                raise BackendError("the ray evaluator needs the 'ray' package, which is not "
+                                   "installed; use --evaluator process or mpi") from None
+        self.name = name
+        self.slot_dir: str | None = None
+
+    def start(self, plan) -> tuple[int, float]:
+        return (1 if self.name == "serial" else plan.workers), time.time()
+
+    def annotate(self, meta: dict) -> None:
+        pass
+
+    @contextmanager
+    def evaluator(self, plan, meta):
+        self.slot_dir = tempfile.mkdtemp(prefix="exp-slots-")
+        ctx = _context(plan, meta, meta["workers"], self.slot_dir)
+        try:
+            if self.name == "serial":
+                yield Evaluator.create(run_trial_async, "serial",
+                                       {"run_function_kwargs": {"ctx": ctx}})
+            else:
+                yield Evaluator.create(run_trial, self.name,
+                                       {"num_workers": meta["workers"],
+                                        "run_function_kwargs": {"ctx": ctx}})
+        finally:
+            shutil.rmtree(self.slot_dir, ignore_errors=True)
+
+    def finish(self, code: int, ev, meta: dict, plan) -> int:
+        if code != 0:  # interrupted: stop the workers now, without waiting for their trials
+            shutil.rmtree(self.slot_dir, ignore_errors=True)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            kill_children()
+            os._exit(code)
+        if hasattr(ev, "executor"):
+            ev.executor.shutdown(wait=True)
+        return code
+
+
+class MPIBackend:
+    """One manager (rank 0) and ``ranks - 1`` workers, on one node or across nodes."""
+
+    name = "mpi"
+
+    def __init__(self):
+        from deephyper.evaluator.mpi import MPI
+
+        if not MPI.Is_initialized():
+            MPI.Init_thread()
+        self.comm = MPI.COMM_WORLD
+        if self.comm.Get_size() < 2:
+            raise BackendError("the mpi evaluator needs at least 2 ranks: "
+                               "mpiexec -n WORKERS+1 python -m experiments.search ...")
+
+    def start(self, plan) -> tuple[int, float]:
+        comm = self.comm
+        # One device per worker on each node: index of this rank among the node's workers.
+        # Nodes are told apart by host name (MPI's shared-memory split gives one rank per
+        # "node" under MPIR_CVAR_NOLOCAL=1).
+        everyone = comm.allgather((socket.gethostname(), comm.Get_rank(),
+                                   sorted(os.sched_getaffinity(0))))
+        here = [(r, m) for h, r, m in everyone if h == socket.gethostname()]
+        node_workers = [r for r, _ in here if r != 0]
+        masks = [m for _, m in here]
+        os.environ[LOCAL_WORKERS_ENV] = str(max(1, len(node_workers)))
+        if comm.Get_rank() in node_workers:
+            os.environ[LOCAL_RANK_ENV] = str(node_workers.index(comm.Get_rank()))
+        # Threads: the launcher's CPU binding if ranks got distinct cores (srun
+        # --cpus-per-task), else an equal share of the node's cores.
+        mine = len(os.sched_getaffinity(0))
+        shared = all(m == masks[0] for m in masks)
+        os.environ.setdefault(THREADS_ENV, str(max(1, mine // len(node_workers))
+                                               if shared and node_workers else mine))
+        return comm.Get_size() - 1, comm.bcast(time.time(), root=0)
+
+    def annotate(self, meta: dict) -> None:
+        pass
+
+    @contextmanager
+    def evaluator(self, plan, meta):
+        from deephyper.evaluator.storage import MPIWinStorage
+
+        ctx = _context(plan, meta, meta["workers"])
+        storage = MPIWinStorage(self.comm, size=MPI_STORAGE_MB * 2**20)
+        ev = Evaluator.create(run_trial, "mpicomm",
+                              {"storage": storage, "run_function_kwargs": {"ctx": ctx}})
+        if self.comm.Get_rank() != 0:
+            # Workers leave SIGTERM to the manager, which writes the logs and aborts the job.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        with ev:
+            yield ev if ev.is_master else None
+
+    def finish(self, code: int, ev, meta: dict, plan) -> int:
+        if code != 0:
+            sys.stderr.flush()
+            self.comm.Abort(code)
+        return code
+
+
+def open_backend(name: str):
+    """The live backend of evaluator ``name`` (:data:`EVALUATORS`)."""
+    if name not in EVALUATORS:
+        raise BackendError(f"unknown evaluator {name!r}; choose one of {', '.join(EVALUATORS)}")
+    return MPIBackend() if name == "mpi" else LocalBackend(name)

@@ -1,0 +1,293 @@
+"""Run every method x seed of a study: live searches, replayed searches and peers.
+
+    python -m experiments.campaign --backend live --scale smoke            # make benchmark
+    python -m experiments.campaign --backend live --scale small --methods "random asha" \\
+        --seeds "0 1 2" --workers 2 --evaluator mpi                        # mpiexec -n 3 each
+    python -m experiments.campaign --backend replay --scale small --seeds "0 1 2" \\
+        --processes 2                                                      # make replay
+
+live: each search runs as its own process (``python -m experiments.search``; under ``mpiexec
+-n WORKERS+1`` for ``--evaluator mpi``, with ``MPIR_CVAR_NOLOCAL=1`` which MPICH needs on a
+single node); the untuned default is trained first for every seed (it is what the analysis
+measures improvement against). A search whose ``metadata.json`` says ``complete`` is skipped;
+an interrupted one is resumed from its logs; so rerunning after a crash or a walltime limit
+continues the campaign. SIGTERM/SIGINT are passed on to the running searches.
+
+replay: our methods (:mod:`experiments.backends.replay`) and the peers
+(:mod:`experiments.peers`) on a learning-curve table, in simulated time, in ``--processes``
+processes; a search complete on the same table (sha256) is skipped, any other starts again.
+
+``--processes`` searches run at once (live: beware that they share the machine's cores).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from experiments import logs, search
+from experiments.backends.live import EVALUATORS
+from experiments.backends.replay import replay_dir
+from experiments.cli import (
+    CliError,
+    Parser,
+    add_budget,
+    add_scale,
+    add_seeds,
+    add_workers,
+    positive_int,
+    run_main,
+)
+from experiments.methods import METHODS, PAPER_METHODS, get_method, settings_for
+from experiments.peers import PEERS, run_peer
+from experiments.peers.simulate import synthetic_curves, table_curves
+from experiments.trainables import get_trainable
+
+# Longest first, so that parallel processes finish together: model-based proposals cost most.
+COST_ORDER = ("asha_bo", "bo", "bohb", "async_hyperband", "asha", "hyperband", "random",
+              "default")
+
+
+# ------------------------------------------------------------------------------ live
+def search_command(method: str, scale: str, seed: int, workers: int, evaluator: str,
+                   trainable: str, resume: bool, budget: int | None = None,
+                   out: Path | None = None,
+                   time_budget: float | None = None) -> tuple[list[str], dict]:
+    """The command line and environment of one live search."""
+    args = ["-m", "experiments.search", "--method", method, "--scale", scale, "--seed",
+            str(seed), "--evaluator", evaluator, "--workers", str(workers), "--trainable",
+            trainable]
+    if resume:
+        args.append("--resume")
+    if budget:
+        args += ["--budget", str(budget)]
+    if time_budget is not None:
+        args += ["--time-budget", str(time_budget)]
+    if out is not None:
+        args += ["--out", str(out)]
+    env = dict(os.environ)
+    if evaluator == "mpi":
+        mpiexec = Path(sys.executable).parent / "mpiexec"
+        env.setdefault("MPIR_CVAR_NOLOCAL", "1")  # MPICH one-sided windows on one node
+        return [str(mpiexec if mpiexec.exists() else "mpiexec"), "-n", str(workers + 1),
+                sys.executable, *args], env
+    return [sys.executable, *args], env
+
+
+def run_live(a) -> int:
+    """Live searches as subprocesses, ``a.processes`` at a time."""
+    from mlpf.paths import results_dir
+
+    jobs = [("default", s) for s in a.seeds if "default" not in a.methods] + \
+        [(m, s) for s in a.seeds for m in a.methods]
+    running: list[tuple[str, int, subprocess.Popen, float]] = []
+    stop = {"signal": None}
+
+    def on_signal(signum, frame):  # pass SIGTERM/SIGINT on to the running searches, then stop
+        stop["signal"] = signum
+        for *_, child, _ in running:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    summary = []
+    t_all = time.time()
+
+    def wait_one() -> None:
+        """Wait until one running search ends and note how it ended."""
+        while True:
+            for r in running:
+                rc = r[2].poll()
+                if rc is not None:
+                    running.remove(r)
+                    summary.append((r[0], r[1], "ok" if rc == 0 else f"exit {rc}",
+                                    time.time() - r[3]))
+                    return
+            time.sleep(0.2)
+
+    try:
+        # the default must be complete before the methods of its seed start
+        for method, seed in jobs:
+            if stop["signal"]:
+                break
+            out = Path(a.out) / method / f"seed{seed}" if a.out else \
+                results_dir(a.scale, method, seed)
+            meta = logs.read_json(out / logs.METADATA_JSON)
+            if meta and meta.get("status") == logs.RUN_COMPLETE:
+                summary.append((method, seed, "skipped (complete)", 0.0))
+                continue
+            while running and (method == "default" or len(running) >= a.processes):
+                wait_one()
+            if stop["signal"]:
+                break
+            resume = meta is not None or (out / logs.RESULTS_CSV).exists()
+            workers = 1 if method == "default" else a.workers
+            cmd, env = search_command(method, a.scale, seed, workers, a.evaluator, a.trainable,
+                                      resume, a.budget, out if a.out else None, a.time_budget)
+            print(f"== {method} seed{seed}{' (resume)' if resume else ''}: {' '.join(cmd)}",
+                  file=sys.stderr, flush=True)
+            running.append((method, seed, subprocess.Popen(cmd, env=env), time.time()))
+            while method == "default" and running:
+                wait_one()
+        while running:
+            wait_one()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    print(f"\ncampaign live {a.scale} ({a.evaluator}, {a.workers} workers, "
+          f"{time.time() - t_all:.0f} s):", file=sys.stderr)
+    for method, seed, status, wall in summary:
+        print(f"  {method:16s} seed{seed}  {status:20s} {wall:8.1f} s", file=sys.stderr)
+    if stop["signal"]:
+        return 128 + stop["signal"]
+    return 0 if all(s in ("ok", "skipped (complete)") for _, _, s, _ in summary) else 1
+
+
+# ------------------------------------------------------------------------------ replay
+_SIM: dict = {}  # what every simulated search shares, set before the pool forks
+
+
+def _outcome(meta: dict, log_dir: Path) -> dict:
+    best = None
+    res = logs.read_results(log_dir)
+    if res is not None and "m:best_val_loss" in res.columns:
+        v = res["m:best_val_loss"].astype(float).min()
+        best = None if math.isnan(v) else float(v)
+    return {"trials": meta.get("n_trials"), "epochs": meta.get("epochs_trained"),
+            "simulated": meta.get("end_time"), "best": best}
+
+
+def simulate_one(task: tuple[str, int]) -> dict:
+    """Replay one (method or peer, seed) unless it is complete on the same table."""
+    name, seed = task
+    c = _SIM
+    log_dir = Path(c["out"]) / name / f"seed{seed}" if c["out"] else \
+        replay_dir(c["scale"], name, seed)
+    row = {"method": name, "seed": seed, "status": logs.RUN_COMPLETE, "real": 0.0}
+    meta = logs.read_json(log_dir / logs.METADATA_JSON)
+    if meta and meta.get("status") == logs.RUN_COMPLETE and \
+            meta.get("replay", {}).get("sha256") == c["summary"].get("sha256"):
+        return {**row, "status": "skipped (complete)", **_outcome(meta, log_dir)}
+    logs.clear_logs(log_dir)
+    t0 = time.perf_counter()
+    try:
+        if name in PEERS:
+            run_peer(name, c["scale"], seed, c["curves"], log_dir, c["workers"], c["summary"],
+                     c["budget"], c["time_budget"], c["devices"])
+        else:
+            search.replay(name, c["scale"], seed, c["table"], c["workers"], log_dir,
+                          c["budget"], c["time_budget"], progress=False)
+    except Exception as e:  # noqa: BLE001 - one broken search must not end the campaign
+        return {**row, "status": f"error: {type(e).__name__}: {e}",
+                "real": time.perf_counter() - t0}
+    meta = logs.read_json(log_dir / logs.METADATA_JSON) or {}
+    row.update(status=meta.get("status", "no metadata"), real=time.perf_counter() - t0)
+    return {**row, **_outcome(meta, log_dir)}
+
+
+def run_replay(a) -> int:
+    """Our methods and the peers on a table, ``a.processes`` searches at a time."""
+    if a.table == "synthetic":  # peers only: no table, synthetic curves
+        if set(a.methods) - set(PEERS):
+            raise CliError("--table synthetic replays peers only")
+        table, curves = None, synthetic_curves(settings_for(a.scale).max_t)
+        summary, devices = {"path": "synthetic", "sha256": None, "trainable": "synthetic"}, 1
+    else:
+        table = search.open_table(a.table, a.scale)
+        if table.max_t < settings_for(a.scale).max_t:
+            raise CliError(f"{table.path} records {table.max_t} epochs, fewer than max_t="
+                           f"{settings_for(a.scale).max_t} of scale {a.scale}")
+        table.heldout_error()  # computed once, before the processes fork
+        curves, summary, devices = table_curves(table), table.summary(), table.devices
+    _SIM.update(scale=a.scale, table=table, curves=curves, summary=summary, devices=devices,
+                workers=a.workers, out=a.out, budget=a.budget, time_budget=a.time_budget)
+    order = {m: i for i, m in enumerate(COST_ORDER)}
+    tasks = sorted(((m, s) for m in a.methods for s in a.seeds),
+                   key=lambda t: (order.get(t[0], len(order)), t[1]))
+    print(f"campaign replay {a.scale}: {len(a.methods)} methods x {len(a.seeds)} seeds on "
+          f"{summary['path']}, {a.processes} processes", file=sys.stderr, flush=True)
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+
+    def show(r):
+        rows.append(r)
+        best = f"{r['best']:.4f}" if isinstance(r.get("best"), float) else "-"
+        sim = f"{r['simulated']:.4g}" if isinstance(r.get("simulated"), (int, float)) else "-"
+        print(f"[{len(rows):4d}/{len(tasks)}] {r['method']:17s} seed{r['seed']:<3d} "
+              f"{r['status']:18s} trials {r.get('trials') or 0:4d}  epochs "
+              f"{r.get('epochs') or 0:5d}  simulated {sim:>6s} s  best {best}  "
+              f"({r['real']:.1f} s)", file=sys.stderr, flush=True)
+
+    if a.processes <= 1:
+        for t in tasks:
+            show(simulate_one(t))
+    else:
+        with mp.get_context("fork").Pool(a.processes) as pool:
+            for r in pool.imap_unordered(simulate_one, tasks):
+                show(r)
+    ran = [r for r in rows if r["status"] == logs.RUN_COMPLETE]
+    skipped = sum(r["status"].startswith("skipped") for r in rows)
+    print(f"campaign replay {a.scale}: {len(ran)} searches run, {skipped} skipped, "
+          f"{len(rows) - len(ran) - skipped} failed, {time.perf_counter() - t0:.1f} s",
+          file=sys.stderr)
+    for m in a.methods:
+        secs = [r["real"] for r in ran if r["method"] == m]
+        if secs:
+            print(f"  {m:17s} {sum(secs) / len(secs):6.2f} s per search (max {max(secs):.2f})",
+                  file=sys.stderr)
+    return 0 if len(ran) + skipped == len(rows) else 1
+
+
+# ------------------------------------------------------------------------------ CLI
+def build_parser() -> Parser:
+    p = Parser("python -m experiments.campaign", __doc__)
+    p.add_argument("--backend", default="live", choices=("live", "replay"),
+                   help="live: train (subprocesses); replay: simulated time on a table")
+    add_scale(p)
+    p.add_argument("--methods", default=None,
+                   help="methods and peers (default live: the paper's four; replay: every "
+                   f"method and peer); any of: {' '.join([*METHODS, *PEERS])}")
+    add_seeds(p)
+    add_workers(p, "workers per search (replay: simulated)")
+    p.add_argument("--processes", type=positive_int, default=None,
+                   help="searches at once (default live 1, replay 2)")
+    p.add_argument("--evaluator", default="process", choices=EVALUATORS,
+                   help="live: " + " | ".join(EVALUATORS))
+    p.add_argument("--trainable", default="mlpf", help="live: mlpf | synthetic")
+    p.add_argument("--table", default=None, help="replay: the learning-curve table (default "
+                   "results/<scale>/lctable.csv; 'synthetic' for peers on synthetic curves)")
+    add_budget(p, "the scale's; replay: none")
+    p.add_argument("--out", default=None,
+                   help="root of <method>/seed<k>/ (default results/<scale>[/replay])")
+    return p
+
+
+def main(argv=None) -> int:
+    def body() -> int:
+        a = build_parser().parse_args(argv)
+        replay = a.backend == "replay"
+        a.processes = a.processes or (2 if replay else 1)
+        default = [*METHODS, *PEERS] if replay else list(PAPER_METHODS)
+        a.methods = a.methods.split() if a.methods else default
+        try:
+            settings_for(a.scale)
+            for m in a.methods:
+                if not (replay and m in PEERS):
+                    get_method(m)
+            if not replay:
+                get_trainable(a.trainable).check_ready(a.scale)
+        except (ValueError, FileNotFoundError) as e:
+            raise CliError(str(e)) from None
+        return run_replay(a) if replay else run_live(a)
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

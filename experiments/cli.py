@@ -1,0 +1,111 @@
+"""What every command line of :mod:`experiments` shares: the error type, the parser, the flags.
+
+A user's mistake is a :class:`CliError`: the entry point prints ``error: <one line>`` and
+returns 2, never a traceback or a usage dump. Flags with the same meaning have the same
+spelling and checks everywhere (``--scale``, ``--out``, ``--workers``, ``--seed``/``--seeds``,
+``--budget``, ``--time-budget``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Callable
+
+SCALES = ("smoke", "small", "paper")
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are :class:`CliError` (one line, exit 2, no usage)."""
+
+    def __init__(self, prog: str, doc: str | None = None, **kw):
+        super().__init__(prog=prog, description=(doc or "").split("\n\n")[0],
+                         formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+
+    def error(self, message):
+        raise CliError(message)
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (argparse type)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def seconds(text: str) -> float:
+    """A finite number of seconds >= 0 (argparse type; 0 means none)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return v
+
+
+def seed_list(text: str) -> list[int]:
+    """``"0 1 2"`` -> ``[0, 1, 2]`` (argparse type; seeds are integers >= 0)."""
+    try:
+        seeds = [int(s) for s in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be integers, got {text!r}") from None
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"give one or more seeds >= 0, got {text!r}")
+    return seeds
+
+
+def add_scale(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scale", required=True, choices=SCALES, help=" | ".join(SCALES))
+
+
+def add_out(p: argparse.ArgumentParser, default_help: str) -> None:
+    p.add_argument("--out", default=None, help=f"output folder (default {default_help})")
+
+
+def add_workers(p: argparse.ArgumentParser, what: str = "parallel trials") -> None:
+    p.add_argument("--workers", type=positive_int, default=2, help=f"{what} (default 2)")
+
+
+def add_seed(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="seed of the search (default 0)")
+
+
+def add_seeds(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", type=seed_list, default=[0], help='seeds, e.g. "0 1 2"')
+
+
+def add_budget(p: argparse.ArgumentParser, time_help: str) -> None:
+    p.add_argument("--budget", type=positive_int, default=None,
+                   help="epochs per search (default: the scale's, see experiments.methods)")
+    p.add_argument("--time-budget", type=seconds, default=None,
+                   help=f"seconds per search, 0 = none (default: {time_help})")
+
+
+def launcher_rank() -> int:
+    """This process's rank as the MPI launcher exported it (0 when not launched by MPI)."""
+    for var in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def run_main(body: Callable[[], int]) -> int:
+    """Run an entry point's body: a :class:`CliError` becomes one line on stderr and exit 2
+    (said once under an MPI launcher, where every rank gets it)."""
+    try:
+        return body()
+    except CliError as e:
+        if launcher_rank() == 0:
+            print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,410 @@
+"""The search driver: plan, run metadata, budgets and deadline, progress, the manager loop.
+
+The driver is HANDED a backend (:mod:`experiments.backends`): an object that opens an
+evaluator (live workers, or a replay on a simulated clock) and says how the search's time is
+read. It never imports a backend, so a live, an MPI and a replayed search run the same loop.
+
+The manager loop is DeepHyper's (ask -> submit -> gather -> tell) written out so that it can
+(a) stop submitting when the search's epoch or wall-time budget is spent, (b) time every
+decision, (c) stop cleanly on SIGTERM/SIGINT (finished trials written, metadata status
+"interrupted"; exit code 143) and (d) resume from the logs (``--resume``): finished trials are
+kept and told to the method (surrogate, Hyperband rungs, ASHA rung values), job ids continue
+after the largest logged one, trials that were running are not counted as finished.
+
+A backend has (duck-typed):
+
+- ``name``: what metadata records as the evaluator;
+- ``start(plan) -> (workers, start time)``: the time is ``time.time()`` live (shared by every
+  MPI rank), 0 in simulated time;
+- ``annotate(meta)``: backend-specific metadata;
+- ``evaluator(plan, meta)``: a context manager giving the evaluator, or None on a process that
+  only serves trials (an MPI worker rank);
+- ``finish(code, ev, meta, plan) -> int``: after the loop (stop workers, final metadata).
+
+An evaluator with a ``clock()`` method (the replay's) gives the search's time; otherwise it is
+``time.time()``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from experiments import dhcompat, logs
+from experiments.methods import build, get_method, method_metadata, settings_for
+from experiments.provenance import git_commit, iso, machine_info, versions
+from experiments.schedulers import ASHAStopper
+from experiments.space import problem_for
+from experiments.trainables import get_trainable
+
+RESUME_SEED_STRIDE = 7919  # a resumed segment reseeds its sampler: no replay of old configs
+META_WRITE_INTERVAL = 30.0  # seconds between metadata writes while running (survive SIGKILL)
+
+
+class PlanError(ValueError):
+    """A search that cannot run as asked (one line for the user)."""
+
+
+@dataclass
+class Plan:
+    """Everything decided before any evaluator exists (identical on every MPI rank)."""
+
+    method: str
+    scale: str
+    seed: int
+    evaluator: str
+    workers: int
+    trainable: str
+    log_dir: Path
+    settings: object
+    resume: bool = False
+    previous: dict | None = None  # metadata.json of the interrupted search
+    meta: dict = field(default_factory=dict)
+    checkpoints: bool = False  # trials continue from checkpoints (Hyperband promotions)
+
+    @property
+    def complete(self) -> bool:
+        """The folder already holds this search, complete."""
+        return bool(self.previous) and self.previous.get("status") == logs.RUN_COMPLETE
+
+
+# ------------------------------------------------------------------------------ plan
+def plan_search(method: str, scale: str, seed: int, evaluator: str = "process",
+                workers: int = 2, out: str | Path | None = None, resume: bool = False,
+                trainable: str = "mlpf", budget: int | None = None,
+                time_budget: float | None = None, check_ready: bool = True) -> Plan:
+    """Validate the request and look at existing logs; raise :class:`PlanError` if unusable.
+
+    ``check_ready=False``: do not ask the trainable for its data (replayed searches)."""
+    from mlpf.paths import results_dir
+
+    try:
+        checkpoints = get_method(method).checkpoints
+        settings = settings_for(scale, budget, time_budget)
+        tr = get_trainable(trainable)
+        if check_ready:
+            tr.check_ready(scale)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        raise PlanError(str(e)) from None
+    if workers < 1:
+        raise PlanError("--workers must be >= 1")
+    log_dir = Path(out) if out else results_dir(scale, method, seed)
+    previous = logs.read_json(log_dir / logs.METADATA_JSON)
+    has_logs = previous is not None or (log_dir / logs.RESULTS_CSV).exists()
+    if has_logs and not resume:
+        raise PlanError(f"{log_dir} already holds a search; pass --resume to continue it or "
+                        "remove the folder")
+    if previous is not None:
+        for key, want in (("method", method), ("scale", scale), ("seed", seed)):
+            if previous.get(key) != want:
+                raise PlanError(f"{log_dir} holds {key}={previous.get(key)!r}, not {want!r}")
+    return Plan(method, scale, seed, evaluator, workers, trainable, log_dir, settings,
+                resume=resume and has_logs, previous=previous,
+                meta={"trainable_options": tr.options()}, checkpoints=checkpoints)
+
+
+def new_metadata(plan: Plan, workers: int, now: float) -> dict:
+    """metadata.json of a new search, or of a new segment of a resumed one."""
+    segment = {"start_time": now, "end_time": None, "status": logs.RUN_RUNNING,
+               "workers": workers, "evaluator": plan.evaluator, "host": socket.gethostname()}
+    if plan.previous is not None:  # resume: keep the search's start, add a segment
+        meta = dict(plan.previous)
+        meta["segments"] = [*meta.get("segments", []), segment]
+        meta.update(status=logs.RUN_RUNNING, workers=workers, evaluator=plan.evaluator)
+        return meta
+    described = method_metadata(plan.method, plan.settings)
+    return {
+        "method": plan.method, "scale": plan.scale, "seed": plan.seed,
+        "evaluator": plan.evaluator, "workers": workers, "trainable": plan.trainable,
+        "trainable_options": plan.meta.get("trainable_options", {}),
+        "method_settings": described,
+        "budget_epochs": described["budget_epochs"], "time_budget_s": described["time_budget_s"],
+        "versions": versions(), "git_commit": git_commit(), "host": socket.gethostname(),
+        "machine": machine_info(),
+        "command": [sys.executable, *sys.argv],
+        "start_time": now, "start_iso": iso(now), "end_time": None, "end_iso": None,
+        "status": logs.RUN_RUNNING, "segments": [segment],
+        "decision_times": [], "decision_summary": logs.summarize_times([]),
+    }
+
+
+def finish_meta(meta: dict, status: str, epochs: int, n_trials: int, now: float) -> None:
+    meta.update(status=status, end_time=now, end_iso=iso(now), epochs_trained=epochs,
+                n_trials=n_trials, decision_summary=logs.summarize_times(meta["decision_times"]))
+    meta["segments"][-1].update(end_time=now, status=status)
+
+
+# ------------------------------------------------------------------------------ progress
+class Progress:
+    """One status line on stderr: redrawn on a terminal, a plain line every 30 s otherwise."""
+
+    def __init__(self, label: str, budget: int, stream=sys.stderr):
+        self.label, self.budget, self.stream = label, budget, stream
+        self.tty = stream.isatty() and not os.environ.get("CI")
+        self.interval = 0.2 if self.tty else 30.0
+        self.last = -math.inf
+        self.last_line = ""
+
+    def update(self, counts: dict, best: float, epochs: int, running: int, final=False):
+        now = time.monotonic()
+        if not final and now - self.last < self.interval:
+            return
+        self.last = now
+        best_s = f"{best:.4g}" if math.isfinite(best) else "-"
+        line = (f"[{self.label}] trials {sum(counts.values())} (ok {counts['ok']}, stopped "
+                f"{counts['stopped']}, failed {counts['failed']}), running {running} | "
+                f"epochs {epochs}/{self.budget} | best val_loss {best_s}")
+        if final and line == self.last_line and not self.tty:
+            return  # already printed
+        self.last_line = line
+        end = "\n" if (final or not self.tty) else ""
+        self.stream.write(("\r\033[K" if self.tty else "") + line + end)
+        self.stream.flush()
+
+
+# ------------------------------------------------------------------------------ restore
+def _objective(v):
+    """results.csv objective cell -> float, or the failure string ``F_<reason>``."""
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return float(v)
+
+
+def restore(search, ev, results_df, lc_df) -> int:
+    """Put logged trials back into the evaluator's storage, the history and the method.
+
+    Returns the epochs already trained.
+    """
+    ids = []
+    if results_df is not None and len(results_df):
+        ids.append(int(results_df["job_id"].max()))
+    if len(lc_df):
+        ids.append(int(lc_df[logs.JOB_ID].max()))
+    dhcompat.reserve_job_ids(ev, max(ids) + 1 if ids else 0)
+
+    stopper = dhcompat.stopper(search)
+    if isinstance(stopper, ASHAStopper):
+        sid = dhcompat.search_id(ev)
+        for jid, g in lc_df.groupby(logs.JOB_ID):
+            curve = dict(zip(g[logs.EPOCH].astype(int), -g[logs.VAL_LOSS].astype(float)))
+            stopper.restore(dhcompat.storage(ev), f"{sid}.{int(jid)}", curve)
+
+    jobs, pairs = [], []
+    if results_df is not None:
+        # a row cut by a kill while DeepHyper appended it: that trial counts as unfinished
+        results_df = results_df.dropna(subset=["job_id", "objective", "job_status"])
+        p_cols = [c for c in results_df.columns if c.startswith("p:")]
+        m_cols = [c for c in results_df.columns if c.startswith("m:")]
+        for _, row in results_df.iterrows():
+            args = {c[2:]: logs.native(row[c]) for c in p_cols}
+            obj = _objective(row["objective"])
+            meta = {c[2:]: logs.native(row[c]) for c in m_cols}
+            meta = {k: (None if isinstance(v, float) and math.isnan(v) else v)
+                    for k, v in meta.items()}
+            jobs.append(dhcompat.logged_job(ev, int(row["job_id"]), args,
+                                            {"objective": obj, "metadata": meta},
+                                            row.get("job_status", "DONE")))
+            pairs.append((args, obj))
+    search.history.extend(jobs)
+    if hasattr(search, "restore"):
+        search.restore(pairs)
+    elif pairs:
+        search.tell(pairs)  # CBO fits its surrogate on them; random search ignores them
+    return int(len(lc_df))
+
+
+# ------------------------------------------------------------------------------ the loop
+class Interrupted(Exception):
+    """SIGTERM or SIGINT reached the manager."""
+
+
+class Manager:
+    """One segment of a search: prepare, loop, harvest (after an interrupt), finish."""
+
+    def __init__(self, plan: Plan, ev, workers: int, meta: dict, progress: bool = True):
+        self.plan, self.ev, self.workers, self.meta = plan, ev, workers, meta
+        self.clock = getattr(ev, "clock", time.time)
+        self.log_dir = plan.log_dir
+        self.pending: list = []
+        self.stop_requested = self.waiting = False
+        self.counts = {logs.STATUS_OK: 0, logs.STATUS_STOPPED: 0, logs.STATUS_FAILED: 0}
+        self.best = math.inf
+        self.bar = Progress(f"{plan.method} {plan.scale} seed{plan.seed}",
+                            meta["budget_epochs"]) if progress else None
+        self.prepare()
+
+    # ---------------------------------------------------------------- prepare
+    def prepare(self) -> None:
+        """Build the method's search, restore logged trials, set budgets."""
+        plan, log_dir = self.plan, self.log_dir
+        results_df = logs.read_results(log_dir) if plan.resume else None
+        lc_df = logs.read_learning_curves(log_dir if plan.resume else Path("/nonexistent"))
+        resume_copy = log_dir / "results.resume.csv"
+        if plan.resume and (log_dir / logs.RESULTS_CSV).exists():
+            # DeepHyper renames an existing results.csv when a search is built; it is
+            # rewritten from the restored history right after.
+            os.replace(log_dir / logs.RESULTS_CSV, resume_copy)
+        logs.ensure_header(log_dir / logs.LEARNING_CURVES_CSV)
+        logs.end_with_newline(log_dir / logs.LEARNING_CURVES_CSV)  # after a kill mid-line
+
+        segment = len(self.meta["segments"]) - 1
+        self.search = build(plan.method, problem_for(plan.scale), plan.settings,
+                            plan.seed + RESUME_SEED_STRIDE * segment, str(log_dir))
+        self.search.check_evaluator(self.ev)
+        dhcompat.attach(self.ev, self.search)
+        self.epochs = restore(self.search, self.ev, results_df, lc_df)
+        dhcompat.rewrite_results_from_start(self.search)
+        self.search.dump_jobs_done_to_csv(flush=True)
+        if resume_copy.exists():
+            if len(self.search.history):
+                os.remove(resume_copy)
+            else:
+                os.replace(resume_copy, log_dir / logs.RESULTS_CSV)
+
+        self.budget = self.meta["budget_epochs"]
+        self.deadline = logs.deadline(self.meta)
+        self.meta.pop("stopped_by", None)
+        for job in self.search.history.jobs:
+            self._count(job)
+
+    def _count(self, job) -> None:
+        self.counts[job.metadata.get(logs.STATUS) or logs.STATUS_FAILED] += 1
+        v = job.metadata.get(logs.BEST_VAL_LOSS)
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            self.best = min(self.best, v)
+
+    # ---------------------------------------------------------------- loop
+    def _budget_left(self) -> bool:
+        if self.epochs >= self.budget:
+            self.meta["stopped_by"] = "epochs"
+        elif self.deadline is not None and self.clock() >= self.deadline:
+            self.meta["stopped_by"] = "time"
+        return not self.meta.get("stopped_by")
+
+    def loop(self) -> None:
+        """tell -> ask -> submit -> gather until no trial runs and the budget is spent."""
+        ev, search = self.ev, self.search
+        decision_times = self.meta["decision_times"]
+        last_meta_write = time.monotonic()
+        while True:
+            if self.stop_requested:
+                raise Interrupted()
+            t = time.perf_counter()
+            if self.pending:
+                search.tell([(job.args, job.objective) for job in self.pending])
+            n_free = self.workers - len(dhcompat.running(ev))
+            left = self._budget_left()
+            configs = search.ask(n_free) if n_free > 0 and left else []
+            if self.pending or configs:
+                decision_times.append(time.perf_counter() - t)
+            if configs:
+                ev.submit(configs)
+            if self.pending:
+                search.history.extend(self.pending)
+                search.dump_jobs_done_to_csv()
+                self.pending = []
+            if not dhcompat.running(ev):
+                return
+            self.waiting = True
+            try:
+                got = ev.gather("BATCH", 1)
+            finally:
+                self.waiting = False
+            self.pending = got[0] + got[1] if isinstance(got, tuple) else got
+            for job in self.pending:
+                self.epochs += int(job.metadata.get(logs.EPOCHS) or 0)
+                self._count(job)
+            if self.bar:
+                self.bar.update(self.counts, self.best, self.epochs, len(dhcompat.running(ev)))
+            if time.monotonic() - last_meta_write > META_WRITE_INTERVAL:
+                finish_meta(self.meta, logs.RUN_RUNNING, self.epochs,
+                            len(search.history) + len(self.pending), self.clock())
+                logs.write_json(self.log_dir / logs.METADATA_JSON, self.meta)
+                last_meta_write = time.monotonic()
+
+    # ---------------------------------------------------------------- harvest
+    def harvest(self) -> None:
+        """After an interrupt: collect trials that finished but were not gathered yet."""
+        dhcompat.reset_storage_connection(self.ev)
+        harvested = dhcompat.finished_unharvested(self.ev)
+        self.epochs += sum(int(job.metadata.get(logs.EPOCHS) or 0) for job in harvested)
+        self.pending = self.pending + harvested
+
+    # ---------------------------------------------------------------- finish
+    def finish(self, status: str) -> int:
+        """Write results.csv and metadata.json; returns the exit code."""
+        search = self.search
+        if self.pending:
+            search.history.extend(self.pending)
+        if status == logs.RUN_COMPLETE:
+            self.ev.close()
+            # Training states of Hyperband trials are only needed to continue a search.
+            shutil.rmtree(self.log_dir / "checkpoints", ignore_errors=True)
+        _write_results(search, self.log_dir)
+        finish_meta(self.meta, status, self.epochs, len(search.history), self.clock())
+        logs.write_json(self.log_dir / logs.METADATA_JSON, self.meta)
+        if self.bar:
+            self.bar.update(self.counts, self.best, self.epochs, 0, final=True)
+        return 0 if status == logs.RUN_COMPLETE else 143
+
+    def on_signal(self, signum, frame) -> None:
+        self.stop_requested = True
+        if self.waiting:
+            raise Interrupted()
+
+
+def _write_results(search, log_dir: Path) -> None:
+    """The complete results.csv (all columns of all trials), written atomically."""
+    if len(search.history) == 0:
+        return
+    df = search.history.to_dataframe()
+    tmp = log_dir / (logs.RESULTS_CSV + ".tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, log_dir / logs.RESULTS_CSV)
+
+
+def drive(plan: Plan, ev, workers: int, meta: dict, progress: bool = True) -> int:
+    """Run the manager on ``ev``. Returns the exit code (0 complete, 143 interrupted)."""
+    m = Manager(plan, ev, workers, meta, progress)
+    manager_pid = os.getpid()
+
+    def on_signal(signum, frame):
+        if os.getpid() != manager_pid:  # a forked worker before it reset its handlers
+            os._exit(128 + signum)
+        m.on_signal(signum, frame)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    status = logs.RUN_COMPLETE
+    try:
+        m.loop()
+    except Interrupted:
+        status = logs.RUN_INTERRUPTED
+        m.harvest()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return m.finish(status)
+
+
+def run(plan: Plan, backend, progress: bool = True) -> int:
+    """Run the search of ``plan`` on ``backend``; returns the exit code (0 on worker ranks)."""
+    plan.log_dir.mkdir(parents=True, exist_ok=True)
+    workers, now = backend.start(plan)
+    meta = new_metadata(plan, workers, now)
+    backend.annotate(meta)
+    with backend.evaluator(plan, meta) as ev:
+        if ev is None:  # an MPI worker rank: it served trials until the manager finished
+            return 0
+        logs.write_json(plan.log_dir / logs.METADATA_JSON, meta)
+        code = drive(plan, ev, workers, meta, progress)
+        return backend.finish(code, ev, meta, plan)

@@ -1,0 +1,61 @@
+"""Peers: other teams' HPO tools on the same problem, budgets and logs as our methods.
+
+Each adapter (:mod:`experiments.peers.optuna_peers`, ...) runs its library's ask/tell loop in
+simulated time on a learning-curve table, through the same trial contract and clock as our
+replayed searches (:mod:`experiments.peers.simulate`). :func:`run_peer` runs one peer and seed;
+``python -m experiments.campaign --backend replay`` runs them with our methods.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from experiments import logs
+from experiments.methods import settings_for
+from experiments.peers.optuna_peers import PEERS, Session, get_peer, optuna_distributions
+from experiments.peers.simulate import DEVICES, CurveFn, simulate, write_logs
+from experiments.space import problem_for
+
+__all__ = ["PEERS", "get_peer", "run_peer", "simulate_peer"]
+
+
+def simulate_peer(peer, s, seed: int, curve_fn: CurveFn, workers: int = 2,
+                  devices: int = DEVICES, session_out: list | None = None):
+    """Simulate ``peer`` (a name or a registry record) for one seed; returns the
+    :class:`experiments.peers.simulate.Run`. ``session_out`` receives the session."""
+    peer = get_peer(peer) if isinstance(peer, str) else peer
+    session = Session(peer, s, seed, optuna_distributions(problem_for(s.scale)))
+    if session_out is not None:
+        session_out.append(session)
+    return simulate(session, s, curve_fn, workers, devices)
+
+
+def peer_dir(scale: str, name: str, seed: int) -> Path:
+    """Logs of a peer: ``results/<scale>/replay/<peer>/seed<k>/`` (beside replayed methods)."""
+    from mlpf.paths import RESULTS_DIR
+
+    return RESULTS_DIR / scale / "replay" / name / f"seed{seed}"
+
+
+def run_peer(name: str, scale: str, seed: int, curve_fn: CurveFn, log_dir: Path,
+             workers: int = 2, table: dict | None = None, budget: int | None = None,
+             time_budget: float | None = None, devices: int = DEVICES) -> dict | None:
+    """Simulate one peer and seed and write its logs; None when they are already complete
+    on the same table (``table["sha256"]``). The epoch budget is the scale's unless
+    ``budget``; a simulated deadline only with ``time_budget`` (seconds)."""
+    peer = get_peer(name)
+    table = table or {}
+    previous = logs.read_json(log_dir / logs.METADATA_JSON)
+    if previous is not None and previous.get("status") == logs.RUN_COMPLETE and \
+            previous.get("replay", {}).get("sha256") == table.get("sha256"):
+        return None
+    logs.clear_logs(log_dir)
+    s = settings_for(scale, budget, time_budget or 0)  # 0: no deadline
+    tic = time.perf_counter()
+    sessions: list = []
+    run = simulate_peer(peer, s, seed, curve_fn, workers, devices, sessions)
+    real = time.perf_counter() - tic
+    described = {"name": peer.name, "summary": peer.summary, **peer.describe(s)}
+    return write_logs(run, log_dir, described, s, seed, workers, table, real,
+                      list(sessions[0].dists), sessions[0].info())

@@ -1,0 +1,200 @@
+"""Optuna peers: Optuna's samplers and pruners on the same recorded learning curves, in
+simulated time (:mod:`experiments.peers.simulate`).
+
+    python -m experiments.campaign --backend replay --scale small --methods "optuna_tpe_hb"
+
+Each peer is an Optuna 5 study (ask/tell) with a sampler (TPE or random) and a pruner
+(Hyperband or successive halving) set like our methods at that scale
+(:func:`experiments.methods.settings_for`: ``max_t``, grace = minimum resource, ``eta``). A
+trial does not train: its learning curve is looked up in a replay table
+(``results/<scale>/lctable.csv``, :mod:`experiments.replay`), the curve of the nearest recorded
+configuration, every epoch with its val_loss, train_loss and measured seconds.
+
+At each epoch's end the trial reports ``val_loss`` at step ``epoch`` and, below max_t, asks
+``should_prune()`` (through :class:`experiments.trial.TrialRun`, the contract of every trial).
+
+How the peers differ from our methods (:mod:`experiments.methods`):
+- ``SuccessiveHalvingPruner`` is asynchronous successive halving like our ``asha``: rungs at
+  ``grace * eta**k`` epochs, a trial continues if it is in the top ``1/eta`` of the values
+  recorded at that rung so far (the best so far while fewer than ``eta`` are there).
+- ``HyperbandPruner`` is asynchronous too, like our ``async_hyperband`` (successive-halving
+  brackets with ``min_early_stopping_rate`` 0, 1, ...), not our synchronous ``hyperband``,
+  which promotes whole rungs from checkpoints. Optuna draws a trial's bracket by hashing the
+  study name and trial number, weighted by Hyperband's bracket sizes (most trials in the most
+  aggressive bracket); ours hashes the job number uniformly over brackets.
+- ``TPESampler`` (Optuna 5 defaults: multivariate, constant liar) fills its "good" set with
+  completed trials first, then pruned ones by epochs reached and last value; running trials
+  count as "bad"; failed ones are left out. Our CBO fits every finished trial's last objective
+  (stopped ones alike; a failure as the worst value seen). ``n_startup_trials`` is our
+  ``n_initial_points``.
+- A pruned trial's learning curve stops at its rung; nothing continues it later.
+
+Logs: ``results/<scale>/replay/<peer>/seed<k>/``, as our replayed searches.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import optuna
+from ConfigSpace import (
+    CategoricalHyperparameter,
+    Constant,
+    OrdinalHyperparameter,
+    UniformFloatHyperparameter,
+    UniformIntegerHyperparameter,
+)
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import TrialState
+
+from experiments import logs
+from experiments.methods import Settings
+
+
+# ------------------------------------------------------------------------------ space
+def optuna_distributions(problem) -> dict[str, BaseDistribution]:
+    """The DeepHyper problem as Optuna distributions, one per hyperparameter, in its order.
+
+    Log-uniform and uniform floats stay floats; an integer grid with a constant step (``4, 8,
+    ..., 32``; ``1, 2, 3``) becomes an integer range with that step, so that TPE keeps its
+    order; other grids (``16, 32, 64``) and flags/names become categorical.
+    """
+    out: dict[str, BaseDistribution] = {}
+    for hp in problem.space.values():
+        if isinstance(hp, UniformFloatHyperparameter):
+            d = FloatDistribution(float(hp.lower), float(hp.upper), log=bool(hp.log))
+        elif isinstance(hp, UniformIntegerHyperparameter):
+            d = IntDistribution(int(hp.lower), int(hp.upper), log=bool(hp.log))
+        elif isinstance(hp, OrdinalHyperparameter):
+            seq = [logs.native(v) for v in hp.sequence]
+            ints = all(isinstance(v, int) and not isinstance(v, bool) for v in seq)
+            steps = {b - a for a, b in zip(seq, seq[1:])}  # empty for a single value
+            if ints and len(steps) <= 1 and all(st > 0 for st in steps):
+                d = IntDistribution(seq[0], seq[-1], step=next(iter(steps), 1))
+            else:
+                d = CategoricalDistribution(seq)
+        elif isinstance(hp, CategoricalHyperparameter):
+            d = CategoricalDistribution([logs.native(v) for v in hp.choices])
+        elif isinstance(hp, Constant):
+            d = CategoricalDistribution([logs.native(hp.value)])
+        else:
+            raise TypeError(f"{hp.name}: no Optuna distribution for {type(hp).__name__}")
+        out[hp.name] = d
+    return out
+
+
+# ------------------------------------------------------------------------------ registry
+@dataclass(frozen=True)
+class Peer:
+    """An Optuna sampler composed with an Optuna pruner, both set from our ``Settings``."""
+
+    name: str
+    summary: str
+    sampler: str  # "tpe" | "random"
+    pruner: str  # "hyperband" | "sha"
+
+    def make_sampler(self, s: Settings, seed: int) -> optuna.samplers.BaseSampler:
+        if self.sampler == "tpe":
+            # n_startup_trials: random configurations before the model, like our CBO
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.n_initial_points)
+        return optuna.samplers.RandomSampler(seed=seed)
+
+    def make_pruner(self, s: Settings) -> optuna.pruners.BasePruner:
+        if self.pruner == "hyperband":
+            return optuna.pruners.HyperbandPruner(min_resource=s.grace, max_resource=s.max_t,
+                                                  reduction_factor=s.eta)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=s.grace,
+                                                      reduction_factor=s.eta,
+                                                      min_early_stopping_rate=0)
+
+    def describe(self, s: Settings) -> dict:
+        sampler = ({"sampler": "TPESampler", "n_startup_trials": s.n_initial_points,
+                    "multivariate": "default (True)", "constant_liar": "default (True)"}
+                   if self.sampler == "tpe" else {"sampler": "RandomSampler"})
+        if self.pruner == "hyperband":
+            n = int(math.floor(math.log(s.max_t / s.grace, s.eta))) + 1  # as Optuna computes it
+            pruner = {"pruner": "HyperbandPruner", "min_resource": s.grace,
+                      "max_resource": s.max_t, "reduction_factor": s.eta, "brackets": n}
+        else:
+            pruner = {"pruner": "SuccessiveHalvingPruner", "min_resource": s.grace,
+                      "reduction_factor": s.eta, "min_early_stopping_rate": 0}
+        return {"max_t": s.max_t, "budget_epochs": s.budget,
+                "time_budget_s": s.time_budget, **sampler, **pruner}
+
+
+PEERS: dict[str, Peer] = {p.name: p for p in [
+    Peer("optuna_tpe_hb", "Optuna TPE + HyperbandPruner", "tpe", "hyperband"),
+    Peer("optuna_tpe_sha", "Optuna TPE + SuccessiveHalvingPruner", "tpe", "sha"),
+    Peer("optuna_random_hb", "Optuna random sampling + HyperbandPruner", "random", "hyperband"),
+    Peer("optuna_random_sha", "Optuna random sampling + SuccessiveHalvingPruner", "random",
+         "sha"),
+]}
+
+
+def get_peer(name: str) -> Peer:
+    try:
+        return PEERS[name]
+    except KeyError:
+        raise ValueError(f"unknown peer {name!r}; choose one of {', '.join(PEERS)}") from None
+
+
+# ------------------------------------------------------------------------------ session
+class _Job:
+    """An Optuna trial as a job of the trial contract: record -> report, stopped -> prune."""
+
+    def __init__(self, trial: optuna.Trial, number: int, config: dict, prune_times: list):
+        self.trial, self.id, self.parameters = trial, number, config
+        self.prune_times = prune_times
+
+    def record(self, epoch: int, objective: float) -> None:
+        tic = time.perf_counter()
+        self.trial.report(-objective, epoch)
+        self.prune_times.append(time.perf_counter() - tic)
+
+    def stopped(self) -> bool:
+        tic = time.perf_counter()
+        prune = self.trial.should_prune()
+        self.prune_times[-1] += time.perf_counter() - tic
+        return prune
+
+
+class Session:
+    """One Optuna study (ask/tell) for :func:`experiments.peers.simulate.simulate`."""
+
+    def __init__(self, peer: Peer, s: Settings, seed: int,
+                 distributions: dict[str, BaseDistribution]):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # A fixed study name: HyperbandPruner hashes it with the trial number to pick a bracket.
+        self.study = optuna.create_study(study_name=f"{peer.name}-seed{seed}",
+                                         direction="minimize",
+                                         sampler=peer.make_sampler(s, seed),
+                                         pruner=peer.make_pruner(s))
+        self.dists = distributions
+        self.prune_times: list[float] = []  # real seconds: report + should_prune per epoch
+
+    def ask(self) -> tuple[optuna.Trial, dict]:
+        trial = self.study.ask(self.dists)  # samples every parameter now
+        return trial, {k: logs.native(trial.params[k]) for k in self.dists}
+
+    def job(self, trial: optuna.Trial, number: int, config: dict) -> _Job:
+        return _Job(trial, number, config, self.prune_times)
+
+    def tell(self, trial: optuna.Trial, outcome: dict) -> None:
+        status = outcome["metadata"][logs.STATUS]
+        if status == logs.STATUS_OK:
+            self.study.tell(trial, -outcome["objective"])
+        elif status == logs.STATUS_STOPPED:
+            self.study.tell(trial, state=TrialState.PRUNED)
+        else:
+            self.study.tell(trial, state=TrialState.FAIL)
+
+    def info(self) -> dict:
+        return {"library": "optuna", "version": optuna.__version__,
+                "prune_summary": logs.summarize_times(self.prune_times)}

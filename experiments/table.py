@@ -1,0 +1,451 @@
+"""The learning-curve table: its schema, paths, reader, nearest-configuration lookup and the
+held-out check of that lookup.
+
+    python -m experiments.table --scale small --check   # how well the table predicts a config
+
+A table (``results/<scale>/lctable.csv``, built by :mod:`experiments.lctable`) holds sampled
+configurations of the scale's search space trained to max_t, one row per (configuration,
+epoch); configuration 0 is the untuned default. Replayed searches
+(:mod:`experiments.backends.replay`) and peers (:mod:`experiments.peers`) do not train: a
+trial's epochs are those of the table's configuration nearest to the trial's
+(:meth:`Table.lookup`).
+
+Lookup: the nearest complete configuration by the root mean square of per-hyperparameter
+differences, each hyperparameter mapped to [0, 1]: log scale for log-uniform ranges, linear for
+other ranges, position in the grid for ordinal grids, 0/1 mismatch for categoricals (ties: the
+lowest config id). A hyperparameter missing from a configuration takes the default's value
+(config 0). A failed recorded training fails the same way at the same epoch. How well the lookup
+predicts an unseen configuration is :meth:`Table.heldout_error` (leave-one-out).
+
+Importable API (stable): :func:`load_table`, :class:`Table` with ``lookup(config)``,
+``replay(config)``, ``curve(config)``, ``failure(config)``, ``max_t``, ``devices``,
+``summary()`` and ``heldout_error()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from experiments import logs
+
+# ----------------------------------------------------------------------------- table columns
+# One row per (configuration, epoch). A failed training adds one row with status "failed" at
+# the epoch it failed in: val_loss and train_loss empty, epoch_seconds the time that epoch ran
+# until the failure. A configuration is complete when it has ok rows for epochs 1..max_t, or ok
+# rows 1..k-1 and a failed row at epoch k.
+CONFIG_ID = "config_id"  # 0 = untuned default, 1..N = sampled
+EPOCH = logs.EPOCH  # 1-based
+VAL_LOSS = logs.VAL_LOSS
+TRAIN_LOSS = logs.TRAIN_LOSS
+EPOCH_SECONDS = logs.EPOCH_SECONDS  # wall seconds of the epoch (training + validation)
+STATUS = "status"  # ok | failed
+STATUS_OK, STATUS_FAILED = logs.STATUS_OK, logs.STATUS_FAILED
+REASON = "reason"  # failed rows: diverged | oom | error:<Exception>; empty otherwise
+PARAM_PREFIX = "p:"  # then one column p:<hyperparameter> per searched hyperparameter
+BASE_COLUMNS = (CONFIG_ID, EPOCH, VAL_LOSS, TRAIN_LOSS, EPOCH_SECONDS, STATUS, REASON)
+
+
+def table_path(scale: str) -> Path:
+    """Default location of a scale's table: ``results/<scale>/lctable.csv``."""
+    from mlpf.paths import RESULTS_DIR
+
+    return RESULTS_DIR / scale / "lctable.csv"
+
+
+def meta_path(table: Path) -> Path:
+    """The JSON next to a table: ``lctable.csv`` -> ``lctable.json``."""
+    return Path(table).with_suffix(".json")
+
+
+def columns_for(names) -> tuple[str, ...]:
+    return (*BASE_COLUMNS, *(PARAM_PREFIX + n for n in sorted(names)))
+
+
+def default_values(scale: str) -> dict:
+    """The searched hyperparameters of the untuned default configuration of ``scale``."""
+    from experiments.space import problem_for
+    from mlpf.train import config_for_scale
+
+    cfg = config_for_scale(scale).to_dict()
+    return {n: cfg[n] for n in problem_for(scale).hyperparameter_names}
+
+
+LOOKUP = "nearest"  # the lookup rule, as recorded in metadata
+TABLE_CONFIG = "table_config"  # results.csv m:table_config: config id of the replayed curve
+TABLE_DISTANCE = "table_distance"  # m:table_distance: its distance to the trial's configuration
+
+
+class TableError(Exception):
+    """A missing or unusable table: one line for the user."""
+
+
+# ------------------------------------------------------------------------------ the table
+@dataclass(frozen=True)
+class Entry:
+    """One complete configuration of the table.
+
+    ``curve``: ``[(val_loss, train_loss, epoch_seconds), ...]`` for epochs 1..k: k = max_t, or
+    the epochs before a failure; then ``failure`` is its reason and ``failure_seconds`` the
+    time the failing epoch ran.
+    """
+
+    config_id: int
+    params: dict
+    curve: tuple
+    failure: str | None = None
+    failure_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Match:
+    """Result of a lookup: the entry and its distance (0 = the same configuration)."""
+
+    entry: Entry
+    distance: float
+
+
+def _as_key(v) -> str:
+    """Categorical values compared as text: True, "True", np.True_ all give "True"."""
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, str) and v.strip().lower() in ("true", "false"):
+        return v.strip().capitalize()
+    return str(v.item() if hasattr(v, "item") else v)
+
+
+class _Encoder:
+    """Maps a configuration to per-hyperparameter coordinates (see the module docstring)."""
+
+    def __init__(self, names: list[str], problem, entries: list[Entry]):
+        self.names = names
+        self.kind: dict[str, tuple] = {}
+        hps = {} if problem is None else {hp.name: hp for hp in problem.space.values()}
+        for n in names:
+            hp = hps.get(n)
+            kind = type(hp).__name__ if hp is not None else None
+            if kind in ("UniformFloatHyperparameter", "UniformIntegerHyperparameter"):
+                lo, hi = float(hp.lower), float(hp.upper)
+                if hp.log:
+                    self.kind[n] = ("log", math.log(lo), math.log(hi))
+                else:
+                    self.kind[n] = ("lin", lo, hi)
+            elif kind == "OrdinalHyperparameter":
+                seq = [float(x) for x in hp.sequence]
+                self.kind[n] = ("grid", np.asarray(seq))
+            elif kind == "CategoricalHyperparameter":
+                self.kind[n] = ("cat",)
+            else:  # not in the search space: numbers min-max scaled over the table, else text
+                vals = [e.params[n] for e in entries]
+                try:
+                    f = [float(v) for v in vals]
+                    self.kind[n] = ("lin", min(f), max(f))
+                except (TypeError, ValueError):
+                    self.kind[n] = ("cat",)
+
+    def encode(self, params: dict) -> tuple[np.ndarray, list[str]]:
+        """(numeric coordinates in [0, 1] (NaN for categoricals), categorical keys)."""
+        x = np.full(len(self.names), np.nan)
+        cats = [""] * len(self.names)
+        for i, n in enumerate(self.names):
+            k, v = self.kind[n], params[n]
+            if k[0] == "cat":
+                cats[i] = _as_key(v)
+                continue
+            v = float(v)
+            if k[0] == "log":
+                x[i] = (math.log(v) - k[1]) / (k[2] - k[1]) if k[2] > k[1] else 0.0
+            elif k[0] == "lin":
+                x[i] = (v - k[1]) / (k[2] - k[1]) if k[2] > k[1] else 0.0
+            else:  # grid position, interpolated between grid points
+                seq = k[1]
+                x[i] = np.interp(v, seq, np.arange(len(seq))) / max(1, len(seq) - 1)
+        return x, cats
+
+
+class Table:
+    """A learning-curve table (:mod:`experiments.lctable`) with nearest-configuration lookup.
+
+    Attributes: ``path``, ``scale``, ``max_t``, ``entries`` (complete configurations, by id),
+    ``names`` (hyperparameters), ``sha256`` (of the CSV file), ``n_incomplete`` (configurations
+    left out because the table stops in the middle of their training), ``meta`` (lctable.json).
+    """
+
+    def __init__(self, entries: list[Entry], scale: str, max_t: int, path: Path | None = None,
+                 sha256: str | None = None, meta: dict | None = None, n_incomplete: int = 0):
+        if not entries:
+            raise TableError(f"{path}: no complete configuration in the table")
+        from experiments.space import problem_for
+
+        self.entries = sorted(entries, key=lambda e: e.config_id)
+        self.scale, self.max_t, self.path, self.sha256 = scale, int(max_t), path, sha256
+        self.meta = meta or {}
+        self.n_incomplete = n_incomplete
+        self.names = sorted(self.entries[0].params)
+        try:
+            problem = problem_for(scale)
+        except ValueError:
+            problem = None
+        self._enc = _Encoder(self.names, problem, self.entries)
+        self._defaults = next((e.params for e in self.entries if e.config_id == 0), None)
+        coded = [self._enc.encode(e.params) for e in self.entries]
+        self._x = np.array([c[0] for c in coded])  # (n_entries, n_names)
+        self._cats = np.array([c[1] for c in coded], dtype=object)
+        self._heldout: dict | None = None
+
+    # -------------------------------------------------------------- lookup
+    def _complete(self, config: dict) -> dict:
+        missing = [n for n in self.names if n not in config]
+        if not missing:
+            return config
+        if self._defaults is None:  # no default in the table: the trainable's defaults
+            self._defaults = default_values(self.scale)
+        return {**{n: self._defaults[n] for n in missing}, **config}
+
+    def _distances(self, config: dict) -> np.ndarray:
+        x, cats = self._enc.encode(self._complete(config))
+        num = ~np.isnan(x)
+        d2 = np.nansum((self._x[:, num] - x[num]) ** 2, axis=1)
+        cat = ~num
+        if cat.any():
+            d2 = d2 + (self._cats[:, cat] != np.array(cats, dtype=object)[cat]).sum(axis=1)
+        return np.sqrt(d2 / len(self.names))
+
+    def lookup(self, config: dict, exclude: int | None = None) -> Match:
+        """Nearest complete configuration (ties: lowest id); ``exclude`` a config id."""
+        d = self._distances(config)
+        if exclude is not None:
+            d = d.copy()
+            d[[i for i, e in enumerate(self.entries) if e.config_id == exclude]] = np.inf
+        i = int(np.argmin(d))  # first minimum: entries are sorted by config id
+        return Match(self.entries[i], float(d[i]))
+
+    def curve(self, config: dict) -> list[tuple[float, float, float]]:
+        """``[(val_loss, train_loss, epoch_seconds), ...]`` of the nearest configuration:
+        max_t epochs, fewer when its training failed (see :meth:`failure`)."""
+        return list(self.lookup(config).entry.curve)
+
+    def failure(self, config: dict) -> str | None:
+        """Failure reason of the nearest configuration (``diverged``, ``oom``, ...) or None."""
+        return self.lookup(config).entry.failure
+
+    def replay(self, config: dict) -> tuple[Entry, dict]:
+        """What a simulated trial of ``config`` replays: the nearest entry (a recorded
+        training for :func:`experiments.trial.replay_epochs`) and the trial metadata that
+        names it (``table_config``, ``table_distance``)."""
+        m = self.lookup(config)  # one nearest-neighbour search per trial
+        return m.entry, {TABLE_CONFIG: m.entry.config_id,
+                         TABLE_DISTANCE: round(m.distance, 6)}
+
+    # -------------------------------------------------------------- held-out error
+    def heldout_error(self) -> dict:
+        """Leave-one-out error of the lookup on the table itself.
+
+        Each configuration is predicted by the lookup on the other configurations. Reported:
+        ``final_mae`` (mean |predicted - recorded| val_loss at max_t, over configurations
+        trained to max_t whose prediction is also trained to max_t), ``final_rel`` (the same
+        relative to the recorded value), ``final_spearman`` (rank correlation of predicted and
+        recorded final val_loss: does the replay keep the order of configurations),
+        ``epoch_mae`` / ``epoch_rel`` (over every epoch both curves have), ``failure_agreement``
+        (fraction of configurations whose prediction fails iff they fail), and the same MAEs
+        for a no-information baseline that predicts the mean curve of the other configurations
+        (``baseline_final_mae``, ``baseline_epoch_mae``).
+        """
+        if self._heldout is not None:
+            return dict(self._heldout)
+        fin_t, fin_p, fin_b, ep_err, ep_rel, ep_base = [], [], [], [], [], []
+        agree = 0
+        ok = [e for e in self.entries if e.failure is None and len(e.curve) >= self.max_t]
+        ok_ids = {e.config_id for e in ok}
+        for e in self.entries:
+            m = self.lookup(e.params, exclude=e.config_id)
+            agree += (m.entry.failure is None) == (e.failure is None)
+            true = np.array([c[0] for c in e.curve])
+            pred = np.array([c[0] for c in m.entry.curve])
+            n = min(len(true), len(pred))
+            ep_err += list(np.abs(pred[:n] - true[:n]))
+            ep_rel += list(np.abs(pred[:n] - true[:n]) / np.abs(true[:n]))
+            others = [o for o in ok if o.config_id != e.config_id]
+            if others:
+                mean_curve = np.mean([[c[0] for c in o.curve[: self.max_t]] for o in others],
+                                     axis=0)
+                ep_base += list(np.abs(mean_curve[: len(true)] - true))
+            if e.config_id in ok_ids and m.entry.failure is None and len(pred) >= self.max_t:
+                fin_t.append(true[self.max_t - 1])
+                fin_p.append(pred[self.max_t - 1])
+                if others:
+                    fin_b.append(abs(mean_curve[self.max_t - 1] - true[self.max_t - 1]))
+        fin_t, fin_p = np.array(fin_t), np.array(fin_p)
+
+        def mean(a):
+            return float(np.mean(a)) if len(a) else None
+
+        out = {
+            "lookup": LOOKUP, "n_configs": len(self.entries), "n_final": int(len(fin_t)),
+            "final_mae": mean(np.abs(fin_p - fin_t)),
+            "final_rel": mean(np.abs(fin_p - fin_t) / np.abs(fin_t)),
+            "final_spearman": _spearman(fin_p, fin_t),
+            "epoch_mae": mean(ep_err), "epoch_rel": mean(ep_rel),
+            "failure_agreement": agree / len(self.entries),
+            "baseline_final_mae": mean(fin_b), "baseline_epoch_mae": mean(ep_base),
+        }
+        self._heldout = out
+        return dict(out)
+
+    @property
+    def devices(self) -> int:
+        """Devices one training held: the table's (CPU threads, or 1 GPU), default 1."""
+        return int(self.meta.get("devices") or self.meta.get("threads") or 1)
+
+    def summary(self) -> dict:
+        """What replay metadata records about the table."""
+        return {"path": str(self.path) if self.path else None, "sha256": self.sha256,
+                "scale": self.scale, "max_t": self.max_t, "n_configs": len(self.entries),
+                "n_failed": sum(e.failure is not None for e in self.entries),
+                "n_incomplete": self.n_incomplete, "lookup": LOOKUP,
+                "table_seed": self.meta.get("seed"), "trainable": self.meta.get("trainable"),
+                "heldout_error": self.heldout_error()}
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    if len(a) < 3:
+        return None
+    ra = np.argsort(np.argsort(a, kind="stable"), kind="stable").astype(float)
+    rb = np.argsort(np.argsort(b, kind="stable"), kind="stable").astype(float)
+    if ra.std() == 0 or rb.std() == 0:
+        return None
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_table(path, scale: str | None = None) -> Table:
+    """Read a table written by :mod:`experiments.lctable`.
+
+    The scale comes from ``scale``, else from the ``lctable.json`` next to the CSV, else from
+    the longest recorded curve (the scale whose max_t it is). Configurations whose training
+    the table has not finished are left out. Raises :class:`TableError` (one line) when the
+    file is missing or unusable.
+    """
+    import pandas as pd
+
+    from mlpf.scales import SCALES
+
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        guess = scale or next((s for s in SCALES if s in path.parts), "small")
+        raise TableError(f"no learning-curve table at {path}; make it with "
+                         f"`make lctable SCALE={guess}` (python -m experiments.lctable)")
+    meta = logs.read_json(meta_path(path)) or {}
+    try:
+        df = pd.read_csv(path, on_bad_lines="skip", keep_default_na=False,
+                         na_values={VAL_LOSS: [""], TRAIN_LOSS: [""], EPOCH_SECONDS: [""]})
+        missing = {CONFIG_ID, EPOCH, VAL_LOSS, TRAIN_LOSS, EPOCH_SECONDS, STATUS} - \
+            set(df.columns)
+        if missing:
+            raise TableError(f"{path}: not a learning-curve table (no {sorted(missing)})")
+        df = df[pd.to_numeric(df[CONFIG_ID], errors="coerce").notna()
+                & pd.to_numeric(df[EPOCH], errors="coerce").notna()]
+        df = df.astype({CONFIG_ID: int, EPOCH: int})
+    except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as e:
+        raise TableError(f"{path}: unreadable table ({e})") from None
+    scale = scale or meta.get("scale")
+    if scale is None:
+        longest = int(df[EPOCH].max()) if len(df) else 0
+        scale = next((s for s, v in SCALES.items() if v.max_epochs == longest), None)
+        if scale is None:
+            raise TableError(f"{path}: no lctable.json and no scale with max_t={longest}; "
+                             "pass the scale")
+    max_t = int(meta.get("max_t") or SCALES[scale].max_epochs)
+    p_cols = [c for c in df.columns if c.startswith(PARAM_PREFIX)]
+    if REASON not in df.columns:
+        df[REASON] = ""
+    entries, n_incomplete = [], 0
+    for cid, g in df.groupby(CONFIG_ID, sort=True):
+        g = g.drop_duplicates(EPOCH, keep="first").sort_values(EPOCH)
+        okr = g[g[STATUS] == STATUS_OK]
+        failed = g[g[STATUS] == STATUS_FAILED]
+        k = int(failed[EPOCH].min()) if len(failed) else max_t + 1
+        okr = okr[okr[EPOCH] < k]
+        if list(okr[EPOCH]) != list(range(1, min(k, max_t + 1))):
+            n_incomplete += 1  # training not finished (or rows missing): left out
+            continue
+        curve = tuple((float(v), float(t), float(s)) for v, t, s in
+                      zip(okr[VAL_LOSS], okr[TRAIN_LOSS], okr[EPOCH_SECONDS]))
+        params = {c[len(PARAM_PREFIX):]: _param_cell(g[c].iloc[0]) for c in p_cols}
+        if len(failed):
+            f = failed[failed[EPOCH] == k].iloc[0]
+            secs = float(f[EPOCH_SECONDS]) if pd.notna(f[EPOCH_SECONDS]) else 0.0
+            entries.append(Entry(int(cid), params, curve, str(f[REASON]) or "error", secs))
+        else:
+            entries.append(Entry(int(cid), params, curve[:max_t]))
+    if not entries:
+        raise TableError(f"{path}: no configuration with a complete learning curve yet")
+    return Table(entries, scale, max_t, path, _sha256(path), meta, n_incomplete)
+
+
+def _param_cell(v):
+    """A ``p:`` cell of the table as the hyperparameter value (flags are read back as str)."""
+    v = logs.native(v)
+    if isinstance(v, str) and v in ("True", "False"):
+        return v == "True"
+    return v
+
+
+
+
+def print_check(table: Table) -> None:
+    """The held-out error of the lookup, one quantity per line."""
+    h = table.heldout_error()
+
+    def f(v, pct=False):
+        return "-" if v is None else (f"{100 * v:.1f} %" if pct else f"{v:.4g}")
+
+    print(f"table {table.path}: {len(table.entries)} configurations "
+          f"({sum(e.failure is not None for e in table.entries)} failed, "
+          f"{table.n_incomplete} incomplete left out), max_t {table.max_t}, lookup {LOOKUP}")
+    print("leave-one-out error (each configuration predicted from the others):")
+    print(f"  final val_loss      MAE {f(h['final_mae'])} (relative {f(h['final_rel'], True)})"
+          f"  mean-curve baseline {f(h['baseline_final_mae'])}  [{h['n_final']} configs]")
+    print(f"  per-epoch val_loss  MAE {f(h['epoch_mae'])} (relative {f(h['epoch_rel'], True)})"
+          f"  mean-curve baseline {f(h['baseline_epoch_mae'])}")
+    print(f"  rank correlation of final val_loss (Spearman) {f(h['final_spearman'])}")
+    print(f"  failure predicted correctly for {f(h['failure_agreement'], True)}")
+
+
+
+
+def main(argv=None) -> int:
+    from experiments.cli import CliError, Parser, add_scale, run_main
+
+    p = Parser("python -m experiments.table", __doc__)
+    add_scale(p)
+    p.add_argument("--table", default=None, help="default results/<scale>/lctable.csv")
+    p.add_argument("--check", action="store_true",
+                   help="print the leave-one-out error of the lookup")
+
+    def body() -> int:
+        a = p.parse_args(argv)
+        try:
+            table = load_table(Path(a.table) if a.table else table_path(a.scale), a.scale)
+        except TableError as e:
+            raise CliError(str(e)) from None
+        print_check(table)
+        return 0
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""THE per-epoch trial contract: what happens after every epoch of every trial, written once.
+
+A live worker (:mod:`experiments.backends.worker`), a replayed trial
+(:mod:`experiments.backends.replay`) and every peer adapter (:mod:`experiments.peers`) run a
+trial through :class:`TrialRun`, so that budgets, stop decisions and the logged outcome cannot
+differ between them. After each epoch, :meth:`TrialRun.epoch`:
+
+1. writes the learning-curve row (``learning_curves.csv``: epoch, losses, seconds, start/end
+   since the search began, worker, devices) and counts the epoch as trained;
+2. fails the trial (``diverged``) if the validation loss is not finite;
+3. reports ``-val_loss`` at step ``epoch`` to the job (DeepHyper maximises; a peer adapter
+   passes it on to its own library);
+4. stops the trial when ``epoch`` reaches its budget (``ok``), when the job's stopper says so
+   (``stopped``: an ASHA rung, a pruner), or when the search's deadline has passed
+   (``stopped``, reason ``time_budget``).
+
+:meth:`TrialRun.outcome` is what the run-function returns: ``{"objective": -val_loss of the
+last epoch | "F_<reason>", "metadata": {status, reason, epochs, budget, best_val_loss,
+trial_start, trial_end, worker, ...}}`` (the ``m:`` columns of results.csv).
+
+A job is anything with ``parameters`` (dict), ``id`` (``"<search>.<number>"`` or a number),
+``record(step, objective)`` and ``stopped()``: DeepHyper's running job, or a peer's adapter.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+
+from experiments import logs
+from experiments.schedulers import BUDGET_KEY, SCHEDULE_KEYS
+
+
+class Diverged(Exception):
+    """A non-finite validation loss: the trial fails with reason ``diverged``."""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A recorded training that a simulated trial replays (from a table, or synthetic).
+
+    ``curve``: ``[(val_loss, train_loss, epoch_seconds), ...]`` for epochs 1..k: k = max_t, or
+    the epochs before a failure; then ``failure`` is its reason and ``failure_seconds`` the
+    time the failing epoch ran. ``meta`` goes to results.csv as ``m:<key>`` columns.
+    """
+
+    curve: tuple | list
+    failure: str | None = None
+    failure_seconds: float = 0.0
+    meta: dict = field(default_factory=dict)
+
+
+def checkpoint_dir(log_dir: str, trial) -> str:
+    """Where Hyperband trial ``trial`` keeps its training state between rungs."""
+    return os.path.join(log_dir, "checkpoints", f"trial{int(trial)}")
+
+
+def job_number(job_id) -> int:
+    """``"0.17"`` or ``17`` -> 17."""
+    return int(str(job_id).split(".")[-1])
+
+
+def split_parameters(params: dict, max_t: int) -> tuple[dict, int]:
+    """A job's parameters -> (hyperparameters, epoch budget): scheduler keys removed, the
+    budget is the Hyperband rung's (``budget``) or ``max_t``."""
+    return ({k: v for k, v in params.items() if k not in SCHEDULE_KEYS},
+            int(params.get(BUDGET_KEY, max_t)))
+
+
+class TrialRun:
+    """One trial's epochs as they end, and its outcome.
+
+    Args:
+        job: the job (see the module docstring).
+        max_t: epochs of a full training (the budget unless the job carries one).
+        now: seconds since the search began (wall time live, simulated in a replay).
+        deadline: the search's deadline in the same seconds, None without one.
+        write_row: takes each learning-curve row (a dict of :data:`logs.LC_COLUMNS`).
+        worker: the worker's stable id; devices: devices the trial holds.
+    """
+
+    def __init__(self, job, max_t: int, now: Callable[[], float], deadline: float | None,
+                 write_row: Callable[[dict], None], worker: int, devices: int = 1,
+                 extra_meta: dict | None = None):
+        self.job, self.now, self.deadline = job, now, deadline
+        self.write_row, self.worker, self.devices = write_row, worker, devices
+        self.hp, self.budget = split_parameters(dict(job.parameters), max_t)
+        self.number = job_number(job.id)
+        self.extra_meta = dict(extra_meta or {})
+        self.epochs = 0  # epochs trained by this job
+        self.best, self.last = math.inf, None
+        self.stopped = self.deadline_hit = False
+        self.t_start = self.t_prev = now()
+
+    def epoch(self, epoch: int, val_loss: float, train_loss: float = math.nan,
+              seconds: float | None = None, devices: int | None = None) -> bool:
+        """Log epoch ``epoch`` that just ended; True when the trial must stop now.
+
+        Raises :class:`Diverged` for a non-finite validation loss (after logging it)."""
+        t_end = self.now()
+        self.write_row({
+            logs.JOB_ID: self.number, logs.EPOCH: epoch, logs.VAL_LOSS: val_loss,
+            logs.TRAIN_LOSS: train_loss,
+            logs.EPOCH_SECONDS: t_end - self.t_prev if seconds is None else seconds,
+            logs.T_START: round(self.t_prev, 4), logs.T_END: round(t_end, 4),
+            logs.WORKER: self.worker, logs.DEVICES: self.devices if devices is None else devices})
+        self.t_prev = t_end
+        self.epochs += 1
+        if not math.isfinite(val_loss):
+            raise Diverged(f"val_loss={val_loss} at epoch {epoch}")
+        self.last, self.best = val_loss, min(self.best, val_loss)
+        self.job.record(epoch, -val_loss)
+        if epoch >= self.budget:
+            return True
+        if self.job.stopped():  # the stopper's decision (ASHA rung, pruner)
+            self.stopped = True
+            return True
+        if self.deadline is not None and t_end >= self.deadline:
+            self.stopped = self.deadline_hit = True  # the search's time is up
+            return True
+        return False
+
+    def outcome(self, failure: str | None = None, last_known: float | None = None) -> dict:
+        """The run-function's return value.
+
+        ``failure``: the reason the training failed (``diverged``, ``oom``, ...), None if it
+        did not. ``last_known``: the validation loss of the last epoch trained before this
+        job, for a promoted trial whose checkpoint already held every epoch of its budget.
+        """
+        status, reason = logs.STATUS_OK, ""
+        if failure is not None:
+            status, reason = logs.STATUS_FAILED, failure
+        else:
+            if self.last is None and last_known is not None:
+                self.last = self.best = float(last_known)
+            if self.stopped:
+                status, reason = logs.STATUS_STOPPED, "time_budget" if self.deadline_hit else ""
+            elif self.last is None:
+                status, reason = logs.STATUS_FAILED, "no_epoch"
+        meta = {logs.STATUS: status, logs.REASON: reason, logs.EPOCHS: self.epochs,
+                logs.BUDGET: self.budget,
+                logs.BEST_VAL_LOSS: self.best if math.isfinite(self.best) else None,
+                logs.TRIAL_START: round(self.t_start, 4),
+                logs.TRIAL_END: round(self.now(), 4), logs.TRIAL_WORKER: self.worker,
+                **self.extra_meta}
+        objective = f"F_{reason}" if status == logs.STATUS_FAILED else -self.last
+        return {"objective": objective, "metadata": meta}
+
+
+def replay_epochs(run: TrialRun, rec: Recorded, first: int = 1) -> Generator[float, None, dict]:
+    """A simulated trial: epochs ``first..budget`` of a recorded training.
+
+    A generator for :class:`experiments.clock.Clock`: it yields the seconds of its next epoch
+    and, resumed when the epoch has ended, passes it to ``run``; it returns ``run``'s outcome.
+    Where the recorded training failed, the trial fails after the failing epoch's seconds,
+    without a learning-curve row for it. ``first > 1``: a promoted trial that continues the
+    epochs its checkpoint holds.
+    """
+    for epoch in range(first, run.budget + 1):
+        if epoch > len(rec.curve):  # the recorded training failed in this epoch
+            yield rec.failure_seconds
+            return run.outcome(failure=rec.failure or "no_epoch")
+        val, train, secs = (float(x) for x in rec.curve[epoch - 1])
+        yield secs
+        try:
+            if run.epoch(epoch, val, train, secs):
+                break
+        except Diverged:
+            return run.outcome(failure="diverged")
+    last_known = rec.curve[min(first - 1, len(rec.curve)) - 1][0] \
+        if first > 1 and rec.curve else None
+    return run.outcome(last_known=last_known)
