@@ -30,7 +30,17 @@ tolerance, and an element sitting exactly on a hash boundary could in principle 
 Differences from the TensorFlow original worth knowing: the number of bins follows each
 event's real size (the original binned the padded size, so padding changed the bins); the
 charge head is a 3-class classifier; the five regression/charge heads are separate FFNs
-whose hidden layers run as one matmul (same model, faster on a CPU).
+whose hidden layers run as one matmul (same model, faster on a CPU); events with more than
+2 * HASH_DIRECTIONS bins are hashed in two levels (see :func:`lsh_permutation`), so that the
+cost of hashing stays linear in the number of elements.
+
+Cost notes (what makes an epoch cheap on a CPU, and where the numerics stay fp32): the
+kernel of a bin is built with one batched matmul and five elementwise passes; degree
+normalisation and the padding mask are folded into the adjacency once per graph layer, not
+per message-passing step; the gate mixes with one ``lerp``; dropout draws a uniform mask
+(``rand < keep``), cheaper on a CPU than ``bernoulli_``. Under bf16 autocast the LSH
+coordinates, the hash and the kernel stay fp32 (squared distances lose their small
+differences in bf16); the other matmuls run in bf16.
 """
 
 from __future__ import annotations
@@ -45,9 +55,34 @@ N_ELEM_TYPES = 3  # padding (0), tower (1), track (2): the one-hot width
 N_REG = 5  # log1p pt, eta, sin phi, cos phi, log1p E
 N_CHARGE = 3  # q + 1 for q in -1, 0, +1
 MAX_BINS = 1024  # LSH codebook size: enough for 6400 elements at bin_size 16
+# Directions of the first hash level. Events with up to 2 * HASH_DIRECTIONS bins (2,048
+# elements at bin_size 32) get exactly the single-level hash of MLPF; bigger events get a
+# second level, so that hashing costs O(1) per element instead of O(n_bins).
+HASH_DIRECTIONS = 32
 
 ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "gelu": nn.GELU, "selu": nn.SELU,
                "silu": nn.SiLU, "tanh": nn.Tanh}
+
+
+class Dropout(nn.Module):
+    """Inverted dropout with the mask drawn as ``rand < keep``: the same distribution as
+    ``nn.Dropout`` (each value kept with probability 1 - p and scaled by 1 / (1 - p)),
+    about three times cheaper on a CPU than its ``bernoulli_``. Identity in eval mode."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = 1.0 - self.p
+        # fp32 uniforms whatever the dtype of x: a bf16 uniform would quantise the keep rate.
+        mask = torch.rand(x.shape, device=x.device).lt_(keep).div_(keep)
+        return x * mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 def ffn(in_dim: int, out_dim: int, hidden: int, num_layers: int, activation: str,
@@ -59,7 +94,7 @@ def ffn(in_dim: int, out_dim: int, hidden: int, num_layers: int, activation: str
     for _ in range(num_layers):
         layers += [nn.Linear(d, hidden), ACTIVATIONS[activation]()]
         if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+            layers.append(Dropout(dropout))
         d = hidden
     layers.append(nn.Linear(d, out_dim))
     return nn.Sequential(*layers)
@@ -82,6 +117,33 @@ def encode_inputs(X: torch.Tensor) -> torch.Tensor:
     return torch.cat([F.one_hot(typ, N_ELEM_TYPES).to(X.dtype), feats], dim=-1)
 
 
+def angular_hash(x: torch.Tensor, directions: torch.Tensor, n_valid: torch.Tensor) -> torch.Tensor:
+    """Angular LSH: argmax over [xR, -xR] with R the first ``n_valid[b]`` directions.
+
+    Ties go to the lowest index of [xR, -xR] (as ``argmax``). Directions beyond an event's
+    ``n_valid`` project to 0, which never beats a valid direction: max |xR| >= 0.
+
+    Shapes: x (B, N, D), directions (D, H), n_valid (B,) -> (B, N) long in [0, 2H).
+    """
+    H = directions.shape[1]
+    valid = (torch.arange(H, device=x.device) < n_valid[:, None]).to(x.dtype)  # (B, H)
+    R = directions.T[None] * valid[:, :, None]  # (B, H, D)
+    # (B, H, N): the reductions over H then run along rows of N, vectorised, instead of
+    # over a short innermost axis (3x to 10x faster at H >= 8).
+    proj = torch.bmm(R, x.transpose(1, 2))
+    pmax, imax = proj.max(1)
+    pmin, imin = proj.min(1)
+    positive = (pmax > -pmin) | ((pmax == -pmin) & (imax <= imin))
+    return torch.where(positive, imax, imin + H)
+
+
+def _order_key(t: torch.Tensor) -> torch.Tensor:
+    """float32 -> int64 in [0, 2**32) with the same order (-0.0 and 0.0 equal)."""
+    t = torch.where(t == 0, torch.zeros_like(t), t)
+    bits = t.view(torch.int32).long()
+    return torch.where(bits >= 0, bits + 2**31, 2**31 - 1 - (bits & 0x7FFFFFFF))
+
+
 def lsh_permutation(x_dist: torch.Tensor, mask: torch.Tensor, bin_size: int,
                     codebook: torch.Tensor, tie_vector: torch.Tensor) -> torch.Tensor:
     """Order of the elements that groups them into LSH bins of ``bin_size``.
@@ -91,6 +153,11 @@ def lsh_permutation(x_dist: torch.Tensor, mask: torch.Tensor, bin_size: int,
     argmax over [xR, -xR] (angular LSH). Elements are sorted by hash, ties inside a hash
     bucket broken by a fixed random projection (content, not position: keeps permutation
     equivariance), padded elements last; consecutive groups of bin_size form the bins.
+
+    Events with n_bins // 2 > HASH_DIRECTIONS are hashed in two levels, so that the cost per
+    element is bounded: the hash over the first HASH_DIRECTIONS directions, refined inside
+    each bucket by a hash over the next ceil(n_bins // 2 / (2 HASH_DIRECTIONS)) directions
+    (about n_bins buckets in all, as in one level). Smaller events get the one-level hash.
 
     Args:
         x_dist: (B, N, D) learned coordinates, N a multiple of bin_size.
@@ -102,40 +169,47 @@ def lsh_permutation(x_dist: torch.Tensor, mask: torch.Tensor, bin_size: int,
         ceil(n_b / bin_size) bins whatever N is.
     """
     B, N, D = x_dist.shape
-    with torch.no_grad():  # hashing is discrete: no gradient flows through it
-        x = x_dist.detach()
+    # Hashing is discrete (no gradient) and stays fp32 under autocast.
+    with torch.no_grad(), torch.autocast(x_dist.device.type, enabled=False):
+        x = x_dist.detach().float()
         half = torch.div(torch.div(mask.sum(1) + bin_size - 1, bin_size, rounding_mode="floor"),
                          2, rounding_mode="floor")  # (B,) directions per event
-        H = N // bin_size // 2
+        H = N // bin_size // 2  # static: from the padded size, not the data
         if H > codebook.shape[1]:
             raise ValueError(f"{N // bin_size} bins exceed the LSH codebook ({MAX_BINS}); "
                              "raise bin_size")
-        big = 2 * H + 1  # hash of padded elements: after every real hash
-        if H > 0:
-            proj = x @ codebook[:, :H]  # (B, N, H)
-            valid = torch.arange(H, device=x.device)[None, None, :] < half[:, None, None]
-            # argmax over [xR, -xR] without building it: the direction of largest |xR|,
-            # in the second half when its projection is negative. Directions beyond the
-            # event's own n_bins // 2 are masked (-1 < any |xR|).
-            j = proj.abs().masked_fill_(~valid, -1.0).argmax(-1, keepdim=True)  # (B, N, 1)
-            hashes = (j + H * (proj.gather(-1, j) < 0)).squeeze(-1)
-            hashes = torch.where(half[:, None] > 0, hashes, torch.zeros_like(hashes))
-        else:
+        L = HASH_DIRECTIONS
+        if H == 0:
             hashes = torch.zeros(B, N, dtype=torch.long, device=x.device)
-        hashes = torch.where(mask, hashes, torch.full_like(hashes, big))
-        # Lexicographic sort (hash, tie key): stable sort by the minor key, then the major.
-        order = torch.sort(x @ tie_vector, dim=1, stable=True).indices
-        by_hash = torch.sort(torch.gather(hashes, 1, order), dim=1, stable=True).indices
-        return torch.gather(order, 1, by_hash)
+            n_hashes = 1
+        elif H <= L or codebook.shape[1] < L + 1:
+            hashes = angular_hash(x, codebook[:, :H], half)
+            n_hashes = 2 * H
+        else:
+            H2 = -(-H // (2 * L))
+            half2 = torch.where(half > L, -(-half // (2 * L)), torch.zeros_like(half))
+            h1 = angular_hash(x, codebook[:, :L], half.clamp(max=L))
+            h2 = angular_hash(x, codebook[:, L:L + H2], half2)
+            hashes = h1 * (2 * H2) + h2
+            n_hashes = 4 * L * H2
+        hashes = torch.where(mask, hashes, torch.full_like(hashes, n_hashes))  # padding last
+        # One stable sort of (event, hash, tie projection) packed into int64: the
+        # lexicographic order of two stable sorts, in one linear-time integer sort.
+        event = torch.arange(B, device=x.device)[:, None] * (n_hashes + 1)
+        key = ((event + hashes) << 32) | _order_key(x @ tie_vector)
+        order = torch.sort(key.reshape(-1), stable=True).indices.view(B, N)
+        return order - torch.arange(B, device=x.device)[:, None] * N
 
 
 class GHConv(nn.Module):
     """One gated message-passing step on a dense binned graph (GHConvDense in MLPF).
 
     h' = act(g * D^-1/2 A D^-1/2 x Theta + (1 - g) * x W), g = sigmoid(x W_g + b_g),
-    with the degree normalisation D optional. Padded elements are zeroed.
+    with the degree normalisation D optional. The caller passes the adjacency already
+    normalised and masked (it is the same for every step of a graph layer); rows of padded
+    elements come out non-zero and are zeroed by the caller.
 
-    Shapes: x (B, nb, bs, F_in), adj (B, nb, bs, bs), mask (B, nb, bs, 1) -> (B, nb, bs, F_out).
+    Shapes: x (b, bs, F_in), adj (b, bs, bs) -> (b, bs, F_out), b = B * n_bins.
     """
 
     def __init__(self, in_dim: int, out_dim: int, activation: str, normalize_degrees: bool):
@@ -145,19 +219,40 @@ class GHConv(nn.Module):
         self.weight = nn.Linear(in_dim, 3 * out_dim, bias=False)
         self.bias = nn.Parameter(torch.zeros(2 * out_dim))  # b of the self term and b_g
         self.act = ACTIVATIONS[activation]()
-        self.normalize_degrees = normalize_degrees
+        self.normalize_degrees = normalize_degrees  # applied by the caller, in adj
 
-    def forward(self, x, adj, mask):
-        msg, own, gate = self.weight(x).chunk(3, dim=-1)
-        b_own, b_gate = self.bias.chunk(2)
-        if self.normalize_degrees:
-            deg = adj.sum(-1, keepdim=True)  # (B, nb, bs, 1); >= 1 for real elements (self loop)
-            norm = torch.where(deg > 0, deg.clamp(min=1e-6).rsqrt(), torch.zeros_like(deg))
-            hom = norm * (adj @ (norm * msg))
-        else:
-            hom = adj @ msg
-        gate = torch.sigmoid(gate + b_gate)
-        return self.act(gate * hom + (1 - gate) * (own + b_own)) * mask
+    def forward(self, x, adj):
+        # The biases ride in the GEMM (addmm) instead of two elementwise adds.
+        bias = torch.cat([self.bias.new_zeros(self.bias.shape[0] // 2), self.bias])
+        msg, own, gate = F.linear(x, self.weight.weight, bias).chunk(3, dim=-1)
+        hom = adj.to(msg.dtype) @ msg
+        # g * hom + (1 - g) * own in one operator
+        return self.act(torch.lerp(own, hom, torch.sigmoid(gate)))
+
+
+def bin_adjacency(db: torch.Tensor, mb: torch.Tensor, dist_mult: float, clip_value_low: float,
+                  normalize_degrees: bool) -> torch.Tensor:
+    """Dense kernel of each bin, masked and optionally degree-normalised, in fp32.
+
+    A_ij = clamp(exp(-dist_mult * |d_i - d_j|^2), clip_value_low, 1) between real elements,
+    0 to and from padding; with normalize_degrees, D^-1/2 A D^-1/2 with D the row sums.
+    Built as exp(baddbmm) - one GEMM and a few passes; exp(-m d2) clamped to 1 equals
+    exp(-m max(d2, 0)), so rounding below 0 needs no separate clamp.
+
+    Shapes: db (b, bs, D), mb (b, bs) float 0/1 -> (b, bs, bs).
+    """
+    with torch.autocast(db.device.type, enabled=False):
+        db = db.float()
+        sq = (db * db).sum(-1)  # (b, bs)
+        m = dist_mult
+        logits = torch.baddbmm((-m * sq)[:, :, None], db, db.transpose(1, 2),
+                               alpha=2 * m) - (m * sq)[:, None, :]  # -m d2
+        adj = logits.exp().clamp(clip_value_low, 1.0)
+        w = mb[..., None]  # (b, bs, 1)
+        if normalize_degrees:
+            deg = (adj @ w) * w  # row sums over real neighbours; >= 1 for real (self loop)
+            w = torch.where(deg > 0, deg.clamp(min=1e-6).rsqrt(), torch.zeros_like(deg))
+        return adj * (w * w.transpose(1, 2))
 
 
 class CombinedGraphLayer(nn.Module):
@@ -179,13 +274,14 @@ class CombinedGraphLayer(nn.Module):
         self.bin_size = bin_size
         self.dist_mult = dist_mult
         self.clip_value_low = clip_value_low
+        self.normalize_degrees = normalize_degrees
         self.norm = nn.LayerNorm(in_dim) if layernorm else nn.Identity()
         self.ffn_dist = ffn(in_dim, distance_dim, ffn_dist_hidden_dim, ffn_dist_num_layers,
                             activation, dropout)
         self.messages = nn.ModuleList(
             GHConv(in_dim if i == 0 else output_dim, output_dim, activation, normalize_degrees)
             for i in range(num_node_messages))
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = Dropout(dropout) if dropout > 0 else nn.Identity()
         # Fixed random projections (not trained, but saved with the weights).
         self.register_buffer("codebook", torch.randn(distance_dim, MAX_BINS // 2))
         self.register_buffer("tie_vector", torch.randn(distance_dim))
@@ -203,27 +299,27 @@ class CombinedGraphLayer(nn.Module):
         # stays near linear in N, unlike gather/scatter with an expanded (B, N, F) index.
         offset = (torch.arange(B, device=perm.device) * N)[:, None]
         flat = (perm + offset).reshape(-1)  # (B * N,)
+        nb = B * (N // bs)
 
-        def to_bins(t):  # (B, N, F) -> (B, nb, bs, F) in LSH order
-            t = t.reshape(B * N, -1).index_select(0, flat)
-            return t.reshape(B, N // bs, bs, -1)
+        def to_bins(t):  # (B, N, F) -> (B * nb, bs, F) in LSH order
+            return t.reshape(B * N, -1).index_select(0, flat).view(nb, bs, -1)
 
         xb, db = to_bins(x), to_bins(x_dist)
-        mb = to_bins(mask[..., None].to(x.dtype))  # (B, nb, bs, 1)
-        sq = (db * db).sum(-1)  # (B, nb, bs)
-        d2 = (sq[..., :, None] + sq[..., None, :] - 2 * db @ db.transpose(-1, -2)).clamp(min=0)
-        adj = torch.exp(-self.dist_mult * d2).clamp(self.clip_value_low, 1.0)
-        adj = adj * mb * mb.transpose(-1, -2)  # (B, nb, bs, bs); no edges to padding
+        mb = mask.reshape(-1)[flat].view(nb, bs).to(torch.float32)  # (b, bs)
+        adj = bin_adjacency(db, mb, self.dist_mult, self.clip_value_low,
+                            self.normalize_degrees)  # (b, bs, bs)
         for msg in self.messages:
-            xb = self.dropout(msg(xb, adj, mb))
+            xb = self.dropout(msg(xb, adj))
+        xb = xb * mb[..., None].to(xb.dtype)  # padded elements leave as zeros
         inverse = torch.empty_like(flat)
         inverse[flat] = torch.arange(B * N, device=flat.device)
-        return xb.reshape(B * N, -1).index_select(0, inverse).reshape(B, N, -1)
+        return xb.reshape(B * N, -1).index_select(0, inverse).view(B, N, -1)
 
 
 class Heads(nn.Module):
     """Several one-hidden-layer FFN heads on the same input, their hidden layers computed in
-    one matmul (the same model as separate heads, faster on a CPU).
+    one matmul and their output layers in another (a block-diagonal weight): the same model
+    as separate heads, fewer and larger operators.
 
     Shapes: (..., in_dim) -> list of (..., d) for d in out_dims.
     """
@@ -231,14 +327,17 @@ class Heads(nn.Module):
     def __init__(self, in_dim: int, out_dims: tuple[int, ...], hidden: int, activation: str,
                  dropout: float = 0.0):
         super().__init__()
+        self.out_dims = tuple(out_dims)
         self.hidden = nn.Linear(in_dim, hidden * len(out_dims))
         self.act = ACTIVATIONS[activation]()
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = Dropout(dropout) if dropout > 0 else nn.Identity()
         self.out = nn.ModuleList(nn.Linear(hidden, d) for d in out_dims)
 
     def forward(self, x):
-        h = self.dropout(self.act(self.hidden(x))).chunk(len(self.out), dim=-1)
-        return [lin(hi) for lin, hi in zip(self.out, h)]
+        h = self.dropout(self.act(self.hidden(x)))  # (..., k * hidden)
+        weight = torch.block_diag(*(lin.weight for lin in self.out))  # (sum d, k * hidden)
+        bias = torch.cat([lin.bias for lin in self.out])
+        return list(F.linear(h, weight, bias).split(self.out_dims, dim=-1))
 
 
 class MLPF(nn.Module):
