@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from experiments import logs  # noqa: E402
-from experiments.campaign import search_command  # noqa: E402
 from experiments.methods import METHODS  # noqa: E402
+from experiments.search import search_command  # noqa: E402
 
 
 def run_one(method, evaluator, trainable, out, budget=None, sleep=0.0, workers=2) -> dict:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
-import os
 import signal
 import subprocess
 import sys
@@ -55,31 +54,6 @@ COST_ORDER = ("asha_bo", "bo", "bohb", "async_hyperband", "asha", "hyperband", "
 
 
 # ------------------------------------------------------------------------------ live
-def search_command(method: str, scale: str, seed: int, workers: int, evaluator: str,
-                   trainable: str, resume: bool, budget: int | None = None,
-                   out: Path | None = None,
-                   time_budget: float | None = None) -> tuple[list[str], dict]:
-    """The command line and environment of one live search."""
-    args = ["-m", "experiments.search", "--method", method, "--scale", scale, "--seed",
-            str(seed), "--evaluator", evaluator, "--workers", str(workers), "--trainable",
-            trainable]
-    if resume:
-        args.append("--resume")
-    if budget:
-        args += ["--budget", str(budget)]
-    if time_budget is not None:
-        args += ["--time-budget", str(time_budget)]
-    if out is not None:
-        args += ["--out", str(out)]
-    env = dict(os.environ)
-    if evaluator == "mpi":
-        mpiexec = Path(sys.executable).parent / "mpiexec"
-        env.setdefault("MPIR_CVAR_NOLOCAL", "1")  # MPICH one-sided windows on one node
-        return [str(mpiexec if mpiexec.exists() else "mpiexec"), "-n", str(workers + 1),
-                sys.executable, *args], env
-    return [sys.executable, *args], env
-
-
 def run_live(a) -> int:
     """Live searches as subprocesses, ``a.processes`` at a time."""
     from mlpf.paths import results_dir
@@ -128,8 +102,9 @@ def run_live(a) -> int:
                 break
             resume = meta is not None or (out / logs.RESULTS_CSV).exists()
             workers = 1 if method == "default" else a.workers
-            cmd, env = search_command(method, a.scale, seed, workers, a.evaluator, a.trainable,
-                                      resume, a.budget, out if a.out else None, a.time_budget)
+            cmd, env = search.search_command(method, a.scale, seed, workers, a.evaluator,
+                                             a.trainable, resume, a.budget,
+                                             out if a.out else None, a.time_budget)
             print(f"== {method} seed{seed}{' (resume)' if resume else ''}: {' '.join(cmd)}",
                   file=sys.stderr, flush=True)
             running.append((method, seed, subprocess.Popen(cmd, env=env), time.time()))

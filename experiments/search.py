@@ -16,6 +16,7 @@ learning_curves.csv, metadata.json (see :mod:`experiments.logs`).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -71,6 +72,32 @@ def replay(method: str, scale: str, seed: int, table: Table, workers: int = 2,
     if plan.complete:
         return 0
     return driver.run(plan, ReplayBackend(table), progress)
+
+
+def search_command(method: str, scale: str, seed: int, workers: int, evaluator: str,
+                   trainable: str, resume: bool, budget: int | None = None,
+                   out: Path | None = None,
+                   time_budget: float | None = None) -> tuple[list[str], dict]:
+    """The command line and environment of one live search (``mpiexec -n workers+1`` for
+    the mpi evaluator)."""
+    args = ["-m", "experiments.search", "--method", method, "--scale", scale, "--seed",
+            str(seed), "--evaluator", evaluator, "--workers", str(workers), "--trainable",
+            trainable]
+    if resume:
+        args.append("--resume")
+    if budget:
+        args += ["--budget", str(budget)]
+    if time_budget is not None:
+        args += ["--time-budget", str(time_budget)]
+    if out is not None:
+        args += ["--out", str(out)]
+    env = dict(os.environ)
+    if evaluator == "mpi":
+        mpiexec = Path(sys.executable).parent / "mpiexec"
+        env.setdefault("MPIR_CVAR_NOLOCAL", "1")  # MPICH one-sided windows on one node
+        return [str(mpiexec if mpiexec.exists() else "mpiexec"), "-n", str(workers + 1),
+                sys.executable, *args], env
+    return [sys.executable, *args], env
 
 
 def build_parser() -> Parser:

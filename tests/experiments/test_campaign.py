@@ -37,7 +37,7 @@ def test_campaign_rejects_unknown_method_in_one_line(capsys):
 
 
 def test_mpi_command_uses_workers_plus_one_ranks():
-    from experiments.campaign import search_command
+    from experiments.search import search_command
 
     cmd, env = search_command("asha", "smoke", 3, 4, "mpi", "mlpf", True)
     assert cmd[1:3] == ["-n", "5"] and cmd[0].endswith("mpiexec")
