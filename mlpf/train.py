@@ -22,6 +22,7 @@ import json
 import math
 import numbers
 import os
+import pickle
 import random
 import sys
 import time
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from mlpf.data.format import Event
 from mlpf.data.io import DataError, load_events
@@ -47,6 +49,7 @@ from mlpf.scales import DEFAULT_SCALE, get_scale
 METRIC_KEYS = ("epoch", "train_loss", "val_loss", "val_loss_cls", "val_loss_reg",
                "val_loss_charge", "epoch_seconds", "events_per_second", "devices")
 LR_SCHEDULES = ("exponential", "cosine", "none")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # autocast dtype
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -88,6 +91,11 @@ class TrainConfig:
     charge_coef: float = 1.0
     focal_gamma: float = 0.0  # 0 = plain cross entropy
     huber_delta: float = 1.0
+    # execution: how a run computes, not what it learns (same results up to rounding)
+    precision: str = "fp32"  # fp32 | bf16 (autocast; LSH hash and kernel stay fp32)
+    devices: int = 1  # GPUs per trial, data parallel over the events of a batch (paper: 4)
+    fixed_shapes: bool = False  # pad every batch to batch_size events and a few fixed N
+    compile: bool = False  # torch.compile the model (for GPUs; minutes of warm-up)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -140,8 +148,10 @@ def _check(cfg: TrainConfig) -> TrainConfig:
          f"activation: {cfg.activation!r} is not one of {', '.join(ACTIVATIONS)}")
     need(cfg.lr_schedule in LR_SCHEDULES,
          f"lr_schedule: {cfg.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
+    need(cfg.precision in PRECISIONS,
+         f"precision: {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
     for k in ("width", "ffn_dist_hidden_dim", "distance_dim", "num_node_messages", "bin_size",
-              "output_dim", "batch_size", "lr_decay_steps"):
+              "output_dim", "batch_size", "lr_decay_steps", "devices"):
         need(getattr(cfg, k) >= 1, f"{k} must be at least 1")
     for k in ("ffn_dist_num_layers", "num_graph_layers_common", "num_graph_layers_energy"):
         need(getattr(cfg, k) >= 0, f"{k} must be at least 0")
@@ -221,21 +231,44 @@ def load_data(scale: str | None = None, train=None, val=None, max_events: int | 
     return Data(tr, va, te)
 
 
-def collate(events: Sequence[Event], bin_size: int):
-    """Pad a batch to its largest event rounded up to a multiple of bin_size.
+FIXED_SIZE_STEPS = 4  # fixed_shapes: padded sizes per doubling (at most 19 % padding)
+
+
+def padded_length(n: int, bin_size: int, fixed_shapes: bool = False) -> int:
+    """Elements per event after padding: n rounded up to a multiple of bin_size, or with
+    ``fixed_shapes`` to the next size of the ladder bin_size * ceil(2 ** (k / 4)), so that a
+    whole training run sees a few shapes (what CUDA graphs and torch.compile need)."""
+    n = max(n, 1)
+    if not fixed_shapes:
+        return -(-n // bin_size) * bin_size
+    k = max(0, math.ceil(FIXED_SIZE_STEPS * math.log2(n / bin_size) - 1e-9))
+    while (m := math.ceil(2 ** (k / FIXED_SIZE_STEPS))) * bin_size < n:
+        k += 1
+    return m * bin_size
+
+
+def collate(events: Sequence[Event], bin_size: int, *, fixed_shapes: bool = False,
+            batch_size: int | None = None):
+    """Pad a batch to its largest event rounded up to a multiple of bin_size (see
+    :func:`padded_length`); with ``batch_size``, append empty events up to that many.
 
     Returns X (B, N, 12), ygen (B, N, 7) float32 tensors and mask (B, N) bool.
     """
-    n = max(max(len(e) for e in events), 1)
-    N = -(-n // bin_size) * bin_size
-    X = np.zeros((len(events), N, 12), np.float32)
-    Y = np.zeros((len(events), N, 7), np.float32)
-    M = np.zeros((len(events), N), bool)
-    for i, e in enumerate(events):
-        X[i, :len(e)] = e.X
-        Y[i, :len(e)] = e.ygen
-        M[i, :len(e)] = True
-    return torch.from_numpy(X), torch.from_numpy(Y), torch.from_numpy(M)
+    lens = np.fromiter((len(e) for e in events), np.int64, len(events))
+    B = max(len(events), batch_size or 0)
+    N = padded_length(int(lens.max(initial=0)), bin_size, fixed_shapes)
+    # One scatter of all rows instead of a copy per event.
+    starts = np.cumsum(lens) - lens
+    rows = np.repeat(np.arange(len(events)) * N - starts, lens) + np.arange(lens.sum())
+    X = np.zeros((B * N, 12), np.float32)
+    Y = np.zeros((B * N, 7), np.float32)
+    M = np.zeros(B * N, bool)
+    if len(rows):
+        X[rows] = np.concatenate([e.X for e in events])
+        Y[rows] = np.concatenate([e.ygen for e in events])
+        M[rows] = True
+    return (torch.from_numpy(X).view(B, N, 12), torch.from_numpy(Y).view(B, N, 7),
+            torch.from_numpy(M).view(B, N))
 
 
 def _train_batches(n_events: int, sizes: np.ndarray, batch_size: int, rng) -> list[np.ndarray]:
@@ -291,21 +324,48 @@ def _loss_kwargs(cfg: TrainConfig) -> dict:
     return {"cls_coef": cfg.cls_coef, "reg_coef": cfg.reg_coef, "charge_coef": cfg.charge_coef}
 
 
-@torch.no_grad()
+def autocast(cfg: TrainConfig, device) -> torch.autocast:
+    """The autocast context of ``cfg.precision`` on ``device`` (disabled for fp32)."""
+    dtype = PRECISIONS[cfg.precision]
+    return torch.autocast(torch.device(device).type, dtype=dtype or torch.float32,
+                          enabled=dtype is not None)
+
+
+def check_precision(precision: str, device) -> None:
+    """ValueError when ``device`` cannot run ``precision``."""
+    device = torch.device(device)
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"precision bf16: {torch.cuda.get_device_name(device)} has no bf16")
+    if precision == "bf16" and device.type not in ("cpu", "cuda"):
+        raise ValueError(f"precision bf16: not supported here on {device.type}")
+
+
+def _batch(events: Sequence[Event], idx, cfg: TrainConfig, device, fixed_batch: bool = False):
+    X, Y, M = collate([events[i] for i in idx], cfg.bin_size, fixed_shapes=cfg.fixed_shapes,
+                      batch_size=cfg.batch_size if fixed_batch and cfg.fixed_shapes else None)
+    if device.type == "cuda":
+        return tuple(t.pin_memory().to(device, non_blocking=True) for t in (X, Y, M))
+    return X, Y, M
+
+
+@torch.inference_mode()
 def evaluate(model: MLPF, events: Sequence[Event], cfg: TrainConfig, device) -> dict:
     """Per-element mean losses over ``events``: {total, cls, reg, charge} as floats."""
+    device = torch.device(device)
     model.eval()
     acc: dict = {}
     for idx in _eval_batches(events, cfg.batch_size):
-        X, Y, M = (t.to(device) for t in collate([events[i] for i in idx], cfg.bin_size))
-        s = loss_sums(model(X, M), Y, M, focal_gamma=cfg.focal_gamma,
-                      huber_delta=cfg.huber_delta)
+        X, Y, M = _batch(events, idx, cfg, device)
+        with autocast(cfg, device):
+            out = model(X, M)
+        out = {k: v.float() for k, v in out.items()}
+        s = loss_sums(out, Y, M, focal_gamma=cfg.focal_gamma, huber_delta=cfg.huber_delta)
         for k, v in s.items():
             acc[k] = acc.get(k, 0) + v.double()
     return {k: float(v) for k, v in combine(acc, **_loss_kwargs(cfg)).items()}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict(model: MLPF, events: Sequence[Event], batch_size: int = 8,
             device=None) -> list[np.ndarray]:
     """Reconstructed particles per event, each (n_elements, 7) in the ygen format."""
@@ -321,19 +381,57 @@ def predict(model: MLPF, events: Sequence[Event], batch_size: int = 8,
 
 
 def _rng_state() -> dict:
-    s = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-         "python": random.getstate()}
+    """Every RNG state as tensors and plain numbers, so that a checkpoint loads with
+    ``torch.load(weights_only=True)`` (no pickled objects)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    s = {"torch": torch.get_rng_state(),
+         "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)),
+                   "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+         "python": {"version": int(version), "state": list(py_state), "gauss": py_gauss}}
     if torch.cuda.is_available():
-        s["cuda"] = torch.cuda.get_rng_state_all()
+        s["cuda"] = list(torch.cuda.get_rng_state_all())
     return s
 
 
 def _set_rng_state(s: dict) -> None:
     torch.set_rng_state(s["torch"])
-    np.random.set_state(s["numpy"])
-    random.setstate(s["python"])
+    n = s["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["gauss"]))
+    p = s["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
     if "cuda" in s and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def load_checkpoint(path, map_location=None) -> dict:
+    """A training checkpoint, loaded with ``weights_only=True``: tensors and plain
+    containers only, never code. Anything else (a planted pickle, a checkpoint of an older
+    version with pickled RNG objects) raises ValueError and runs nothing."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: refusing to load a checkpoint that holds more than tensors "
+                         f"and plain data ({first}); delete it or use another checkpoint "
+                         "folder") from None
+
+
+def _data_parallel(model: MLPF, cfg: TrainConfig, device) -> nn.Module:
+    """The module that runs a step: ``model`` itself, replicated over ``cfg.devices`` GPUs
+    (data parallel: each GPU gets batch_size / devices events), and/or compiled."""
+    step = model
+    if cfg.devices > 1:
+        if device.type != "cuda" or torch.cuda.device_count() < cfg.devices:
+            have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            raise ValueError(f"devices={cfg.devices} needs that many CUDA GPUs; {have} here")
+        first = device.index or 0
+        step = nn.DataParallel(model, device_ids=list(range(first, first + cfg.devices)))
+    if cfg.compile:
+        step = torch.compile(step, mode="reduce-overhead" if device.type == "cuda" else None,
+                             dynamic=not cfg.fixed_shapes)
+    return step
 
 
 def fit(config: TrainConfig, data: Data, max_epochs: int,
@@ -344,10 +442,12 @@ def fit(config: TrainConfig, data: Data, max_epochs: int,
     if threads:
         torch.set_num_threads(threads)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    check_precision(config.precision, device)
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
     model = build_model(config).to(device)
+    step_model = _data_parallel(model, config, device)
     # The fused AdamW kernel: one pass over all parameters instead of a loop over tensors.
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
                             fused=device.type in ("cpu", "cuda") or None)
@@ -357,7 +457,7 @@ def fit(config: TrainConfig, data: Data, max_epochs: int,
     history: list[dict] = []
     ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+        state = load_checkpoint(ckpt, map_location=device)
         if state["config"] != config.to_dict():
             raise ValueError(f"{ckpt} was written by a different configuration; "
                              "use another checkpoint folder")
@@ -370,8 +470,8 @@ def fit(config: TrainConfig, data: Data, max_epochs: int,
     for epoch in range(len(history) + 1, max_epochs + 1):
         t0 = time.perf_counter()
         try:
-            train_loss, t_train = _train_epoch(model, opt, sched, config, data.train, sizes,
-                                               epoch, seed, device, progress)
+            train_loss, t_train = _train_epoch(step_model, opt, sched, config, data.train,
+                                               sizes, epoch, seed, device, progress)
             val = evaluate(model, data.val, config, device)
         except _OOM as e:
             raise DeviceOutOfMemory(epoch, str(e).splitlines()[0] if str(e) else "") from e
@@ -382,7 +482,7 @@ def fit(config: TrainConfig, data: Data, max_epochs: int,
         m = {"epoch": epoch, "train_loss": train_loss, "val_loss": val["total"],
              "val_loss_cls": val["cls"], "val_loss_reg": val["reg"],
              "val_loss_charge": val["charge"], "epoch_seconds": time.perf_counter() - t0,
-             "events_per_second": len(data.train) / t_train, "devices": 1}
+             "events_per_second": len(data.train) / t_train, "devices": config.devices}
         history.append(m)
         if ckpt is not None:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -409,10 +509,11 @@ def _train_epoch(model, opt, sched, cfg, events, sizes, epoch, seed, device, pro
     t0 = time.perf_counter()
     total = 0.0
     for idx in batches:
-        X, Y, M = (t.to(device, non_blocking=True)
-                   for t in collate([events[i] for i in idx], cfg.bin_size))
-        s = loss_sums(model(X, M), Y, M, focal_gamma=cfg.focal_gamma,
-                      huber_delta=cfg.huber_delta)
+        X, Y, M = _batch(events, idx, cfg, device, fixed_batch=True)
+        with autocast(cfg, device):
+            out = model(X, M)
+        out = {k: v.float() for k, v in out.items()}  # the loss in fp32
+        s = loss_sums(out, Y, M, focal_gamma=cfg.focal_gamma, huber_delta=cfg.huber_delta)
         loss = combine(s, **_loss_kwargs(cfg))["total"]
         value = loss.item()
         if not math.isfinite(value):
