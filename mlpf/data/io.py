@@ -37,8 +37,9 @@ from mlpf.data.format import ELEM_TYPES, KEYS, N_CLASSES, N_X, N_Y, Event
 SUFFIX = ".pkl.bz2"
 
 # Limits. A real file (100 events of at most 6400 elements, float64 at worst) decompresses to
-# about 133 MB and needs ~9,000 opcodes; every limit leaves a wide margin above that.
-MAX_DECOMPRESSED_BYTES = 1 << 30  # checked while reading, before more is decompressed
+# about 133 MB and needs ~9,000 opcodes; every limit leaves a wide margin above that. A file
+# within all of them can still make the reader hold about MAX_DECOMPRESSED_BYTES.
+MAX_DECOMPRESSED_BYTES = 512 << 20  # checked while reading, before more is decompressed
 MAX_ELEMENTS_PER_EVENT = 100_000  # rows of one event's X / ygen / ycand
 # One string or array at most: a float64 X at the row limit.
 MAX_OBJECT_BYTES = MAX_ELEMENTS_PER_EVENT * N_X * 8
@@ -260,10 +261,6 @@ class _Interpreter:
         # final; refusing later changes keeps the recorded depth exact (no cycles of depth).
         self.depth: dict[int, int] = {}
         self.placed: set[int] = set()
-        self.ops = {code: getattr(self, "op_" + pickletools.code2op[chr(code)].name)
-                    for code in range(256)
-                    if chr(code) in pickletools.code2op
-                    and hasattr(self, "op_" + pickletools.code2op[chr(code)].name)}
 
     # -- containers ---------------------------------------------------------------------
     def new(self, c):
@@ -337,10 +334,10 @@ class _Interpreter:
                 if self.marks or len(self.stack) != 1:
                     raise _Refused("STOP with a stack that does not hold exactly one object")
                 return self.stack[0]
-            op = self.ops.get(code)
+            op = _OPS.get(code)
             if op is None:
                 raise _Refused(f"opcode {_op_name(code)} is not used by the dataset format")
-            op()
+            op(self)
         raise _Refused(f"more than {MAX_OPCODES} opcodes")
 
     def u(self, fmt: str):
@@ -547,9 +544,10 @@ class _Interpreter:
                     and _same(args[1], (0,)) and (_same(args[2], b"b") or _same(args[2], "b"))):
                 return _PendingArray()
         elif kind == "dtype":
+            # (name, align, copy); numpy wrote align and copy as ints 0, 1 before it wrote bools
             if (args and isinstance(args[0], str)
-                    and (len(args) == 1 or (len(args) == 3 and all(type(a) is bool
-                                                                   for a in args[1:])))):
+                    and (len(args) == 1 or (len(args) == 3 and all(
+                        type(a) in (bool, int) and a in (0, 1) for a in args[1:])))):
                 if args[0] not in DTYPE_NAMES:
                     name = args[0].encode("ascii", "backslashreplace").decode()[:20]
                     raise _Refused(f"non-numeric dtype {name!r} refused (allowed: "
@@ -590,6 +588,11 @@ class _Interpreter:
             obj.array = _make_array(raw, dtype, shape, bool(fortran))
         else:
             raise _Refused(f"BUILD on {_describe(obj)}")
+
+
+# opcode byte -> _Interpreter.op_<NAME>, for the opcodes it implements; any other is refused
+_OPS = {ord(op.code): getattr(_Interpreter, "op_" + op.name) for op in pickletools.opcodes
+        if hasattr(_Interpreter, "op_" + op.name)}
 
 
 def _load(raw, limit: int) -> tuple[object, int]:

@@ -150,17 +150,26 @@ def _state(order="<", sub=NONE, names=NONE, fields=NONE, elsize=-1, align=-1, fl
     (dtype("f8", state=_state(order="!")), "dtype state"),
     (dtype("f8", state=tup(i(4), su("<"), NONE, NONE, NONE, i(-1), i(-1), i(0), NONE)),
      "dtype state"),
-    (dtype("f8", args=su("f8") + i(1) + i(1) + TUPLE3), "numpy.dtype with arguments"),
+    (dtype("f8", args=su("f8") + i(2) + i(1) + TUPLE3), "numpy.dtype with arguments"),
+    (dtype("f8", args=su("f8") + FALSE + su("x") + TUPLE3), "numpy.dtype with arguments"),
+    (dtype("f8", args=i(8) + TUPLE1), "numpy.dtype with arguments"),
     (dtype() + _state() + BUILD, "BUILD on a dtype"),  # a second state
 ])
 def test_crafted_dtype(tmp_path, dt, match):
     refused(tmp_path, in_file(array((1,), b"\0" * 8, dt)), match)
 
 
-def test_big_endian_and_other_numeric_dtypes_are_read(tmp_path):
-    a = np.arange(8, dtype=">f8").reshape(2, 4)
-    raw = PROTO4 + array(a.shape, a.tobytes(), dtype("f8", state=_state(">"))) + STOP
-    obj, _ = io._load(BytesIO(raw), 1 << 20)
+@pytest.mark.parametrize("dt,ref", [
+    (dtype("f8", state=_state(">")), ">f8"),
+    (dtype("f4", args=su("f4") + i(0) + i(1) + TUPLE3), "<f4"),  # older numpy: ints, not bools
+    (dtype("i2", args=su("i2") + TUPLE1), "<i2"),
+    (dtype("u1", state=_state("|")), "u1"),
+    (dtype("b1", state=_state("|")), "?"),
+])
+def test_other_numeric_dtypes_are_read(dt, ref):
+    a = (np.arange(8) % 2).astype(ref).reshape(2, 4)
+    obj, _ = io._load(BytesIO(PROTO4 + array(a.shape, a.tobytes(), dt) + STOP), 1 << 20)
+    assert io._unwrap(obj).dtype == a.dtype
     np.testing.assert_array_equal(io._unwrap(obj), a)
 
 
