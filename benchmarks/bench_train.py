@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/bench_train.py                 # ~10 min on one core
     .venv/bin/python benchmarks/bench_train.py --quick         # ~1-2 min, smaller everything
     .venv/bin/python benchmarks/bench_train.py --part throughput --sizes 500 4000
+    .venv/bin/python benchmarks/bench_train.py --part ab --baseline 1d003b1 --reps 3
+    .venv/bin/python benchmarks/bench_train.py --part hash --sizes 500 1600 3200 6400 12800
 
 Part "throughput": training steps (forward, loss, backward, AdamW) of the scale's default
 model on events of 500, 1000, 2000 and 4000 elements, each size in a fresh subprocess so that
@@ -16,6 +18,17 @@ Part "hpo": validation loss after a few epochs at the scale's data for the defau
 for random configs drawn from the search ranges of arXiv:2203.01112 (widths scaled by
 --width-scale so that they fit a CPU), each run capped by --budget seconds.
 
+Part "ab": per-epoch time of this working tree against the code of a git revision
+(--baseline; its mlpf/ is extracted to a temporary package), for the scale's default and
+the two most expensive sampled configurations of the shipped small table, alternating
+baseline and current epochs (each a fresh seed-0 training of one epoch) so that load on a
+shared machine hits both alike; medians and ratios, with the load average noted. It also
+counts the FLOPs of one epoch (torch.utils.flop_counter) and reports GFLOP/s achieved next
+to this machine's large-matmul GFLOP/s (the practical limit on one core).
+
+Part "hash": time per element of the LSH permutation (mlpf.model.lsh_permutation) from 500
+to 12,800 elements per event, for the small and paper widths.
+
 Prints Markdown tables and writes benchmarks/out/train.json.
 """
 
@@ -24,11 +37,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import resource
 import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -145,6 +161,145 @@ def run_throughput(args) -> dict:
             "near_linear": ratio <= limit}
 
 
+# ----------------------------------------------------------------------------- A/B epochs
+# The two slowest sampled configurations of results/small/lctable.csv (config ids 3 and 4).
+AB_CONFIGS = {
+    "default": {},
+    "sampled3": dict(activation="gelu", batch_size=4, bin_size=32, clip_value_low=0.1066,
+                     dist_mult=0.0993, distance_dim=8, dropout=0.285, ffn_dist_hidden_dim=64,
+                     ffn_dist_num_layers=1, layernorm=True, lr=0.019, normalize_degrees=False,
+                     num_graph_layers_common=3, num_graph_layers_energy=3, num_node_messages=3,
+                     output_dim=64),
+    "sampled4": dict(activation="elu", batch_size=24, bin_size=64, clip_value_low=0.1856,
+                     dist_mult=0.1197, distance_dim=24, dropout=0.277, ffn_dist_hidden_dim=32,
+                     ffn_dist_num_layers=3, layernorm=False, lr=1.15e-4, normalize_degrees=True,
+                     num_graph_layers_common=4, num_graph_layers_energy=2, num_node_messages=3,
+                     output_dim=32),
+}
+
+
+def matmul_gflops(threads: int, n: int = 2048, reps: int = 10) -> float:
+    """GFLOP/s of an n x n fp32 matmul through torch's default path: the practical limit."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def baseline_package(rev: str, where: Path) -> str:
+    """Extract mlpf/ of git revision ``rev`` as package ``mlpf_base`` under ``where``."""
+    tar = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "mlpf"], check=True,
+                         capture_output=True).stdout
+    tmp = where / "tar"
+    tmp.mkdir()
+    (tmp / "a.tar").write_bytes(tar)
+    with tarfile.open(tmp / "a.tar") as t:
+        t.extractall(tmp, filter="data")
+    (tmp / "mlpf").rename(where / "mlpf_base")
+    for f in (where / "mlpf_base").rglob("*.py"):
+        src = f.read_text()
+        f.write_text(src.replace("from mlpf.", "from mlpf_base.")
+                     .replace("import mlpf.", "import mlpf_base."))
+    return "mlpf_base"
+
+
+def epoch_flops(T, cfg, data) -> float:
+    """FLOPs of one training epoch (forward + backward) of module ``T`` (mlpf.train)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        T.train(cfg, data, 1, device="cpu", seed=0)
+    return float(fc.get_total_flops())
+
+
+def run_ab(args) -> dict:
+    import importlib
+
+    import mlpf.train as current
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        sys.path.insert(0, tmp)
+        name = baseline_package(args.baseline, Path(tmp))
+        base = importlib.import_module(f"{name}.train")
+        data = current.load_data(args.scale, max_events=args.max_events)
+        peak = matmul_gflops(args.threads)
+        rows = []
+        for cname, over in AB_CONFIGS.items():
+            cfgs = {"baseline": base.apply_overrides(base.config_for_scale(args.scale), over),
+                    "current": current.apply_overrides(current.config_for_scale(args.scale),
+                                                       over)}
+            mods = {"baseline": base, "current": current}
+            times: dict = {"baseline": [], "current": []}
+            losses: dict = {}
+            for rep in range(args.reps + 1):  # round 0 warms up both
+                for side in (("baseline", "current") if rep % 2 else ("current", "baseline")):
+                    h = mods[side].train(cfgs[side], data, 1, device="cpu", seed=0)
+                    if rep:
+                        times[side].append(h[0]["epoch_seconds"])
+                    losses[side] = (h[0]["train_loss"], h[0]["val_loss"])
+                print(f"  {cname} round {rep}: " + ", ".join(
+                    f"{k} {v[-1]:.2f} s" for k, v in times.items() if v), file=sys.stderr)
+            flops = epoch_flops(current, cfgs["current"], data)
+            med = {k: statistics.median(v) for k, v in times.items()}
+            rows.append({"config": cname, "overrides": over, "seconds": times, "median": med,
+                         "speedup": med["baseline"] / med["current"], "gflop": flops / 1e9,
+                         "gflops_current": flops / 1e9 / med["current"],
+                         "losses_epoch1": losses})
+        sys.path.remove(tmp)
+    load = os.getloadavg()
+    print(f"\n### Epoch time, scale `{args.scale}` ({len(data.train)} train / {len(data.val)} "
+          f"val events), baseline `{args.baseline}` vs this tree, {args.threads} thread(s), "
+          f"median of {args.reps} alternating runs, load average {load[0]:.2f} / "
+          f"{load[1]:.2f} / {load[2]:.2f} at the end\n")
+    print("| config | baseline s | current s | speedup | GFLOP/epoch | GFLOP/s | "
+          "matmul GFLOP/s | fraction of matmul |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['config']} | {r['median']['baseline']:.2f} | {r['median']['current']:.2f}"
+              f" | {r['speedup']:.2f} | {r['gflop']:.1f} | {r['gflops_current']:.1f} | "
+              f"{peak:.0f} | {r['gflops_current'] / peak:.0%} |")
+    return {"baseline": args.baseline, "rows": rows, "matmul_gflops": peak,
+            "loadavg_end": load}
+
+
+def run_hash(args) -> dict:
+    """Time per element of lsh_permutation at each size (small and paper widths)."""
+    from mlpf.model import MAX_BINS, lsh_permutation
+
+    torch.set_num_threads(args.threads)
+    rows = []
+    for label, D, bs, B in (("small (D 16, bin 32)", 16, 32, 8),
+                            ("paper (D 128, bin 128)", 128, 128, 5)):
+        g = torch.Generator().manual_seed(0)
+        codebook = torch.randn(D, MAX_BINS // 2, generator=g)
+        tie = torch.randn(D, generator=g)
+        for n in args.sizes:
+            N = -(-n // bs) * bs
+            x = torch.randn(B, N, D, generator=g)
+            mask = torch.zeros(B, N, dtype=torch.bool)
+            mask[:, :n] = True
+            lsh_permutation(x, mask, bs, codebook, tie)
+            ts = []
+            for _ in range(max(5, args.reps)):
+                t0 = time.perf_counter()
+                lsh_permutation(x, mask, bs, codebook, tie)
+                ts.append(time.perf_counter() - t0)
+            rows.append({"model": label, "elements": n,
+                         "ns_per_element": 1e9 * statistics.median(ts) / (B * n)})
+    print(f"\n### LSH hashing: time per element, {args.threads} thread(s), median\n")
+    print("| widths | " + " | ".join(str(n) for n in args.sizes) + " | last / first |")
+    print("|---|" + "---:|" * (len(args.sizes) + 1))
+    for label in dict.fromkeys(r["model"] for r in rows):
+        v = [r["ns_per_element"] for r in rows if r["model"] == label]
+        print(f"| {label} | " + " | ".join(f"{x:.0f} ns" for x in v) + f" | {v[-1] / v[0]:.2f} |")
+    return {"rows": rows}
+
+
 # ----------------------------------------------------------------------------- HPO headroom
 def sample_config(rng: np.random.Generator, width_scale: float) -> dict:
     """A random point of the search ranges of arXiv:2203.01112 (notes/mlpf-delphes.md);
@@ -227,7 +382,8 @@ def run_hpo(args) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("all", "throughput", "hpo"), default="all")
+    ap.add_argument("--part", choices=("all", "throughput", "hpo", "ab", "hash"),
+                    default="all", help="all = throughput + hpo")
     ap.add_argument("--scale", default="small")
     ap.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000, 4000])
     ap.add_argument("--reps", type=int, default=5, help="timed steps per size")
@@ -239,6 +395,8 @@ def main() -> int:
     ap.add_argument("--width-scale", type=float, default=0.25,
                     help="multiplies the paper's width ranges in the HPO part")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--baseline", default="1d003b1",
+                    help="git revision compared against in the ab part")
     ap.add_argument("--quick", action="store_true",
                     help="3 reps, 2 epochs, 2 configs, 200 train events, 20 s cap")
     ap.add_argument("--out", type=Path, default=OUT)
@@ -259,6 +417,10 @@ def main() -> int:
         result["throughput"] = run_throughput(args)
     if args.part in ("all", "hpo"):
         result["hpo"] = run_hpo(args)
+    if args.part == "ab":
+        result["ab"] = run_ab(args)
+    if args.part == "hash":
+        result["hash"] = run_hash(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {args.out}")
