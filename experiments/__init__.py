@@ -4,5 +4,5 @@ the search driver (process or MPI evaluators), raw CSV/JSON logs, Slurm template
 Entry points::
 
     python -m experiments.search --method asha --scale smoke --seed 0 --workers 2
-    python -m experiments.benchmark --scale smoke --methods "random hyperband asha asha_bo"
+    python -m experiments.campaign --backend live --scale smoke --methods "random asha"
 """

@@ -5,16 +5,17 @@
     make lctable SCALE=small
 
 The table is what ``python -m experiments.search --backend replay`` reads instead of training
-(:mod:`experiments.replay`). Configuration 0 is the untuned default (empty override dict; its
-``p:`` cells hold the resolved default values); configurations 1..N are drawn one at a time
-from the scale's search space (:func:`experiments.space.problem_for`) with seed ``--seed``, so
-the first N of a larger table are the same configurations. Every configuration is trained to
-the scale's ``max_t`` with training seed ``--seed`` by the same trainable the live searches use
-(``mlpf``; ``synthetic`` for tests).
+(:mod:`experiments.backends.replay`; its schema, reader and lookup are :mod:`experiments.table`).
+Configuration 0 is the untuned default (empty override dict; its ``p:`` cells hold the resolved
+default values); configurations 1..N are drawn one at a time from the scale's search space
+(:func:`experiments.space.problem_for`) with seed ``--seed``, so the first N of a larger table
+are the same configurations. Every configuration is trained to the scale's ``max_t`` with
+training seed ``--seed`` by the same trainable the live searches use (``mlpf``; ``synthetic``
+for tests).
 
-Output: ``results/<scale>/lctable.csv`` (columns below) and ``results/<scale>/lctable.json``
-(scale, seed, max_t, trainable, workers, threads and devices per training, git commit, host,
-machine, package versions, start/end).
+Output: ``results/<scale>/lctable.csv`` and ``results/<scale>/lctable.json`` (scale, seed,
+max_t, trainable, workers, threads and devices per training, git commit, host, machine,
+package versions, start/end).
 
 Rows are appended as epochs finish (one ``write`` per line, as in :mod:`experiments.logs`), by
 ``--workers`` processes with one torch thread each (``EXP_THREADS=n`` overrides it). Rerunning
@@ -194,7 +195,7 @@ def _threads() -> int:
 
 
 def _devices(trainable) -> int:
-    """Devices one training holds: a GPU, or its CPU threads (as in experiments.worker)."""
+    """Devices one training holds: a GPU, or its CPU threads (as in experiments.backends.worker)."""
     if not trainable.uses_torch:
         return 1
     import torch

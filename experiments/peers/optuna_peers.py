@@ -7,7 +7,7 @@ Each peer is an Optuna 5 study (ask/tell) with a sampler (TPE or random) and a p
 (Hyperband or successive halving) set like our methods at that scale
 (:func:`experiments.methods.settings_for`: ``max_t``, grace = minimum resource, ``eta``). A
 trial does not train: its learning curve is looked up in a replay table
-(``results/<scale>/lctable.csv``, :mod:`experiments.replay`), the curve of the nearest recorded
+(``results/<scale>/lctable.csv``, :mod:`experiments.table`), the curve of the nearest recorded
 configuration, every epoch with its val_loss, train_loss and measured seconds.
 
 At each epoch's end the trial reports ``val_loss`` at step ``epoch`` and, below max_t, asks
