@@ -258,7 +258,8 @@ class _Interpreter:
         self.memo: dict[int, object] = {}
         # Nesting depth of each live container, and the containers already placed inside
         # another one. Pickle fills a container before placing it, so a placed container is
-        # final; refusing later changes keeps the recorded depth exact (no cycles of depth).
+        # final; refusing later changes keeps every recorded depth exact. (A list may still
+        # hold itself once; nothing here walks containers recursively.)
         self.depth: dict[int, int] = {}
         self.placed: set[int] = set()
 
