@@ -46,6 +46,7 @@ from experiments.trainables import get_trainable
 
 RESUME_SEED_STRIDE = 7919  # a resumed segment reseeds its sampler: no replay of old configs
 META_WRITE_INTERVAL = 30.0  # seconds between metadata writes while running (survive SIGKILL)
+MAX_FAILURES = 10  # consecutive failed trials that end a search (0: never)
 
 
 class PlanError(ValueError):
@@ -68,6 +69,7 @@ class Plan:
     previous: dict | None = None  # metadata.json of the interrupted search
     meta: dict = field(default_factory=dict)
     checkpoints: bool = False  # trials continue from checkpoints (Hyperband promotions)
+    max_failures: int = MAX_FAILURES  # consecutive failed trials that end the search
 
     @property
     def complete(self) -> bool:
@@ -96,7 +98,12 @@ def plan_search(method: str, scale: str, seed: int, evaluator: str = "process",
     if workers < 1:
         raise PlanError("--workers must be >= 1")
     log_dir = Path(out) if out else results_dir(scale, method, seed)
-    previous = logs.read_json(log_dir / logs.METADATA_JSON)
+    _check_folder(log_dir)
+    try:
+        previous = logs.read_json(log_dir / logs.METADATA_JSON)
+    except ValueError:
+        raise PlanError(f"{log_dir / logs.METADATA_JSON} is not valid JSON; move it aside "
+                        "to resume from the CSV logs") from None
     has_logs = previous is not None or (log_dir / logs.RESULTS_CSV).exists()
     if has_logs and not resume:
         raise PlanError(f"{log_dir} already holds a search; pass --resume to continue it or "
@@ -105,9 +112,40 @@ def plan_search(method: str, scale: str, seed: int, evaluator: str = "process",
         for key, want in (("method", method), ("scale", scale), ("seed", seed)):
             if previous.get(key) != want:
                 raise PlanError(f"{log_dir} holds {key}={previous.get(key)!r}, not {want!r}")
+    if resume and has_logs:
+        _check_resumable(log_dir)
     return Plan(method, scale, seed, evaluator, workers, trainable, log_dir, settings,
                 resume=resume and has_logs, previous=previous,
                 meta={"trainable_options": tr.options()}, checkpoints=checkpoints)
+
+
+def _check_resumable(log_dir: Path) -> None:
+    """Refuse to resume from a results.csv that lost its trials (empty, no header) while the
+    learning curves record some: resuming would drop them without a word."""
+    try:
+        logs.read_results(log_dir, warn=lambda msg: None)
+    except logs.LogError as e:
+        lc = logs.read_learning_curves(log_dir, warn=lambda msg: None)
+        if len(lc):
+            raise PlanError(f"{e}, but learning_curves.csv records {lc[logs.JOB_ID].nunique()} "
+                            "trials: resuming would drop them; restore results.csv, or move "
+                            "it aside to resume without them") from None
+
+
+def _check_folder(log_dir: Path) -> None:
+    """The log folder exists (or is created) and is a writable folder."""
+    if log_dir.exists() and not log_dir.is_dir():
+        raise PlanError(f"{log_dir} is not a folder; pass --out a folder")
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PlanError(f"cannot create the log folder {log_dir}: {e.strerror}") from None
+    if not os.access(log_dir, os.W_OK | os.X_OK):
+        raise PlanError(f"the log folder {log_dir} is not writable")
+    for name in (logs.RESULTS_CSV, logs.LEARNING_CURVES_CSV, logs.METADATA_JSON):
+        f = log_dir / name
+        if f.exists() and not f.is_file():
+            raise PlanError(f"{f} is not a regular file")
 
 
 def new_metadata(plan: Plan, workers: int, now: float) -> dict:
@@ -116,7 +154,10 @@ def new_metadata(plan: Plan, workers: int, now: float) -> dict:
                "workers": workers, "evaluator": plan.evaluator, "host": socket.gethostname()}
     if plan.previous is not None:  # resume: keep the search's start, add a segment
         meta = dict(plan.previous)
-        meta["segments"] = [*meta.get("segments", []), segment]
+        meta["segments"] = [dict(sg) for sg in meta.get("segments", [])]
+        # a segment that crashed still spent its time: charge it against the time budget
+        logs.close_crashed_segments(meta, logs.last_activity(plan.log_dir, meta))
+        meta["segments"].append(segment)
         meta.update(status=logs.RUN_RUNNING, workers=workers, evaluator=plan.evaluator)
         return meta
     described = method_metadata(plan.method, plan.settings)
@@ -229,31 +270,41 @@ class Interrupted(Exception):
 
 
 class Manager:
-    """One segment of a search: prepare, loop, harvest (after an interrupt), finish."""
+    """One segment of a search: prepare, loop, harvest (after an interrupt), finish.
 
-    def __init__(self, plan: Plan, ev, workers: int, meta: dict, progress: bool = True):
+    ``durable``: rewrite results.csv (atomically) after every finished batch of trials, so
+    that a kill loses nothing finished; a simulated search writes it once, at its end.
+    """
+
+    def __init__(self, plan: Plan, ev, workers: int, meta: dict, progress: bool = True,
+                 durable: bool = True):
         self.plan, self.ev, self.workers, self.meta = plan, ev, workers, meta
+        self.durable = durable
         self.clock = getattr(ev, "clock", time.time)
         self.log_dir = plan.log_dir
         self.pending: list = []
         self.stop_requested = self.waiting = False
         self.counts = {logs.STATUS_OK: 0, logs.STATUS_STOPPED: 0, logs.STATUS_FAILED: 0}
         self.best = math.inf
+        self.failures = 0  # consecutive failed trials
+        self.last_failure = ""
         self.bar = Progress(f"{plan.method} {plan.scale} seed{plan.seed}",
                             meta["budget_epochs"]) if progress else None
-        self.prepare()
 
     # ---------------------------------------------------------------- prepare
     def prepare(self) -> None:
-        """Build the method's search, restore logged trials, set budgets."""
+        """Build the method's search, restore logged trials, set budgets.
+
+        Nothing on disk changes here but the learning curves' last line (terminated when a
+        kill cut it): results.csv is replaced only by a complete new file, later."""
         plan, log_dir = self.plan, self.log_dir
-        results_df = logs.read_results(log_dir) if plan.resume else None
-        lc_df = logs.read_learning_curves(log_dir if plan.resume else Path("/nonexistent"))
-        resume_copy = log_dir / "results.resume.csv"
-        if plan.resume and (log_dir / logs.RESULTS_CSV).exists():
-            # DeepHyper renames an existing results.csv when a search is built; it is
-            # rewritten from the restored history right after.
-            os.replace(log_dir / logs.RESULTS_CSV, resume_copy)
+        results_df, lc_df = None, logs.read_learning_curves(Path("/nonexistent"))
+        if plan.resume:
+            lc_df = logs.read_learning_curves(log_dir)
+            try:
+                results_df = logs.read_results(log_dir)
+            except logs.LogError as e:  # checked by plan_search: no trial in the curves
+                print(f"warning: {e}; starting without it", file=sys.stderr)
         logs.ensure_header(log_dir / logs.LEARNING_CURVES_CSV)
         logs.end_with_newline(log_dir / logs.LEARNING_CURVES_CSV)  # after a kill mid-line
 
@@ -263,13 +314,6 @@ class Manager:
         self.search.check_evaluator(self.ev)
         dhcompat.attach(self.ev, self.search)
         self.epochs = restore(self.search, self.ev, results_df, lc_df)
-        dhcompat.rewrite_results_from_start(self.search)
-        self.search.dump_jobs_done_to_csv(flush=True)
-        if resume_copy.exists():
-            if len(self.search.history):
-                os.remove(resume_copy)
-            else:
-                os.replace(resume_copy, log_dir / logs.RESULTS_CSV)
 
         self.budget = self.meta["budget_epochs"]
         self.deadline = logs.deadline(self.meta)
@@ -278,10 +322,16 @@ class Manager:
             self._count(job)
 
     def _count(self, job) -> None:
-        self.counts[job.metadata.get(logs.STATUS) or logs.STATUS_FAILED] += 1
+        status = job.metadata.get(logs.STATUS) or logs.STATUS_FAILED
+        self.counts[status] += 1
         v = job.metadata.get(logs.BEST_VAL_LOSS)
         if isinstance(v, (int, float)) and math.isfinite(v):
             self.best = min(self.best, v)
+        if status == logs.STATUS_FAILED:
+            self.failures += 1
+            self.last_failure = job.metadata.get(logs.REASON) or str(job.objective)
+        else:
+            self.failures = 0
 
     # ---------------------------------------------------------------- loop
     def _budget_left(self) -> bool:
@@ -289,6 +339,8 @@ class Manager:
             self.meta["stopped_by"] = "epochs"
         elif self.deadline is not None and self.clock() >= self.deadline:
             self.meta["stopped_by"] = "time"
+        if self.plan.max_failures and self.failures >= self.plan.max_failures:
+            self.meta["stopped_by"] = "failures"
         return not self.meta.get("stopped_by")
 
     def loop(self) -> None:
@@ -311,8 +363,9 @@ class Manager:
                 ev.submit(configs)
             if self.pending:
                 search.history.extend(self.pending)
-                search.dump_jobs_done_to_csv()
                 self.pending = []
+                if self.durable:
+                    write_results(search, self.log_dir)
             if not dhcompat.running(ev):
                 return
             self.waiting = True
@@ -326,7 +379,7 @@ class Manager:
                 self._count(job)
             if self.bar:
                 self.bar.update(self.counts, self.best, self.epochs, len(dhcompat.running(ev)))
-            if time.monotonic() - last_meta_write > META_WRITE_INTERVAL:
+            if self.durable and time.monotonic() - last_meta_write > META_WRITE_INTERVAL:
                 finish_meta(self.meta, logs.RUN_RUNNING, self.epochs,
                             len(search.history) + len(self.pending), self.clock())
                 logs.write_json(self.log_dir / logs.METADATA_JSON, self.meta)
@@ -334,28 +387,41 @@ class Manager:
 
     # ---------------------------------------------------------------- harvest
     def harvest(self) -> None:
-        """After an interrupt: collect trials that finished but were not gathered yet."""
+        """After an interrupt: collect trials that finished but were not gathered yet.
+
+        A trial whose worker died meanwhile was killed by the same signal: it is left out
+        (it did not finish) and runs again when the search resumes."""
         dhcompat.reset_storage_connection(self.ev)
-        harvested = dhcompat.finished_unharvested(self.ev)
+        harvested = [job for job in dhcompat.finished_unharvested(self.ev)
+                     if job.metadata.get(logs.REASON) != logs.REASON_WORKER_DIED]
         self.epochs += sum(int(job.metadata.get(logs.EPOCHS) or 0) for job in harvested)
         self.pending = self.pending + harvested
 
     # ---------------------------------------------------------------- finish
     def finish(self, status: str) -> int:
-        """Write results.csv and metadata.json; returns the exit code."""
+        """Write results.csv and metadata.json; returns the exit code (0 complete, 1 ended
+        by failed trials, 143 interrupted)."""
         search = self.search
         if self.pending:
             search.history.extend(self.pending)
-        if status == logs.RUN_COMPLETE:
+        if status == logs.RUN_COMPLETE and self.meta.get("stopped_by") == "failures":
+            status = logs.RUN_FAILED
+            self.meta["failure"] = (f"{self.failures} consecutive trials failed (last: "
+                                    f"{self.last_failure})")
+        if status != logs.RUN_INTERRUPTED:
             self.ev.close()
+        if status == logs.RUN_COMPLETE:
             # Training states of Hyperband trials are only needed to continue a search.
             shutil.rmtree(self.log_dir / "checkpoints", ignore_errors=True)
-        _write_results(search, self.log_dir)
+        write_results(search, self.log_dir)
         finish_meta(self.meta, status, self.epochs, len(search.history), self.clock())
         logs.write_json(self.log_dir / logs.METADATA_JSON, self.meta)
         if self.bar:
             self.bar.update(self.counts, self.best, self.epochs, 0, final=True)
-        return 0 if status == logs.RUN_COMPLETE else 143
+        if status == logs.RUN_FAILED:
+            print(f"error: {self.plan.log_dir}: search stopped: {self.meta['failure']}",
+                  file=sys.stderr)
+        return {logs.RUN_COMPLETE: 0, logs.RUN_FAILED: 1}.get(status, 143)
 
     def on_signal(self, signum, frame) -> None:
         self.stop_requested = True
@@ -363,19 +429,20 @@ class Manager:
             raise Interrupted()
 
 
-def _write_results(search, log_dir: Path) -> None:
-    """The complete results.csv (all columns of all trials), written atomically."""
+def write_results(search, log_dir: Path) -> None:
+    """The complete results.csv (all columns of all trials), replacing the old one at once."""
     if len(search.history) == 0:
         return
-    df = search.history.to_dataframe()
-    tmp = log_dir / (logs.RESULTS_CSV + ".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, log_dir / logs.RESULTS_CSV)
+    logs.write_atomic(log_dir / logs.RESULTS_CSV,
+                      search.history.to_dataframe().to_csv(index=False))
 
 
-def drive(plan: Plan, ev, workers: int, meta: dict, progress: bool = True) -> int:
-    """Run the manager on ``ev``. Returns the exit code (0 complete, 143 interrupted)."""
-    m = Manager(plan, ev, workers, meta, progress)
+def drive(plan: Plan, ev, workers: int, meta: dict, progress: bool = True,
+          durable: bool = True) -> int:
+    """Run the manager on ``ev``. Returns the exit code (0 complete, 1 ended by failed
+    trials, 143 interrupted). A signal that arrives while the logs are restored stops the
+    search as cleanly as one that arrives later."""
+    m = Manager(plan, ev, workers, meta, progress, durable)
     manager_pid = os.getpid()
 
     def on_signal(signum, frame):
@@ -386,6 +453,7 @@ def drive(plan: Plan, ev, workers: int, meta: dict, progress: bool = True) -> in
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     status = logs.RUN_COMPLETE
     try:
+        m.prepare()
         m.loop()
     except Interrupted:
         status = logs.RUN_INTERRUPTED
@@ -397,14 +465,31 @@ def drive(plan: Plan, ev, workers: int, meta: dict, progress: bool = True) -> in
 
 
 def run(plan: Plan, backend, progress: bool = True) -> int:
-    """Run the search of ``plan`` on ``backend``; returns the exit code (0 on worker ranks)."""
+    """Run the search of ``plan`` on ``backend``; returns the exit code (0 on worker ranks).
+
+    The manager holds an exclusive lock on the log folder while the search runs: a second
+    search into the same folder is refused (:class:`PlanError`)."""
     plan.log_dir.mkdir(parents=True, exist_ok=True)
-    workers, now = backend.start(plan)
-    meta = new_metadata(plan, workers, now)
-    backend.annotate(meta)
-    with backend.evaluator(plan, meta) as ev:
-        if ev is None:  # an MPI worker rank: it served trials until the manager finished
-            return 0
-        logs.write_json(plan.log_dir / logs.METADATA_JSON, meta)
-        code = drive(plan, ev, workers, meta, progress)
-        return backend.finish(code, ev, meta, plan)
+    lock, problem = None, None
+    if getattr(backend, "is_manager", True):
+        try:
+            lock = logs.lock_folder(plan.log_dir)
+        except logs.FolderLocked as e:
+            problem = str(e)
+    share = getattr(backend, "share", None)  # every MPI rank must learn of the refusal
+    problem = share(problem) if share else problem
+    if problem:
+        raise PlanError(problem)
+    try:
+        workers, now = backend.start(plan)
+        meta = new_metadata(plan, workers, now)
+        backend.annotate(meta)
+        with backend.evaluator(plan, meta) as ev:
+            if ev is None:  # an MPI worker rank: it served trials until the manager finished
+                return 0
+            logs.write_json(plan.log_dir / logs.METADATA_JSON, meta)
+            code = drive(plan, ev, workers, meta, progress, getattr(backend, "durable", True))
+            return backend.finish(code, ev, meta, plan)
+    finally:
+        if lock is not None:
+            os.close(lock)

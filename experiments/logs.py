@@ -14,9 +14,13 @@ The column names below are the contract with the analysis: they are defined here
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +55,30 @@ TRIAL_WORKER = "worker"
 TRIAL_METADATA = (STATUS, REASON, EPOCHS, BUDGET, BEST_VAL_LOSS, TRIAL_START, TRIAL_END,
                   TRIAL_WORKER)
 
-# metadata.json status
+# metadata.json status (a segment that ended without writing its end says "crashed")
 RUN_RUNNING, RUN_COMPLETE, RUN_INTERRUPTED = "running", "complete", "interrupted"
+RUN_FAILED, RUN_CRASHED = "failed", "crashed"
+REASON_WORKER_DIED = "worker_died"  # m:reason of a trial whose worker process died
+
+
+class FolderLocked(RuntimeError):
+    """Another search holds the log folder."""
+
+
+def lock_folder(log_dir: Path) -> int:
+    """An exclusive lock on a log folder for as long as this process (and the worker
+    processes it forks) runs; a second search into the same folder gets
+    :class:`FolderLocked`. Returns the descriptor that holds the lock."""
+    import fcntl
+
+    fd = os.open(log_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FolderLocked(f"{log_dir} is in use by another search (a running process "
+                           "holds its lock); wait for it or pass another --out") from None
+    return fd
 
 
 def native(v):
@@ -85,25 +111,43 @@ def format_row(values: dict, columns=LC_COLUMNS) -> str:
 
 
 def write_csv(path: Path, columns, rows: list[dict]) -> None:
-    """A whole CSV file at once (temp file + rename), cells formatted like the row writers."""
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(",".join(columns) + "\n" + "".join(format_row(r, columns) for r in rows))
-    os.replace(tmp, path)
+    """A whole CSV file at once (:func:`write_atomic`), cells formatted like the row writers."""
+    write_atomic(path, ",".join(columns) + "\n" + "".join(format_row(r, columns) for r in rows))
 
 
 def append_row(path: Path, values: dict, columns=LC_COLUMNS) -> None:
-    """Append one whole CSV line with a single ``write`` on an ``O_APPEND`` descriptor.
+    """Append one whole CSV line on an ``O_APPEND`` descriptor, then ``fsync``.
 
     Writers in several processes (or ranks on a shared file system) never interleave inside a
-    line, and ``fsync`` makes the row survive a killed search.
+    line, and ``fsync`` makes the row survive a killed search. A short write is continued; a
+    write that fails (disk full, file size limit) raises ``OSError``.
     """
-    line = format_row(values, columns)
+    data = format_row(values, columns).encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, line.encode())
+        while data:
+            data = data[os.write(fd, data):]
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Replace ``path`` by ``data`` all at once: temp file, fsync, rename. Readers and a
+    crash see the old file or the new one, never half of either; a failed write (disk full)
+    raises ``OSError`` and leaves the old file as it was."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    data = data.encode() if isinstance(data, str) else data
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def ensure_header(path: Path, columns=LC_COLUMNS) -> None:
@@ -123,29 +167,88 @@ def end_with_newline(path: Path) -> None:
                 f.write(b"\n")
 
 
-def read_learning_curves(log_dir: Path) -> pd.DataFrame:
-    """learning_curves.csv as a DataFrame (empty with the right columns when missing)."""
-    path = Path(log_dir) / LEARNING_CURVES_CSV
+class LogError(ValueError):
+    """A log that cannot be used as it is (one line naming the file and the problem)."""
+
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+def read_checked_csv(path: Path, ints: tuple[str, ...] = (), floats: tuple[str, ...] = (),
+                     warn=_warn) -> pd.DataFrame | None:
+    """A log CSV whose damaged rows are reported by line number and skipped.
+
+    A row is damaged when it has another number of fields than the header, or a cell of
+    ``ints`` that is not an integer, or of ``floats`` that is not a number (empty is NaN).
+    Returns None when the file is missing; raises :class:`LogError` when it exists but has no
+    header (empty, or not text), or lacks a column of ``ints``/``floats``.
+    """
+    path = Path(path)
     if not path.exists():
-        return pd.DataFrame(columns=list(LC_COLUMNS))
-    # A line cut by a crash mid-write has too few fields: skip it rather than fail.
-    df = pd.read_csv(path, on_bad_lines="skip")
-    return df.dropna(subset=[JOB_ID, EPOCH])
-
-
-def read_results(log_dir: Path) -> pd.DataFrame | None:
-    """results.csv as a DataFrame, or None when there is none."""
-    path = Path(log_dir) / RESULTS_CSV
-    if not path.exists() or path.stat().st_size == 0:
         return None
-    return pd.read_csv(path, on_bad_lines="skip")
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines or not lines[0].strip():
+        raise LogError(f"{path}: empty file, no header")
+    header = next(csv.reader([lines[0]]))
+    missing = [c for c in (*ints, *floats) if c not in header]
+    if missing:
+        raise LogError(f"{path}: not a log of this format (no column {', '.join(missing)})")
+    idx_i = [header.index(c) for c in ints]
+    idx_f = [header.index(c) for c in floats]
+    good = [lines[0]]
+    for n, line in enumerate(lines[1:], 2):
+        if not line.strip():
+            continue
+        try:
+            row = next(csv.reader([line]))
+        except csv.Error as e:
+            warn(f"{path}, line {n}: unreadable ({e}); skipped")
+            continue
+        problem = None
+        if len(row) != len(header):
+            problem = f"{len(row)} fields instead of {len(header)} (a cut or merged line)"
+        else:
+            for i in idx_i:
+                if not re.fullmatch(r"-?\d+", row[i].strip()):
+                    problem = f"{header[i]}={row[i]!r} is not an integer"
+                    break
+            for i in idx_f if problem is None else ():
+                try:
+                    float(row[i]) if row[i].strip() else None
+                except ValueError:
+                    problem = f"{header[i]}={row[i]!r} is not a number"
+                    break
+        if problem:
+            warn(f"{path}, line {n}: {problem}; skipped")
+            continue
+        good.append(line)
+    return pd.read_csv(io.StringIO("\n".join(good) + "\n"))
+
+
+def read_learning_curves(log_dir: Path, warn=_warn) -> pd.DataFrame:
+    """learning_curves.csv as a DataFrame (empty with the right columns when missing);
+    damaged rows (a line cut by a kill, a merged line after a full disk) are reported and
+    skipped (:func:`read_checked_csv`)."""
+    path = Path(log_dir) / LEARNING_CURVES_CSV
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame(columns=list(LC_COLUMNS))
+    df = read_checked_csv(path, (JOB_ID, EPOCH), (VAL_LOSS,), warn)
+    return df.astype({JOB_ID: int, EPOCH: int})
+
+
+def read_results(log_dir: Path, warn=_warn) -> pd.DataFrame | None:
+    """results.csv as a DataFrame, or None when there is none; damaged rows are reported and
+    skipped; :class:`LogError` when the file exists but is empty or not a results table."""
+    return read_checked_csv(Path(log_dir) / RESULTS_CSV, ("job_id",), (), warn)
 
 
 def write_json(path: Path, obj: dict) -> None:
-    """Atomic JSON write (temp file + rename): readers never see half a file."""
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    """Atomic JSON write (:func:`write_atomic`): readers never see half a file."""
+    write_atomic(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
 def read_json(path: Path) -> dict | None:
@@ -161,6 +264,31 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def last_activity(log_dir: Path, meta: dict) -> float | None:
+    """The time of the last epoch logged in ``log_dir`` (in the clock of the metadata's
+    ``start_time``), None when there is none."""
+    path = Path(log_dir) / LEARNING_CURVES_CSV
+    if not path.exists() or meta.get("start_time") is None:
+        return None
+    try:
+        lc = read_learning_curves(log_dir, warn=lambda msg: None)
+        ends = pd.to_numeric(lc[T_END], errors="coerce").dropna()
+    except (LogError, KeyError, ValueError):
+        return None
+    return float(meta["start_time"]) + float(ends.max()) if len(ends) else None
+
+
+def close_crashed_segments(meta: dict, last_seen: float | None) -> None:
+    """Segments a crash left open (no end, or still "running") end at the last moment they
+    are known to have been alive: the later of their last metadata write and ``last_seen``
+    (the last logged epoch). Their time then counts against the time budget."""
+    for seg in meta.get("segments", []):
+        if seg.get("end_time") is None or seg.get("status") == RUN_RUNNING:
+            ends = [t for t in (seg.get("end_time"), last_seen, seg.get("start_time"))
+                    if t is not None]
+            seg["end_time"], seg["status"] = max(ends), RUN_CRASHED
 
 
 def deadline(meta: dict) -> float | None:

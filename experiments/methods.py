@@ -143,22 +143,24 @@ def n_brackets(m: Method, s: Settings) -> int:
 
 
 def build(name: str, problem, s: Settings, seed: int, log_dir: str):
-    """The DeepHyper search of method ``name``: its search composed with its stopper."""
+    """The DeepHyper search of method ``name``: its search composed with its stopper.
+
+    The search does not write results.csv itself (the driver writes it, atomically)."""
     m = get_method(name)
     stopper = ASHAStopper(max_steps=s.max_t, grace=s.grace, eta=s.eta,
                           brackets=n_brackets(m, s)) if m.stopper == "asha" else None
+    common = dict(random_state=seed, log_dir=log_dir, checkpoint_history_to_csv=False)
     if m.search == "random":
-        return RandomSearch(problem, random_state=seed, log_dir=log_dir, stopper=stopper)
+        return RandomSearch(problem, stopper=stopper, **common)
     if m.search == "cbo":
-        return CBO(problem, random_state=seed, log_dir=log_dir, stopper=stopper,
-                   n_initial_points=s.n_initial_points, **CBO_KWARGS)
+        return CBO(problem, stopper=stopper, n_initial_points=s.n_initial_points, **common,
+                   **CBO_KWARGS)
     if m.search == "hyperband":
-        return HyperbandSearch(problem, s.max_t, s.eta, s.grace, random_state=seed,
-                               log_dir=log_dir, sampler=m.sampler,
+        return HyperbandSearch(problem, s.max_t, s.eta, s.grace, sampler=m.sampler,
                                checkpoint_dir=lambda trial: checkpoint_dir(log_dir, trial),
-                               random_fraction=BOHB_RANDOM_FRACTION)
+                               random_fraction=BOHB_RANDOM_FRACTION, **common)
     if m.search == "fixed":
-        return FixedSearch(problem, [{}], random_state=seed, log_dir=log_dir)
+        return FixedSearch(problem, [{}], **common)
     raise ValueError(f"method {name}: unknown search {m.search!r}")
 
 

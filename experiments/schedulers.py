@@ -233,8 +233,9 @@ class HyperbandSearch(Search):
 
     def __init__(self, problem, max_t: int, eta: int, min_t: int = 1, random_state=None,
                  log_dir: str = ".", sampler: str = "random", checkpoint_dir=None,
-                 random_fraction: float = 1 / 3):
-        super().__init__(problem, random_state, log_dir)
+                 random_fraction: float = 1 / 3, checkpoint_history_to_csv: bool = True):
+        super().__init__(problem, random_state, log_dir,
+                         checkpoint_history_to_csv=checkpoint_history_to_csv)
         self.checkpoint_dir = checkpoint_dir  # trial -> folder, removed once a trial is dropped
         self.max_t, self.eta, self.min_t = max_t, eta, min_t
         self.table = hyperband_brackets(max_t, eta, min_t)
@@ -319,8 +320,10 @@ class HyperbandSearch(Search):
 class FixedSearch(Search):
     """Evaluates a fixed list of configurations once each (the untuned default)."""
 
-    def __init__(self, problem, configs: list[dict], random_state=None, log_dir: str = "."):
-        super().__init__(problem, random_state, log_dir)
+    def __init__(self, problem, configs: list[dict], random_state=None, log_dir: str = ".",
+                 checkpoint_history_to_csv: bool = True):
+        super().__init__(problem, random_state, log_dir,
+                         checkpoint_history_to_csv=checkpoint_history_to_csv)
         self.pending = deque(dict(c) for c in configs)
 
     def _ask(self, n: int = 1) -> list[dict]:

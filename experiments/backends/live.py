@@ -121,6 +121,11 @@ class MPIBackend:
         if self.comm.Get_size() < 2:
             raise BackendError("the mpi evaluator needs at least 2 ranks: "
                                "mpiexec -n WORKERS+1 python -m experiments.search ...")
+        self.is_manager = self.comm.Get_rank() == 0
+
+    def share(self, value):
+        """The manager's ``value``, on every rank."""
+        return self.comm.bcast(value, root=0)
 
     def start(self, plan) -> tuple[int, float]:
         comm = self.comm

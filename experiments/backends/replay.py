@@ -181,11 +181,11 @@ class ReplayBackend:
     ``replay`` (the table's summary and held-out error, the real start and duration)."""
 
     name = BACKEND
+    durable = False  # simulated: results.csv is written once, at the end
 
     def __init__(self, table: Table):
         self.table = table
-        self.real_start = time.time()
-        self.t0 = time.perf_counter()
+        self.real_start, self.t0 = time.time(), time.perf_counter()
 
     def start(self, plan) -> tuple[int, float]:
         self.real_start, self.t0 = time.time(), time.perf_counter()
