@@ -11,13 +11,14 @@ upgrade moves one of them.
 
 from __future__ import annotations
 
-from deephyper.evaluator import Evaluator, HPOJob, JobStatus
+from deephyper.evaluator import Evaluator, HPOJob, JobStatus, ProcessPoolEvaluator
 from deephyper.hpo._search import Search  # the base class of every search: ask/tell/history
 from deephyper.stopper import SuccessiveHalvingStopper
 from deephyper.stopper._stopper import Stopper
 
-__all__ = ["Evaluator", "HPOJob", "JobStatus", "Search", "Stopper", "SuccessiveHalvingStopper",
-           "EVALUATOR_ATTRIBUTES", "SEARCH_ATTRIBUTES", "STOPPER_ATTRIBUTES"]
+__all__ = ["Evaluator", "HPOJob", "JobStatus", "ProcessPoolEvaluator", "Search", "Stopper",
+           "SuccessiveHalvingStopper", "EVALUATOR_ATTRIBUTES", "SEARCH_ATTRIBUTES",
+           "STOPPER_ATTRIBUTES", "POOL_ATTRIBUTES"]
 
 # What is used, for the upgrade test: attributes of an Evaluator instance, of a Search
 # instance and of a SuccessiveHalvingStopper instance (methods and data alike).
@@ -28,6 +29,7 @@ EVALUATOR_ATTRIBUTES = ("_tasks_running", "_storage", "_search_id", "job_id_gath
 SEARCH_ATTRIBUTES = ("history", "_stopper", "ask", "tell", "check_evaluator",
                      "dump_jobs_done_to_csv", "_problem", "_random_state", "_log_dir")
 HISTORY_ATTRIBUTES = ("jobs", "extend", "to_dataframe", "_csv_cursor")
+POOL_ATTRIBUTES = ("executor", "sem", "loop", "num_workers")  # what SurvivingPoolEvaluator uses
 STOPPER_ATTRIBUTES = ("job", "max_steps", "_rung", "_list_completed_rung",
                       "_compute_halting_budget", "_get_competiting_objectives", "observe")
 

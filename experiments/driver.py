@@ -287,6 +287,7 @@ class Manager:
         self.counts = {logs.STATUS_OK: 0, logs.STATUS_STOPPED: 0, logs.STATUS_FAILED: 0}
         self.best = math.inf
         self.failures = 0  # consecutive failed trials
+        self.write_error: OSError | None = None  # a log write failed (disk full)
         self.last_failure = ""
         self.bar = Progress(f"{plan.method} {plan.scale} seed{plan.seed}",
                             meta["budget_epochs"]) if progress else None
@@ -413,11 +414,19 @@ class Manager:
         if status == logs.RUN_COMPLETE:
             # Training states of Hyperband trials are only needed to continue a search.
             shutil.rmtree(self.log_dir / "checkpoints", ignore_errors=True)
-        write_results(search, self.log_dir)
-        finish_meta(self.meta, status, self.epochs, len(search.history), self.clock())
-        logs.write_json(self.log_dir / logs.METADATA_JSON, self.meta)
+        try:
+            write_results(search, self.log_dir)
+            finish_meta(self.meta, status, self.epochs, len(search.history), self.clock())
+            logs.write_json(self.log_dir / logs.METADATA_JSON, self.meta)
+        except OSError as e:
+            self.write_error = self.write_error or e
         if self.bar:
             self.bar.update(self.counts, self.best, self.epochs, 0, final=True)
+        if self.write_error is not None:
+            print(f"error: cannot write the logs in {self.log_dir} ({self.write_error}); the "
+                  "files there hold everything up to their last complete write: free space "
+                  "and continue with --resume", file=sys.stderr)
+            return 1
         if status == logs.RUN_FAILED:
             print(f"error: {self.plan.log_dir}: search stopped: {self.meta['failure']}",
                   file=sys.stderr)
@@ -458,6 +467,8 @@ def drive(plan: Plan, ev, workers: int, meta: dict, progress: bool = True,
     except Interrupted:
         status = logs.RUN_INTERRUPTED
         m.harvest()
+    except OSError as e:  # a log write failed (disk full, file size limit): stop resumable
+        status, m.write_error = logs.RUN_INTERRUPTED, e
     finally:
         for s, h in old.items():
             signal.signal(s, h)

@@ -112,6 +112,9 @@ def build_parser() -> Parser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted search")
     p.add_argument("--trainable", default="mlpf", help="mlpf | synthetic")
     add_budget(p, "the scale's; replay: none")
+    p.add_argument("--max-failures", type=int, default=driver.MAX_FAILURES,
+                   help="consecutive failed trials that end the search, exit 1 (0: never; "
+                   f"default {driver.MAX_FAILURES})")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--backend", default="live", choices=("live", "replay"),
                    help="live: train; replay: look epochs up in a learning-curve table, "
@@ -135,12 +138,16 @@ def main(argv=None) -> int:
                                           a.out, a.resume, a.trainable, a.budget,
                                           a.time_budget)
                 backend = None if plan.complete else open_backend(a.evaluator)
+            plan.max_failures = max(0, a.max_failures)
         except (driver.PlanError, BackendError) as e:
             raise CliError(str(e)) from None
         if plan.complete:
             print(f"{plan.log_dir}: search already complete", file=sys.stderr)
             return 0
-        return driver.run(plan, backend, progress=not a.quiet)
+        try:
+            return driver.run(plan, backend, progress=not a.quiet)
+        except driver.PlanError as e:  # the folder is locked by another search
+            raise CliError(str(e)) from None
 
     return run_main(body)
 

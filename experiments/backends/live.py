@@ -23,10 +23,11 @@ from experiments.backends.worker import (
     LOCAL_WORKERS_ENV,
     THREADS_ENV,
     RunContext,
+    lost_trial,
     run_trial,
     run_trial_async,
 )
-from experiments.dhcompat import Evaluator
+from experiments.dhcompat import Evaluator, JobStatus, ProcessPoolEvaluator
 
 EVALUATORS = ("process", "mpi", "serial", "ray")
 MPI_STORAGE_MB = int(os.environ.get("EXP_MPI_STORAGE_MB", "16"))  # one-sided window size
@@ -43,21 +44,67 @@ def _context(plan, meta, workers: int, slot_dir: str | None = None) -> RunContex
 
 
 def kill_children() -> None:
-    """Stop the worker processes this manager started (process evaluator)."""
+    """Stop the processes this manager started (workers, the storage server) at once: their
+    finished epochs are on disk, their unfinished trials run again on resume."""
     import psutil
 
     kids = psutil.Process().children(recursive=True)
     for p in kids:
         try:
-            p.terminate()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(kids, timeout=3)
-    for p in kids:
-        try:
             p.kill()
         except psutil.Error:
             pass
+    psutil.wait_procs(kids, timeout=3)
+
+
+@contextmanager
+def _signals_ignored():
+    """SIGTERM and SIGINT ignored by the processes forked inside the block (the storage
+    server): a signal to the whole process group (Slurm, ``timeout``, Ctrl-C) then reaches the
+    workers and the manager, and the manager can still read the storage to shut down in
+    order. The manager kills the server when it is done."""
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+class SurvivingPoolEvaluator(ProcessPoolEvaluator):
+    """DeepHyper's process-pool evaluator that survives the death of a worker process.
+
+    When a worker dies (SIGKILL, the out-of-memory killer) Python's process pool breaks and
+    fails every trial it was running. Each of them becomes a failed trial with reason
+    ``worker_died`` (its epochs already logged are counted), and the next trial gets a new
+    pool instead of ending the search.
+    """
+
+    def __init__(self, run_function, num_workers: int = 1, run_function_kwargs=None,
+                 lost_trial=None):
+        with _signals_ignored():
+            super().__init__(run_function, num_workers=num_workers,
+                             run_function_kwargs=run_function_kwargs)
+        self.lost_trial = lost_trial  # (running job, reason) -> a run-function return value
+
+    async def execute(self, job):
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+        from functools import partial
+
+        async with self.sem:
+            job.status = JobStatus.RUNNING
+            running_job = job.create_running_job(self._stopper)
+            call = partial(job.run_function, running_job, **self.run_function_kwargs)
+            executor = self.executor
+            try:
+                output = await self.loop.run_in_executor(executor, call)
+            except BrokenProcessPool:
+                if self.executor is executor:  # the first trial to notice replaces the pool
+                    executor.shutdown(wait=False, cancel_futures=True)
+                    self.executor = ProcessPoolExecutor(max_workers=self.num_workers)
+                output = self.lost_trial(running_job, logs.REASON_WORKER_DIED)
+            return self._update_job_when_done(job, output)
 
 
 class LocalBackend:
@@ -88,6 +135,9 @@ class LocalBackend:
             if self.name == "serial":
                 yield Evaluator.create(run_trial_async, "serial",
                                        {"run_function_kwargs": {"ctx": ctx}})
+            elif self.name == "process":
+                yield SurvivingPoolEvaluator(run_trial, meta["workers"], {"ctx": ctx},
+                                             lambda job, why: lost_trial(job, ctx, why))
             else:
                 yield Evaluator.create(run_trial, self.name,
                                        {"num_workers": meta["workers"],

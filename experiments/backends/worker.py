@@ -149,6 +149,37 @@ def run_trial(job, ctx: RunContext) -> dict:
     return run.outcome(last_known=float(history[-1]["val_loss"]) if history else None)
 
 
+class _Replayed:
+    """A job whose epochs are only re-counted (no stopper to tell)."""
+
+    def __init__(self, job):
+        self.parameters, self.id = job.parameters, job.id
+
+    def record(self, epoch, objective):
+        pass
+
+    def stopped(self):
+        return False
+
+
+def lost_trial(job, ctx: RunContext, reason: str) -> dict:
+    """The outcome of a trial whose worker died: failed with ``reason``, its epochs those
+    its worker logged before dying (they were trained: their compute counts)."""
+    lc = logs.read_learning_curves(ctx.log_dir, warn=lambda msg: None)
+    rows = lc[lc[logs.JOB_ID] == int(str(job.id).split(".")[-1])].sort_values(logs.EPOCH)
+    times = iter([float(t) for t in rows[logs.T_START][:1]] + [float(t) for t in
+                                                                rows[logs.T_END]])
+    now = time.time() - ctx.t0
+    run = TrialRun(_Replayed(job), ctx.max_t, lambda: next(times, now), None,
+                   lambda row: None, int(rows[logs.WORKER].iloc[0]) if len(rows) else -1)
+    for _, r in rows.iterrows():
+        try:
+            run.epoch(int(r[logs.EPOCH]), float(r[logs.VAL_LOSS]))
+        except Diverged:
+            break
+    return run.outcome(failure=reason)
+
+
 async def run_trial_async(job, ctx: RunContext) -> dict:
     """``run_trial`` for DeepHyper's serial evaluator (runs in the manager process)."""
     return run_trial(job, ctx)

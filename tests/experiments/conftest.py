@@ -43,11 +43,13 @@ def run_search(tmp_path, monkeypatch):
     from experiments.driver import plan_search, run
 
     def _run(method, budget=None, workers=2, evaluator="process", scale="smoke",
-             time_budget=0, **opts):
+             time_budget=0, max_failures=None, **opts):
         monkeypatch.setenv("EXP_SYNTHETIC", json.dumps(opts))
         out = tmp_path / method
         plan = plan_search(method, scale, 0, evaluator, workers, str(out), False, "synthetic",
                            budget, time_budget)
+        if max_failures is not None:
+            plan.max_failures = max_failures
         assert run(plan, open_backend(evaluator), progress=False) == 0
         return (out, *load(out))
 

@@ -59,3 +59,18 @@ def test_jobs_can_be_reserved_rebuilt_and_collected(evaluator):
     # the signatures the replay evaluator calls
     assert list(inspect.signature(evaluator._create_job).parameters) == \
         ["job_id", "args", "run_function", "storage"]
+
+
+def test_process_pool_internals():
+    from experiments.backends.live import SurvivingPoolEvaluator
+
+    ev = SurvivingPoolEvaluator(_sync_run, 1)
+    try:
+        missing = [a for a in dhcompat.POOL_ATTRIBUTES if not hasattr(ev, a)]
+        assert not missing, f"DeepHyper ProcessPoolEvaluator lost: {missing}"
+    finally:
+        ev.executor.shutdown(wait=True)
+
+
+def _sync_run(job):
+    return 0.0

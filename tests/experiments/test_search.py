@@ -104,7 +104,7 @@ def test_time_budget_ends_the_search_and_its_trials(run_search):
 
 
 def test_failures_are_logged_and_the_search_goes_on(run_search):
-    _, res, lc, meta = run_search("asha_bo", budget=60,
+    _, res, lc, meta = run_search("asha_bo", budget=60, max_failures=0,
                                   fail={"diverge": 0.2, "raise": 0.15, "oom": 0.15})
     failed = res[res["m:status"] == "failed"]
     assert set(failed["m:reason"]) == {"diverged", "error:ValueError", "oom"}
