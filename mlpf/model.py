@@ -35,9 +35,10 @@ whose hidden layers run as one matmul (same model, faster on a CPU); events with
 cost of hashing stays linear in the number of elements.
 
 Cost notes (what makes an epoch cheap on a CPU, and where the numerics stay fp32): the
-kernel of a bin is built with one batched matmul and five elementwise passes; degree
-normalisation and the padding mask are folded into the adjacency once per graph layer, not
-per message-passing step; the gate mixes with one ``lerp``; dropout draws a uniform mask
+kernel of a bin is built with one batched matmul and three elementwise passes; degree
+normalisation and the padding mask are node weights computed once per graph layer and
+applied to the messages, never as (bin_size, bin_size) passes; ELU/ReLU run in place; the
+gate mixes with one ``lerp``; dropout draws a uniform mask
 (``rand < keep``), cheaper on a CPU than ``bernoulli_``. Under bf16 autocast the LSH
 coordinates, the hash and the kernel stay fp32 (squared distances lose their small
 differences in bf16); the other matmuls run in bf16.
@@ -62,6 +63,14 @@ HASH_DIRECTIONS = 32
 
 ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "gelu": nn.GELU, "selu": nn.SELU,
                "silu": nn.SiLU, "tanh": nn.Tanh}
+# Activations whose gradient PyTorch computes from the output: these run in place (on the
+# fresh output of a matmul or lerp, which nothing else reads), which saves a buffer and,
+# for ELU/SELU, an exp in the backward pass.
+_IN_PLACE = ("elu", "relu", "selu")
+
+
+def activation_layer(name: str) -> nn.Module:
+    return ACTIVATIONS[name](inplace=True) if name in _IN_PLACE else ACTIVATIONS[name]()
 
 
 class Dropout(nn.Module):
@@ -85,6 +94,15 @@ class Dropout(nn.Module):
         return f"p={self.p}"
 
 
+class FFN(nn.Sequential):
+    """nn.Sequential on rows: (..., F) is flattened to (rows, F) so that every matmul output
+    is a plain tensor (not a view), which in-place activations need to stay cheap."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        return super().forward(x.reshape(-1, x.shape[-1])).view(*lead, -1)
+
+
 def ffn(in_dim: int, out_dim: int, hidden: int, num_layers: int, activation: str,
         dropout: float = 0.0) -> nn.Sequential:
     """Point-wise feed-forward net: ``num_layers`` hidden layers of width ``hidden``, then a
@@ -92,12 +110,12 @@ def ffn(in_dim: int, out_dim: int, hidden: int, num_layers: int, activation: str
     layers: list[nn.Module] = []
     d = in_dim
     for _ in range(num_layers):
-        layers += [nn.Linear(d, hidden), ACTIVATIONS[activation]()]
+        layers += [nn.Linear(d, hidden), activation_layer(activation)]
         if dropout > 0:
             layers.append(Dropout(dropout))
         d = hidden
     layers.append(nn.Linear(d, out_dim))
-    return nn.Sequential(*layers)
+    return FFN(*layers)
 
 
 def encode_inputs(X: torch.Tensor) -> torch.Tensor:
@@ -137,6 +155,10 @@ def angular_hash(x: torch.Tensor, directions: torch.Tensor, n_valid: torch.Tenso
     return torch.where(positive, imax, imin + H)
 
 
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def _order_key(t: torch.Tensor) -> torch.Tensor:
     """float32 -> int64 in [0, 2**32) with the same order (-0.0 and 0.0 equal)."""
     t = torch.where(t == 0, torch.zeros_like(t), t)
@@ -171,7 +193,8 @@ def lsh_permutation(x_dist: torch.Tensor, mask: torch.Tensor, bin_size: int,
     B, N, D = x_dist.shape
     # Hashing is discrete (no gradient) and stays fp32 under autocast.
     with torch.no_grad(), torch.autocast(x_dist.device.type, enabled=False):
-        x = x_dist.detach().float()
+        x = _at_least_fp32(x_dist.detach())
+        codebook, tie_vector = codebook.to(x.dtype), tie_vector.to(x.dtype)
         half = torch.div(torch.div(mask.sum(1) + bin_size - 1, bin_size, rounding_mode="floor"),
                          2, rounding_mode="floor")  # (B,) directions per event
         H = N // bin_size // 2  # static: from the padded size, not the data
@@ -193,23 +216,51 @@ def lsh_permutation(x_dist: torch.Tensor, mask: torch.Tensor, bin_size: int,
             hashes = h1 * (2 * H2) + h2
             n_hashes = 4 * L * H2
         hashes = torch.where(mask, hashes, torch.full_like(hashes, n_hashes))  # padding last
+        tie = x @ tie_vector  # (B, N)
+        if tie.dtype != torch.float32:  # e.g. a float64 model: two stable sorts
+            order = torch.sort(tie, dim=1, stable=True).indices
+            by_hash = torch.sort(torch.gather(hashes, 1, order), dim=1, stable=True).indices
+            return torch.gather(order, 1, by_hash)
         # One stable sort of (event, hash, tie projection) packed into int64: the
         # lexicographic order of two stable sorts, in one linear-time integer sort.
         event = torch.arange(B, device=x.device)[:, None] * (n_hashes + 1)
-        key = ((event + hashes) << 32) | _order_key(x @ tie_vector)
+        key = ((event + hashes) << 32) | _order_key(tie)
         order = torch.sort(key.reshape(-1), stable=True).indices.view(B, N)
         return order - torch.arange(B, device=x.device)[:, None] * N
+
+
+class _PermuteRows(torch.autograd.Function):
+    """t[index] for a permutation ``index`` of the rows, with the inverse permutation as
+    the backward pass: a gather of rows, instead of zeros + index_add_ (scatter) that the
+    backward of a general index_select needs."""
+
+    @staticmethod
+    def forward(ctx, t, index, inverse):
+        ctx.save_for_backward(inverse)
+        return t.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(0, inverse), None, None
+
+
+def permute_rows(t: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """Rows of t (R, F) in the order of the permutation ``index`` (R,); ``inverse`` is its
+    inverse permutation."""
+    return _PermuteRows.apply(t, index, inverse)
 
 
 class GHConv(nn.Module):
     """One gated message-passing step on a dense binned graph (GHConvDense in MLPF).
 
     h' = act(g * D^-1/2 A D^-1/2 x Theta + (1 - g) * x W), g = sigmoid(x W_g + b_g),
-    with the degree normalisation D optional. The caller passes the adjacency already
-    normalised and masked (it is the same for every step of a graph layer); rows of padded
-    elements come out non-zero and are zeroed by the caller.
+    with the degree normalisation D optional. The caller passes the kernel A unmasked and
+    w = D^-1/2 (or 1) on real elements, 0 on padding, both shared by every step of a graph
+    layer: w * (A @ (w * m)) is the masked, normalised message without any (bs, bs)
+    elementwise pass. Rows of padded elements come out non-zero; the caller zeroes them.
 
-    Shapes: x (b, bs, F_in), adj (b, bs, bs) -> (b, bs, F_out), b = B * n_bins.
+    Shapes: x (b, bs, F_in), adj (b, bs, bs), w (b, bs, 1) -> (b, bs, F_out), b = B * n_bins.
     """
 
     def __init__(self, in_dim: int, out_dim: int, activation: str, normalize_degrees: bool):
@@ -218,41 +269,46 @@ class GHConv(nn.Module):
         # one larger GEMM instead of three small ones (what dominates on a CPU).
         self.weight = nn.Linear(in_dim, 3 * out_dim, bias=False)
         self.bias = nn.Parameter(torch.zeros(2 * out_dim))  # b of the self term and b_g
-        self.act = ACTIVATIONS[activation]()
+        self.act = activation_layer(activation)
         self.normalize_degrees = normalize_degrees  # applied by the caller, in adj
 
-    def forward(self, x, adj):
+    def forward(self, x, adj, w):
         # The biases ride in the GEMM (addmm) instead of two elementwise adds.
         bias = torch.cat([self.bias.new_zeros(self.bias.shape[0] // 2), self.bias])
         msg, own, gate = F.linear(x, self.weight.weight, bias).chunk(3, dim=-1)
-        hom = adj.to(msg.dtype) @ msg
+        w = w.to(msg.dtype)
+        hom = w * (adj.to(msg.dtype) @ (w * msg))
         # g * hom + (1 - g) * own in one operator
         return self.act(torch.lerp(own, hom, torch.sigmoid(gate)))
 
 
 def bin_adjacency(db: torch.Tensor, mb: torch.Tensor, dist_mult: float, clip_value_low: float,
-                  normalize_degrees: bool) -> torch.Tensor:
-    """Dense kernel of each bin, masked and optionally degree-normalised, in fp32.
+                  normalize_degrees: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense kernel of each bin and the node weights that mask and normalise it, in fp32.
 
-    A_ij = clamp(exp(-dist_mult * |d_i - d_j|^2), clip_value_low, 1) between real elements,
-    0 to and from padding; with normalize_degrees, D^-1/2 A D^-1/2 with D the row sums.
-    Built as exp(baddbmm) - one GEMM and a few passes; exp(-m d2) clamped to 1 equals
-    exp(-m max(d2, 0)), so rounding below 0 needs no separate clamp.
+    A_ij = clamp(exp(-dist_mult * |d_i - d_j|^2), clip_value_low, 1), over all pairs of the
+    bin; w_i = 0 for padding, else 1, or with normalize_degrees D_ii^-1/2 with D the row
+    sums of A over real elements. w_i A_ij w_j is the masked (normalised) adjacency.
+    A is built as exp(baddbmm): one GEMM and two or three passes. The clamp at 1 is left
+    out: exp(-m d2) exceeds 1 only where rounding makes d2 < 0 (by the same few ulps of
+    |d|^2 by which the expanded d2 is off anywhere), so A_ii = 1 + O(eps).
 
-    Shapes: db (b, bs, D), mb (b, bs) float 0/1 -> (b, bs, bs).
+    Shapes: db (b, bs, D), mb (b, bs) float 0/1 -> A (b, bs, bs), w (b, bs, 1).
     """
     with torch.autocast(db.device.type, enabled=False):
-        db = db.float()
+        db = _at_least_fp32(db)
         sq = (db * db).sum(-1)  # (b, bs)
         m = dist_mult
         logits = torch.baddbmm((-m * sq)[:, :, None], db, db.transpose(1, 2),
                                alpha=2 * m) - (m * sq)[:, None, :]  # -m d2
-        adj = logits.exp().clamp(clip_value_low, 1.0)
+        adj = logits.exp()
+        if clip_value_low > 0:
+            adj = adj.clamp(min=clip_value_low)
         w = mb[..., None]  # (b, bs, 1)
         if normalize_degrees:
             deg = (adj @ w) * w  # row sums over real neighbours; >= 1 for real (self loop)
             w = torch.where(deg > 0, deg.clamp(min=1e-6).rsqrt(), torch.zeros_like(deg))
-        return adj * (w * w.transpose(1, 2))
+        return adj, w
 
 
 class CombinedGraphLayer(nn.Module):
@@ -295,25 +351,25 @@ class CombinedGraphLayer(nn.Module):
         x_dist = self.ffn_dist(x)  # (B, N, D)
         perm = lsh_permutation(x_dist, mask, bs, self.codebook, self.tie_vector)  # (B, N)
 
-        # Flat row indices: index_select (backward: index_add_) moves whole feature rows and
-        # stays near linear in N, unlike gather/scatter with an expanded (B, N, F) index.
+        # Flat row indices: whole feature rows move (index_select both ways), linear in N,
+        # unlike gather/scatter with an expanded (B, N, F) index.
         offset = (torch.arange(B, device=perm.device) * N)[:, None]
         flat = (perm + offset).reshape(-1)  # (B * N,)
         nb = B * (N // bs)
-
-        def to_bins(t):  # (B, N, F) -> (B * nb, bs, F) in LSH order
-            return t.reshape(B * N, -1).index_select(0, flat).view(nb, bs, -1)
-
-        xb, db = to_bins(x), to_bins(x_dist)
-        mb = mask.reshape(-1)[flat].view(nb, bs).to(torch.float32)  # (b, bs)
-        adj = bin_adjacency(db, mb, self.dist_mult, self.clip_value_low,
-                            self.normalize_degrees)  # (b, bs, bs)
-        for msg in self.messages:
-            xb = self.dropout(msg(xb, adj))
-        xb = xb * mb[..., None].to(xb.dtype)  # padded elements leave as zeros
         inverse = torch.empty_like(flat)
         inverse[flat] = torch.arange(B * N, device=flat.device)
-        return xb.reshape(B * N, -1).index_select(0, inverse).view(B, N, -1)
+
+        def to_bins(t):  # (B, N, F) -> (B * nb, bs, F) in LSH order
+            return permute_rows(t.reshape(B * N, -1), flat, inverse).view(nb, bs, -1)
+
+        xb, db = to_bins(x), to_bins(x_dist)
+        mb = mask.reshape(-1)[flat].view(nb, bs).to(_at_least_fp32(x_dist).dtype)  # (b, bs)
+        adj, w = bin_adjacency(db, mb, self.dist_mult, self.clip_value_low,
+                               self.normalize_degrees)  # (b, bs, bs), (b, bs, 1)
+        for msg in self.messages:
+            xb = self.dropout(msg(xb, adj, w))
+        xb = xb * mb[..., None].to(xb.dtype)  # padded elements leave as zeros
+        return permute_rows(xb.reshape(B * N, -1), inverse, flat).view(B, N, -1)
 
 
 class Heads(nn.Module):
@@ -329,15 +385,17 @@ class Heads(nn.Module):
         super().__init__()
         self.out_dims = tuple(out_dims)
         self.hidden = nn.Linear(in_dim, hidden * len(out_dims))
-        self.act = ACTIVATIONS[activation]()
+        self.act = activation_layer(activation)
         self.dropout = Dropout(dropout) if dropout > 0 else nn.Identity()
         self.out = nn.ModuleList(nn.Linear(hidden, d) for d in out_dims)
 
     def forward(self, x):
-        h = self.dropout(self.act(self.hidden(x)))  # (..., k * hidden)
+        lead = x.shape[:-1]
+        h = self.dropout(self.act(self.hidden(x.reshape(-1, x.shape[-1]))))  # (rows, k * hidden)
         weight = torch.block_diag(*(lin.weight for lin in self.out))  # (sum d, k * hidden)
         bias = torch.cat([lin.bias for lin in self.out])
-        return list(F.linear(h, weight, bias).split(self.out_dims, dim=-1))
+        y = F.linear(h, weight, bias).view(*lead, -1)
+        return list(y.split(self.out_dims, dim=-1))
 
 
 class MLPF(nn.Module):
