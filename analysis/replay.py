@@ -423,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="reference loss of the default configuration when there is no "
                          "replayed default run")
     args = ap.parse_args(argv)
+    if args.min_seeds < 1:
+        print(f"error: --min-seeds must be >= 1, got {args.min_seeds}", file=sys.stderr)
+        return 2
     required = tuple(m for m in args.methods.split(",") if m)
     with warnings_to_stderr():
         try:

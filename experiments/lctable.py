@@ -228,8 +228,13 @@ def run(scale: str, n_configs: int | None = None, workers: int = 2, seed: int = 
             if old_meta.get(key) != want:
                 raise ValueError(f"{path} was made with {key}={old_meta.get(key)!r}, not "
                                  f"{want!r}; pass another --out")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    logs.ensure_header(path, columns)
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{path} is not a regular file; pass --out a CSV file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        logs.ensure_header(path, columns)
+    except OSError as e:
+        raise ValueError(f"cannot write the table {path}: {e.strerror}") from None
     header = path.read_text().split("\n", 1)[0].split(",")
     if tuple(header) != columns:
         raise ValueError(f"{path} has other columns than this scale's table; "

@@ -31,8 +31,13 @@ def prepare(scale: str, workers: int = 1, progress: bool = True) -> dict[str, in
     return made
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, no usage dump
+        self.exit(2, f"error: {message}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = _Parser(prog="python -m mlpf.data.prepare", description=__doc__.splitlines()[0])
     ap.add_argument("--scale", required=True, choices=sorted(SCALES))
     ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args(argv)
