@@ -291,7 +291,8 @@ def load_search(path: Path, method: str | None = None, seed: int | None = None) 
 
 
 def _method_order(name: str) -> tuple:
-    known = ("default", "random", "hyperband", "asha", "asha_bo", "async_hyperband", "bohb", "bo")
+    known = ("default", "random", "hyperband", "asha", "asha_bo", "asha_deephyper",
+             "async_hyperband", "bohb", "bo")
     return (known.index(name) if name in known else len(known), name)
 
 

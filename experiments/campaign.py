@@ -49,8 +49,8 @@ from experiments.peers.simulate import synthetic_curves, table_curves
 from experiments.trainables import get_trainable
 
 # Longest first, so that parallel processes finish together: model-based proposals cost most.
-COST_ORDER = ("asha_bo", "bo", "bohb", "async_hyperband", "asha", "hyperband", "random",
-              "default")
+COST_ORDER = ("asha_bo", "bo", "bohb", "async_hyperband", "asha", "asha_deephyper",
+              "hyperband", "random", "default")
 
 
 # ------------------------------------------------------------------------------ live

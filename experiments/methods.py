@@ -89,6 +89,8 @@ class Method:
     stopper: None or ``asha`` (:class:`experiments.schedulers.ASHAStopper`).
     brackets: ASHA brackets: ``one``, or ``async`` (one per minimum early-stopping rate:
         asynchronous Hyperband).
+    rule: ASHA's cutoff: ``ray`` (Ray Tune's AsyncHyperBandScheduler, the paper's) or
+        ``deephyper`` (DeepHyper's SuccessiveHalvingStopper).
     sampler: Hyperband's proposals: ``random``, or ``model`` (BOHB-style).
     """
 
@@ -97,6 +99,7 @@ class Method:
     search: str
     stopper: str | None = None
     brackets: str = "one"
+    rule: str = "ray"
     sampler: str = "random"
     paper: bool = False  # one of the four methods of the paper
 
@@ -113,6 +116,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("asha", "random search + asynchronous successive halving (1 bracket)", "random",
            stopper="asha", paper=True),
     Method("asha_bo", "Bayesian optimisation (CBO) + ASHA", "cbo", stopper="asha", paper=True),
+    Method("asha_deephyper", "random search + ASHA with DeepHyper's cutoff (1 bracket)",
+           "random", stopper="asha", rule="deephyper"),
     Method("async_hyperband", "random search + ASHA brackets by hashed job id", "random",
            stopper="asha", brackets="async"),
     Method("bohb", "Hyperband with model-based proposals (BOHB-style)", "hyperband",
@@ -148,7 +153,8 @@ def build(name: str, problem, s: Settings, seed: int, log_dir: str):
     The search does not write results.csv itself (the driver writes it, atomically)."""
     m = get_method(name)
     stopper = ASHAStopper(max_steps=s.max_t, grace=s.grace, eta=s.eta,
-                          brackets=n_brackets(m, s)) if m.stopper == "asha" else None
+                          brackets=n_brackets(m, s), rule=m.rule) if m.stopper == "asha" \
+        else None
     common = dict(random_state=seed, log_dir=log_dir, checkpoint_history_to_csv=False)
     if m.search == "random":
         return RandomSearch(problem, stopper=stopper, **common)
@@ -173,7 +179,7 @@ def method_metadata(name: str, s: Settings) -> dict:
            "budget_epochs": s.budget, "time_budget_s": s.time_budget,
            "search": _SEARCH_CLASS[m.search], "stopper": m.stopper.upper() if m.stopper else None}
     if m.stopper == "asha":
-        out.update(grace=s.grace, eta=s.eta, brackets=n_brackets(m, s))
+        out.update(grace=s.grace, eta=s.eta, brackets=n_brackets(m, s), rule=m.rule)
     if m.search == "cbo":
         out.update(n_initial_points=s.n_initial_points, cbo=CBO_KWARGS)
     if m.search == "hyperband":

@@ -50,22 +50,54 @@ def asha_rungs(max_t: int, grace: int, eta: int, s: int = 0) -> list[int]:
     return out
 
 
+ASHA_RULES = ("ray", "deephyper")
+
+
+def ray_continues(value: float, earlier: list[float], eta: int) -> bool:
+    """Ray Tune's ``AsyncHyperBandScheduler`` cutoff (the paper's ASHA): a trial reaching a
+    rung continues unless its value (larger is better) is below the ``(1 - 1/eta)`` quantile
+    (numpy's linear interpolation) of the values recorded at that rung before it; the first
+    trial at a rung always continues."""
+    if not earlier:
+        return True
+    return not value < float(np.nanpercentile(earlier, (1 - 1 / eta) * 100))
+
+
 class ASHAStopper(SuccessiveHalvingStopper):
     """ASHA with Ray Tune's rung schedule; ``brackets > 1`` gives asynchronous Hyperband.
 
-    At rung ``k`` (after ``grace * eta**(s+k)`` epochs) a job continues only if its objective is
-    in the top ``1/eta`` of all jobs of its bracket that reached that rung so far (the first
-    ones to arrive always continue: ASHA never waits). Rung values live in the evaluator's
-    storage, shared by every worker process or MPI rank.
+    At rung ``k`` (after ``grace * eta**(s+k)`` epochs) a job continues only if its objective
+    passes the rule's cutoff among the jobs of its bracket that reached that rung so far (the
+    first ones to arrive always continue: ASHA never waits). ``rule``: ``"ray"``
+    (:func:`ray_continues`, the paper's scheduler) or ``"deephyper"``
+    (:func:`deephyper_continues`, one survivor per rung stricter). Rung values live in the
+    evaluator's storage, shared by every worker process or MPI rank.
     """
 
-    def __init__(self, max_steps: int, grace: int = 1, eta: int = 3, brackets: int = 1):
+    def __init__(self, max_steps: int, grace: int = 1, eta: int = 3, brackets: int = 1,
+                 rule: str = "ray"):
         super().__init__(max_steps=max_steps, min_steps=grace, reduction_factor=eta)
-        self.grace, self.eta, self.brackets = int(grace), int(eta), int(brackets)
+        if rule not in ASHA_RULES:
+            raise ValueError(f"unknown ASHA rule {rule!r}; choose one of {ASHA_RULES}")
+        self.grace, self.eta, self.brackets, self.rule = int(grace), int(eta), int(brackets), rule
+
+    def stop(self) -> bool:
+        if self.rule == "deephyper":
+            return super().stop()
+        if Stopper.stop(self):  # max_t reached
+            return True
+        if self._budget < self._compute_halting_budget():
+            return False
+        values = self._get_competiting_objectives()  # this job's value is among them once
+        values.remove(self._objective)
+        if ray_continues(self._objective, values, self.eta):
+            self._rung += 1
+            return False
+        return True
 
     def to_json(self):
         return {"type": type(self).__name__, "max_t": self.max_steps, "grace": self.grace,
-                "eta": self.eta, "brackets": self.brackets}
+                "eta": self.eta, "brackets": self.brackets, "rule": self.rule}
 
     @property
     def bracket(self) -> int:

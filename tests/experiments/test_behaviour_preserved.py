@@ -8,6 +8,10 @@ code of that commit (``python -m experiments.replay`` and ``python -m experiment
 Any change to a method, a stopper, the trial contract, the clock, the table lookup or the log
 format shows here. A deliberate change of behaviour (a new search space, another ASHA rule)
 regenerates the digests with the campaign runner and says so in its commit.
+
+Changed deliberately since: ``asha``, ``asha_bo`` and ``async_hyperband`` use Ray Tune's ASHA
+cutoff (the paper's scheduler; checked decision by decision in test_replay.py); the cutoff
+they had is DeepHyper's, kept as ``asha_deephyper``, whose digests are those of ``asha`` then.
 """
 
 from __future__ import annotations

@@ -109,9 +109,41 @@ def _table_of_six(tmp_path):
     return write_table(tmp_path / "six.csv", cfgs)
 
 
-def test_asha_stops_at_rungs_in_simulated_time_order(tmp_path):
+class RayBracket:
+    """An independent reimplementation of Ray Tune's ``AsyncHyperBandScheduler`` bracket
+    (``ray.tune.schedulers.async_hyperband._Bracket.on_result``): rungs checked from the
+    highest milestone down; at the first milestone the trial reached and has no value at,
+    it stops if its reward is below the ``(1 - 1/rf)`` percentile of the rewards recorded
+    there before it; then its reward is recorded."""
+
+    def __init__(self, min_t, max_t, rf):
+        n = int(np.log(max_t / min_t) / np.log(rf) + 1)
+        self.rf = rf
+        self.rungs = [(min_t * rf**k, {}) for k in reversed(range(n))]
+
+    def on_result(self, trial, t, reward) -> bool:
+        """True: continue."""
+        for milestone, recorded in self.rungs:
+            if t < milestone or trial in recorded:
+                continue
+            go = not recorded or not reward < np.percentile(list(recorded.values()),
+                                                            (1 - 1 / self.rf) * 100)
+            recorded[trial] = reward
+            return go
+        return True
+
+
+def _deephyper_continues(value, rung_values, eta):
+    """DeepHyper's SuccessiveHalvingStopper: among the best max(1, n // eta) of the rung's
+    values (its own included)."""
+    k = max(1, len(rung_values) // eta)
+    return value + 1e-10 >= sorted(rung_values)[-k]
+
+
+@pytest.mark.parametrize("method", ["asha", "asha_deephyper"])
+def test_asha_decisions_follow_their_rule_one_by_one(tmp_path, method):
     table = _table_of_six(tmp_path)
-    out, res, lc, meta = replay(tmp_path, table, "asha", budget=60)
+    out, res, lc, meta = replay(tmp_path, table, method, budget=60)
     rungs = asha_rungs(MAX_T, 1, 3)  # [1, 3]
     stopped = res[res["m:status"] == "stopped"]
     assert len(stopped) >= 3 and set(stopped["m:epochs"]) <= set(rungs)
@@ -119,21 +151,37 @@ def test_asha_stops_at_rungs_in_simulated_time_order(tmp_path):
     # rows are written in event order: by epoch end, ties by job id
     order = lc[["t_end", "job_id"]].to_records(index=False).tolist()
     assert order == sorted(order)
-    # ASHA's rule replayed in that order: a job continues from rung r iff its objective is
-    # within the best max(1, n // 3) of the n jobs that reached r so far (itself included)
-    seen = {r: [] for r in rungs}
+    # every rung arrival, in that order, decided as the rule decides it
+    ray, seen, decisions = RayBracket(1, MAX_T, 3), {r: [] for r in rungs}, 0
     last = lc.groupby("job_id").epoch.max()
     for _, row in lc.iterrows():
-        if row.epoch in seen:
-            seen[row.epoch].append(-row.val_loss)
-            k = max(1, len(seen[row.epoch]) // 3)
-            promote = -row.val_loss + 1e-10 >= sorted(seen[row.epoch])[-k]
-            assert (last[row.job_id] > row.epoch) == promote, (row.job_id, row.epoch)
+        if row.epoch not in seen:
+            continue
+        seen[row.epoch].append(-row.val_loss)
+        if method == "asha":
+            go = ray.on_result(row.job_id, row.epoch, -row.val_loss)
+        else:
+            go = _deephyper_continues(-row.val_loss, seen[row.epoch], 3)
+        assert (last[row.job_id] > row.epoch) == go, (row.job_id, row.epoch)
+        decisions += 1
+    assert decisions >= 10
+    assert meta["method_settings"]["rule"] == ("ray" if method == "asha" else "deephyper")
     # compute = recorded epoch seconds; each worker runs one epoch at a time, back to back
     assert math.isclose(lc.epoch_seconds.sum(), (lc.t_end - lc.t_start).sum())
     for _, g in lc.sort_values("t_start").groupby("worker"):
         assert (g.t_start.to_numpy()[1:] >= g.t_end.to_numpy()[:-1] - 1e-9).all()
     assert math.isclose(meta["end_time"], lc.t_end.max())
+
+
+def test_the_two_asha_rules_differ_where_expected():
+    from experiments.schedulers import ray_continues
+
+    # 4 earlier values at a rung, eta 3: Ray's cutoff is their 66.7th percentile (3.0),
+    # DeepHyper keeps the best max(1, 5 // 3) = 1 of the 5 values, its own included
+    earlier = [1.0, 2.0, 3.0, 4.0]
+    assert ray_continues(3.5, earlier, 3) and not _deephyper_continues(3.5, earlier + [3.5], 3)
+    assert not ray_continues(2.5, earlier, 3)
+    assert ray_continues(-1.0, [], 3)  # the first arrival always continues
 
 
 @pytest.mark.parametrize("method", ["asha", "hyperband", "asha_bo"])
