@@ -235,20 +235,28 @@ def run_ab(args) -> dict:
                                                        over)}
             mods = {"baseline": base, "current": current}
             times: dict = {"baseline": [], "current": []}
+            cpu: dict = {"baseline": [], "current": []}
             losses: dict = {}
             for rep in range(args.reps + 1):  # round 0 warms up both
                 for side in (("baseline", "current") if rep % 2 else ("current", "baseline")):
+                    c0 = time.process_time()
                     h = mods[side].train(cfgs[side], data, 1, device="cpu", seed=0)
                     if rep:
                         times[side].append(h[0]["epoch_seconds"])
+                        cpu[side].append(time.process_time() - c0)
                     losses[side] = (h[0]["train_loss"], h[0]["val_loss"])
                 print(f"  {cname} round {rep}: " + ", ".join(
-                    f"{k} {v[-1]:.2f} s" for k, v in times.items() if v), file=sys.stderr)
+                    f"{k} {v[-1]:.2f} s ({cpu[k][-1]:.2f} s CPU)" for k, v in times.items()
+                    if v), file=sys.stderr)
             flops = epoch_flops(current, cfgs["current"], data)
             med = {k: statistics.median(v) for k, v in times.items()}
+            med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
             rows.append({"config": cname, "overrides": over, "seconds": times, "median": med,
-                         "speedup": med["baseline"] / med["current"], "gflop": flops / 1e9,
-                         "gflops_current": flops / 1e9 / med["current"],
+                         "cpu_seconds": cpu, "median_cpu": med_cpu,
+                         "speedup": med["baseline"] / med["current"],
+                         "speedup_cpu": med_cpu["baseline"] / med_cpu["current"],
+                         "gflop": flops / 1e9,
+                         "gflops_current": flops / 1e9 / med_cpu["current"],
                          "losses_epoch1": losses})
         sys.path.remove(tmp)
     load = os.getloadavg()
@@ -256,13 +264,18 @@ def run_ab(args) -> dict:
           f"val events), baseline `{args.baseline}` vs this tree, {args.threads} thread(s), "
           f"median of {args.reps} alternating runs, load average {load[0]:.2f} / "
           f"{load[1]:.2f} / {load[2]:.2f} at the end\n")
-    print("| config | baseline s | current s | speedup | GFLOP/epoch | GFLOP/s | "
-          "matmul GFLOP/s | fraction of matmul |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| config | baseline s | current s | speedup | baseline CPU s | current CPU s | "
+          "speedup (CPU) | GFLOP/epoch | GFLOP/s | matmul GFLOP/s | fraction of matmul |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['config']} | {r['median']['baseline']:.2f} | {r['median']['current']:.2f}"
-              f" | {r['speedup']:.2f} | {r['gflop']:.1f} | {r['gflops_current']:.1f} | "
+        m, c = r["median"], r["median_cpu"]
+        print(f"| {r['config']} | {m['baseline']:.2f} | {m['current']:.2f} | "
+              f"{r['speedup']:.2f} | {c['baseline']:.2f} | {c['current']:.2f} | "
+              f"{r['speedup_cpu']:.2f} | {r['gflop']:.1f} | {r['gflops_current']:.1f} | "
               f"{peak:.0f} | {r['gflops_current'] / peak:.0%} |")
+    print("\nWall seconds are epoch_seconds (training + validation); CPU seconds are this "
+          "process's CPU time for the same epoch (robust to other load on a shared machine). "
+          "GFLOP/s = FLOPs counted by torch.utils.flop_counter / current CPU seconds.")
     return {"baseline": args.baseline, "rows": rows, "matmul_gflops": peak,
             "loadavg_end": load}
 

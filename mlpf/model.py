@@ -255,10 +255,11 @@ class GHConv(nn.Module):
     """One gated message-passing step on a dense binned graph (GHConvDense in MLPF).
 
     h' = act(g * D^-1/2 A D^-1/2 x Theta + (1 - g) * x W), g = sigmoid(x W_g + b_g),
-    with the degree normalisation D optional. The caller passes the kernel A unmasked and
-    w = D^-1/2 (or 1) on real elements, 0 on padding, both shared by every step of a graph
-    layer: w * (A @ (w * m)) is the masked, normalised message without any (bs, bs)
-    elementwise pass. Rows of padded elements come out non-zero; the caller zeroes them.
+    with the degree normalisation D optional. The caller passes the kernel A and node
+    weights w = D^-1/2 (or 1) on real elements, 0 on padding: w * (A @ (w * m)) is the
+    masked, normalised message without a (bs, bs) elementwise pass (cheapest for one step);
+    or w = None and A already masked and normalised (cheaper when several steps share it).
+    Rows of padded elements come out non-zero; the caller zeroes them.
 
     Shapes: x (b, bs, F_in), adj (b, bs, bs), w (b, bs, 1) -> (b, bs, F_out), b = B * n_bins.
     """
@@ -272,12 +273,15 @@ class GHConv(nn.Module):
         self.act = activation_layer(activation)
         self.normalize_degrees = normalize_degrees  # applied by the caller, in adj
 
-    def forward(self, x, adj, w):
+    def forward(self, x, adj, w=None):
         # The biases ride in the GEMM (addmm) instead of two elementwise adds.
         bias = torch.cat([self.bias.new_zeros(self.bias.shape[0] // 2), self.bias])
         msg, own, gate = F.linear(x, self.weight.weight, bias).chunk(3, dim=-1)
-        w = w.to(msg.dtype)
-        hom = w * (adj.to(msg.dtype) @ (w * msg))
+        if w is None:  # adj already masked and normalised
+            hom = adj.to(msg.dtype) @ msg
+        else:
+            w = w.to(msg.dtype)
+            hom = w * (adj.to(msg.dtype) @ (w * msg))
         # g * hom + (1 - g) * own in one operator
         return self.act(torch.lerp(own, hom, torch.sigmoid(gate)))
 
@@ -366,6 +370,8 @@ class CombinedGraphLayer(nn.Module):
         mb = mask.reshape(-1)[flat].view(nb, bs).to(_at_least_fp32(x_dist).dtype)  # (b, bs)
         adj, w = bin_adjacency(db, mb, self.dist_mult, self.clip_value_low,
                                self.normalize_degrees)  # (b, bs, bs), (b, bs, 1)
+        if len(self.messages) > 1 or not self.normalize_degrees:
+            adj, w = adj * (w * w.transpose(1, 2)), None  # fold once for all steps
         for msg in self.messages:
             xb = self.dropout(msg(xb, adj, w))
         xb = xb * mb[..., None].to(xb.dtype)  # padded elements leave as zeros
