@@ -104,7 +104,8 @@ def run_live(a) -> int:
             workers = 1 if method == "default" else a.workers
             cmd, env = search.search_command(method, a.scale, seed, workers, a.evaluator,
                                              a.trainable, resume, a.budget,
-                                             out if a.out else None, a.time_budget)
+                                             out if a.out else None, a.time_budget,
+                                             a.device_budget)
             print(f"== {method} seed{seed}{' (resume)' if resume else ''}: {' '.join(cmd)}",
                   file=sys.stderr, flush=True)
             running.append((method, seed, subprocess.Popen(cmd, env=env), time.time()))
@@ -154,10 +155,11 @@ def simulate_one(task: tuple[str, int]) -> dict:
     try:
         if name in PEERS:
             run_peer(name, c["scale"], seed, c["curves"], log_dir, c["workers"], c["summary"],
-                     c["budget"], c["time_budget"], c["devices"])
+                     c["budget"], c["time_budget"], c["devices"], c["device_budget"])
         else:
             search.replay(name, c["scale"], seed, c["table"], c["workers"], log_dir,
-                          c["budget"], c["time_budget"], progress=False)
+                          c["budget"], c["time_budget"], progress=False,
+                          device_budget=c["device_budget"])
     except Exception as e:  # noqa: BLE001 - one broken search must not end the campaign
         return {**row, "status": f"error: {type(e).__name__}: {e}",
                 "real": time.perf_counter() - t0}
@@ -181,7 +183,8 @@ def run_replay(a) -> int:
         table.heldout_error()  # computed once, before the processes fork
         curves, summary, devices = table_curves(table), table.summary(), table.devices
     _SIM.update(scale=a.scale, table=table, curves=curves, summary=summary, devices=devices,
-                workers=a.workers, out=a.out, budget=a.budget, time_budget=a.time_budget)
+                workers=a.workers, out=a.out, budget=a.budget, time_budget=a.time_budget,
+                device_budget=a.device_budget)
     order = {m: i for i, m in enumerate(COST_ORDER)}
     tasks = sorted(((m, s) for m in a.methods for s in a.seeds),
                    key=lambda t: (order.get(t[0], len(order)), t[1]))

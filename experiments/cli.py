@@ -90,6 +90,10 @@ def add_budget(p: argparse.ArgumentParser, time_help: str) -> None:
                    help="epochs per search (default: the scale's, see experiments.methods)")
     p.add_argument("--time-budget", type=seconds, default=None,
                    help=f"seconds per search, 0 = none (default: {time_help})")
+    p.add_argument("--device-budget", type=seconds, default=None,
+                   help="device-seconds per search, a hard cut counting running trials "
+                   "(a device: one worker, CPU thread or GPU); 0 = none (default: the "
+                   "scale's)")
 
 
 def launcher_rank() -> int:

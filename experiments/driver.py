@@ -43,6 +43,7 @@ from experiments.provenance import git_commit, iso, machine_info, versions
 from experiments.schedulers import ASHAStopper
 from experiments.space import problem_for
 from experiments.trainables import get_trainable
+from experiments.trial import StorageLedger
 
 RESUME_SEED_STRIDE = 7919  # a resumed segment reseeds its sampler: no replay of old configs
 META_WRITE_INTERVAL = 30.0  # seconds between metadata writes while running (survive SIGKILL)
@@ -81,7 +82,8 @@ class Plan:
 def plan_search(method: str, scale: str, seed: int, evaluator: str = "process",
                 workers: int = 2, out: str | Path | None = None, resume: bool = False,
                 trainable: str = "mlpf", budget: int | None = None,
-                time_budget: float | None = None, check_ready: bool = True) -> Plan:
+                time_budget: float | None = None, check_ready: bool = True,
+                device_budget: float | None = None) -> Plan:
     """Validate the request and look at existing logs; raise :class:`PlanError` if unusable.
 
     ``check_ready=False``: do not ask the trainable for its data (replayed searches)."""
@@ -89,7 +91,7 @@ def plan_search(method: str, scale: str, seed: int, evaluator: str = "process",
 
     try:
         checkpoints = get_method(method).checkpoints
-        settings = settings_for(scale, budget, time_budget)
+        settings = settings_for(scale, budget, time_budget, device_budget)
         tr = get_trainable(trainable)
         if check_ready:
             tr.check_ready(scale)
@@ -167,6 +169,7 @@ def new_metadata(plan: Plan, workers: int, now: float) -> dict:
         "trainable_options": plan.meta.get("trainable_options", {}),
         "method_settings": described,
         "budget_epochs": described["budget_epochs"], "time_budget_s": described["time_budget_s"],
+        "budget_device_s": described["budget_device_s"],
         "versions": versions(), "git_commit": git_commit(), "host": socket.gethostname(),
         "machine": machine_info(),
         "command": [sys.executable, *sys.argv],
@@ -232,6 +235,11 @@ def restore(search, ev, results_df, lc_df) -> int:
     if len(lc_df):
         ids.append(int(lc_df[logs.JOB_ID].max()))
     dhcompat.reserve_job_ids(ev, max(ids) + 1 if ids else 0)
+    if len(lc_df):  # compute already spent, trial by trial, for the device budget's ledger
+        ledger = StorageLedger(dhcompat.storage(ev), dhcompat.search_id(ev))
+        spent = (lc_df[logs.EPOCH_SECONDS].astype(float) * lc_df[logs.DEVICES].astype(float))
+        for jid, s in spent.groupby(lc_df[logs.JOB_ID]).sum().items():
+            ledger.add(f"{dhcompat.search_id(ev)}.{int(jid)}", float(s))
 
     stopper = dhcompat.stopper(search)
     if isinstance(stopper, ASHAStopper):
@@ -317,6 +325,8 @@ class Manager:
         self.epochs = restore(self.search, self.ev, results_df, lc_df)
 
         self.budget = self.meta["budget_epochs"]
+        self.device_budget = self.meta.get("budget_device_s")
+        self.ledger = StorageLedger(dhcompat.storage(self.ev), dhcompat.search_id(self.ev))
         self.deadline = logs.deadline(self.meta)
         self.meta.pop("stopped_by", None)
         for job in self.search.history.jobs:
@@ -340,6 +350,8 @@ class Manager:
             self.meta["stopped_by"] = "epochs"
         elif self.deadline is not None and self.clock() >= self.deadline:
             self.meta["stopped_by"] = "time"
+        if self.device_budget and self.ledger.total() >= self.device_budget:
+            self.meta["stopped_by"] = "device_budget"
         if self.plan.max_failures and self.failures >= self.plan.max_failures:
             self.meta["stopped_by"] = "failures"
         return not self.meta.get("stopped_by")

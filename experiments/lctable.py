@@ -194,15 +194,6 @@ def _threads() -> int:
     return int(os.environ.get(THREADS_ENV) or 1)
 
 
-def _devices(trainable) -> int:
-    """Devices one training holds: a GPU, or its CPU threads (as in experiments.backends.worker)."""
-    if not trainable.uses_torch:
-        return 1
-    import torch
-
-    return 1 if torch.cuda.is_available() else _threads()
-
-
 def run(scale: str, n_configs: int | None = None, workers: int = 2, seed: int = 0,
         out: str | Path | None = None, trainable: str = "mlpf",
         checkpoints: str | Path | None = None, progress: bool = True) -> int:
@@ -267,7 +258,7 @@ def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable
                         "git_commit": git_commit(), "host": socket.gethostname(),
                         "start_iso": iso(now), "segments": []}
     meta.update(n_configs=n_configs, workers=workers, threads=_threads(),
-                devices=_devices(tr), machine=machine_info(), status="running", end_iso=None,
+                devices=1, machine=machine_info(), status="running", end_iso=None,
                 columns=list(columns))
     meta["segments"] = [*meta.get("segments", []), segment]
     logs.write_json(meta_path(path), meta)

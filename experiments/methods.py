@@ -49,6 +49,9 @@ class Settings:
     eta: int  # reduction factor
     budget: int  # epochs per search, the same for every method
     time_budget: float | None = None  # seconds per search (None: no deadline)
+    # device-seconds per search, a hard cut that counts running trials (None: none); a device
+    # is one worker: one CPU thread, or one GPU
+    device_budget: float | None = None
     n_initial_points: int = 10  # random configurations before a Bayesian model is used
 
 
@@ -59,15 +62,16 @@ _SCALE = {  # scale -> (grace, eta, budget in units of max_t, seconds per search
 }
 
 
-def settings_for(scale: str, budget: int | None = None,
-                 time_budget: float | None = None) -> Settings:
-    """Settings of ``scale``; ``budget`` (epochs) and ``time_budget`` (seconds, 0 = none)
-    override the defaults."""
+def settings_for(scale: str, budget: int | None = None, time_budget: float | None = None,
+                 device_budget: float | None = None) -> Settings:
+    """Settings of ``scale``; ``budget`` (epochs), ``time_budget`` (seconds, 0 = none) and
+    ``device_budget`` (device-seconds, 0 = none) override the defaults."""
     max_t = get_scale(scale).max_epochs  # ValueError for an unknown scale
     grace, eta, units, seconds = _SCALE[scale]
     if time_budget is not None:
         seconds = time_budget or None
-    return Settings(scale, max_t, grace, eta, budget if budget else units * max_t, seconds)
+    return Settings(scale, max_t, grace, eta, budget if budget else units * max_t, seconds,
+                    device_budget=device_budget or None)
 
 
 # CBO so that the manager never holds workers idle: sampled acquisition optimisation (~55 ms per
@@ -174,9 +178,10 @@ def method_metadata(name: str, s: Settings) -> dict:
     """What metadata.json records about the method (derived from its record)."""
     m = get_method(name)
     if m.search == "fixed":
-        s = replace(s, budget=s.max_t, time_budget=None)
+        s = replace(s, budget=s.max_t, time_budget=None, device_budget=None)
     out = {"name": name, "summary": m.summary, "settings": asdict(s), "max_t": s.max_t,
            "budget_epochs": s.budget, "time_budget_s": s.time_budget,
+           "budget_device_s": s.device_budget,
            "search": _SEARCH_CLASS[m.search], "stopper": m.stopper.upper() if m.stopper else None}
     if m.stopper == "asha":
         out.update(grace=s.grace, eta=s.eta, brackets=n_brackets(m, s), rule=m.rule)

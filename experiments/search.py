@@ -39,7 +39,8 @@ def open_table(path, scale: str) -> Table:
 
 def plan_replay(method: str, scale: str, seed: int, table: Table, workers: int = 2,
                 out: str | Path | None = None, budget: int | None = None,
-                time_budget: float | None = None, resume: bool = False) -> driver.Plan:
+                time_budget: float | None = None, resume: bool = False,
+                device_budget: float | None = None) -> driver.Plan:
     """The plan of a replayed search (raises :class:`driver.PlanError`).
 
     The epoch budget is the live one. There is no time budget unless ``time_budget``
@@ -51,7 +52,8 @@ def plan_replay(method: str, scale: str, seed: int, table: Table, workers: int =
     time_budget = time_budget or 0  # 0: none
     log_dir = Path(out) if out else replay_dir(scale, method, seed)
     plan = driver.plan_search(method, scale, seed, ReplayBackend.name, workers, log_dir,
-                              resume, "mlpf", budget, time_budget, check_ready=False)
+                              resume, "mlpf", budget, time_budget, check_ready=False,
+                              device_budget=device_budget)
     if table.max_t < plan.settings.max_t:
         raise driver.PlanError(f"{table.path} records {table.max_t} epochs per configuration, "
                                f"fewer than max_t={plan.settings.max_t} of scale {scale}")
@@ -66,9 +68,10 @@ def plan_replay(method: str, scale: str, seed: int, table: Table, workers: int =
 def replay(method: str, scale: str, seed: int, table: Table, workers: int = 2,
            out: str | Path | None = None, budget: int | None = None,
            time_budget: float | None = None, resume: bool = False,
-           progress: bool = True) -> int:
+           progress: bool = True, device_budget: float | None = None) -> int:
     """Replay one search on ``table``; returns the exit code (0 also when already complete)."""
-    plan = plan_replay(method, scale, seed, table, workers, out, budget, time_budget, resume)
+    plan = plan_replay(method, scale, seed, table, workers, out, budget, time_budget, resume,
+                       device_budget)
     if plan.complete:
         return 0
     return driver.run(plan, ReplayBackend(table), progress)
@@ -76,8 +79,8 @@ def replay(method: str, scale: str, seed: int, table: Table, workers: int = 2,
 
 def search_command(method: str, scale: str, seed: int, workers: int, evaluator: str,
                    trainable: str, resume: bool, budget: int | None = None,
-                   out: Path | None = None,
-                   time_budget: float | None = None) -> tuple[list[str], dict]:
+                   out: Path | None = None, time_budget: float | None = None,
+                   device_budget: float | None = None) -> tuple[list[str], dict]:
     """The command line and environment of one live search (``mpiexec -n workers+1`` for
     the mpi evaluator)."""
     args = ["-m", "experiments.search", "--method", method, "--scale", scale, "--seed",
@@ -89,6 +92,8 @@ def search_command(method: str, scale: str, seed: int, workers: int, evaluator: 
         args += ["--budget", str(budget)]
     if time_budget is not None:
         args += ["--time-budget", str(time_budget)]
+    if device_budget is not None:
+        args += ["--device-budget", str(device_budget)]
     if out is not None:
         args += ["--out", str(out)]
     env = dict(os.environ)
@@ -131,12 +136,12 @@ def main(argv=None) -> int:
             if a.backend == "replay":
                 table = open_table(a.table, a.scale)
                 plan = plan_replay(a.method, a.scale, a.seed, table, a.workers, a.out,
-                                   a.budget, a.time_budget, a.resume)
+                                   a.budget, a.time_budget, a.resume, a.device_budget)
                 backend = ReplayBackend(table)
             else:
                 plan = driver.plan_search(a.method, a.scale, a.seed, a.evaluator, a.workers,
                                           a.out, a.resume, a.trainable, a.budget,
-                                          a.time_budget)
+                                          a.time_budget, device_budget=a.device_budget)
                 backend = None if plan.complete else open_backend(a.evaluator)
             plan.max_failures = max(0, a.max_failures)
         except (driver.PlanError, BackendError) as e:

@@ -11,8 +11,10 @@ differ between them. After each epoch, :meth:`TrialRun.epoch`:
 3. reports ``-val_loss`` at step ``epoch`` to the job (DeepHyper maximises; a peer adapter
    passes it on to its own library);
 4. stops the trial when ``epoch`` reaches its budget (``ok``), when the job's stopper says so
-   (``stopped``: an ASHA rung, a pruner), or when the search's deadline has passed
-   (``stopped``, reason ``time_budget``).
+   (``stopped``: an ASHA rung, a pruner), when the search's deadline has passed (``stopped``,
+   reason ``time_budget``), or when the device-seconds of every trial of the search, running
+   ones included, reach its device budget (``stopped``, reason ``device_budget``: the hard
+   cut; a :class:`Ledger` adds them up across workers).
 
 :meth:`TrialRun.outcome` is what the run-function returns: ``{"objective": -val_loss of the
 last epoch | "F_<reason>", "metadata": {status, reason, epochs, budget, best_val_loss,
@@ -31,6 +33,46 @@ from dataclasses import dataclass, field
 
 from experiments import logs
 from experiments.schedulers import BUDGET_KEY, SCHEDULE_KEYS
+
+SPENT_KEY = "_device_s"  # job metadata in the evaluator's storage: device-seconds so far
+
+
+class Ledger:
+    """Device-seconds spent by every trial of a search, each trial's total under its job id.
+
+    The base keeps them in a dict (one process: peers); :class:`StorageLedger` in the
+    evaluator's storage, shared by worker processes and MPI ranks."""
+
+    def __init__(self):
+        self.spent: dict = {}
+
+    def add(self, job_id, device_s: float) -> float:
+        """Set job ``job_id``'s device-seconds so far; returns the search's total."""
+        self.spent[job_id] = float(device_s)
+        return self.total()
+
+    def total(self) -> float:
+        return float(sum(self.spent.values()))
+
+
+class StorageLedger(Ledger):
+    """A :class:`Ledger` in a DeepHyper storage (job metadata ``_device_s``)."""
+
+    def __init__(self, storage, search_id: str):
+        self.storage, self.search_id = storage, search_id
+
+    def add(self, job_id, device_s: float) -> float:
+        self.storage.store_job_metadata(str(job_id), SPENT_KEY, float(device_s))
+        return self.total()
+
+    def total(self) -> float:
+        values = self.storage.load_metadata_from_all_jobs(self.search_id, SPENT_KEY)
+        return float(sum(v for v in values if isinstance(v, (int, float))))
+
+
+def job_ledger(job) -> StorageLedger:
+    """The ledger of the search a DeepHyper running job belongs to."""
+    return StorageLedger(job.storage, str(job.id).split(".")[0])
 
 
 class Diverged(Exception):
@@ -83,15 +125,18 @@ class TrialRun:
 
     def __init__(self, job, max_t: int, now: Callable[[], float], deadline: float | None,
                  write_row: Callable[[dict], None], worker: int, devices: int = 1,
-                 extra_meta: dict | None = None):
+                 extra_meta: dict | None = None, ledger: Ledger | None = None,
+                 device_budget: float | None = None):
         self.job, self.now, self.deadline = job, now, deadline
+        self.ledger, self.device_budget = ledger, device_budget
+        self.device_s = 0.0  # this trial's compute so far
         self.write_row, self.worker, self.devices = write_row, worker, devices
         self.hp, self.budget = split_parameters(dict(job.parameters), max_t)
         self.number = job_number(job.id)
         self.extra_meta = dict(extra_meta or {})
         self.epochs = 0  # epochs trained by this job
         self.best, self.last = math.inf, None
-        self.stopped = self.deadline_hit = False
+        self.stopped = self.deadline_hit = self.cut_hit = False
         self.t_start = self.t_prev = now()
 
     def epoch(self, epoch: int, val_loss: float, train_loss: float = math.nan,
@@ -100,14 +145,17 @@ class TrialRun:
 
         Raises :class:`Diverged` for a non-finite validation loss (after logging it)."""
         t_end = self.now()
+        seconds = t_end - self.t_prev if seconds is None else seconds
+        devices = self.devices if devices is None else devices
         self.write_row({
             logs.JOB_ID: self.number, logs.EPOCH: epoch, logs.VAL_LOSS: val_loss,
-            logs.TRAIN_LOSS: train_loss,
-            logs.EPOCH_SECONDS: t_end - self.t_prev if seconds is None else seconds,
+            logs.TRAIN_LOSS: train_loss, logs.EPOCH_SECONDS: seconds,
             logs.T_START: round(self.t_prev, 4), logs.T_END: round(t_end, 4),
-            logs.WORKER: self.worker, logs.DEVICES: self.devices if devices is None else devices})
+            logs.WORKER: self.worker, logs.DEVICES: devices})
         self.t_prev = t_end
         self.epochs += 1
+        self.device_s += seconds * devices
+        total = self.ledger.add(self.job.id, self.device_s) if self.ledger else 0.0
         if not math.isfinite(val_loss):
             raise Diverged(f"val_loss={val_loss} at epoch {epoch}")
         self.last, self.best = val_loss, min(self.best, val_loss)
@@ -119,6 +167,9 @@ class TrialRun:
             return True
         if self.deadline is not None and t_end >= self.deadline:
             self.stopped = self.deadline_hit = True  # the search's time is up
+            return True
+        if self.device_budget is not None and total >= self.device_budget:
+            self.stopped = self.cut_hit = True  # the search's compute is spent
             return True
         return False
 
@@ -136,7 +187,9 @@ class TrialRun:
             if self.last is None and last_known is not None:
                 self.last = self.best = float(last_known)
             if self.stopped:
-                status, reason = logs.STATUS_STOPPED, "time_budget" if self.deadline_hit else ""
+                status = logs.STATUS_STOPPED
+                reason = "time_budget" if self.deadline_hit else \
+                    "device_budget" if self.cut_hit else ""
             elif self.last is None:
                 status, reason = logs.STATUS_FAILED, "no_epoch"
         meta = {logs.STATUS: status, logs.REASON: reason, logs.EPOCHS: self.epochs,

@@ -40,7 +40,8 @@ class BackendError(RuntimeError):
 def _context(plan, meta, workers: int, slot_dir: str | None = None) -> RunContext:
     return RunContext(plan.scale, plan.trainable, str(plan.log_dir), meta["start_time"],
                       plan.settings.max_t, plan.seed, workers, plan.evaluator, slot_dir,
-                      checkpoints=plan.checkpoints, deadline=logs.deadline(meta))
+                      checkpoints=plan.checkpoints, deadline=logs.deadline(meta),
+                      device_budget=meta.get("budget_device_s"))
 
 
 def kill_children() -> None:

@@ -35,7 +35,7 @@ from experiments.clock import Clock
 from experiments.dhcompat import Evaluator, JobStatus
 from experiments.provenance import iso
 from experiments.table import Table
-from experiments.trial import TrialRun, replay_epochs
+from experiments.trial import TrialRun, job_ledger, replay_epochs
 
 BACKEND = "replay"
 
@@ -55,7 +55,8 @@ class ReplayContext:
     max_t: int
     deadline: float | None  # simulated seconds at which the search's time budget ends
     checkpoints: bool  # Hyperband: a promoted trial continues its previous rung's epochs
-    devices: int  # devices a trial holds (the table's: CPU threads, or 1 GPU)
+    devices: int  # devices a trial holds (the table's: 1 CPU worker, or its GPUs)
+    device_budget: float | None = None  # device-seconds of the search: the hard cut
     trained: dict = field(default_factory=dict)  # hb_trial -> epochs trained (its checkpoint)
     lc_lines: list = field(default_factory=list)  # learning-curve rows not yet written
 
@@ -73,7 +74,9 @@ def replay_trial(job, ctx: ReplayContext, clock: Clock, worker: int):
         if ckpt is not None:
             ctx.trained[ckpt] = row[logs.EPOCH]
 
-    run = TrialRun(job, ctx.max_t, clock, ctx.deadline, write_row, worker, ctx.devices)
+    run = TrialRun(job, ctx.max_t, clock, ctx.deadline, write_row, worker, ctx.devices,
+                   ledger=job_ledger(job) if ctx.device_budget else None,
+                   device_budget=ctx.device_budget)
     entry, run.extra_meta = ctx.table.replay(run.hp)
     first = ctx.trained.get(ckpt, 0) + 1 if ckpt is not None else 1
     return (yield from replay_epochs(run, entry, first))
@@ -200,7 +203,8 @@ class ReplayBackend:
     @contextmanager
     def evaluator(self, plan, meta):
         ctx = ReplayContext(self.table, plan.settings.max_t, logs.deadline(meta),
-                            plan.checkpoints, self.table.devices)
+                            plan.checkpoints, self.table.devices,
+                            device_budget=meta.get("budget_device_s"))
         ev = ReplayEvaluator(ctx, meta["workers"], plan.log_dir / logs.LEARNING_CURVES_CSV)
         try:
             yield ev

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from experiments import logs
 from experiments.trainables import get_trainable
-from experiments.trial import Diverged, TrialRun, checkpoint_dir
+from experiments.trial import Diverged, TrialRun, checkpoint_dir, job_ledger
 
 LOCAL_RANK_ENV = "EXP_LOCAL_WORKER"  # index of an MPI worker among the workers of its node
 LOCAL_WORKERS_ENV = "EXP_LOCAL_WORKERS"  # MPI workers on this node
@@ -50,6 +50,7 @@ class RunContext:
     slot_dir: str | None = None  # lock files of the process-pool slots
     checkpoints: bool = False  # Hyperband: a promoted trial continues from its checkpoint
     deadline: float | None = None  # time.time() when the search's wall-time budget ends
+    device_budget: float | None = None  # device-seconds of the search: the hard cut
 
 
 _WORKER: dict = {}  # per-process state: slot, threads, device, trainable
@@ -106,9 +107,9 @@ def _setup(ctx: RunContext) -> dict:
         import torch
 
         if torch.cuda.is_available():
-            device, devices = f"cuda:{local % torch.cuda.device_count()}", 1
+            device = f"cuda:{local % torch.cuda.device_count()}"
         else:
-            device, devices = "cpu", threads  # compute is counted in core-hours on CPU
+            device = "cpu"  # one device = one worker, whatever its thread count
         torch.set_num_threads(threads)
     _WORKER.update(pid=os.getpid(), ctx_log_dir=ctx.log_dir, slot=slot, threads=threads,
                    device=device, devices=devices, trainable=trainable)
@@ -124,12 +125,14 @@ def run_trial(job, ctx: RunContext) -> dict:
     lc_path = Path(ctx.log_dir) / logs.LEARNING_CURVES_CSV
     run = TrialRun(job, ctx.max_t, lambda: time.time() - ctx.t0,
                    None if ctx.deadline is None else ctx.deadline - ctx.t0,
-                   lambda row: logs.append_row(lc_path, row), w["slot"], w["devices"])
+                   lambda row: logs.append_row(lc_path, row), w["slot"], w["devices"],
+                   ledger=job_ledger(job) if ctx.device_budget else None,
+                   device_budget=ctx.device_budget)
     on_gpu = w["device"] not in (None, "cpu")
 
     def on_epoch(m: dict) -> bool:
-        # On CPU the trial holds `threads` cores (core-hours); on GPUs trust the trainable
-        # (data-parallel training would report several).
+        # A device is one worker: on CPU the trial holds 1 whatever its threads; on GPUs
+        # trust the trainable (data-parallel training reports several).
         return run.epoch(int(m["epoch"]), float(m["val_loss"]),
                          float(m.get("train_loss", math.nan)), m.get("epoch_seconds"),
                          int(m.get("devices", 1)) if on_gpu else None)

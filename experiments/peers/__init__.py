@@ -40,7 +40,8 @@ def peer_dir(scale: str, name: str, seed: int) -> Path:
 
 def run_peer(name: str, scale: str, seed: int, curve_fn: CurveFn, log_dir: Path,
              workers: int = 2, table: dict | None = None, budget: int | None = None,
-             time_budget: float | None = None, devices: int = DEVICES) -> dict | None:
+             time_budget: float | None = None, devices: int = DEVICES,
+             device_budget: float | None = None) -> dict | None:
     """Simulate one peer and seed and write its logs; None when they are already complete
     on the same table (``table["sha256"]``). The epoch budget is the scale's unless
     ``budget``; a simulated deadline only with ``time_budget`` (seconds)."""
@@ -51,7 +52,7 @@ def run_peer(name: str, scale: str, seed: int, curve_fn: CurveFn, log_dir: Path,
             previous.get("replay", {}).get("sha256") == table.get("sha256"):
         return None
     logs.clear_logs(log_dir)
-    s = settings_for(scale, budget, time_budget or 0)  # 0: no deadline
+    s = settings_for(scale, budget, time_budget or 0, device_budget)  # 0: no deadline
     tic = time.perf_counter()
     sessions: list = []
     run = simulate_peer(peer, s, seed, curve_fn, workers, devices, sessions)

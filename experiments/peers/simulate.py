@@ -36,7 +36,7 @@ from experiments.clock import Clock
 from experiments.methods import Settings
 from experiments.provenance import git_commit, versions
 from experiments.trainables import SyntheticTrainable, unit_hash
-from experiments.trial import Recorded, TrialRun, replay_epochs
+from experiments.trial import Ledger, Recorded, TrialRun, replay_epochs
 
 BACKEND = "replay"
 DEVICES = 1  # devices a trial holds unless the table says (Table.devices)
@@ -83,6 +83,7 @@ def simulate(session, s: Settings, curve_fn: CurveFn, workers: int = 2,
     each trial holding ``devices`` devices."""
     run = Run()
     clock = Clock(workers)
+    ledger = Ledger() if s.device_budget else None
     max_trials = MAX_TRIALS_PER_EPOCH * s.budget
     deadline = s.time_budget
     ended: list[tuple[_Flight, dict]] = []
@@ -119,6 +120,8 @@ def simulate(session, s: Settings, curve_fn: CurveFn, workers: int = 2,
                 run.stopped_by = "epochs"
             elif deadline is not None and clock.now >= deadline:
                 run.stopped_by = "time"
+            elif ledger is not None and ledger.total() >= s.device_budget:
+                run.stopped_by = "device_budget"
             elif len(run.decision_times) >= max_trials:
                 run.stopped_by = "max_trials"
             if run.stopped_by:
@@ -130,7 +133,8 @@ def simulate(session, s: Settings, curve_fn: CurveFn, workers: int = 2,
             number = len(run.decision_times) - 1
             rec = curve_fn(config)
             tr = TrialRun(session.job(handle, number, config), s.max_t, clock, deadline,
-                          run.curves.append, clock.take_worker(), devices, rec.meta)
+                          run.curves.append, clock.take_worker(), devices, rec.meta, ledger,
+                          s.device_budget)
             advance(_Flight(number, handle, config, tr, replay_epochs(tr, rec)))
 
     fill()
@@ -165,6 +169,7 @@ def write_logs(run: Run, log_dir: Path, method_settings: dict, s: Settings, seed
         "trainable": table.get("trainable") or "mlpf",
         "method_settings": {**method_settings, "settings": asdict(s)},
         "budget_epochs": s.budget, "time_budget_s": s.time_budget,
+        "budget_device_s": s.device_budget,
         "versions": versions(), "git_commit": git_commit(), "host": socket.gethostname(),
         "command": [sys.executable, *sys.argv],
         "start_time": 0.0, "start_iso": None, "end_time": run.end_time, "end_iso": None,

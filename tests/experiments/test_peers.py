@@ -301,3 +301,13 @@ def test_cli_reads_a_replay_table(tmp_path):
     assert md["time_budget_s"] is None  # no deadline in simulated time
     assert campaign_main(["--backend", "replay", "--scale", "smoke", "--table",
                           str(tmp_path / "missing.csv")]) == 2
+
+
+def test_device_budget_cuts_a_peer_like_our_methods():
+    s = settings_for("smoke", budget=10_000, time_budget=0, device_budget=12.0)
+    run = simulate(get_peer("optuna_random_sha"), s, 0, synthetic_curves(SMOKE.max_t))
+    res, lc = _frame(run)
+    spent = (lc["epoch_seconds"] * lc["devices"]).sum()
+    assert run.stopped_by == "device_budget"
+    assert 12.0 <= spent <= 12.0 + 2 * lc["epoch_seconds"].max()
+    assert "device_budget" in set(res["m:reason"])

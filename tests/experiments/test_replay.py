@@ -363,3 +363,24 @@ def test_lctable_trains_real_smoke_configurations(tmp_path):
     assert len(t.entries) + t.n_incomplete == 2 and t.max_t == MAX_T
     assert all(s > 0 for e in t.entries for _, _, s in e.curve)
     shutil.rmtree(tmp_path / "ck", ignore_errors=True)
+
+
+@pytest.mark.parametrize("method", ["random", "asha", "hyperband"])
+def test_device_budget_is_a_hard_cut_that_counts_running_trials(tmp_path, method):
+    from experiments.search import replay as replay_search
+
+    table = _table_of_six(tmp_path)
+    out = tmp_path / method
+    assert replay_search(method, "smoke", 0, load_table(table), 2, out, progress=False,
+                         device_budget=20.0) == 0
+    res, lc, meta = load(out)
+    spent = (lc.epoch_seconds * lc.devices).sum()
+    # every epoch that ended is counted; the cut overshoots by at most one epoch per worker
+    assert 20.0 <= spent <= 20.0 + 2 * lc.epoch_seconds.max()
+    assert meta["stopped_by"] == "device_budget" and meta["budget_device_s"] == 20.0
+    cut = res[res["m:reason"] == "device_budget"]
+    assert (cut["m:status"] == "stopped").all()
+    if method != "hyperband":  # Hyperband's 1-epoch rungs end at the cut by themselves
+        assert len(cut) >= 1
+    last_end = lc.t_end.max()
+    assert (res["m:timestamp_submit"] < last_end).all()
