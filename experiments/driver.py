@@ -331,6 +331,7 @@ class Manager:
         self.meta.pop("stopped_by", None)
         for job in self.search.history.jobs:
             self._count(job)
+        self.failures = 0  # a resume is a new attempt: failures count from here
 
     def _count(self, job) -> None:
         status = job.metadata.get(logs.STATUS) or logs.STATUS_FAILED
