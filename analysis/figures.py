@@ -1,11 +1,12 @@
 """Every figure of the study, one function each, from the loaded logs (Agg backend).
 
-    best_vs_compute       best-so-far val loss vs cumulative device-hours (log x): the key figure
+    best_vs_compute       the incumbent's final val loss vs cumulative device-hours (log x):
+                          the key figure (analysis.metrics.incumbent_trace)
     best_vs_wall          the same against wall-clock hours
     learning_curves       every trial's val loss per epoch; where early stopping cut trials
     budget_per_trial      histogram of epochs per trial (the rungs a stopper uses)
     utilisation           worker utilisation over time
-    best_hyperparameters  parallel coordinates of the best trials per method
+    best_hyperparameters  parallel coordinates of the trials with the lowest final loss
 
 Each function takes ``runs`` ({method: {seed: Search}}) and the tidy ``trials`` table and
 returns a Figure; :func:`save` writes it as PDF and PNG with fixed metadata (no dates, no
@@ -28,6 +29,7 @@ from analysis.logs import (  # noqa: E402
     DEFAULT_METHOD,
     EPOCH,
     FAILED,
+    FINAL_LOSS,
     HP_PREFIX,
     JOB_ID,
     OK,
@@ -35,7 +37,7 @@ from analysis.logs import (  # noqa: E402
     VAL_LOSS,
     hp_columns,
 )
-from analysis.metrics import best_so_far, utilisation_over_time  # noqa: E402
+from analysis.metrics import INCUMBENT, search_trace, utilisation_over_time  # noqa: E402
 
 FIGSIZE = (6.4, 4.0)  # inches, one column of a two-column paper at 2x
 PALETTE = plt.get_cmap("tab10").colors
@@ -67,15 +69,21 @@ def time_unit(hours: float) -> tuple[float, str]:
     return (60.0, "minutes") if hours >= 2 / 60 else (3600.0, "seconds")
 
 
-def _reference_lines(ax, refs: dict) -> None:
+TARGET_STYLES = ((0, (1, 1)), (0, (3, 2)), (0, (6, 2)))  # top 1 %, 5 %, 10 %: dots to dashes
+
+
+def reference_lines(ax, refs: dict) -> None:
+    """Horizontal lines: L_default (black dashed), the targets (grey, by quantile)."""
     if refs and np.isfinite(refs.get("default_loss", np.nan)):
         ax.axhline(refs["default_loss"], color="k", ls="--", lw=1,
-                   label=f"default ({refs['default_ref']})")
-    if refs and np.isfinite(refs.get("target", np.nan)):
-        ax.axhline(refs["target"], color="0.5", ls=":", lw=1, label="target")
+                   label=f"default ({refs.get('default_ref', 'final')})")
+    for (q, t), ls in zip((refs or {}).get("targets", {}).items(), TARGET_STYLES):
+        if np.isfinite(t):
+            ax.axhline(t, color="0.45", ls=ls, lw=0.9, label=f"target top {100 * q:g} %")
 
 
-def _best_vs(runs: dict, refs: dict, x: str, xlabel: str, logx: bool):
+def _best_vs(runs: dict, trials: pd.DataFrame, refs: dict, x: str, xlabel: str,
+             logx: bool):
     fig, ax = plt.subplots(figsize=FIGSIZE, layout="constrained")
     methods = list(_searches(runs))
     factor, unit = 1.0, None
@@ -85,38 +93,39 @@ def _best_vs(runs: dict, refs: dict, x: str, xlabel: str, logx: bool):
         xlabel = f"wall time [{unit}]"
     for m in methods:
         for i, s in enumerate(runs[m].values()):
-            bsf = best_so_far(s.curves).dropna(subset=["best_loss"])
-            bsf[x] = bsf[x] * factor
-            # Only the steps matter: rows where the best improves, and the last row.
-            keep = bsf["best_loss"].diff().ne(0).to_numpy().copy()
+            inc = search_trace(s, trials).dropna(subset=[INCUMBENT])
+            inc[x] = inc[x] * factor
+            # Only the steps matter: rows where the incumbent improves, and the last row.
+            keep = inc[INCUMBENT].diff().ne(0).to_numpy().copy()
             keep[-1:] = True
-            bsf = bsf[keep]
+            inc = inc[keep]
             if logx:
-                bsf = bsf[bsf[x] > 0]
-            if len(bsf) == 0:
+                inc = inc[inc[x] > 0]
+            if len(inc) == 0:
                 continue
-            ax.step(bsf[x], bsf["best_loss"], where="post", color=color(m, methods),
+            ax.step(inc[x], inc[INCUMBENT], where="post", color=color(m, methods),
                     lw=1.5, alpha=0.9 if len(runs[m]) == 1 else 0.6,
                     label=m if i == 0 else None)
-    _reference_lines(ax, refs)
+    reference_lines(ax, refs)
     if logx:
         ax.set_xscale("log")
     ax.set_yscale("log")  # first-epoch losses are orders of magnitude above the best ones
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("best validation loss so far")
+    ax.set_ylabel("incumbent's final validation loss")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3, which="both")
     return fig
 
 
 def best_vs_compute(runs: dict, trials: pd.DataFrame, refs: dict):
-    """Best-so-far val loss against cumulative device-hours (log x), one line per search."""
-    return _best_vs(runs, refs, "device_hours", "compute spent [device-hours]", logx=True)
+    """The incumbent's final val loss against cumulative device-hours (log x), one line per
+    search."""
+    return _best_vs(runs, trials, refs, "device_hours", "compute spent [device-hours]", logx=True)
 
 
 def best_vs_wall(runs: dict, trials: pd.DataFrame, refs: dict):
-    """Best-so-far val loss against wall-clock hours since the search began."""
-    return _best_vs(runs, refs, "wall_hours", "wall time", logx=False)
+    """The incumbent's final val loss against wall-clock hours since the search began."""
+    return _best_vs(runs, trials, refs, "wall_hours", "wall time", logx=False)
 
 
 def _grid(n: int, sharey: bool = True):
@@ -232,11 +241,12 @@ def _hp_axis(v: pd.Series) -> tuple[np.ndarray, list[str]]:
 
 
 def best_hyperparameters(runs: dict, trials: pd.DataFrame, refs: dict, top_k: int = TOP_K):
-    """Parallel coordinates of the top_k trials (lowest best_loss) per method, each
+    """Parallel coordinates of the top_k ended trials (lowest final loss) per method, each
     hyperparameter scaled to its range among those trials; thicker line = better."""
     methods = list(_searches(runs))
-    t = trials[trials["method"].isin(methods) & trials["best_loss"].notna()]
-    t = t.sort_values(["best_loss", "seed", JOB_ID], kind="mergesort")
+    t = trials[trials["method"].isin(methods) & trials[FINAL_LOSS].notna()
+               & trials["status"].isin((OK, STOPPED))]
+    t = t.sort_values([FINAL_LOSS, "seed", JOB_ID], kind="mergesort")
     top = t.groupby("method", sort=False).head(top_k).reset_index(drop=True)
     hps = [c for c in hp_columns(top) if top[c].notna().all()]
     fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(hps) + 1), 4.0), layout="constrained")
@@ -254,7 +264,8 @@ def best_hyperparameters(runs: dict, trials: pd.DataFrame, refs: dict, top_k: in
                        fontsize="x-small", rotation=30, ha="right")
     ax.set_yticks([0, 1])
     ax.set_yticklabels(["min", "max"])
-    ax.set_title(f"hyperparameters of the {top_k} best trials per method (thick: best)",
+    ax.set_title(f"hyperparameters of the {top_k} lowest final losses per method "
+                 f"(thick: incumbent)",
                  fontsize="medium")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3, axis="x")

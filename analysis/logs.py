@@ -97,6 +97,7 @@ MAX_T = "max_t"
 # ---- lctable.csv: the learning-curve table replayed searches look up (one row per
 # configuration and epoch; configuration 0 is the untuned default)
 LCTABLE_CSV = "lctable.csv"
+LCTABLE_JSON = "lctable.json"  # its metadata: "max_t" = epochs every configuration trains
 LCTABLE_CONFIG = "config_id"
 LCTABLE_STATUS = "status"  # ok | failed
 
@@ -337,6 +338,37 @@ def table_default_loss(path: Path) -> float | None:
         d = d[d[LCTABLE_STATUS].astype(str) == OK]
     d = d.dropna(subset=[VAL_LOSS]).sort_values(EPOCH, kind="mergesort")
     return float(d[VAL_LOSS].iloc[-1]) if len(d) else None
+
+
+def table_final_losses(path: Path) -> pd.Series:
+    """Final validation losses of the complete configurations of a learning-curve table:
+    {config_id: val_loss at epoch == max_t} (configuration 0, the default, included), with
+    max_t from lctable.json next to the table, else the table's largest epoch. A
+    configuration counts when its row at max_t has status ok and a finite loss. Empty Series
+    if the table is missing or unreadable."""
+    path = Path(path)
+    empty = pd.Series(dtype=float, name=VAL_LOSS)
+    if not path.is_file():
+        return empty
+    df = pd.read_csv(path, on_bad_lines="skip")
+    if not {LCTABLE_CONFIG, EPOCH, VAL_LOSS}.issubset(df.columns):
+        warn(f"{path}: not a learning-curve table; no reference losses taken from it")
+        return empty
+    max_t = None
+    meta = path.with_name(LCTABLE_JSON)
+    if meta.is_file():
+        with contextlib.suppress(json.JSONDecodeError, TypeError, ValueError):
+            max_t = int(json.loads(meta.read_text()).get(MAX_T))
+    if max_t is None:
+        max_t = int(df[EPOCH].max())
+    d = df[df[EPOCH] == max_t]
+    if LCTABLE_STATUS in d.columns:
+        d = d[d[LCTABLE_STATUS].astype(str) == OK]
+    d = d.assign(**{VAL_LOSS: pd.to_numeric(d[VAL_LOSS], errors="coerce")})
+    d = d[np.isfinite(d[VAL_LOSS])].drop_duplicates(LCTABLE_CONFIG, keep="last")
+    out = d.set_index(LCTABLE_CONFIG)[VAL_LOSS].sort_index()
+    out.attrs[MAX_T] = max_t
+    return out
 
 
 def trial_table(s: Search) -> pd.DataFrame:

@@ -3,41 +3,45 @@
     python -m analysis.make_figures --scale small
     python -m analysis.make_figures --scale smoke --results results --out paper_figures
 
-Writes to <out>/<scale>/: summary.{md,tex,csv}, best_configs.{md,tex,csv}, per_seed.csv,
-trials.csv, best_so_far.csv, references.json (default loss, target), one PDF + PNG per figure
-in analysis.figures.FIGURES, and physics.{md,tex,pdf,png} when `python -m analysis.physics`
-has left its trainer outputs there. Exit 2 with a one-line message when there are no logs;
-incomplete logs give warnings on stderr.
+Writes to <out>/<scale>/: summary.{md,tex,csv}, fractions.{md,tex}, targets.{md,tex}
+(analysis.tables), best_configs.{md,tex,csv}, per_seed.csv, trials.csv, incumbent.csv
+(every search's incumbent over compute), references.json (L_ref, targets, default loss), one
+PDF + PNG per figure in analysis.figures.FIGURES, and physics.{md,tex,pdf,png} when
+`python -m analysis.physics` has left its trainer outputs there. Exit 2 with a one-line
+message when there are no logs; incomplete logs give warnings on stderr. L_ref and the targets
+come from the scale's learning-curve table (results/<scale>/lctable.csv) when there is one
+(analysis.metrics).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 from analysis import figures, physics, tables
 from analysis.logs import (
     DEFAULT_METHOD,
+    LCTABLE_CSV,
     MissingLogsError,
     load_scale,
+    table_final_losses,
     tidy,
     warn,
     warnings_to_stderr,
 )
-from analysis.metrics import TARGET_TOL, best_so_far_table, per_seed_metrics, summarize
+from analysis.metrics import incumbent_table, per_seed_metrics, reference_losses, summarize
 from mlpf.paths import FIGURES_DIR, RESULTS_DIR
 
 PAPER_METHODS = ("random", "hyperband", "asha", "asha_bo")  # the four the paper compares
 
 
 def build(scale: str, results: Path = RESULTS_DIR, out: Path = FIGURES_DIR,
-          default_ref: str = "final", tol: float = TARGET_TOL,
-          target: float | None = None) -> list[Path]:
+          default_ref: str = "final", table: Path | None = None) -> list[Path]:
     """Logs under results/<scale>/ -> files under out/<scale>/; returns the files written.
-    Raises MissingLogsError when there is no search log at all."""
+    ``table``: the learning-curve table for L_ref and the targets (default
+    results/<scale>/lctable.csv). Raises MissingLogsError when there is no search log."""
     runs = load_scale(Path(results) / scale)
     missing = [m for m in PAPER_METHODS if m not in runs]
     if missing:
@@ -48,20 +52,22 @@ def build(scale: str, results: Path = RESULTS_DIR, out: Path = FIGURES_DIR,
     out = Path(out) / scale
     out.mkdir(parents=True, exist_ok=True)
     trials, _ = tidy(runs)
-    per_seed, refs = per_seed_metrics(runs, trials, default_ref=default_ref, tol=tol,
-                                      target=target)
+    table = Path(table) if table else Path(results) / scale / LCTABLE_CSV
+    refs = reference_losses(runs, trials, table_final_losses(table),
+                            table_name=f"{table.parent.name}/{table.name}")
+    per_seed, refs = per_seed_metrics(runs, trials, refs, default_ref=default_ref)
     summary = summarize(per_seed)
 
-    tables.write_summary(summary, refs, scale, out)
+    written = tables.write_summary(summary, refs, scale, out)
     tables.write_best_configs(trials, out)
     per_seed.to_csv(out / "per_seed.csv", index=False, float_format="%.6g")
     trials.to_csv(out / "trials.csv", index=False, float_format="%.6g")
-    best_so_far_table(runs).to_csv(out / "best_so_far.csv", index=False, float_format="%.6g")
-    (out / "references.json").write_text(json.dumps(
-        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in refs.items()},
-        indent=1, sort_keys=True) + "\n")
-    written = [out / f"{n}.{e}" for n in ("summary", "best_configs") for e in ("md", "tex", "csv")]
-    written += [out / n for n in ("per_seed.csv", "trials.csv", "best_so_far.csv",
+    incumbent_table(runs, trials).to_csv(out / "incumbent.csv", index=False,
+                                         float_format="%.6g")
+    (out / "references.json").write_text(json.dumps(tables.jsonable(refs), indent=1,
+                                                    sort_keys=True) + "\n")
+    written += [out / f"best_configs.{e}" for e in ("md", "tex", "csv")]
+    written += [out / n for n in ("per_seed.csv", "trials.csv", "incumbent.csv",
                                   "references.json")]
     for name, make in figures.FIGURES.items():
         written += figures.save(make(runs, trials, refs), out, name)
@@ -76,15 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=FIGURES_DIR, help="root of the outputs")
     ap.add_argument("--default-ref", choices=("final", "best"), default="final",
                     help="the default configuration's final or best val loss as reference")
-    ap.add_argument("--target-tol", type=float, default=TARGET_TOL,
-                    help="target = best loss of any method x (1 + tol) (default %(default)s)")
-    ap.add_argument("--target", type=float, default=None,
-                    help="an absolute target validation loss instead")
+    ap.add_argument("--table", type=Path, default=None,
+                    help="learning-curve table for L_ref and the targets "
+                         "(default <results>/<scale>/lctable.csv)")
     args = ap.parse_args(argv)
     with warnings_to_stderr():
         try:
             written = build(args.scale, args.results, args.out, args.default_ref,
-                            args.target_tol, args.target)
+                            args.table)
         except MissingLogsError:
             print(f"error: no HPO logs under {args.results / args.scale}/ "
                   f"(run `make benchmark SCALE={args.scale}` first)", file=sys.stderr)

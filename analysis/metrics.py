@@ -1,17 +1,27 @@
 """Metrics of a search from its tidy logs: accuracy, compute, accuracy per compute.
 
-Symbols (device-hours = sum over epochs of epoch_seconds x devices / 3600):
-    L*(c)       best-so-far validation loss after c device-hours, epochs taken in order of t_end
-    L_best      the search's best validation loss (min over every epoch of every trial)
-    L_default   the untuned default configuration's final (or best) validation loss
-    improvement = 100 (L_default - L_best) / L_default                      [%]
-    improvement per compute = improvement / total device-hours of the search [% / device-hour]
-    c(target)   device-hours until L*(c) <= target; target = (1 + tol) * best loss of any
-                method at this scale (tol = 5 % by default)
+Symbols (compute c in device-hours = sum over epochs of epoch_seconds x devices / 3600, the
+epochs of all trials taken in order of t_end):
+    final loss  a trial's validation loss at its last trained epoch (ASHA's stop at epoch 4
+                counts with its epoch-4 loss); failed and unfinished trials have none
+    I(c)        incumbent after c device-hours: the lowest final loss among trials that had
+                ended by then. A still-running trial's epochs never count, however low.
+    L_ref       the best loss known on the problem: min of the final (max_t) losses of the
+                learning-curve table (results/<scale>/lctable.csv) and of every ended trial of
+                every search at the scale
+    regret(c)   = I(c) - L_ref                                               [loss]
+    L_default   the untuned default configuration's final validation loss
+    improvement(c) = 100 (L_default - I(c)) / L_default                      [%]
+    B           a search's budget: metadata "budget_device_s" / 3600, else its total compute
+    target_q    the q-quantile (linear interpolation) of the table's final losses: the loss
+                of the top q of the configuration distribution, q = 1 %, 5 %, 10 %
+    c(target)   device-hours until I(c) <= target; inf ("never") if not within the search
+    speedup     median over seeds of c(target) of random search / the method's, paired by seed
     utilisation = sum(epoch_seconds) / (workers x (end_time - start_time))
 
 Across seeds every metric is summarised by its median and a 95 % bootstrap interval of the
-median, with a fixed RNG seed so that the tables are byte-identical on rerun.
+median (paired by seed for speedups), with a fixed RNG seed so that the tables are
+byte-identical on rerun.
 """
 
 from __future__ import annotations
@@ -26,7 +36,10 @@ from analysis.logs import (
     DEVICE_HOURS,
     EPOCH_SECONDS,
     FAILED,
+    FINAL_LOSS,
+    JOB_ID,
     LAST_EPOCH,
+    MAX_T,
     MD_DECISIONS,
     MD_TRAINABLE,
     N_EPOCHS,
@@ -39,57 +52,121 @@ from analysis.logs import (
     Search,
 )
 
-TARGET_TOL = 0.05  # target = within 5 % of the best loss any method found at this scale
+BUDGET_FRACTIONS = (0.125, 0.25, 0.5, 1.0)  # of each search's budget B
+TARGET_QUANTILES = (0.01, 0.05, 0.10)  # top 1 %, 5 %, 10 % of the configuration distribution
+REFERENCE = "random"  # speedups are relative to random search
+MD_BUDGET_DEVICE_S = "budget_device_s"  # metadata.json: the search's budget, device-seconds
 N_BOOT = 2000
 CI_LEVEL = 0.95
 BOOT_SEED = 0  # fixed: tables must be byte-identical on rerun
+INCUMBENT = "incumbent_loss"
 
 
-def best_so_far(curves: pd.DataFrame) -> pd.DataFrame:
-    """Best-so-far loss against cumulative compute and wall time.
+def frac_name(f: float) -> str:
+    """Column suffix of a budget fraction: 0.125 -> '1/8', 1.0 -> '1'."""
+    return "1" if f == 1 else f"1/{round(1 / f)}"
 
-    curves: epoch rows of one search (val_loss, device_hours, t_end), any order.
+
+def top_name(q: float) -> str:
+    """Column suffix of a target quantile: 0.05 -> 'top5'."""
+    return f"top{100 * q:g}"
+
+
+def ended_final_losses(trials: pd.DataFrame) -> pd.Series:
+    """{job_id: final loss} of the trials of one search that ended with a loss (status ok or
+    stopped). trials: :func:`analysis.logs.trial_table` rows of that search."""
+    t = trials[trials["status"].isin((OK, STOPPED)) & np.isfinite(trials[FINAL_LOSS])]
+    return t.set_index(JOB_ID)[FINAL_LOSS]
+
+
+def incumbent_trace(curves: pd.DataFrame, final_losses: pd.Series) -> pd.DataFrame:
+    """The incumbent I(c) against cumulative compute and wall time.
+
+    curves: epoch rows of one search (job_id, device_hours, t_end), any order.
+    final_losses: {job_id: final loss} of the ended trials (:func:`ended_final_losses`).
     Returns one row per epoch, in order of t_end: device_hours (cumulative), wall_hours
-    (t_end / 3600), best_loss (running minimum; NaN until the first finite loss). Failed
-    epochs (NaN loss) still spend compute.
+    (t_end / 3600), incumbent_loss (NaN until the first trial ends with a loss). A trial
+    enters at the end of its last epoch, with its final loss; every epoch spends compute.
     """
     c = curves.sort_values(T_END, kind="mergesort")
-    best = c[VAL_LOSS].fillna(np.inf).cummin().replace(np.inf, np.nan)
+    ends = ~c[JOB_ID].duplicated(keep="last").to_numpy()  # (n_epochs,): a trial's last epoch
+    enter = np.where(ends, c[JOB_ID].map(final_losses).to_numpy(float), np.nan)
+    inc = np.minimum.accumulate(np.where(np.isnan(enter), np.inf, enter)) if len(c) else enter
     return pd.DataFrame({
         "device_hours": c[DEVICE_HOURS].cumsum().to_numpy(),
         "wall_hours": (c[T_END] / 3600.0).to_numpy(),
-        "best_loss": best.to_numpy(),
+        INCUMBENT: np.where(np.isinf(inc), np.nan, inc),
     })
 
 
-def compute_to_target(bsf: pd.DataFrame, target: float) -> tuple[float, float]:
-    """(device-hours, wall hours) until the best-so-far loss first reaches ``target``;
-    (inf, inf) if it never does. bsf: output of :func:`best_so_far`."""
-    hit = bsf.index[bsf["best_loss"] <= target]
+def search_trace(s: Search, trials: pd.DataFrame) -> pd.DataFrame:
+    """:func:`incumbent_trace` of search ``s``; ``trials``: the tidy trial table (any
+    searches; the rows of s are picked by method and seed)."""
+    t = trials[(trials["method"] == s.method) & (trials["seed"] == s.seed)]
+    return incumbent_trace(s.curves, ended_final_losses(t))
+
+
+def compute_to_target(trace: pd.DataFrame, target: float) -> tuple[float, float]:
+    """(device-hours, wall hours) until the incumbent first reaches ``target`` (inclusive);
+    (inf, inf) if it never does; (NaN, NaN) for a NaN target. trace: :func:`incumbent_trace`."""
+    if not np.isfinite(target):
+        return math.nan, math.nan
+    hit = trace.index[trace[INCUMBENT] <= target]
     if len(hit) == 0:
         return math.inf, math.inf
-    row = bsf.loc[hit[0]]
+    row = trace.loc[hit[0]]
     return float(row["device_hours"]), float(row["wall_hours"])
 
 
-def best_on_grid(bsf: pd.DataFrame, grid) -> np.ndarray:
-    """L*(c) at each compute ``c`` of ``grid`` (device-hours): the best-so-far loss of the
-    last epoch that ended within c. +inf before the first finite loss; after the search's
-    last epoch its final best is held (a finished search cannot improve).
-    bsf: output of :func:`best_so_far`. Returns shape (len(grid),)."""
-    cum = bsf["device_hours"].to_numpy(float)  # (n_epochs,), non-decreasing
-    best = bsf["best_loss"].to_numpy(float)
-    best = np.append(np.inf, np.where(np.isnan(best), np.inf, best))  # index 0: nothing yet
-    return best[np.searchsorted(cum, np.asarray(grid, dtype=float), side="right")]
+def incumbent_on_grid(trace: pd.DataFrame, grid) -> np.ndarray:
+    """I(c) at each compute ``c`` of ``grid`` (device-hours): the incumbent after the last
+    epoch that ended within c. +inf before the first trial ends; after the search's last
+    epoch its final incumbent is held (a finished search cannot improve).
+    trace: :func:`incumbent_trace`. Returns shape (len(grid),)."""
+    cum = trace["device_hours"].to_numpy(float)  # (n_epochs,), non-decreasing
+    inc = trace[INCUMBENT].to_numpy(float)
+    inc = np.append(np.inf, np.where(np.isnan(inc), np.inf, inc))  # index 0: nothing yet
+    return inc[np.searchsorted(cum, np.asarray(grid, dtype=float), side="right")]
 
 
-def target_loss(best_losses, tol: float = TARGET_TOL) -> float:
-    """Within ``tol`` (relative) of the best of ``best_losses``; NaN if there are none."""
-    v = np.asarray([x for x in best_losses if np.isfinite(x)], dtype=float)
-    if len(v) == 0:
-        return math.nan
-    best = v.min()
-    return float(best + tol * abs(best))
+def search_budget(s: Search) -> tuple[float, str]:
+    """(B in device-hours, where it came from): metadata "budget_device_s", else the
+    search's total compute."""
+    b = s.metadata.get(MD_BUDGET_DEVICE_S)
+    if b is not None and np.isfinite(float(b)) and float(b) > 0:
+        return float(b) / 3600.0, MD_BUDGET_DEVICE_S
+    return float(s.curves[DEVICE_HOURS].sum()), "total compute"
+
+
+def reference_losses(runs: dict, trials: pd.DataFrame, table: pd.Series | None = None,
+                     table_name: str = "lctable.csv",
+                     quantiles=TARGET_QUANTILES) -> dict:
+    """L_ref and the targets of a scale.
+
+    table: final losses of the learning-curve table's complete configurations
+    (:func:`analysis.logs.table_final_losses`), or None/empty. L_ref is the lowest of the
+    table's and of every ended trial's final loss in ``runs`` (the default run included);
+    the targets are quantiles of the table only (NaN without one). Returns {"l_ref",
+    "l_ref_source", "targets": {q: loss}, "target_source", "n_configs"}."""
+    table = table if table is not None else pd.Series(dtype=float)
+    ended = trials[trials["status"].isin((OK, STOPPED)) & np.isfinite(trials[FINAL_LOSS])]
+    best_trial = ended.sort_values([FINAL_LOSS, "method", "seed", JOB_ID],
+                                   kind="mergesort").head(1)
+    cands = []
+    if len(table):
+        cands.append((float(table.min()), f"{table_name}, configuration "
+                      f"{table.idxmin()} at epoch {table.attrs.get(MAX_T, '?')}"))
+    if len(best_trial):
+        r = best_trial.iloc[0]
+        cands.append((float(r[FINAL_LOSS]), f"{r['method']} seed {r['seed']} trial "
+                      f"{r[JOB_ID]} (final loss)"))
+    l_ref, src = min(cands, key=lambda x: x[0]) if cands else (math.nan, "")
+    v = table.to_numpy(float)
+    targets = {q: float(np.quantile(v, q)) if len(v) else math.nan for q in quantiles}
+    return {"l_ref": l_ref, "l_ref_source": src, "targets": targets,
+            "target_source": (f"{table_name}: {len(v)} complete configurations at epoch "
+                              f"{table.attrs.get(MAX_T, '?')}") if len(v) else "",
+            "n_configs": int(len(v))}
 
 
 def improvement_pct(best: float, reference: float) -> float:
@@ -199,15 +276,18 @@ def bootstrap_median_band(values, n_boot: int = N_BOOT, level: float = CI_LEVEL,
     return med, lo, hi
 
 
-def bootstrap_ratio_of_medians(num, den, n_boot: int = N_BOOT, level: float = CI_LEVEL,
-                               seed: int = BOOT_SEED) -> tuple[float, float, float]:
-    """(r, lo, hi): r = median(num) / median(den) and a ``level`` percentile-bootstrap
-    interval, resampling the two samples independently (different searches). inf is allowed
-    ("never reached": x / inf = 0, inf / x = inf); replicates with inf / inf are undefined
-    and left out. One value in either sample -> (r, NaN, NaN)."""
+def bootstrap_paired_ratio_of_medians(num, den, n_boot: int = N_BOOT,
+                                      level: float = CI_LEVEL, seed: int = BOOT_SEED,
+                                      ) -> tuple[float, float, float]:
+    """(r, lo, hi): r = median(num) / median(den) over seeds and a ``level`` percentile
+    bootstrap interval that resamples the seeds, keeping each pair (num[i], den[i]) together.
+    num, den: (n_seeds,), aligned by seed; pairs with a NaN are dropped. inf is allowed
+    ("never reached": x / inf = 0, inf / x = inf); replicates with inf / inf are undefined and
+    left out. Fewer than two pairs -> (r, NaN, NaN)."""
     a, b = (np.asarray(x, dtype=float) for x in (num, den))
-    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
-    if len(a) == 0 or len(b) == 0:
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[keep], b[keep]
+    if len(a) == 0:
         return math.nan, math.nan, math.nan
 
     def ratio(x, y):
@@ -215,12 +295,10 @@ def bootstrap_ratio_of_medians(num, den, n_boot: int = N_BOOT, level: float = CI
             return np.divide(x, y)
 
     r = float(ratio(np.median(a), np.median(b)))
-    if len(a) < 2 or len(b) < 2:
+    if len(a) < 2:
         return r, math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    ma = np.median(a[rng.integers(0, len(a), size=(n_boot, len(a)))], axis=1)  # (n_boot,)
-    mb = np.median(b[rng.integers(0, len(b), size=(n_boot, len(b)))], axis=1)
-    reps = ratio(ma, mb)
+    idx = np.random.default_rng(seed).integers(0, len(a), size=(n_boot, len(a)))  # pairs
+    reps = ratio(np.median(a[idx], axis=1), np.median(b[idx], axis=1))  # (n_boot,)
     reps = np.sort(reps[~np.isnan(reps)])
     if len(reps) == 0:
         return r, math.nan, math.nan
@@ -241,71 +319,84 @@ def mean_rank(values) -> np.ndarray:
     return (1.0 + below + 0.5 * (tied - 1)).mean(axis=1)
 
 
-def per_seed_metrics(runs: dict, trials: pd.DataFrame, default_ref: str = "final",
-                     tol: float = TARGET_TOL, target: float | None = None,
-                     default_loss: float | None = None,
+def per_seed_metrics(runs: dict, trials: pd.DataFrame, refs: dict,
+                     default_ref: str = "final", default_loss: float | None = None,
                      ) -> tuple[pd.DataFrame, dict]:
-    """One row per (method, seed) with every summary metric, and a dict of scale-wide
-    references (default_loss, target). The default method itself is not a row.
-    ``target`` (an absolute loss) overrides the best-of-all-methods + tol target;
-    ``default_loss`` overrides L_default from the default method's logs."""
+    """One row per (method, seed) with every summary metric, and the scale-wide references:
+    ``refs`` (:func:`reference_losses`) completed with default_loss (L_default) and the
+    budget sources. The default method itself is not a row. ``default_loss`` overrides
+    L_default from the default method's logs.
+
+    Columns: counts (:func:`trial_counts`), device_hours, budget_dh, wall_hours,
+    incumbent_loss (final I), regret (final), regret_<f> and improvement_pct_<f> at f x B for f
+    in BUDGET_FRACTIONS (suffix '1/8' ...), improvement_pct (final), dh_to_<top q> and
+    wall_h_to_<top q> for each target, utilisation, decision_ms, workers."""
     ref = default_loss if default_loss is not None else default_reference(runs, default_ref)
-    searches = [(m, k, s) for m, seeds in runs.items() if m != DEFAULT_METHOD
-                for k, s in seeds.items()]
-    bests = {}
-    for m, k, _ in searches:
-        t = trials[(trials["method"] == m) & (trials["seed"] == k)]
-        bests[(m, k)] = float(t["best_loss"].min()) if t["best_loss"].notna().any() else math.nan
-    if target is None:
-        target = target_loss(bests.values(), tol)
-    else:
-        tol = math.nan  # an absolute target, not relative to the best
-    rows = []
-    for m, k, s in searches:
-        t = trials[(trials["method"] == m) & (trials["seed"] == k)]
-        bsf = best_so_far(s.curves)
-        dh = float(s.curves[DEVICE_HOURS].sum())
-        c_dh, c_wall = compute_to_target(bsf, target) if np.isfinite(target) else (math.nan,) * 2
-        imp = improvement_pct(bests[(m, k)], ref) if ref is not None else math.nan
-        dec = s.metadata.get(MD_DECISIONS) or []
-        rows.append({
-            "method": m, "seed": k, **trial_counts(t),
-            "best_loss": bests[(m, k)],
-            "device_hours": dh,
-            "wall_hours": s.duration / 3600.0,
-            "improvement_pct": imp,
-            "improvement_per_dh": imp / dh if dh > 0 else math.nan,
-            "dh_to_target": c_dh,
-            "wall_h_to_target": c_wall,
-            "utilisation": utilisation(s),
-            "decision_ms": 1000.0 * float(np.median(dec)) if len(dec) else math.nan,
-            "workers": s.workers,
-        })
+    l_ref, targets = refs["l_ref"], refs["targets"]
+    rows, budget_sources = [], set()
+    for m, seeds in runs.items():
+        if m == DEFAULT_METHOD:
+            continue
+        for k, s in seeds.items():
+            t = trials[(trials["method"] == m) & (trials["seed"] == k)]
+            trace = incumbent_trace(s.curves, ended_final_losses(t))
+            budget, src = search_budget(s)
+            budget_sources.add(src)
+            at = incumbent_on_grid(trace, [f * budget for f in BUDGET_FRACTIONS])
+            at = np.where(np.isinf(at), np.nan, at)  # nothing ended yet: no incumbent
+            final = incumbent_on_grid(trace, [np.inf])[0]
+            final = final if np.isfinite(final) else math.nan
+            dec = s.metadata.get(MD_DECISIONS) or []
+            row = {"method": m, "seed": k, **trial_counts(t),
+                   "device_hours": float(s.curves[DEVICE_HOURS].sum()), "budget_dh": budget,
+                   "wall_hours": s.duration / 3600.0, INCUMBENT: final,
+                   "regret": final - l_ref,
+                   "improvement_pct": improvement_pct(final, ref) if ref is not None
+                   else math.nan}
+            for f, v in zip(BUDGET_FRACTIONS, at):
+                row[f"regret_{frac_name(f)}"] = v - l_ref
+                row[f"improvement_pct_{frac_name(f)}"] = improvement_pct(v, ref) \
+                    if ref is not None else math.nan
+            for q, target in targets.items():
+                row[f"dh_to_{top_name(q)}"], row[f"wall_h_to_{top_name(q)}"] = \
+                    compute_to_target(trace, target)
+            row.update({"utilisation": utilisation(s),
+                        "decision_ms": 1000.0 * float(np.median(dec)) if len(dec) else math.nan,
+                        "workers": s.workers})
+            rows.append(row)
     # Logs of a synthetic test function must never pass for MLPF results: flag them.
-    others = sorted({str(s.metadata[MD_TRAINABLE]) for _, _, s in searches
-                     if s.metadata.get(MD_TRAINABLE, "mlpf") != "mlpf"})
-    refs = {"default_loss": ref if ref is not None else math.nan, "target": target,
-            "target_tol": tol, "default_ref": default_ref, "trainables": ", ".join(others)}
-    return pd.DataFrame(rows), refs
+    others = sorted({str(s.metadata[MD_TRAINABLE]) for m, seeds in runs.items()
+                     for s in seeds.values() if s.metadata.get(MD_TRAINABLE, "mlpf") != "mlpf"})
+    out = dict(refs)
+    out.update({"default_loss": ref if ref is not None else math.nan,
+                "default_ref": default_ref, "budget_source": ", ".join(sorted(budget_sources)),
+                "trainables": ", ".join(others)})
+    return pd.DataFrame(rows), out
 
 
-# Columns summarised with a bootstrap interval; the others get the median only.
-CI_COLUMNS = ("best_loss", "improvement_pct", "improvement_per_dh", "dh_to_target",
-              "device_hours", "utilisation")
+def ci_columns(per_seed: pd.DataFrame) -> list[str]:
+    """Columns summarised with a bootstrap interval of the median over seeds."""
+    fixed = ["device_hours", "budget_dh", INCUMBENT, "regret", "improvement_pct",
+             "utilisation"]
+    varying = [c for c in per_seed.columns
+               if c.startswith(("regret_", "improvement_pct_", "dh_to_"))]
+    return [c for c in fixed + varying if c in per_seed.columns]
+
+
+# Columns summarised by their median only.
 MEDIAN_COLUMNS = ("started", "completed", "stopped", "failed", "unfinished", "reached_max_t",
-                  "epochs",
-                  "wall_hours", "wall_h_to_target", "decision_ms")
+                  "epochs", "wall_hours", "decision_ms")
 
 
-def best_so_far_table(runs: dict) -> pd.DataFrame:
-    """All best-so-far curves in one long table: method, seed, device_hours, wall_hours,
-    best_loss (the data behind the key figure, for numbers quoted in text)."""
+def incumbent_table(runs: dict, trials: pd.DataFrame) -> pd.DataFrame:
+    """All incumbent traces in one long table: method, seed, device_hours, wall_hours,
+    incumbent_loss (the data behind the key figure, for numbers quoted in text)."""
     parts = []
     for m, seeds in runs.items():
         if m == DEFAULT_METHOD:
             continue
         for k, s in seeds.items():
-            b = best_so_far(s.curves)
+            b = search_trace(s, trials)
             b.insert(0, "seed", k)
             b.insert(0, "method", m)
             parts.append(b)
@@ -313,15 +404,55 @@ def best_so_far_table(runs: dict) -> pd.DataFrame:
 
 
 def summarize(per_seed: pd.DataFrame) -> pd.DataFrame:
-    """One row per method: n_seeds, and for each metric its median (column <name>) and,
-    for CI_COLUMNS, <name>_lo / <name>_hi (NaN with a single seed)."""
+    """One row per method: n_seeds; for each metric its median (column <name>) and, for
+    :func:`ci_columns`, <name>_lo / <name>_hi (NaN with a single seed); reached_<top q> =
+    fraction of seeds whose incumbent reached that target; speedups (:func:`speedups`)."""
     rows = []
+    cis = ci_columns(per_seed)
     for m, g in per_seed.groupby("method", sort=False):
         row = {"method": m, "n_seeds": int(len(g))}
-        for col in CI_COLUMNS:
+        for col in cis:
             row[col], row[col + "_lo"], row[col + "_hi"] = bootstrap_median(g[col])
         for col in MEDIAN_COLUMNS:
             v = g[col].dropna()
             row[col] = float(np.median(v)) if len(v) else math.nan
+        for col in (c for c in g.columns if c.startswith("dh_to_")):
+            v = g[col].dropna()
+            row["reached_" + col[len("dh_to_"):]] = float(np.isfinite(v).mean()) \
+                if len(v) else math.nan
         rows.append(row)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    return out.merge(speedups(per_seed), on="method", how="left") if len(out) else out
+
+
+def speedups(per_seed: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+    """Per method and target: speedup_<top q> = median c(target) of ``reference`` / the
+    method's, over the seeds both have, with a paired bootstrap interval (_lo, _hi), and
+    speedup_<top q>_bound = True where the value is only a lower bound.
+
+    0 means the method's median seed never reaches the target ("never"). Where a seed of the
+    reference never reaches it, its whole compute stands in for c(target) (a lower bound of
+    it); when that changes the reference's median, the speedup is a lower bound ("> x")."""
+    cols = [c for c in per_seed.columns if c.startswith("dh_to_")]
+    ref = per_seed[per_seed["method"] == reference].set_index("seed")
+    rows = []
+    for m, g in per_seed.groupby("method", sort=False):
+        g = g.set_index("seed")
+        seeds = sorted(set(g.index) & set(ref.index))
+        row = {"method": m}
+        for col in cols:
+            name = "speedup_" + col[len("dh_to_"):]
+            if not seeds:
+                row[name], row[name + "_lo"], row[name + "_hi"] = (math.nan,) * 3
+                row[name + "_bound"] = False
+                continue
+            raw = ref.loc[seeds, col].to_numpy(float)
+            censored = np.where(np.isinf(raw), ref.loc[seeds, "device_hours"], raw)
+            mine = g.loc[seeds, col].to_numpy(float)
+            row[name], row[name + "_lo"], row[name + "_hi"] = \
+                bootstrap_paired_ratio_of_medians(censored, mine)
+            row[name + "_bound"] = bool(np.median(raw) != np.median(censored)
+                                        and np.isfinite(np.median(mine)))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["method"] + [
+        f"speedup_{c[len('dh_to_'):]}{s}" for c in cols for s in ("", "_lo", "_hi", "_bound")])

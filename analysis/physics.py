@@ -63,8 +63,9 @@ def cli_value(v) -> str:
 
 
 def choose_best(scale: str, results: Path, method: str | None = None) -> dict:
-    """The lowest-loss trial at this scale (of ``method`` if given) as
-    {method, seed, job_id, best_loss, overrides: {hp: value}}."""
+    """The incumbent at this scale (of ``method`` if given): the ended trial with the lowest
+    final loss (its loss at its last trained epoch), as {method, seed, job_id, final_loss,
+    best_loss (the lowest loss of any of its epochs), overrides: {hp: value}}."""
     runs = load_scale(Path(results) / scale)
     trials, _ = tidy(runs)
     best = best_configs(trials)
@@ -73,11 +74,12 @@ def choose_best(scale: str, results: Path, method: str | None = None) -> dict:
     if len(best) == 0:
         raise MissingLogsError(f"no finished trial{' of ' + method if method else ''} "
                                f"under {Path(results) / scale}")
-    r = best.sort_values("best_loss", kind="mergesort").iloc[0]
+    r = best.sort_values("final_loss", kind="mergesort").iloc[0]
     overrides = {c[len(HP_PREFIX):]: cli_value(r[c]) for c in hp_columns(best)
                  if cli_value(r[c]) != ""}
     return {"method": r["method"], "seed": int(r["seed"]), "job_id": fmt_value(r["job_id"]),
-            "best_loss": float(r["best_loss"]), "overrides": overrides}
+            "final_loss": float(r["final_loss"]), "best_loss": float(r["best_loss"]),
+            "overrides": overrides}
 
 
 def train_command(scale: str, epochs: int, out: Path, overrides: dict[str, str],
@@ -154,8 +156,9 @@ def render(out: Path) -> list[Path]:
     choice = root / CHOICE_JSON
     if choice.exists():
         c = json.loads(choice.read_text())
-        notes.append(f"Best: {c['method']} seed {c['seed']} trial {c['job_id']} (search val loss "
-                     f"{c['best_loss']:.4f}), retrained {c.get('epochs', '?')} epochs"
+        loss = c.get("final_loss", c["best_loss"])  # older choice.json: best_loss only
+        notes.append(f"Best: {c['method']} seed {c['seed']} trial {c['job_id']} (final val "
+                     f"loss in the search {loss:.4f}), retrained {c.get('epochs', '?')} epochs"
                      + (f" on {c['max_events']} events per split." if c.get("max_events")
                         else "."))
     write_table(["quantity", "particles", "default", "best", "change %", "rule-based PF"],

@@ -11,7 +11,8 @@ from analysis.make_figures import build, main
 from tests.analysis.fakelogs import synthetic_scale, write_search
 
 TABLES = [f"{n}.{e}" for n in ("summary", "best_configs") for e in ("md", "tex", "csv")]
-TABLES += ["per_seed.csv", "trials.csv", "best_so_far.csv", "references.json"]
+TABLES += [f"{n}.{e}" for n in ("fractions", "targets") for e in ("md", "tex")]
+TABLES += ["per_seed.csv", "trials.csv", "incumbent.csv", "references.json"]
 
 
 def _digests(d):
@@ -36,7 +37,7 @@ def test_builds_every_file_and_reruns_byte_identical(tmp_path):
     second = _digests(out)
     assert all(first[n] == second[n] for n in TABLES)
     summary = (out / "summary.md").read_text()
-    assert "| random" in summary and "| asha" in summary and "Target loss" in summary
+    assert "| random" in summary and "| asha" in summary and "L_ref = " in summary
 
 
 def test_missing_logs_exit_2_with_one_line(tmp_path, capsys):
@@ -67,7 +68,7 @@ def test_partial_logs_warn_and_build(tmp_path, capsys):
     assert "warning:" in err and "end_time" in err and "results.csv" in err
     assert "no logs of random, hyperband, asha_bo" in err and "reference loss" in err
     summary = (tmp_path / "out" / "smoke" / "summary.md").read_text()
-    assert "No default-configuration log" in summary
+    assert "No default-configuration loss" in summary
     assert "| unfinished" in summary  # seed 1's trial is only in learning_curves.csv
     per = (tmp_path / "out" / "smoke" / "per_seed.csv").read_text().splitlines()
     assert len(per) == 3  # header + two asha seeds; the empty hyperband folder is skipped

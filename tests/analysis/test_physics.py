@@ -42,3 +42,13 @@ def test_dry_run_and_missing_logs(tmp_path, capsys):
 def test_flatten():
     assert physics.flatten({"a": {"b": 1, "c": [2.0, "x"]}, "d": True, "e": "s"}) == {
         "a.b": 1.0, "a.c.0": 2.0}
+
+
+def test_choose_best_by_final_loss(tmp_path):
+    # asha's trial dips to 1.0 at epoch 1 but ends at 2.0; random's ends at 1.8: random wins
+    write_search(tmp_path, "smoke", "asha", 0, [{**TRIALS[0], "losses": [1.0, 2.0]}])
+    write_search(tmp_path, "smoke", "random", 0, [{**TRIALS[1], "losses": [1.8]}])
+    c = physics.choose_best("smoke", tmp_path)
+    assert (c["method"], c["final_loss"]) == ("random", 1.8)
+    a = physics.choose_best("smoke", tmp_path, method="asha")
+    assert (a["final_loss"], a["best_loss"]) == (2.0, 1.0)

@@ -18,12 +18,11 @@ from analysis import logs as L
 from analysis import replay
 from analysis.make_figures import build as build_live
 from analysis.metrics import (
-    best_on_grid,
-    best_so_far,
     bootstrap_median,
     bootstrap_median_band,
-    bootstrap_ratio_of_medians,
+    incumbent_on_grid,
     mean_rank,
+    search_trace,
 )
 from tests.analysis.fakelogs import replay_scale, synthetic_scale, write_search
 
@@ -44,11 +43,17 @@ def _search(root, method, seed, losses, seconds=HOUR):
 #   bo     : 1 device-h epochs; seed0 4, 3.5, 3.2; seed1 5, 4, 3.1 (never <= 3)
 #   default: one epoch, loss 4
 # Every search spends 3 device-h: budget B = 3.
-# target = upper median of random's finals {2, 3} = 3.
-# device-h to target: random 3 and 2 (median 2.5); asha_bo 0.5 and 0.5; bo inf and inf.
-# speedup: asha_bo 2.5 / 0.5 = 5 (>= 4: goal met); bo 2.5 / inf = 0; reached 1, 1, 0.
-# Bootstrap: random's resampled medians are 2, 2.5 or 3, asha_bo's always 0.5 -> the interval
-# of asha_bo's speedup is [4, 6].
+# Table (TABLE, 11 configurations, max_t 1): sorted 2, 3, 3.5, 4 x 8 -> linear quantiles at
+# positions 10 q: top 10 % = 3.0, top 5 % = 2.5, top 1 % = 2.1; L_ref = 2.
+# Every trial is one epoch, so its final loss is its only loss.
+# top 10 % (3.0): device-h random 3 and 2 (median 2.5); asha_bo 0.5 and 0.5; bo never.
+#   speedup asha_bo 2.5 / 0.5 = 5; paired resamples give random's median 2, 2.5 or 3 over
+#   0.5 -> [4, 6]; bo never; reached 1, 1, 0.
+# top 5 % (2.5): random never and 2 -> median never; asha_bo 3 (its 6th epoch) and 0.5 ->
+#   1.75. Random's seed0 never: its total 3 stands in -> median 2.5 -> speedup >= 2.5 / 1.75
+#   (a lower bound). The goal (top 5 %, >= 4) is not met.
+# top 1 % (2.1): asha_bo never and 0.5 -> median never: speedup "never".
+# Regret: random finals 3, 2 -> 1, 0 (median 0.5); at 1/2 B = 1.5 device-h 5, 6 -> 3, 4.
 # Ranks at c = 0.75 (25 %): random and bo have no epoch yet (inf, tied), asha_bo 3.0 / 2.0
 #   -> random 2.5, asha_bo 1, bo 2.5.
 # At 1.5 (50 %): seed0 random 5, asha_bo 2.8, bo 4; seed1 6, 2, 5 -> 3, 1, 2.
@@ -62,13 +67,22 @@ HAND = {
     "default": {0: ([4.0], HOUR), 1: ([4.0], HOUR)},
 }
 REQUIRED = ("default", "random", "asha_bo", "bo")
+TABLE = [2.0, 3.0, 3.5] + [4.0] * 8
 
 
 def _hand(root):
     for m, seeds in HAND.items():
         for k, (losses, sec) in seeds.items():
             _search(root, m, k, losses, sec)
+    (root / "smoke" / L.LCTABLE_CSV).write_text(
+        "config_id,epoch,val_loss,train_loss,epoch_seconds,status,reason,p:lr\n"
+        + "".join(f"{i},1,{x},{x},10,ok,,0.01\n" for i, x in enumerate(TABLE)))
     return root / "smoke" / L.REPLAY_DIR
+
+
+def _analyse(root):
+    return replay.analyse(L.load_scale(root), table=L.table_final_losses(
+        root.parent / L.LCTABLE_CSV))
 
 
 def _run(root, out, *extra):
@@ -78,13 +92,15 @@ def _run(root, out, *extra):
 
 
 # ---- metrics functions --------------------------------------------------------------------
-def test_best_on_grid_and_median_by_hand(tmp_path):
+def test_incumbent_on_grid_and_median_by_hand(tmp_path):
     root = tmp_path
     for k, losses in enumerate(([5.0, 4.0, 3.0], [6.0, 2.0, 2.5], [4.0, 4.0, 1.0])):
         _search(root, "random", k, losses)
     runs = L.load_scale(root / "smoke" / L.REPLAY_DIR)
+    trials, _ = L.tidy(runs)
     grid = [0.5, 1.0, 2.5, 3.0, 4.0]  # device-h; epochs end at 1, 2, 3
-    v = np.stack([best_on_grid(best_so_far(s.curves), grid) for s in runs["random"].values()])
+    v = np.stack([incumbent_on_grid(search_trace(s, trials), grid)
+                  for s in runs["random"].values()])
     inf = math.inf
     assert v.tolist() == [[inf, 5, 4, 3, 3], [inf, 6, 2, 2, 2], [inf, 4, 4, 1, 1]]
     med, lo, hi = bootstrap_median_band(v)
@@ -94,9 +110,10 @@ def test_best_on_grid_and_median_by_hand(tmp_path):
     assert np.all(lo[1:] <= med[1:]) and np.all(med[1:] <= hi[1:])
 
 
-def test_best_on_grid_failed_epochs_and_single_seed():
-    bsf = pd.DataFrame({"device_hours": [1.0, 2.0, 3.0], "best_loss": [np.nan, 3.0, 3.0]})
-    assert best_on_grid(bsf, [0.0, 1.0, 2.0, 9.0]).tolist() == [math.inf, math.inf, 3.0, 3.0]
+def test_incumbent_on_grid_nothing_ended_and_single_seed():
+    inc = pd.DataFrame({"device_hours": [1.0, 2.0, 3.0], "incumbent_loss": [np.nan, 3.0, 3.0]})
+    assert incumbent_on_grid(inc, [0.0, 1.0, 2.0, 9.0]).tolist() == [math.inf, math.inf, 3.0,
+                                                                     3.0]
     med, lo, hi = bootstrap_median_band(np.array([[1.0, 2.0]]))
     assert med.tolist() == [1.0, 2.0] and np.isnan(lo).all() and np.isnan(hi).all()
 
@@ -111,57 +128,50 @@ def test_mean_rank_by_hand():
     assert mean_rank(v).tolist() == [[1.0, 2.0], [3.0, 2.0], [2.0, 2.0]]
 
 
-def test_ratio_of_medians():
-    assert bootstrap_ratio_of_medians([3.0, 2.0], [0.5, 0.5]) == (5.0, 4.0, 6.0)
-    r, lo, hi = bootstrap_ratio_of_medians([2.0, 3.0], [math.inf, math.inf])
-    assert (r, lo, hi) == (0.0, 0.0, 0.0)  # never reached: speedup 0
-    assert math.isnan(bootstrap_ratio_of_medians([2.0], [1.0])[1])
-    assert bootstrap_ratio_of_medians([1.0, 2.0, 4.0], [1.0, 2.0]) == \
-        bootstrap_ratio_of_medians([1.0, 2.0, 4.0], [1.0, 2.0])  # seeded
-
-
-def test_target_is_upper_median():
-    assert replay.reference_target([3.0, 2.0]) == 3.0  # even: random reaches it in 1 of 2
-    assert replay.reference_target([1.0, 2.0, 3.0, 4.0]) == 3.0
-    assert replay.reference_target([3.0, 1.0, 2.0, math.nan]) == 2.0
-
-
 # ---- the whole analysis -------------------------------------------------------------------
 def test_analysis_by_hand(tmp_path):
-    res = replay.analyse(L.load_scale(_hand(tmp_path)))
+    res = _analyse(_hand(tmp_path))
     refs = res["refs"]
-    assert refs["target"] == 3.0 and refs["budget_device_hours"] == pytest.approx(3.0)
+    assert refs["l_ref"] == 2.0 and refs["grid_end_device_hours"] == pytest.approx(3.0)
+    assert [refs["targets"][q] for q in (0.01, 0.05, 0.1)] == pytest.approx([2.1, 2.5, 3.0])
     assert refs["default_loss"] == 4.0 and refs["rank_seeds"] == 2
     s = res["summary"].set_index("method")
     assert list(s.index) == ["random", "asha_bo", "bo"]
-    assert s.loc["random", "best_loss"] == 2.5
+    assert s.loc["random", "incumbent_loss"] == 2.5 and s.loc["random", "regret"] == 0.5
+    assert s.loc["random", "regret_1/2"] == 3.5 and math.isnan(s.loc["random", "regret_1/8"])
+    assert s.loc["asha_bo", "regret_1/4"] == 0.5  # at 0.75 device-h: 3.0 and 2.0
     assert s.loc["random", "improvement_pct"] == pytest.approx(37.5)
-    assert s["dh_to_target"].tolist() == pytest.approx([2.5, 0.5, math.inf])
-    assert s["reached"].tolist() == [1.0, 1.0, 0.0]
-    assert s.loc["asha_bo", ["speedup", "speedup_lo", "speedup_hi"]].tolist() == \
-        pytest.approx([5.0, 4.0, 6.0])
-    assert s.loc["bo", "speedup"] == 0.0
-    assert s["rank_0.25"].tolist() == [2.5, 1.0, 2.5]
-    assert s["rank_0.5"].tolist() == [3.0, 1.0, 2.0]
-    assert s["rank_1"].tolist() == [1.75, 1.25, 3.0]
+    assert s["dh_to_top10"].tolist() == pytest.approx([2.5, 0.5, math.inf])
+    assert s["reached_top10"].tolist() == [1.0, 1.0, 0.0]
+    assert s.loc["asha_bo", ["speedup_top10", "speedup_top10_lo", "speedup_top10_hi"]] \
+        .tolist() == pytest.approx([5.0, 4.0, 6.0])
+    assert s.loc["bo", "speedup_top10"] == 0.0
+    assert s.loc["asha_bo", "speedup_top5"] == pytest.approx(2.5 / 1.75)
+    assert s.loc["asha_bo", "speedup_top5_bound"] and s.loc["random", "speedup_top5"] == 0.0
+    assert s.loc["asha_bo", "speedup_top1"] == 0.0 and s.loc["asha_bo", "reached_top1"] == 0.5
+    r = res["ranks"].set_index("method")
+    assert r["rank_0.25"].tolist() == [2.5, 1.0, 2.5]
+    assert r["rank_0.5"].tolist() == [3.0, 1.0, 2.0]
+    assert r["rank_1"].tolist() == [1.75, 1.25, 3.0]
     goal = refs["goal"]
-    assert goal["met"] and goal["met_at_lower_bound"] and goal["speedup"] == pytest.approx(5)
+    assert not goal["met"] and goal["lower_bound_only"] and goal["target_quantile"] == 0.05
+    assert ": not met; speedup >1.43 [" in replay._goal_line(goal)
     c = res["curves"]
     r = c[c["method"] == "random"]
-    assert r["device_hours"].iloc[-1] == pytest.approx(3.0)  # the grid ends at the budget
-    # median over seeds of L*: before 1 device-h nothing, then (5+6)/2, (4+2)/2, (3+2)/2
-    at = {x: r.loc[(r["device_hours"] - x).abs().idxmin(), "median_best"]
+    assert r["device_hours"].iloc[-1] == pytest.approx(3.0)  # the grid ends at C
+    # median over seeds of I: before 1 device-h nothing, then (5+6)/2, (4+2)/2, (3+2)/2
+    at = {x: r.loc[(r["device_hours"] - x).abs().idxmin(), "median_incumbent"]
           for x in (0.5, 1.5, 2.5, 3.0)}
     assert at == {0.5: math.inf, 1.5: 5.5, 2.5: 3.0, 3.0: 2.5}
 
 
-def test_goal_not_met_is_reported_as_data(tmp_path):
+def test_goal_met_is_reported_as_data(tmp_path):
     root = _hand(tmp_path)
-    _search(tmp_path, "asha_bo", 1, [4.0, 3.0, 2.0, 2.0, 2.0, 2.0], HOUR / 2)  # now at 1 dh
-    res = replay.analyse(L.load_scale(root))
-    g = res["refs"]["goal"]
-    assert g["speedup"] == pytest.approx(2.5 / 0.75) and not g["met"]
-    assert "not met" in replay._goal_line(g)
+    _search(tmp_path, "asha_bo", 0, [2.5] * 6, HOUR / 2)  # top 5 % after 0.5 device-h
+    g = _analyse(root)["refs"]["goal"]
+    # random's censored median 2.5 over asha_bo's 0.5: >= 5, a lower bound
+    assert g["speedup"] == pytest.approx(5.0) and g["met"] and g["lower_bound_only"]
+    assert ": met; speedup >5.00 [" in replay._goal_line(g)
 
 
 def test_tables_written_and_byte_identical(tmp_path, capsys):
@@ -170,23 +180,29 @@ def test_tables_written_and_byte_identical(tmp_path, capsys):
     assert _run(tmp_path, out) == 0
     first = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
     assert set(first) == {f"{n}.{e}" for n in ("summary", "ranks") for e in ("md", "tex", "csv")} \
+        | {f"{n}.{e}" for n in ("fractions", "targets") for e in ("md", "tex")} \
         | {"per_seed.csv", "curves.csv", "references.json"} \
         | {f"{n}.{e}" for n in replay.FIGURES for e in ("pdf", "png")}
     assert _run(tmp_path, out) == 0
     second = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
     assert first == second
-    md = (out / "summary.md").read_text()
-    row = next(r for r in md.splitlines() if r.startswith("| asha_bo "))
-    cells = [c.strip() for c in row.split("|")[1:-1]]
-    assert cells == ["asha_bo", "2", "2.2500 [2.0000, 2.5000]", "43.8", "3", "0.5 [0.5, 0.5]",
-                     "1.00", "5.00 [4.00, 6.00]", "yes", "1.00", "1.00", "1.25"]
+    md = (out / "targets.md").read_text()
+    cells = [c.strip() for c in next(r for r in md.splitlines()
+                                     if r.startswith("| asha_bo ")).split("|")[1:-1]]
+    assert cells[:3] == ["asha_bo", "2", "0.50"] and cells[4].startswith("never")
+    assert cells[5:8] == ["1.00", "1.75 [0.5, 3]", ">1.43 [1.00, 4.00]"]  # pairs (3, 3), (2, 0.5)
+    assert cells[8:] == ["1.00", "0.5 [0.5, 0.5]", "5.00 [4.00, 6.00]"]
     bo = [c.strip() for c in next(r for r in md.splitlines() if r.startswith("| bo ")).split("|")]
-    assert "not reached" in bo[6] and bo[8] == "0.00 [0.00, 0.00]" and bo[9] == "no"
-    assert "Goal (asha_bo reaches the target with <= 1/4 of random's compute" in md
-    assert ": met; speedup 5.00 [4.00, 6.00], also at" in md
+    assert bo[-3:-1] == ["never [never, never]", "never [never, never]"]
+    assert "Goal (asha_bo reaches the top 5 % target with <= 1/4 of random's compute" in md
+    assert "top 1 % = 2.1000, top 5 % = 2.5000, top 10 % = 3.0000" in md
+    assert "0.00" not in bo[-2]
     assert "\\toprule" in (out / "summary.tex").read_text()
+    fr = (out / "fractions.md").read_text()
+    assert "| random " in fr and "3.5000 [3.0000, 4.0000]" in fr
     refs = json.loads((out / "references.json").read_text())
-    assert refs["goal"]["met"] is True and refs["target"] == 3.0
+    assert refs["goal"]["met"] is False and refs["targets"]["0.1"] == 3.0
+    assert refs["l_ref"] == 2.0 and "smoke/lctable.csv" in refs["l_ref_source"]
 
 
 def test_default_loss_option_without_default_run(tmp_path):
@@ -259,7 +275,7 @@ def test_make_figures_ignores_replay_and_lctable(tmp_path):
     res = tmp_path / "results"
     synthetic_scale(res, seeds=(0,), n_trials=3)
     replay_scale(res, "smoke", seeds=range(2), n_trials=3)
-    (res / "smoke" / "lctable.csv").write_text("config,epoch,val_loss\n0,1,2.0\n")
+    (res / "smoke" / "lctable.csv").write_text("config_id,epoch,val_loss\n0,1,2.0\n")
     (res / "smoke" / "lctable.json").write_text("{}\n")
     runs = L.load_scale(res / "smoke")
     assert list(runs) == ["default", "random", "asha"]
@@ -267,6 +283,9 @@ def test_make_figures_ignores_replay_and_lctable(tmp_path):
         warnings.simplefilter("always")
         build_live("smoke", res, tmp_path / "out")
     assert not any("replay" in str(w.message) or "lctable" in str(w.message) for w in caught)
+    # the table is read for L_ref and the targets, never as a method
+    refs = json.loads((tmp_path / "out" / "smoke" / "references.json").read_text())
+    assert refs["targets"]["0.05"] == 2.0 and refs["n_configs"] == 1
     per = pd.read_csv(tmp_path / "out" / "smoke" / "per_seed.csv")
     assert sorted(set(per["method"])) == ["asha", "random"]
     assert "replay" not in (tmp_path / "out" / "smoke" / "summary.md").read_text()

@@ -41,4 +41,4 @@ def test_reads_what_the_search_writes(tmp_path, capsys):
     assert per["epochs"] == raw[L.EPOCHS].sum()  # learning_curves.csv agrees with results.csv
     assert 0 < per["utilisation"] <= 1 and per["device_hours"] > 0
     summary = (out / "summary.md").read_text()
-    assert "synthetic" in summary and "default configuration's final" in summary
+    assert "synthetic" in summary and "(default run, final loss)" in summary
