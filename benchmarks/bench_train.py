@@ -281,36 +281,52 @@ def run_ab(args) -> dict:
 
 
 def run_hash(args) -> dict:
-    """Time per element of lsh_permutation at each size (small and paper widths)."""
+    """Time per element of lsh_permutation at each size (small and paper widths); sizes are
+    timed round-robin (one call each per round) so that load changes hit all alike."""
+    import importlib
+
     from mlpf.model import MAX_BINS, lsh_permutation
 
     torch.set_num_threads(args.threads)
     rows = []
-    for label, D, bs, B in (("small (D 16, bin 32)", 16, 32, 8),
-                            ("paper (D 128, bin 128)", 128, 128, 5)):
+    rounds = max(15, args.reps)
+    with tempfile.TemporaryDirectory() as tmp:
+        sys.path.insert(0, tmp)
+        base = importlib.import_module(f"{baseline_package(args.baseline, Path(tmp))}.model")
+        sys.path.remove(tmp)
+    impls = {"current": lsh_permutation, f"baseline {args.baseline}": base.lsh_permutation}
+    for (label, D, bs, B), impl in [(w, i) for i in impls for w in (
+            ("small (D 16, bin 32)", 16, 32, 8), ("paper (D 128, bin 128)", 128, 128, 5))]:
+        lsh = impls[impl]
+        label = f"{impl}: {label}"
         g = torch.Generator().manual_seed(0)
         codebook = torch.randn(D, MAX_BINS // 2, generator=g)
         tie = torch.randn(D, generator=g)
+        inputs = {}
         for n in args.sizes:
             N = -(-n // bs) * bs
-            x = torch.randn(B, N, D, generator=g)
             mask = torch.zeros(B, N, dtype=torch.bool)
             mask[:, :n] = True
-            lsh_permutation(x, mask, bs, codebook, tie)
-            ts = []
-            for _ in range(max(5, args.reps)):
+            inputs[n] = (torch.randn(B, N, D, generator=g), mask)
+            lsh(*inputs[n][:1], mask, bs, codebook, tie)  # warm-up
+        ts: dict = {n: [] for n in args.sizes}
+        for _ in range(rounds):
+            for n, (x, mask) in inputs.items():
                 t0 = time.perf_counter()
-                lsh_permutation(x, mask, bs, codebook, tie)
-                ts.append(time.perf_counter() - t0)
+                lsh(x, mask, bs, codebook, tie)
+                ts[n].append(time.perf_counter() - t0)
+        for n in args.sizes:
             rows.append({"model": label, "elements": n,
-                         "ns_per_element": 1e9 * statistics.median(ts) / (B * n)})
-    print(f"\n### LSH hashing: time per element, {args.threads} thread(s), median\n")
+                         "ns_per_element": 1e9 * statistics.median(ts[n]) / (B * n)})
+    load = os.getloadavg()
+    print(f"\n### LSH hashing: time per element, {args.threads} thread(s), median of {rounds} "
+          f"round-robin rounds, load average {load[0]:.2f}\n")
     print("| widths | " + " | ".join(str(n) for n in args.sizes) + " | last / first |")
     print("|---|" + "---:|" * (len(args.sizes) + 1))
     for label in dict.fromkeys(r["model"] for r in rows):
         v = [r["ns_per_element"] for r in rows if r["model"] == label]
         print(f"| {label} | " + " | ".join(f"{x:.0f} ns" for x in v) + f" | {v[-1] / v[0]:.2f} |")
-    return {"rows": rows}
+    return {"rows": rows, "loadavg": load}
 
 
 # ----------------------------------------------------------------------------- HPO headroom

@@ -176,10 +176,12 @@ def lsh_permutation(x_dist: torch.Tensor, mask: torch.Tensor, bin_size: int,
     bucket broken by a fixed random projection (content, not position: keeps permutation
     equivariance), padded elements last; consecutive groups of bin_size form the bins.
 
-    Events with n_bins // 2 > HASH_DIRECTIONS are hashed in two levels, so that the cost per
-    element is bounded: the hash over the first HASH_DIRECTIONS directions, refined inside
-    each bucket by a hash over the next ceil(n_bins // 2 / (2 HASH_DIRECTIONS)) directions
-    (about n_bins buckets in all, as in one level). Smaller events get the one-level hash.
+    The projections are computed on HASH_DIRECTIONS directions whatever the event size
+    (those beyond an event's n_bins // 2 masked), so that the cost per element does not
+    grow with N. Events with n_bins // 2 > HASH_DIRECTIONS are hashed in two levels: the
+    hash over the first HASH_DIRECTIONS directions, refined inside each bucket by a hash
+    over the next ceil(n_bins // 2 / (2 HASH_DIRECTIONS)) directions (about n_bins buckets
+    in all, as in one level). Smaller events get exactly the one-level hash.
 
     Args:
         x_dist: (B, N, D) learned coordinates, N a multiple of bin_size.
@@ -201,13 +203,15 @@ def lsh_permutation(x_dist: torch.Tensor, mask: torch.Tensor, bin_size: int,
         if H > codebook.shape[1]:
             raise ValueError(f"{N // bin_size} bins exceed the LSH codebook ({MAX_BINS}); "
                              "raise bin_size")
-        L = HASH_DIRECTIONS
+        L = min(HASH_DIRECTIONS, codebook.shape[1])
         if H == 0:
             hashes = torch.zeros(B, N, dtype=torch.long, device=x.device)
             n_hashes = 1
-        elif H <= L or codebook.shape[1] < L + 1:
-            hashes = angular_hash(x, codebook[:, :H], half)
-            n_hashes = 2 * H
+        elif H <= L or codebook.shape[1] == L:
+            # Always L directions, masked to each event's n_bins // 2: the same hash as with
+            # n_bins // 2 directions, at a cost per element that does not grow with N.
+            hashes = angular_hash(x, codebook[:, :L], half)
+            n_hashes = 2 * L
         else:
             H2 = -(-H // (2 * L))
             half2 = torch.where(half > L, -(-half // (2 * L)), torch.zeros_like(half))
