@@ -20,7 +20,8 @@ for random configs drawn from the search ranges of arXiv:2203.01112 (widths scal
 
 Part "ab": per-epoch time of this working tree against the code of a git revision
 (--baseline; its mlpf/ is extracted to a temporary package), for the scale's default and
-the two most expensive sampled configurations of the shipped small table, alternating
+the two most expensive sampled configurations of the shipped small table (all three as the
+baseline revision resolves them, every TrainConfig field the same on both sides), alternating
 baseline and current epochs (each a fresh seed-0 training of one epoch) so that load on a
 shared machine hits both alike; medians and ratios, with the load average noted. It also
 counts the FLOPs of one epoch (torch.utils.flop_counter) and reports GFLOP/s achieved next
@@ -230,9 +231,12 @@ def run_ab(args) -> dict:
         peak = matmul_gflops(args.threads)
         rows = []
         for cname, over in AB_CONFIGS.items():
-            cfgs = {"baseline": base.apply_overrides(base.config_for_scale(args.scale), over),
-                    "current": current.apply_overrides(current.config_for_scale(args.scale),
-                                                       over)}
+            # Both sides train exactly the baseline's configuration (every field), so that a
+            # changed default in the current tree cannot enter the comparison.
+            cfg_base = base.apply_overrides(base.config_for_scale(args.scale), over)
+            cfgs = {"baseline": cfg_base,
+                    "current": current.apply_overrides(current.TrainConfig(),
+                                                       cfg_base.to_dict())}
             mods = {"baseline": base, "current": current}
             times: dict = {"baseline": [], "current": []}
             cpu: dict = {"baseline": [], "current": []}
