@@ -279,7 +279,7 @@ class GHConv(nn.Module):
 
     def forward(self, x, adj, w=None):
         # The biases ride in the GEMM (addmm) instead of two elementwise adds.
-        bias = torch.cat([self.bias.new_zeros(self.bias.shape[0] // 2), self.bias])
+        bias = F.pad(self.bias, (self.bias.shape[0] // 2, 0))  # (0 for Theta, b, b_g)
         msg, own, gate = F.linear(x, self.weight.weight, bias).chunk(3, dim=-1)
         if w is None:  # adj already masked and normalised
             hom = adj.to(msg.dtype) @ msg
