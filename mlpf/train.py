@@ -426,6 +426,8 @@ def _data_parallel(model: MLPF, cfg: TrainConfig, device) -> nn.Module:
     """The module that runs a step: ``model`` itself, replicated over ``cfg.devices`` GPUs
     (data parallel: each GPU gets batch_size / devices events), and/or compiled."""
     step = model
+    if cfg.devices > 1 and cfg.compile:
+        raise ValueError("compile with devices > 1 is not supported: use one of the two")
     if cfg.devices > 1:
         if device.type != "cuda" or torch.cuda.device_count() < cfg.devices:
             have = torch.cuda.device_count() if torch.cuda.is_available() else 0
