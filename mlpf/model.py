@@ -138,21 +138,21 @@ def encode_inputs(X: torch.Tensor) -> torch.Tensor:
 def angular_hash(x: torch.Tensor, directions: torch.Tensor, n_valid: torch.Tensor) -> torch.Tensor:
     """Angular LSH: argmax over [xR, -xR] with R the first ``n_valid[b]`` directions.
 
-    Ties go to the lowest index of [xR, -xR] (as ``argmax``). Directions beyond an event's
-    ``n_valid`` project to 0, which never beats a valid direction: max |xR| >= 0.
+    Computed as j = argmax_j |xR_j| (first on ties) and hash = j, or H + j when xR_j < 0.
+    Directions beyond an event's ``n_valid`` project to 0, which never beats a valid
+    direction: max |xR| >= 0, and on a tie at 0 the first (valid) index wins.
 
     Shapes: x (B, N, D), directions (D, H), n_valid (B,) -> (B, N) long in [0, 2H).
     """
     H = directions.shape[1]
     valid = (torch.arange(H, device=x.device) < n_valid[:, None]).to(x.dtype)  # (B, H)
     R = directions.T[None] * valid[:, :, None]  # (B, H, D)
-    # (B, H, N): the reductions over H then run along rows of N, vectorised, instead of
-    # over a short innermost axis (3x to 10x faster at H >= 8).
+    # (B, H, N): the reduction over H then runs along rows of N, vectorised, instead of
+    # over a short innermost axis.
     proj = torch.bmm(R, x.transpose(1, 2))
-    pmax, imax = proj.max(1)
-    pmin, imin = proj.min(1)
-    positive = (pmax > -pmin) | ((pmax == -pmin) & (imax <= imin))
-    return torch.where(positive, imax, imin + H)
+    j = proj.abs().max(1, keepdim=True).indices  # (B, 1, N)
+    negative = proj.gather(1, j) < 0
+    return (j + H * negative).squeeze(1)
 
 
 def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
