@@ -57,7 +57,7 @@ class Settings:
 
 _SCALE = {  # scale -> (grace, eta, budget in units of max_t, seconds per search)
     "smoke": (1, 3, 9, 50.0),
-    "small": (1, 3, 16, 540.0),
+    "small": (1, 4, 16, 540.0),
     "paper": (10, 4, 32, None),
 }
 

@@ -1,67 +1,82 @@
-"""The search space of the original study (arXiv 2203.01112, Table 1), adapted per scale.
+"""The search space of the original study (arXiv 2203.01112), mapped to each scale.
 
 Keys are :class:`mlpf.train.TrainConfig` field names, so a sampled configuration is the override
-dict of ``apply_overrides(config_for_scale(scale), hp)``. The paper's "FFN hidden dim" and "FFN
-layers" are the FFN that maps nodes to the LSH coordinates (``ffn_dist_hidden_dim``,
-``ffn_dist_num_layers``). Ranges follow the paper; the widths (``ffn_dist_hidden_dim``,
-``distance_dim``, ``output_dim``, ``bin_size``) shrink at ``smoke`` and ``small`` to half to
-twice the scale's reference model, so that a trial fits a laptop CPU.
+dict of ``apply_overrides(config_for_scale(scale), hp)``. The dimensions and ranges are the
+paper's (its Ray Tune space for the Delphes model): learning rate and its exponential decay,
+batch size, layer norm, the FFN that maps nodes to the LSH coordinates
+(``ffn_dist_hidden_dim``, ``ffn_dist_num_layers``), ``distance_dim``, message passing, graph
+layers, dropout, LSH bin size, kernel clipping and width, degree normalisation and the graph
+layer width (``output_dim``). No dimension the paper lacks (the activation, for one, is fixed).
+
+One mapping per scale, the same that maps the untuned default (:mod:`mlpf.scales`):
+
+- widths (``ffn_dist_hidden_dim``, ``distance_dim``, ``output_dim``) are the paper's times the
+  scale's width factor (1 at paper, 1/8 at small, 1/16 at smoke), so their ratios stay;
+- ``bin_size`` keeps the paper's bins per event: the paper pads events to 6,400 elements and
+  searches bins of 64 to 320 elements (100 to 20 bins per event, its default 640: 10 bins),
+  so a scale whose events hold ``N`` elements searches ``N / 100`` to ``N / 20``;
+- ``batch_size`` is events per optimiser step: the paper's 4 to 32 per GPU on the 4 GPUs of a
+  trial (16 to 128 events), the same at every scale.
 
     >>> from experiments.space import problem_for
-    >>> problem_for("smoke").hyperparameter_names[:3]
-    ['activation', 'batch_size', 'bin_size']
+    >>> problem_for("small").hyperparameter_names[:3]
+    ['batch_size', 'bin_size', 'clip_value_low']
 """
 
 from __future__ import annotations
 
 from deephyper.hpo import HpProblem
 
+from mlpf.scales import get_scale
 
-def _steps(lo: int, hi: int, step: int) -> list[int]:
-    return list(range(lo, hi + 1, step))
+PAPER_EVENT_ELEMENTS = 6400  # the paper's events, padded
+PAPER_BINS = (64, 128, 192, 256, 320)  # elements per bin searched at 6,400 elements
+PAPER_WIDTHS = {"ffn_dist_hidden_dim": range(64, 257, 64), "distance_dim": range(64, 513, 64),
+                "output_dim": range(64, 513, 64)}
+GPUS_PER_TRIAL = 4  # the paper's trials: one node, 4 GPUs, data parallel
 
 
-# Width-like dimensions per scale (ffn_width is ffn_dist_hidden_dim)
-_WIDTHS = {
-    # Around the scale's reference model (mlpf.scales: smoke width 16, distance 8, bin 16;
-    # small width 32, distance 16, bin 32): from half to twice its size.
-    "smoke": dict(ffn_width=_steps(8, 32, 8), distance_dim=_steps(4, 16, 4),
-                  output_dim=_steps(8, 32, 8), bin_size=[8, 16, 32],
-                  batch_size=_steps(4, 16, 4)),
-    "small": dict(ffn_width=_steps(16, 64, 16), distance_dim=_steps(8, 32, 8),
-                  output_dim=_steps(16, 64, 16), bin_size=[16, 32, 64],
-                  batch_size=_steps(4, 32, 4)),
-    # The paper's ranges (Table 1 of arXiv 2203.01112).
-    "paper": dict(ffn_width=_steps(64, 256, 64), distance_dim=_steps(64, 512, 64),
-                  output_dim=_steps(64, 512, 64), bin_size=_steps(64, 320, 64),
-                  batch_size=_steps(4, 32, 4)),
-}
+def _scaled_grid(values, factor: float) -> list[int]:
+    """``values`` times ``factor``, rounded, at least 1, duplicates removed, in order."""
+    out: list[int] = []
+    for v in values:
+        w = max(1, round(v * factor))
+        if w not in out:
+            out.append(w)
+    return out
+
+
+def bin_sizes(scale: str) -> list[int]:
+    """The paper's bin sizes at the scale's event size (same bins per event)."""
+    sc = get_scale(scale)
+    return _scaled_grid(PAPER_BINS, sc.event_elements / PAPER_EVENT_ELEMENTS)
 
 
 def problem_for(scale: str) -> HpProblem:
     """DeepHyper problem of scale ``scale`` (``smoke``, ``small`` or ``paper``).
 
-    Numbers on a grid are ordinal (a model can interpolate between them), flags and the
-    activation are categorical, rates and coefficients are continuous.
+    Numbers on a grid are ordinal (a model can interpolate between them), flags are
+    categorical, rates and coefficients are continuous.
     """
-    if scale not in _WIDTHS:
-        raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(_WIDTHS)}")
-    w = _WIDTHS[scale]
+    sc = get_scale(scale)  # ValueError for an unknown scale
+    f = sc.width_factor
     p = HpProblem()
     p.add_hyperparameter((1e-4, 3e-2, "log-uniform"), "lr")
-    p.add_hyperparameter(w["batch_size"], "batch_size")
+    p.add_hyperparameter([b * GPUS_PER_TRIAL for b in range(4, 33, 4)], "batch_size")
+    p.add_hyperparameter(list(range(10, 2001, 10)), "lr_decay_steps")
+    p.add_hyperparameter((0.9, 1.0), "lr_decay_rate")
     p.add_hyperparameter([False, True], "layernorm")
-    p.add_hyperparameter(w["ffn_width"], "ffn_dist_hidden_dim")
+    p.add_hyperparameter(_scaled_grid(PAPER_WIDTHS["ffn_dist_hidden_dim"], f),
+                         "ffn_dist_hidden_dim")
     p.add_hyperparameter([1, 2, 3], "ffn_dist_num_layers")
-    p.add_hyperparameter(w["distance_dim"], "distance_dim")
+    p.add_hyperparameter(_scaled_grid(PAPER_WIDTHS["distance_dim"], f), "distance_dim")
     p.add_hyperparameter([1, 2, 3], "num_node_messages")
     p.add_hyperparameter([2, 3, 4], "num_graph_layers_common")
     p.add_hyperparameter([2, 3, 4], "num_graph_layers_energy")
     p.add_hyperparameter((0.0, 0.5), "dropout")
-    p.add_hyperparameter(w["bin_size"], "bin_size")
+    p.add_hyperparameter(bin_sizes(scale), "bin_size")
     p.add_hyperparameter((0.0, 0.2), "clip_value_low")
     p.add_hyperparameter((0.01, 0.2), "dist_mult")
     p.add_hyperparameter([False, True], "normalize_degrees")
-    p.add_hyperparameter(w["output_dim"], "output_dim")
-    p.add_hyperparameter(["elu", "relu", "gelu"], "activation")
+    p.add_hyperparameter(_scaled_grid(PAPER_WIDTHS["output_dim"], f), "output_dim")
     return p

@@ -2,12 +2,40 @@
 
 ``smoke`` is for tests (a few seconds per epoch), ``small`` is the default laptop-sized
 reproduction, ``paper`` mirrors the original study (JUWELS Booster, 200 epochs, pileup 200).
-Model-size overrides apply on top of :class:`mlpf.train.TrainConfig` defaults.
+
+The untuned default of every scale is the study era's MLPF Delphes configuration (the public
+MLPF repository's ``parameters/delphes.yaml`` of February 2022, see :data:`STUDY_DEFAULT`),
+mapped to the scale by one width factor (every width times ``width_factor``) and by keeping
+its bins per event (10: bins of 640 elements on events padded to 6,400), nothing re-tuned. The
+search space (:mod:`experiments.space`) is mapped by the same two numbers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+# The study era's default (PFNetDense for Delphes, Feb 2022). Widths at width factor 1;
+# bin_size is per STUDY_EVENT_ELEMENTS elements. Its learning rate decays by 0.99 every
+# 10,000 steps (staircase there, continuous here: the same to 0.01 % at any step); its batch
+# was 5 events on each of 4 GPUs, 20 events per step.
+STUDY_DEFAULT = dict(
+    width=256, output_dim=256, distance_dim=128, ffn_dist_hidden_dim=128,
+    ffn_dist_num_layers=1, num_node_messages=1, layernorm=False, dropout=0.0, dist_mult=0.1,
+    clip_value_low=0.0, normalize_degrees=True, activation="elu", num_graph_layers_common=3,
+    num_graph_layers_energy=3, lr=1e-4, batch_size=20, lr_schedule="exponential",
+    lr_decay_rate=0.99, lr_decay_steps=10_000)
+STUDY_EVENT_ELEMENTS = 6400  # events padded to this many elements
+STUDY_BINS_PER_EVENT = 10  # bin_size 640
+WIDTHS = ("width", "output_dim", "distance_dim", "ffn_dist_hidden_dim")
+
+
+def study_default(width_factor: float, event_elements: int) -> dict:
+    """:data:`STUDY_DEFAULT` at a width factor and an event size (elements per event)."""
+    cfg = dict(STUDY_DEFAULT)
+    for k in WIDTHS:
+        cfg[k] = max(1, round(cfg[k] * width_factor))
+    cfg["bin_size"] = max(1, round(event_elements / STUDY_BINS_PER_EVENT))
+    return cfg
 
 
 @dataclass(frozen=True)
@@ -19,27 +47,31 @@ class Scale:
     pileup: float  # mean soft-QCD pileup interactions overlaid per event
     events_per_file: int
     max_epochs: int  # max_t of the searches, and the epochs of a full training
-    model: dict = field(default_factory=dict)  # TrainConfig overrides for this scale
+    width_factor: float  # widths of the study's model and search space times this
+    event_elements: int  # typical elements per event (the study's: 6,400 padded)
+    model: dict = field(default_factory=dict)  # TrainConfig overrides besides the default
 
     @property
     def splits(self) -> dict[str, int]:
         return {"train": self.n_train, "val": self.n_val, "test": self.n_test}
 
+    @property
+    def default(self) -> dict:
+        """TrainConfig overrides of the untuned default at this scale."""
+        return {**study_default(self.width_factor, self.event_elements), **self.model}
 
+
+# Events without pileup (smoke, small) hold 331 elements on average (ttbar, max 692).
 SCALES = {
     "smoke": Scale("smoke", n_train=200, n_val=100, n_test=100, pileup=0.0,
-                   events_per_file=100, max_epochs=9,
-                   model=dict(width=16, ffn_dist_hidden_dim=16, distance_dim=8, output_dim=16,
-                              bin_size=16)),
+                   events_per_file=100, max_epochs=9, width_factor=1 / 16, event_elements=320,
+                   # tests train a few epochs: a learning rate that visibly learns in them
+                   model=dict(lr=1e-3)),
     "small": Scale("small", n_train=1000, n_val=300, n_test=300, pileup=0.0,
-                   events_per_file=100, max_epochs=27,
-                   model=dict(width=32, ffn_dist_hidden_dim=32, distance_dim=16, output_dim=32,
-                              bin_size=32)),
+                   events_per_file=100, max_epochs=16, width_factor=1 / 8, event_elements=320),
     "paper": Scale("paper", n_train=40000, n_val=10000, n_test=10000, pileup=200.0,
-                   events_per_file=100, max_epochs=200,
-                   model=dict(width=256, ffn_dist_hidden_dim=128, ffn_dist_num_layers=2,
-                              distance_dim=128, output_dim=128, bin_size=128,
-                              num_graph_layers_common=3, num_graph_layers_energy=3)),
+                   events_per_file=100, max_epochs=200, width_factor=1.0,
+                   event_elements=STUDY_EVENT_ELEMENTS),
 }
 DEFAULT_SCALE = "small"
 

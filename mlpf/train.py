@@ -181,7 +181,7 @@ def apply_overrides(cfg: TrainConfig, overrides: dict) -> TrainConfig:
 
 def config_for_scale(scale: str) -> TrainConfig:
     """The reference configuration resized for a scale preset (mlpf/scales.py)."""
-    return apply_overrides(TrainConfig(), get_scale(scale).model)
+    return apply_overrides(TrainConfig(), get_scale(scale).default)
 
 
 def build_model(cfg: TrainConfig) -> MLPF:

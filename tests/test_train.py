@@ -56,10 +56,18 @@ def test_apply_overrides_rejects_unknown_keys_and_bad_values():
             apply_overrides(TrainConfig(), bad)
 
 
-def test_config_for_scale_resizes_the_model():
-    smoke, paper = config_for_scale("smoke"), config_for_scale("paper")
-    assert smoke.output_dim < paper.output_dim
-    assert smoke.lr == TrainConfig().lr  # scales change size, not the optimiser
+def test_config_for_scale_is_the_study_default_resized():
+    from mlpf.scales import STUDY_DEFAULT
+
+    small, paper = config_for_scale("small"), config_for_scale("paper")
+    for k, v in STUDY_DEFAULT.items():  # paper: the study era's default as it was
+        assert getattr(paper, k) == v, k
+    assert paper.bin_size == 640  # 10 bins on events of 6,400 elements
+    # small: every width times 1/8, the same bins per event, nothing else changed
+    assert (small.output_dim, small.width, small.distance_dim, small.ffn_dist_hidden_dim) == \
+        (32, 32, 16, 16)
+    assert small.bin_size == 32 and small.lr == paper.lr and small.batch_size == 20
+    assert small.num_graph_layers_common == paper.num_graph_layers_common == 3
     with pytest.raises(ValueError):
         config_for_scale("huge")
 

@@ -1,17 +1,20 @@
-"""Replayed logs are those of the reference layout, byte for byte.
+"""Replayed logs stay what they were, byte for byte (a lock on the search code's behaviour).
 
 ``data/replay_reference/`` holds a learning-curve table (the small-scale table shipped at
 commit 1d003b1: the default + 10 sampled configurations, 27 epochs) and the sha256 of
-results.csv and learning_curves.csv of seed 0 of every method and peer replayed on it by the
-code of that commit (``python -m experiments.replay`` and ``python -m experiments.peers``,
-2 simulated workers; without a time budget, and with ``--time-budget 1500`` for six of them).
-Any change to a method, a stopper, the trial contract, the clock, the table lookup or the log
-format shows here. A deliberate change of behaviour (a new search space, another ASHA rule)
-regenerates the digests with the campaign runner and says so in its commit.
+results.csv and learning_curves.csv of seed 0 of every method and peer replayed on it at the
+small scale's settings (2 simulated workers; without a time budget, and with a simulated
+``--time-budget 1500`` for six of them). Any change to a method, a stopper, the trial
+contract, the clock, the table lookup, the search space or the log format shows here.
 
-Changed deliberately since: ``asha``, ``asha_bo`` and ``async_hyperband`` use Ray Tune's ASHA
-cutoff (the paper's scheduler; checked decision by decision in test_replay.py); the cutoff
-they had is DeepHyper's, kept as ``asha_deephyper``, whose digests are those of ``asha`` then.
+History: the digests were first made by the code of commit 1d003b1; the layout of
+experiments/ was then rewritten (driver, backends, one trial contract, one clock) and every
+digest stayed the same. They were regenerated, deliberately, when the study was made a fair
+test of the paper (Ray Tune's ASHA cutoff, the paper's search space and fidelities at small);
+``asha_deephyper`` reproduced the former ``asha`` byte for byte before that. A deliberate
+change of behaviour regenerates them (``python -m experiments.campaign --backend replay
+--scale small --table tests/experiments/data/replay_reference/lctable.csv --seeds 0 ...``)
+and says so in its commit.
 """
 
 from __future__ import annotations

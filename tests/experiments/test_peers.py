@@ -50,8 +50,9 @@ def test_space_translation_covers_every_hyperparameter(scale):
             assert isinstance(d, FloatDistribution), hp.name
             assert (d.low, d.high, d.log) == (hp.lower, hp.upper, hp.log), hp.name
     assert dists["lr"].log
-    assert isinstance(dists["batch_size"], IntDistribution) and dists["batch_size"].step == 4
-    assert isinstance(dists["activation"], CategoricalDistribution)
+    assert isinstance(dists["batch_size"], IntDistribution) and dists["batch_size"].step == 16
+    assert isinstance(dists["layernorm"], CategoricalDistribution)
+    assert isinstance(dists["lr_decay_steps"], IntDistribution)
 
 
 def test_space_translation_of_other_grids_and_ranges():

@@ -311,7 +311,7 @@ def test_lctable_resumes_without_duplicate_rows(tmp_path, monkeypatch):
     assert set(full.config_id) == {0, 1, 2, 3, 4}
     assert not full.duplicated(["config_id", "epoch"]).any()
     default = full[full.config_id == 0].iloc[0]
-    assert default["p:lr"] == 3e-4 and default["p:batch_size"] == 8  # resolved defaults
+    assert default["p:lr"] == 1e-3 and default["p:batch_size"] == 20  # resolved defaults
     ok = [c for c, g in full.groupby("config_id") if (g.status == "ok").all()]
     assert len(ok) >= 2
     for c, g in full.groupby("config_id"):
