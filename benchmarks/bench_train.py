@@ -240,6 +240,7 @@ def run_ab(args) -> dict:
             mods = {"baseline": base, "current": current}
             times: dict = {"baseline": [], "current": []}
             cpu: dict = {"baseline": [], "current": []}
+            eps: dict = {"baseline": [], "current": []}
             losses: dict = {}
             for rep in range(args.reps + 1):  # round 0 warms up both
                 for side in (("baseline", "current") if rep % 2 else ("current", "baseline")):
@@ -248,6 +249,7 @@ def run_ab(args) -> dict:
                     if rep:
                         times[side].append(h[0]["epoch_seconds"])
                         cpu[side].append(time.process_time() - c0)
+                        eps[side].append(h[0]["events_per_second"])
                     losses[side] = (h[0]["train_loss"], h[0]["val_loss"])
                 print(f"  {cname} round {rep}: " + ", ".join(
                     f"{k} {v[-1]:.2f} s ({cpu[k][-1]:.2f} s CPU)" for k, v in times.items()
@@ -257,6 +259,7 @@ def run_ab(args) -> dict:
             med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
             rows.append({"config": cname, "overrides": over, "seconds": times, "median": med,
                          "cpu_seconds": cpu, "median_cpu": med_cpu,
+                         "events_per_second": {k: statistics.median(v) for k, v in eps.items()},
                          "speedup": med["baseline"] / med["current"],
                          "speedup_cpu": med_cpu["baseline"] / med_cpu["current"],
                          "gflop": flops / 1e9,
@@ -269,13 +272,15 @@ def run_ab(args) -> dict:
           f"median of {args.reps} alternating runs, load average {load[0]:.2f} / "
           f"{load[1]:.2f} / {load[2]:.2f} at the end\n")
     print("| config | baseline s | current s | speedup | baseline CPU s | current CPU s | "
-          "speedup (CPU) | GFLOP/epoch | GFLOP/s | matmul GFLOP/s | fraction of matmul |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "speedup (CPU) | train events/s (base / cur) | GFLOP/epoch | GFLOP/s | "
+          "matmul GFLOP/s | fraction of matmul |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        m, c = r["median"], r["median_cpu"]
+        m, c, e = r["median"], r["median_cpu"], r["events_per_second"]
         print(f"| {r['config']} | {m['baseline']:.2f} | {m['current']:.2f} | "
               f"{r['speedup']:.2f} | {c['baseline']:.2f} | {c['current']:.2f} | "
-              f"{r['speedup_cpu']:.2f} | {r['gflop']:.1f} | {r['gflops_current']:.1f} | "
+              f"{r['speedup_cpu']:.2f} | {e['baseline']:.0f} / {e['current']:.0f} | "
+              f"{r['gflop']:.1f} | {r['gflops_current']:.1f} | "
               f"{peak:.0f} | {r['gflops_current'] / peak:.0%} |")
     print("\nWall seconds are epoch_seconds (training + validation); CPU seconds are this "
           "process's CPU time for the same epoch (robust to other load on a shared machine). "
