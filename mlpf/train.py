@@ -55,6 +55,8 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # autocast dtype
 # overhead; the losses are sums over elements, equal up to rounding.
 EVAL_BATCH_EVENTS = 32
 CHECKPOINT = "checkpoint.pt"
+MAX_WIDTH = 1 << 16  # a width beyond this is a typo, not a model (refused before allocating)
+MAX_DEPTH = 64
 
 
 # ----------------------------------------------------------------------------- config
@@ -157,6 +159,11 @@ def _check(cfg: TrainConfig) -> TrainConfig:
     for k in ("width", "ffn_dist_hidden_dim", "distance_dim", "num_node_messages", "bin_size",
               "output_dim", "batch_size", "lr_decay_steps", "devices"):
         need(getattr(cfg, k) >= 1, f"{k} must be at least 1")
+    for k in ("width", "ffn_dist_hidden_dim", "distance_dim", "output_dim", "bin_size"):
+        need(getattr(cfg, k) <= MAX_WIDTH, f"{k} must be at most {MAX_WIDTH}")
+    for k in ("num_node_messages", "ffn_dist_num_layers", "num_graph_layers_common",
+              "num_graph_layers_energy"):
+        need(getattr(cfg, k) <= MAX_DEPTH, f"{k} must be at most {MAX_DEPTH}")
     for k in ("ffn_dist_num_layers", "num_graph_layers_common", "num_graph_layers_energy"):
         need(getattr(cfg, k) >= 0, f"{k} must be at least 0")
     need(0 <= cfg.dropout < 1, "dropout must be in [0, 1)")
@@ -258,21 +265,16 @@ def collate(events: Sequence[Event], bin_size: int, *, fixed_shapes: bool = Fals
 
     Returns X (B, N, 12), ygen (B, N, 7) float32 tensors and mask (B, N) bool.
     """
-    lens = np.fromiter((len(e) for e in events), np.int64, len(events))
     B = max(len(events), batch_size or 0)
-    N = padded_length(int(lens.max(initial=0)), bin_size, fixed_shapes)
-    # One scatter of all rows instead of a copy per event.
-    starts = np.cumsum(lens) - lens
-    rows = np.repeat(np.arange(len(events)) * N - starts, lens) + np.arange(lens.sum())
-    X = np.zeros((B * N, 12), np.float32)
-    Y = np.zeros((B * N, 7), np.float32)
-    M = np.zeros(B * N, bool)
-    if len(rows):
-        X[rows] = np.concatenate([e.X for e in events])
-        Y[rows] = np.concatenate([e.ygen for e in events])
-        M[rows] = True
-    return (torch.from_numpy(X).view(B, N, 12), torch.from_numpy(Y).view(B, N, 7),
-            torch.from_numpy(M).view(B, N))
+    N = padded_length(max((len(e) for e in events), default=0), bin_size, fixed_shapes)
+    X = np.zeros((B, N, 12), np.float32)
+    Y = np.zeros((B, N, 7), np.float32)
+    M = np.zeros((B, N), bool)
+    for i, e in enumerate(events):  # slice copies: faster than one fancy-index scatter
+        X[i, :len(e)] = e.X
+        Y[i, :len(e)] = e.ygen
+        M[i, :len(e)] = True
+    return torch.from_numpy(X), torch.from_numpy(Y), torch.from_numpy(M)
 
 
 def _train_batches(n_events: int, sizes: np.ndarray, batch_size: int, rng) -> list[np.ndarray]:
@@ -575,32 +577,70 @@ def _parse_sets(items: Sequence[str]) -> dict:
     return out
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, no usage dump
+        self.exit(2, f"error: {message}\n")
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _check_device(name: str | None) -> None:
+    """A device this machine has: ValueError otherwise (one line for the user)."""
+    if name is None:
+        return
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"unknown device {name!r}; use cpu or cuda[:N]") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available()
+                               or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"device {name!r} is not available on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r} is not supported; use cpu or cuda[:N]")
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Train MLPF and write learning_curve.csv, "
-                                 "config.json and metrics.json into --out.")
+    ap = _Parser(prog="python -m mlpf.train",
+                 description="Train MLPF and write learning_curve.csv, config.json and "
+                 "metrics.json into --out.")
     ap.add_argument("--scale", default=DEFAULT_SCALE, help="preset (default %(default)s)")
     ap.add_argument("--data", help="folder with train/ and val/ (default data/<scale>)")
-    ap.add_argument("--epochs", type=int, help="default: the scale's max_epochs")
+    ap.add_argument("--epochs", type=_positive, help="default: the scale's max_epochs")
     ap.add_argument("--out", help="run folder (default runs/train-<scale>)")
     ap.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                     help="TrainConfig overrides, e.g. lr=1e-3 bin_size=32 (repeatable)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", help="cpu, cuda, ... (default cuda if available)")
-    ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    ap.add_argument("--max-events", type=int, help="cap events per split (quick tries)")
+    ap.add_argument("--threads", type=_positive, help="torch threads (default: torch's choice)")
+    ap.add_argument("--max-events", type=_positive, help="cap events per split (quick tries)")
     ap.add_argument("--eval", choices=("val", "test"), default="val",
                     help="split for the physics metrics (default val)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
+    out = Path(args.out or ROOT / "runs" / f"train-{args.scale}")
     try:
         scale = get_scale(args.scale)
         cfg = apply_overrides(config_for_scale(args.scale), _parse_sets(args.set))
+        _check_device(args.device)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} exists and is not a folder")
+        out.mkdir(parents=True, exist_ok=True)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"error: cannot create {out}: {e.strerror}", file=sys.stderr)
+        return 2
     epochs = args.epochs or scale.max_epochs
-    out = Path(args.out or ROOT / "runs" / f"train-{args.scale}")
     try:
         if args.data:
             d = Path(args.data)
@@ -612,8 +652,7 @@ def main(argv: list[str] | None = None) -> int:
                              with_test=args.eval == "test")
     except (FileNotFoundError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
-    out.mkdir(parents=True, exist_ok=True)
+        return 2
     (out / "config.json").write_text(json.dumps(
         {"config": cfg.to_dict(), "scale": args.scale, "epochs": epochs, "seed": args.seed,
          "data": str(args.data or data_dir(args.scale, "")),
@@ -636,6 +675,9 @@ def main(argv: list[str] | None = None) -> int:
                              progress=not args.no_progress, threads=args.threads)
     except (TrainingDiverged, DeviceOutOfMemory, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (MemoryError, RuntimeError) as e:  # e.g. a model too large to allocate
+        print(f"error: training failed: {str(e).splitlines()[0][:200]}", file=sys.stderr)
         return 1
     if len(hist) < len(history):  # resumed: rewrite the curve with the earlier epochs too
         hist.clear()

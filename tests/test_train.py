@@ -220,3 +220,19 @@ def test_smoke_preset_learns_on_generated_events():
     data = load_data("smoke")
     hist = train(config_for_scale("smoke"), data, 3, device="cpu")
     assert hist[-1]["val_loss"] < 0.95 * hist[0]["val_loss"]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--epochs", "-3"], "--epochs: must be >= 1"),
+    (["--threads", "-2"], "--threads: must be >= 1"),
+    (["--device", "banana"], "unknown device 'banana'"),
+    (["--set", "width=1e12"], "width must be at most"),
+    (["--data", "/nonexistent"], "no train data here"),
+])
+def test_cli_mistakes_are_one_line_exit_2(argv, needle, capsys):
+    try:
+        rc = main(["--scale", "smoke", "--no-progress", *argv])
+    except SystemExit as e:  # argparse's errors end the parser
+        rc = e.code
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and needle in err, err
