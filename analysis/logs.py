@@ -322,16 +322,24 @@ def load_scale(scale_dir: Path) -> dict[str, dict[int, Search]]:
     return dict(sorted(runs.items(), key=lambda kv: _method_order(kv[0])))
 
 
-def table_default_loss(path: Path) -> float | None:
-    """The default configuration's final validation loss in a learning-curve table
-    (lctable.csv: configuration 0, its last epoch with status ok); None if the table or
-    the configuration is missing."""
+def _read_lctable(path: Path, what: str) -> pd.DataFrame | None:
+    """A learning-curve table's rows, or None (with a warning when the file is not one)."""
     path = Path(path)
     if not path.is_file():
         return None
     df = pd.read_csv(path, on_bad_lines="skip")
     if not {LCTABLE_CONFIG, EPOCH, VAL_LOSS}.issubset(df.columns):
-        warn(f"{path}: not a learning-curve table; no default loss taken from it")
+        warn(f"{path}: not a learning-curve table; no {what} taken from it")
+        return None
+    return df
+
+
+def table_default_loss(path: Path) -> float | None:
+    """The default configuration's final validation loss in a learning-curve table
+    (lctable.csv: configuration 0, its last epoch with status ok); None if the table or
+    the configuration is missing."""
+    df = _read_lctable(path, "default loss")
+    if df is None:
         return None
     d = df[df[LCTABLE_CONFIG] == 0]
     if LCTABLE_STATUS in d.columns:
@@ -347,13 +355,9 @@ def table_final_losses(path: Path) -> pd.Series:
     configuration counts when its row at max_t has status ok and a finite loss. Empty Series
     if the table is missing or unreadable."""
     path = Path(path)
-    empty = pd.Series(dtype=float, name=VAL_LOSS)
-    if not path.is_file():
-        return empty
-    df = pd.read_csv(path, on_bad_lines="skip")
-    if not {LCTABLE_CONFIG, EPOCH, VAL_LOSS}.issubset(df.columns):
-        warn(f"{path}: not a learning-curve table; no reference losses taken from it")
-        return empty
+    df = _read_lctable(path, "reference losses")
+    if df is None:
+        return pd.Series(dtype=float, name=VAL_LOSS)
     max_t = None
     meta = path.with_name(LCTABLE_JSON)
     if meta.is_file():
