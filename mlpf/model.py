@@ -145,14 +145,20 @@ def angular_hash(x: torch.Tensor, directions: torch.Tensor, n_valid: torch.Tenso
     Shapes: x (B, N, D), directions (D, H), n_valid (B,) -> (B, N) long in [0, 2H).
     """
     H = directions.shape[1]
+    if H > 255:
+        raise ValueError(f"{H} hash directions: at most 255")
     valid = (torch.arange(H, device=x.device) < n_valid[:, None]).to(x.dtype)  # (B, H)
     R = directions.T[None] * valid[:, :, None]  # (B, H, D)
     # (B, H, N): the reduction over H then runs along rows of N, vectorised, instead of
     # over a short innermost axis.
     proj = torch.bmm(R, x.transpose(1, 2))
-    j = proj.abs().max(1, keepdim=True).indices  # (B, 1, N)
+    a = proj.abs()
+    # First index of the maximum as amax of (a == max) * (H - j): four vectorised passes,
+    # about 1.5x faster than max(dim) with indices on a CPU. (H <= 255: uint8 weights.)
+    desc = torch.arange(H, 0, -1, dtype=torch.uint8, device=x.device)[None, :, None]
+    j = H - ((a == a.amax(1, keepdim=True)) * desc).amax(1, keepdim=True).long()  # (B, 1, N)
     negative = proj.gather(1, j) < 0
-    return (j + H * negative).squeeze(1)
+    return torch.add(j, negative, alpha=H).squeeze(1)
 
 
 def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
@@ -161,9 +167,9 @@ def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
 
 def _order_key(t: torch.Tensor) -> torch.Tensor:
     """float32 -> int64 in [0, 2**32) with the same order (-0.0 and 0.0 equal)."""
-    t = torch.where(t == 0, torch.zeros_like(t), t)
-    bits = t.view(torch.int32).long()
-    return torch.where(bits >= 0, bits + 2**31, 2**31 - 1 - (bits & 0x7FFFFFFF))
+    bits = (t + 0.0).view(torch.int32)  # -0.0 + 0.0 = +0.0
+    # Negative floats order backwards by their magnitude bits: flip those bits.
+    return (bits ^ ((bits >> 31) & 0x7FFFFFFF)).long() + 2**31
 
 
 def lsh_permutation(x_dist: torch.Tensor, mask: torch.Tensor, bin_size: int,
@@ -197,8 +203,8 @@ def lsh_permutation(x_dist: torch.Tensor, mask: torch.Tensor, bin_size: int,
     with torch.no_grad(), torch.autocast(x_dist.device.type, enabled=False):
         x = _at_least_fp32(x_dist.detach())
         codebook, tie_vector = codebook.to(x.dtype), tie_vector.to(x.dtype)
-        half = torch.div(torch.div(mask.sum(1) + bin_size - 1, bin_size, rounding_mode="floor"),
-                         2, rounding_mode="floor")  # (B,) directions per event
+        # (B,) directions per event: floor(ceil(n / bin_size) / 2)
+        half = torch.div(mask.sum(1) + (bin_size - 1), 2 * bin_size, rounding_mode="floor")
         H = N // bin_size // 2  # static: from the padded size, not the data
         if H > codebook.shape[1]:
             raise ValueError(f"{N // bin_size} bins exceed the LSH codebook ({MAX_BINS}); "
@@ -219,7 +225,7 @@ def lsh_permutation(x_dist: torch.Tensor, mask: torch.Tensor, bin_size: int,
             h2 = angular_hash(x, codebook[:, L:L + H2], half2)
             hashes = h1 * (2 * H2) + h2
             n_hashes = 4 * L * H2
-        hashes = torch.where(mask, hashes, torch.full_like(hashes, n_hashes))  # padding last
+        hashes = hashes.masked_fill(~mask, n_hashes)  # padding last
         tie = x @ tie_vector  # (B, N)
         if tie.dtype != torch.float32:  # e.g. a float64 model: two stable sorts
             order = torch.sort(tie, dim=1, stable=True).indices
@@ -227,10 +233,10 @@ def lsh_permutation(x_dist: torch.Tensor, mask: torch.Tensor, bin_size: int,
             return torch.gather(order, 1, by_hash)
         # One stable sort of (event, hash, tie projection) packed into int64: the
         # lexicographic order of two stable sorts, in one linear-time integer sort.
-        event = torch.arange(B, device=x.device)[:, None] * (n_hashes + 1)
-        key = ((event + hashes) << 32) | _order_key(tie)
-        order = torch.sort(key.reshape(-1), stable=True).indices.view(B, N)
-        return order - torch.arange(B, device=x.device)[:, None] * N
+        event = torch.arange(0, B * (n_hashes + 1), n_hashes + 1, device=x.device)[:, None]
+        key = ((hashes + event) << 32) | _order_key(tie)
+        # Event b's elements sort into positions [b N, (b + 1) N): the index mod N.
+        return torch.sort(key.view(-1), stable=True).indices.view(B, N).remainder_(N)
 
 
 class _PermuteRows(torch.autograd.Function):
