@@ -157,6 +157,7 @@ def angular_hash(x: torch.Tensor, directions: torch.Tensor, n_valid: torch.Tenso
     # about 1.5x faster than max(dim) with indices on a CPU. (H <= 255: uint8 weights.)
     desc = torch.arange(H, 0, -1, dtype=torch.uint8, device=x.device)[None, :, None]
     j = H - ((a == a.amax(1, keepdim=True)) * desc).amax(1, keepdim=True).long()  # (B, 1, N)
+    j = j.clamp_(max=H - 1)  # NaN coordinates match nothing: any bin (the loss is NaN anyway)
     negative = proj.gather(1, j) < 0
     return torch.add(j, negative, alpha=H).squeeze(1)
 
