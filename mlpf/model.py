@@ -30,18 +30,21 @@ tolerance, and an element sitting exactly on a hash boundary could in principle 
 Differences from the TensorFlow original worth knowing: the number of bins follows each
 event's real size (the original binned the padded size, so padding changed the bins); the
 charge head is a 3-class classifier; the five regression/charge heads are separate FFNs
-whose hidden layers run as one matmul (same model, faster on a CPU); events with more than
-2 * HASH_DIRECTIONS bins are hashed in two levels (see :func:`lsh_permutation`), so that the
-cost of hashing stays linear in the number of elements.
+whose hidden layers run as one matmul and output layers as one block-diagonal matmul (same
+model, fewer operators); the kernel is not clamped at 1 from above (it exceeds 1 only where
+rounding makes a squared distance negative); events with more than 2 * HASH_DIRECTIONS + 1
+bins are hashed in two levels (see :func:`lsh_permutation`), so that the cost of hashing
+stays linear in the number of elements.
 
 Cost notes (what makes an epoch cheap on a CPU, and where the numerics stay fp32): the
-kernel of a bin is built with one batched matmul and three elementwise passes; degree
-normalisation and the padding mask are node weights computed once per graph layer and
-applied to the messages, never as (bin_size, bin_size) passes; ELU/ReLU run in place; the
-gate mixes with one ``lerp``; dropout draws a uniform mask
-(``rand < keep``), cheaper on a CPU than ``bernoulli_``. Under bf16 autocast the LSH
-coordinates, the hash and the kernel stay fp32 (squared distances lose their small
-differences in bf16); the other matmuls run in bf16.
+kernel of a bin is one batched matmul and two or three elementwise passes; the degree
+normalisation and the padding mask are node weights computed once per graph layer, applied
+to the messages (one message-passing step) or folded into the adjacency once (several);
+ELU/ReLU/SELU run in place; the gate mixes with one ``lerp``; binning moves feature rows
+with the inverse permutation as gradient; dropout draws its mask as ``rand < keep``,
+cheaper on a CPU than ``bernoulli_``. Under bf16 autocast the LSH coordinates, the hash and
+the kernel stay fp32 (squared distances lose their small differences in bf16); the other
+matmuls run in bf16.
 """
 
 from __future__ import annotations
