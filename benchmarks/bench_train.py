@@ -176,6 +176,13 @@ AB_CONFIGS = {
                      ffn_dist_num_layers=3, layernorm=False, lr=1.15e-4, normalize_degrees=True,
                      num_graph_layers_common=4, num_graph_layers_energy=2, num_node_messages=3,
                      output_dim=32),
+    # The study-era default at the small scale (mlpf/scales.py since a158b0e), spelled out so
+    # that the baseline revision trains it too.
+    "study_default": dict(width=32, output_dim=32, distance_dim=16, ffn_dist_hidden_dim=16,
+                          ffn_dist_num_layers=1, num_node_messages=1, num_graph_layers_common=3,
+                          num_graph_layers_energy=3, bin_size=32, batch_size=20, lr=1e-4,
+                          lr_decay_rate=0.99, lr_decay_steps=10_000, dropout=0.0,
+                          layernorm=False, activation="elu"),
 }
 
 
@@ -230,7 +237,8 @@ def run_ab(args) -> dict:
         data = current.load_data(args.scale, max_events=args.max_events)
         peak = matmul_gflops(args.threads)
         rows = []
-        for cname, over in AB_CONFIGS.items():
+        for cname in args.ab_configs:
+            over = AB_CONFIGS[cname]
             # Both sides train exactly the baseline's configuration (every field), so that a
             # changed default in the current tree cannot enter the comparison.
             cfg_base = base.apply_overrides(base.config_for_scale(args.scale), over)
@@ -435,6 +443,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--baseline", default="1d003b1",
                     help="git revision compared against in the ab part")
+    ap.add_argument("--ab-configs", nargs="+", choices=tuple(AB_CONFIGS),
+                    default=["default", "sampled3", "sampled4"],
+                    help="configurations of the ab part (default: %(default)s)")
     ap.add_argument("--quick", action="store_true",
                     help="3 reps, 2 epochs, 2 configs, 200 train events, 20 s cap")
     ap.add_argument("--out", type=Path, default=OUT)
