@@ -120,3 +120,11 @@ def test_planted_pickle_checkpoint_is_refused_not_executed(data, tmp_path):  # n
         load_checkpoint(ckpt / "checkpoint.pt")
     assert not _Planted.marker.exists()
 
+
+
+def test_subnormals_are_flushed_only_during_an_epoch(data):  # noqa: F811
+    seen = []
+    train(CFG, data, 1, lambda m: seen.append((torch.tensor([1e-39]) * 1.0).item()),
+          device="cpu")
+    assert seen and seen[0] != 0  # on_epoch runs with the default again
+    assert (torch.tensor([1e-39]) * 1.0).item() != 0
