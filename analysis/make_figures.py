@@ -86,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="learning-curve table for L_ref and the targets "
                          "(default <results>/<scale>/lctable.csv)")
     args = ap.parse_args(argv)
+    target = args.out / args.scale
+    bad = next((q for q in (args.out, target) if q.exists() and not q.is_dir()), None)
+    if bad is not None:
+        print(f"error: {bad} is not a folder; pass --out a folder", file=sys.stderr)
+        return 2
     with warnings_to_stderr():
         try:
             written = build(args.scale, args.results, args.out, args.default_ref,

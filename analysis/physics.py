@@ -203,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-events", type=int, help="passed to the trainer (quick tries)")
     ap.add_argument("--device", help="passed to the trainer: cpu, cuda, ...")
     args = ap.parse_args(argv)
+    for name in ("epochs", "max_events"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            print(f"error: --{name.replace('_', '-')} must be >= 1, got {v}", file=sys.stderr)
+            return 2
     warnings.simplefilter("ignore", LogWarning)  # make_figures reports log problems
     try:
         choice = choose_best(args.scale, args.results, args.method)
