@@ -163,10 +163,25 @@ def reference_losses(runs: dict, trials: pd.DataFrame, table: pd.Series | None =
     l_ref, src = min(cands, key=lambda x: x[0]) if cands else (math.nan, "")
     v = table.to_numpy(float)
     targets = {q: float(np.quantile(v, q)) if len(v) else math.nan for q in quantiles}
+    sampled = table[table.index != 0].to_numpy(float)  # configuration 0 is the default
     return {"l_ref": l_ref, "l_ref_source": src, "targets": targets,
             "target_source": (f"{table_name}: {len(v)} complete configurations at epoch "
                               f"{table.attrs.get(MAX_T, '?')}") if len(v) else "",
-            "n_configs": int(len(v))}
+            "n_configs": int(len(v)),
+            "random_median": float(np.median(sampled)) if len(sampled) else math.nan,
+            "best_of_10": best_of_k(sampled, 10)}
+
+
+def best_of_k(losses, k: int) -> float:
+    """Median of the best of ``k`` configurations drawn at random (with replacement) from
+    ``losses``: the smallest loss v_(i) (i-th smallest of n) with P(best <= v_(i)) =
+    1 - ((n - i) / n)**k >= 1/2. Exact for the empirical distribution; NaN when empty."""
+    v = np.sort(np.asarray(losses, float))
+    n = len(v)
+    for i in range(1, n + 1):
+        if 1.0 - ((n - i) / n) ** k >= 0.5:
+            return float(v[i - 1])
+    return math.nan
 
 
 def improvement_pct(best: float, reference: float) -> float:

@@ -91,6 +91,15 @@ def _lref_line(refs: dict) -> str:
     return f"L_ref = {refs['l_ref']:.4f}, the best loss known: {refs['l_ref_source']}."
 
 
+def _random_refs_line(refs: dict) -> str | None:
+    """The table's random references: how good a configuration drawn at random is."""
+    if not np.isfinite(refs.get("random_median", math.nan)):
+        return None
+    return (f"References from the table's sampled configurations: the median one's final loss "
+            f"{refs['random_median']:.4f}; the best of 10 drawn at random (median over draws) "
+            f"{refs['best_of_10']:.4f}.")
+
+
 def _default_line(refs: dict) -> str:
     if math.isnan(refs["default_loss"]):
         return ("No default-configuration loss (no default run, no --default-loss, no table "
@@ -116,6 +125,8 @@ def summary_notes(refs: dict, scale: str, what: str = "") -> list[str]:
              "the default).",
              "utilisation: epoch seconds / (workers x wall time).",
              _lref_line(refs), _default_line(refs)]
+    if _random_refs_line(refs):
+        lines.append(_random_refs_line(refs))
     if refs.get("trainables"):
         lines.append(f"Trained: {refs['trainables']} (logs of a synthetic test function are not "
                      f"MLPF results).")

@@ -288,3 +288,14 @@ def test_hyperband_jobs_budget_and_schedule_keys(tmp_path):
     assert t["status"].tolist() == [L.OK, L.OK]  # budget from p:budget: 3 and 9 epochs
     c = trial_counts(t)
     assert (c["completed"], c["stopped"], c["reached_max_t"], c["epochs"]) == (2, 0, 1, 9)
+
+
+def test_best_of_k_is_the_median_of_the_best_of_k_draws():
+    from analysis.metrics import best_of_k
+
+    v = [float(x) for x in range(1, 11)]  # 10 configurations, losses 1..10
+    # one draw: the median configuration; P(best of 10 <= 1) = 1 - 0.9**10 = 0.65 >= 1/2
+    assert best_of_k(v, 1) == 5.0 and best_of_k(v, 10) == 1.0
+    # best of 2: P(best <= v_i) = 1 - ((10 - i) / 10)**2 >= 1/2 first at i = 3
+    assert best_of_k(v, 2) == 3.0
+    assert np.isnan(best_of_k([], 10))
