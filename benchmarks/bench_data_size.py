@@ -6,7 +6,7 @@
 The searches at a scale compare configurations by their validation loss after max_t epochs.
 A training set small enough to make a search affordable must still order configurations as a
 larger one does. This trains the untuned default and ``--configs`` configurations drawn from
-the scale's search space (the first ones of the learning-curve table's draw, seed 0) to max_t
+the scale's search space (independent random draws, seed 0) to max_t
 on the first ``n`` training events for each ``n`` of ``--sizes`` (validation set unchanged),
 one torch thread per training, ``--workers`` trainings at a time, and reports per size the
 median seconds to max_t and the Spearman rank correlation of the final validation losses

@@ -6,12 +6,12 @@
 
 The table is what ``python -m experiments.search --backend replay`` reads instead of training
 (:mod:`experiments.backends.replay`; its schema, reader and lookup are :mod:`experiments.table`).
-Configuration 0 is the untuned default (empty override dict; its ``p:`` cells hold the resolved
-default values); configurations 1..N are drawn one at a time from the scale's search space
-(:func:`experiments.space.problem_for`) with seed ``--seed``, so the first N of a larger table
-are the same configurations. Every configuration is trained to the scale's ``max_t`` with
-training seed ``--seed`` by the same trainable the live searches use (``mlpf``; ``synthetic``
-for tests).
+Configuration 0 is the untuned default (empty override dict; its ``p:`` cells hold the
+resolved default values); configurations 1..N are points of a scrambled Sobol sequence over
+the scale's search space (:func:`experiments.space.sobol_configs`; ``--sampler random``:
+independent draws) with seed ``--seed``, so the first N of a larger table are the same
+configurations. Every configuration is trained to the scale's ``max_t`` with training seed
+``--seed`` by the same trainable the live searches use (``mlpf``; ``synthetic`` for tests).
 
 Output: ``results/<scale>/lctable.csv`` and ``results/<scale>/lctable.json`` (scale, seed,
 max_t, trainable, workers, threads and devices per training, git commit, host, machine,
@@ -60,10 +60,19 @@ THREADS_ENV = "EXP_THREADS"
 
 
 # ----------------------------------------------------------------------------- configurations
-def sample_configs(scale: str, n: int, seed: int) -> list[dict]:
-    """``[{}] + n`` configurations drawn one at a time (a prefix of any larger draw)."""
-    from experiments.space import problem_for
+SAMPLERS = ("sobol", "random")
 
+
+def sample_configs(scale: str, n: int, seed: int, sampler: str = "random") -> list[dict]:
+    """``[{}] + n`` configurations: the default, then ``n`` points of a scrambled Sobol
+    sequence (``sobol``) or drawn one at a time (``random``); either way the first ``n`` of a
+    larger draw with the same seed are the same."""
+    from experiments.space import problem_for, sobol_configs
+
+    if sampler == "sobol":
+        return [{}, *sobol_configs(scale, n, seed)]
+    if sampler != "random":
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     problem = problem_for(scale)
     space = problem.space
     space.seed(int(seed))
@@ -196,8 +205,12 @@ def _threads() -> int:
 
 def run(scale: str, n_configs: int | None = None, workers: int = 2, seed: int = 0,
         out: str | Path | None = None, trainable: str = "mlpf",
-        checkpoints: str | Path | None = None, progress: bool = True) -> int:
-    """Fill the table (resuming); returns an exit code (0: every configuration complete)."""
+        checkpoints: str | Path | None = None, progress: bool = True,
+        sampler: str | None = None) -> int:
+    """Fill the table (resuming); returns an exit code (0: every configuration complete).
+
+    ``sampler``: ``sobol`` for a new table; an existing table keeps the one it was made with
+    (``random`` for tables from before the choice existed)."""
     from experiments.trainables import get_trainable
     from mlpf.paths import ROOT
     from mlpf.scales import get_scale
@@ -208,12 +221,17 @@ def run(scale: str, n_configs: int | None = None, workers: int = 2, seed: int = 
     n_configs = DEFAULT_CONFIGS[scale] if n_configs is None else int(n_configs)
     path = Path(out) if out else table_path(scale)
     ckpt_root = Path(checkpoints) if checkpoints else ROOT / "runs" / f"lctable-{scale}-seed{seed}"
-    configs = sample_configs(scale, n_configs, seed)
+    old_meta = logs.read_json(meta_path(path))
+    made_with = (old_meta.get("sampler") or "random") if old_meta is not None else "sobol"
+    if sampler is not None and sampler != made_with and old_meta is not None:
+        raise ValueError(f"{path} was made with sampler {made_with!r}, not {sampler!r}; "
+                         "pass another --out")
+    sampler = sampler or made_with
+    configs = sample_configs(scale, n_configs, seed, sampler)
     defaults = default_values(scale)
     params = [{**defaults, **c} for c in configs]
     columns = columns_for(defaults)
 
-    old_meta = logs.read_json(meta_path(path))
     if old_meta is not None:
         for key, want in (("scale", scale), ("seed", seed), ("trainable", trainable)):
             if old_meta.get(key) != want:
@@ -233,13 +251,13 @@ def run(scale: str, n_configs: int | None = None, workers: int = 2, seed: int = 
     lock = _lock(path)
     try:
         return _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable, tr,
-                     old_meta, ckpt_root, progress)
+                     old_meta, ckpt_root, progress, sampler)
     finally:
         os.close(lock)
 
 
 def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable, tr, old_meta,
-          ckpt_root, progress) -> int:
+          ckpt_root, progress, sampler) -> int:
     """The part of :func:`run` that holds the table's lock."""
     n_configs = len(configs) - 1
     done = read_progress(path, max_t)
@@ -257,7 +275,7 @@ def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable
                         "trainable_options": tr.options(), "versions": versions(),
                         "git_commit": git_commit(), "host": socket.gethostname(),
                         "start_iso": iso(now), "segments": []}
-    meta.update(n_configs=n_configs, workers=workers, threads=_threads(),
+    meta.update(n_configs=n_configs, sampler=sampler, workers=workers, threads=_threads(),
                 devices=1, machine=machine_info(), status="running", end_iso=None,
                 columns=list(columns))
     meta["segments"] = [*meta.get("segments", []), segment]
@@ -336,6 +354,9 @@ def main(argv=None) -> int:
     p.add_argument("--trainable", default="mlpf", help="mlpf | synthetic")
     p.add_argument("--checkpoints", default=None,
                    help="training states (default runs/lctable-<scale>-seed<k>/)")
+    p.add_argument("--sampler", default=None, choices=SAMPLERS,
+                   help="configurations: a scrambled Sobol sequence (default for a new table) "
+                   "or independent random draws")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def body() -> int:
@@ -344,7 +365,7 @@ def main(argv=None) -> int:
             if a.configs is not None and a.configs < 0:
                 raise ValueError("--configs must be >= 0")
             return run(a.scale, a.configs, a.workers, a.seed, a.out, a.trainable,
-                       a.checkpoints, progress=not a.quiet)
+                       a.checkpoints, progress=not a.quiet, sampler=a.sampler)
         except (ValueError, FileNotFoundError) as e:
             raise CliError(str(e)) from None
 

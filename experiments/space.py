@@ -25,8 +25,11 @@ One mapping per scale, the same that maps the untuned default (:mod:`mlpf.scales
 
 from __future__ import annotations
 
+import math
+
 from deephyper.hpo import HpProblem
 
+from experiments import logs
 from mlpf.scales import get_scale
 
 PAPER_EVENT_ELEMENTS = 6400  # the paper's events, padded
@@ -80,3 +83,40 @@ def problem_for(scale: str) -> HpProblem:
     p.add_hyperparameter([False, True], "normalize_degrees")
     p.add_hyperparameter(_scaled_grid(PAPER_WIDTHS["output_dim"], f), "output_dim")
     return p
+
+
+def from_unit(problem: HpProblem, u) -> dict:
+    """A configuration from a point ``u`` of the unit cube, one coordinate per hyperparameter
+    in the problem's order: log scale for log-uniform ranges, linear for other ranges, equal
+    shares of [0, 1) for the values of a grid or a categorical."""
+    out = {}
+    for x, hp in zip(u, problem.space.values()):
+        x = min(max(float(x), 0.0), 1.0)
+        if hasattr(hp, "sequence") or hasattr(hp, "choices"):
+            values = list(getattr(hp, "sequence", None) or hp.choices)
+            v = values[min(int(x * len(values)), len(values) - 1)]
+        elif getattr(hp, "log", False):
+            lo, hi = math.log(hp.lower), math.log(hp.upper)
+            v = math.exp(lo + x * (hi - lo))
+        else:
+            v = hp.lower + x * (hp.upper - hp.lower)
+            if isinstance(hp.lower, int) and isinstance(hp.upper, int):
+                v = round(v)
+        out[hp.name] = logs.native(v)
+    return out
+
+
+def sobol_configs(scale: str, n: int, seed: int = 0) -> list[dict]:
+    """``n`` configurations of the scale's space from a scrambled Sobol sequence (seeded):
+    a low-discrepancy design that covers the space more evenly than independent draws; the
+    first ``n`` of a larger draw with the same seed are the same. Powers of 2 keep the
+    sequence's balance."""
+    from scipy.stats import qmc
+
+    problem = problem_for(scale)
+    names = problem.hyperparameter_names
+    if n <= 0:
+        return []
+    m = max(0, math.ceil(math.log2(n)))
+    points = qmc.Sobol(len(names), scramble=True, seed=seed).random_base2(m)[:n]
+    return [from_unit(problem, u) for u in points]

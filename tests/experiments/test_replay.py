@@ -347,9 +347,31 @@ def test_lctable_resumes_without_duplicate_rows(tmp_path, monkeypatch):
         os.close(fd)
 
 
-def test_lctable_samples_a_prefix_of_larger_draws():
-    a, b = lctable.sample_configs("smoke", 3, 5), lctable.sample_configs("smoke", 6, 5)
-    assert a[0] == {} and a == b[:4]
+@pytest.mark.parametrize("sampler", ["sobol", "random"])
+def test_lctable_samples_a_prefix_of_larger_draws(sampler):
+    a = lctable.sample_configs("smoke", 3, 5, sampler)
+    b = lctable.sample_configs("smoke", 6, 5, sampler)
+    assert a[0] == {} and a == b[:4] and len(b) == 7
+    assert lctable.sample_configs("smoke", 3, 6, sampler) != a  # another seed, other points
+
+
+def test_sobol_design_covers_every_value_evenly():
+    from experiments.space import problem_for, sobol_configs
+
+    configs = sobol_configs("small", 256, 0)
+    problem = problem_for("small")
+    assert all(set(c) == set(problem.hyperparameter_names) for c in configs)
+    for hp in problem.space.values():
+        values = [c[hp.name] for c in configs]
+        grid = getattr(hp, "sequence", None) or getattr(hp, "choices", None)
+        if grid is not None and len(grid) <= 8:  # each value about 256 / k times
+            counts = pd.Series(values).value_counts()
+            assert len(counts) == len(grid) and counts.max() - counts.min() <= 3, hp.name
+        elif grid is None:
+            assert hp.lower <= min(values) and max(values) <= hp.upper, hp.name
+    lr = np.log([c["lr"] for c in configs])  # log-uniform: a quarter in each quarter
+    edges = np.quantile(np.log([1e-4, 3e-2]), [0, 0.25, 0.5, 0.75, 1])
+    assert all(abs(n - 64) <= 2 for n in np.histogram(lr, edges)[0])
 
 
 @pytest.mark.slow
