@@ -106,7 +106,9 @@ def plan_search(method: str, scale: str, seed: int, evaluator: str = "process",
     except ValueError:
         raise PlanError(f"{log_dir / logs.METADATA_JSON} is not valid JSON; move it aside "
                         "to resume from the CSV logs") from None
-    has_logs = previous is not None or (log_dir / logs.RESULTS_CSV).exists()
+    lc_path = log_dir / logs.LEARNING_CURVES_CSV
+    has_logs = previous is not None or (log_dir / logs.RESULTS_CSV).exists() or \
+        (lc_path.exists() and lc_path.stat().st_size > 0)
     if has_logs and not resume:
         raise PlanError(f"{log_dir} already holds a search; pass --resume to continue it or "
                         "remove the folder")
@@ -125,9 +127,13 @@ def _check_resumable(log_dir: Path) -> None:
     """Refuse to resume from a results.csv that lost its trials (empty, no header) while the
     learning curves record some: resuming would drop them without a word."""
     try:
+        lc = logs.read_learning_curves(log_dir, warn=lambda msg: None)
+    except logs.LogError as e:
+        raise PlanError(f"{e}; move it aside to resume without the epochs it records") \
+            from None
+    try:
         logs.read_results(log_dir, warn=lambda msg: None)
     except logs.LogError as e:
-        lc = logs.read_learning_curves(log_dir, warn=lambda msg: None)
         if len(lc):
             raise PlanError(f"{e}, but learning_curves.csv records {lc[logs.JOB_ID].nunique()} "
                             "trials: resuming would drop them; restore results.csv, or move "

@@ -208,6 +208,8 @@ def test_bad_data_fails_before_any_trial(tmp_path):
     (lambda o: o.write_text("x"), "is not a folder"),
     (lambda o: (o.mkdir(), (o / "results.csv").mkdir()), "is not a regular file"),
     (lambda o: (o.mkdir(), (o / "metadata.json").write_text("{")), "is not valid JSON"),
+    (lambda o: (o.mkdir(), (o / "learning_curves.csv").write_text("garbage,header\n1,2\n")),
+     "not a log of this format"),
 ])
 def test_unusable_log_folders_are_one_line(tmp_path, make, needle):
     out = tmp_path / "o"
