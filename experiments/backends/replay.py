@@ -188,7 +188,7 @@ class ReplayBackend:
 
     def __init__(self, table: Table):
         self.table = table
-        self.real_start, self.t0 = time.time(), time.perf_counter()
+        self.real_start = self.t0 = 0.0  # set by start()
 
     def start(self, plan) -> tuple[int, float]:
         self.real_start, self.t0 = time.time(), time.perf_counter()

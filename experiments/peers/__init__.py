@@ -20,15 +20,16 @@ from experiments.space import problem_for
 __all__ = ["PEERS", "get_peer", "run_peer", "simulate_peer"]
 
 
-def simulate_peer(peer, s, seed: int, curve_fn: CurveFn, workers: int = 2,
-                  devices: int = DEVICES, session_out: list | None = None):
-    """Simulate ``peer`` (a name or a registry record) for one seed; returns the
-    :class:`experiments.peers.simulate.Run`. ``session_out`` receives the session."""
+def make_session(peer, s, seed: int) -> Session:
+    """A session of ``peer`` (a name or a registry record) on the scale's search space."""
     peer = get_peer(peer) if isinstance(peer, str) else peer
-    session = Session(peer, s, seed, optuna_distributions(problem_for(s.scale)))
-    if session_out is not None:
-        session_out.append(session)
-    return simulate(session, s, curve_fn, workers, devices)
+    return Session(peer, s, seed, optuna_distributions(problem_for(s.scale)))
+
+
+def simulate_peer(peer, s, seed: int, curve_fn: CurveFn, workers: int = 2,
+                  devices: int = DEVICES):
+    """Simulate ``peer`` for one seed; returns the :class:`experiments.peers.simulate.Run`."""
+    return simulate(make_session(peer, s, seed), s, curve_fn, workers, devices)
 
 
 def peer_dir(scale: str, name: str, seed: int) -> Path:
@@ -54,9 +55,9 @@ def run_peer(name: str, scale: str, seed: int, curve_fn: CurveFn, log_dir: Path,
     logs.clear_logs(log_dir)
     s = settings_for(scale, budget, time_budget or 0, device_budget)  # 0: no deadline
     tic = time.perf_counter()
-    sessions: list = []
-    run = simulate_peer(peer, s, seed, curve_fn, workers, devices, sessions)
+    session = make_session(peer, s, seed)
+    run = simulate(session, s, curve_fn, workers, devices)
     real = time.perf_counter() - tic
     described = {"name": peer.name, "summary": peer.summary, **peer.describe(s)}
     return write_logs(run, log_dir, described, s, seed, workers, table, real,
-                      list(sessions[0].dists), sessions[0].info())
+                      list(session.dists), session.info())
