@@ -225,15 +225,17 @@ def load_data(scale: str | None = None, train=None, val=None, max_events: int | 
               *, test=None, with_test: bool = False) -> Data:
     """Events of a scale (data/<scale>/{train,val}/) or of explicit files or folders.
 
-    ``max_events`` caps each split. The test split is loaded only with ``with_test`` or an
-    explicit ``test``. Missing data raises FileNotFoundError naming `make data SCALE=...`.
+    ``max_events`` caps each split; a scale's folders give at most the scale's number of
+    events per split (a folder generated for a larger preset serves a smaller one). The test
+    split is loaded only with ``with_test`` or an explicit ``test``. Missing data raises FileNotFoundError naming `make data SCALE=...`.
     """
     scale = scale or DEFAULT_SCALE
     get_scale(scale)  # unknown scale -> ValueError with the choices
 
     def split(explicit, name):
-        if explicit is None:
-            return _load_split(data_dir(scale, name), name, scale, max_events)
+        if explicit is None:  # the scale's folder: at most the scale's events of that split
+            cap = min(max_events or math.inf, get_scale(scale).splits[name])
+            return _load_split(data_dir(scale, name), name, scale, int(cap))
         paths = [explicit] if isinstance(explicit, (str, os.PathLike)) else list(explicit)
         return _load_split(paths if len(paths) > 1 else paths[0], name, scale, max_events)
 
