@@ -227,7 +227,8 @@ def load_data(scale: str | None = None, train=None, val=None, max_events: int | 
 
     ``max_events`` caps each split; a scale's folders give at most the scale's number of
     events per split (a folder generated for a larger preset serves a smaller one). The test
-    split is loaded only with ``with_test`` or an explicit ``test``. Missing data raises FileNotFoundError naming `make data SCALE=...`.
+    split is loaded only with ``with_test`` or an explicit ``test``. Missing data raises
+    FileNotFoundError naming `make data SCALE=...`.
     """
     scale = scale or DEFAULT_SCALE
     get_scale(scale)  # unknown scale -> ValueError with the choices
