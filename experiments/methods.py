@@ -3,24 +3,24 @@
 Every method composes a DeepHyper search (random sampling, a Bayesian model (CBO), or a
 Hyperband scheduler) with a stopper (none, or ASHA). Settings depend on the scale:
 
-| scale | max_t | grace | eta | budget per search: epochs | and wall time |
-|-------|-------|-------|-----|---------------------------|---------------|
-| smoke |     9 |     1 |   3 |   9 x max_t =   81        |  50 s         |
-| small |    27 |     1 |   3 |  16 x max_t =  432        |   9 min       |
-| paper |   200 |    10 |   4 |  32 x max_t = 6400        |   none        |
+| scale | max_t | grace | eta | device-seconds per search  | epochs            | wall cap |
+|-------|-------|-------|-----|----------------------------|-------------------|----------|
+| smoke |     9 |     1 |   3 | none                       |  9 x max_t =   81 | 50 s     |
+| small |    16 |     1 |   4 | 1440 (16 trainings, ~90 s) | 64 x max_t = 1024 | 24 min   |
+| paper |   200 |    10 |   4 | none yet (to measure)      | 32 x max_t = 6400 | none     |
 
-``max_t`` is ``mlpf.scales.get_scale(scale).max_epochs``. The budget is the same for every
-method (fair comparison). Epochs: a search submits new trials until the epochs trained by its
-finished trials reach it; trials running at that moment finish (the overshoot is logged like
-any compute). Wall time (smoke and small only, so that ``make benchmark`` ends in about 5 and
-45 minutes on a 2-core laptop): at the deadline no trial is submitted and running trials stop
-after their current epoch (``m:status`` "stopped", ``m:reason`` "time_budget"). On a fast
-machine the epoch budget ends the search, on a slow one the deadline; ``metadata.json`` says
-which (``stopped_by``).
+``max_t`` is ``mlpf.scales.get_scale(scale).max_epochs``; small's and paper's rungs have the
+paper's shape (grace x 4^k: 1/4/16 and 10/40/160). Budgets are the same for every method (a
+fair comparison). Device-seconds (``--device-budget``) are the primary budget where set: a
+hard cut that counts running trials (at the cut they stop after their current epoch, reason
+``device_budget``, and their epochs count); a device is one worker (a CPU worker whatever
+its threads, or one GPU). Epochs: a search submits new trials until the epochs trained by
+its finished trials reach the epoch budget; trials running at that moment finish. The wall
+time cap is a safety stop (``m:reason`` "time_budget"). ``metadata.json`` says which ended
+the search (``stopped_by``).
 
 Hyperband promotions continue from checkpoints, so one Hyperband iteration costs
-``sum n_i (r_i - r_{i-1})`` epochs: 69 at smoke, 357 at small, 1556 at paper; the epoch
-budgets hold about 1.2 iterations at smoke and small, 4 at paper.
+``sum n_i (r_i - r_{i-1})`` epochs: 69 at smoke, 124 at small, 1556 at paper.
 
 Paper methods: ``random``, ``hyperband``, ``asha``, ``asha_bo``. Beyond the paper:
 ``async_hyperband``, ``bohb``, ``bo``. ``default`` trains the untuned configuration once to
@@ -55,10 +55,12 @@ class Settings:
     n_initial_points: int = 10  # random configurations before a Bayesian model is used
 
 
-_SCALE = {  # scale -> (grace, eta, budget in units of max_t, seconds per search)
-    "smoke": (1, 3, 9, 50.0),
-    "small": (1, 4, 16, 540.0),
-    "paper": (10, 4, 32, None),
+# scale -> (grace, eta, epoch budget in units of max_t, wall-time cap in seconds,
+#           device-seconds per search)
+_SCALE = {
+    "smoke": (1, 3, 9, 50.0, None),
+    "small": (1, 4, 64, 1440.0, 1440.0),
+    "paper": (10, 4, 32, None, None),
 }
 
 
@@ -67,11 +69,13 @@ def settings_for(scale: str, budget: int | None = None, time_budget: float | Non
     """Settings of ``scale``; ``budget`` (epochs), ``time_budget`` (seconds, 0 = none) and
     ``device_budget`` (device-seconds, 0 = none) override the defaults."""
     max_t = get_scale(scale).max_epochs  # ValueError for an unknown scale
-    grace, eta, units, seconds = _SCALE[scale]
+    grace, eta, units, seconds, device_seconds = _SCALE[scale]
     if time_budget is not None:
         seconds = time_budget or None
+    if device_budget is not None:
+        device_seconds = device_budget or None
     return Settings(scale, max_t, grace, eta, budget if budget else units * max_t, seconds,
-                    device_budget=device_budget or None)
+                    device_budget=device_seconds)
 
 
 # CBO so that the manager never holds workers idle: sampled acquisition optimisation (~55 ms per
