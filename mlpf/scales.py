@@ -67,7 +67,7 @@ SCALES = {
                    events_per_file=100, max_epochs=9, width_factor=1 / 16, event_elements=320,
                    # tests train a few epochs: a learning rate that visibly learns in them
                    model=dict(lr=1e-3)),
-    "small": Scale("small", n_train=1000, n_val=300, n_test=300, pileup=0.0,
+    "small": Scale("small", n_train=500, n_val=300, n_test=300, pileup=0.0,
                    events_per_file=100, max_epochs=16, width_factor=1 / 8, event_elements=320),
     "paper": Scale("paper", n_train=40000, n_val=10000, n_test=10000, pileup=200.0,
                    events_per_file=100, max_epochs=200, width_factor=1.0,
