@@ -39,10 +39,16 @@ def _train(task: dict) -> dict:
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
+    from mlpf.paths import data_dir
     from mlpf.train import Data, apply_overrides, config_for_scale, load_data, train
 
     torch.set_num_threads(1)
-    data = load_data(task["scale"])
+    # the folders as given (a scale's own loading stops at its preset's training events)
+    data = load_data(task["scale"], train=data_dir(task["scale"], "train"),
+                     val=data_dir(task["scale"], "val"))
+    if len(data.train) < task["n"]:
+        raise SystemExit(f"{data_dir(task['scale'], 'train')} holds {len(data.train)} events, "
+                         f"fewer than {task['n']}")
     data = Data(train=data.train[: task["n"]], val=data.val)
     cfg = apply_overrides(config_for_scale(task["scale"]), task["config"])
     t0 = time.perf_counter()
