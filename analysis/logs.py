@@ -100,6 +100,7 @@ LCTABLE_CSV = "lctable.csv"
 LCTABLE_JSON = "lctable.json"  # its metadata: "max_t" = epochs every configuration trains
 LCTABLE_CONFIG = "config_id"
 LCTABLE_STATUS = "status"  # ok | failed
+LCTABLE_REPLICATE = "replicate"  # training seed index; absent in tables from before: all 0
 
 # ---- derived columns of the tidy tables ---------------------------------------------------
 DEVICE_HOURS = "device_hours"  # epoch_seconds * devices / 3600
@@ -323,7 +324,9 @@ def load_scale(scale_dir: Path) -> dict[str, dict[int, Search]]:
 
 
 def _read_lctable(path: Path, what: str) -> pd.DataFrame | None:
-    """A learning-curve table's rows, or None (with a warning when the file is not one)."""
+    """A learning-curve table's rows of each configuration's first training (replicate 0;
+    the other replicates measure training noise), or None (with a warning when the file is
+    not a table)."""
     path = Path(path)
     if not path.is_file():
         return None
@@ -331,6 +334,8 @@ def _read_lctable(path: Path, what: str) -> pd.DataFrame | None:
     if not {LCTABLE_CONFIG, EPOCH, VAL_LOSS}.issubset(df.columns):
         warn(f"{path}: not a learning-curve table; no {what} taken from it")
         return None
+    if LCTABLE_REPLICATE in df.columns:
+        df = df[pd.to_numeric(df[LCTABLE_REPLICATE], errors="coerce") == 0]
     return df
 
 

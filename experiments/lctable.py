@@ -44,6 +44,7 @@ from experiments.table import (
     EPOCH_SECONDS,
     PARAM_PREFIX,
     REASON,
+    REPLICATE,
     STATUS,
     STATUS_FAILED,
     STATUS_OK,
@@ -55,7 +56,26 @@ from experiments.table import (
     table_path,
 )
 
-DEFAULT_CONFIGS = {"smoke": 8, "small": 24, "paper": 24}
+DEFAULT_CONFIGS = {"smoke": 8, "small": 256, "paper": 256}
+# scale -> (training seeds of the default, of each replicated configuration, how many of the
+# first sampled configurations are replicated): the noise of training, measured
+DEFAULT_REPLICATES = {"smoke": (1, 1, 0), "small": (5, 3, 32), "paper": (5, 3, 32)}
+REPLICATE_SEED_STRIDE = 7919  # training seed of replicate r: seed + r * stride
+
+
+def replicate_seed(seed: int, replicate: int) -> int:
+    """Training seed of a replicate (replicate 0 trains with the table's seed)."""
+    return int(seed) + REPLICATE_SEED_STRIDE * int(replicate)
+
+
+def trainings(n_configs: int, replicates: tuple[int, int, int]) -> list[tuple[int, int]]:
+    """Every (config id, replicate) of a table, in its canonical order: replicate 0 of every
+    configuration first (the table is usable early), then the replicates."""
+    default_seeds, seeds, n_replicated = replicates
+    out = [(c, 0) for c in range(n_configs + 1)]
+    out += [(0, r) for r in range(1, default_seeds)]
+    out += [(c, r) for c in range(1, min(n_replicated, n_configs) + 1) for r in range(1, seeds)]
+    return out
 THREADS_ENV = "EXP_THREADS"
 
 
@@ -93,9 +113,9 @@ def _same(a, b) -> bool:
 
 
 # ----------------------------------------------------------------------------- progress
-def read_progress(path: Path, max_t: int) -> dict[int, dict]:
-    """config_id -> {"epochs": set of ok epochs, "failed": bool, "params": {...},
-    "complete": bool} from an existing table (empty when there is none)."""
+def read_progress(path: Path, max_t: int) -> dict[tuple[int, int], dict]:
+    """(config_id, replicate) -> {"epochs": set of ok epochs, "failed": bool, "params":
+    {...}, "complete": bool} from an existing table (empty when there is none)."""
     import pandas as pd
 
     path = Path(path)
@@ -103,18 +123,98 @@ def read_progress(path: Path, max_t: int) -> dict[int, dict]:
         return {}
     df = pd.read_csv(path, on_bad_lines="skip", keep_default_na=False,
                      na_values={VAL_LOSS: [""], TRAIN_LOSS: [""], EPOCH_SECONDS: [""]})
-    df = df[df[CONFIG_ID].astype(str).str.isdigit() & df[EPOCH].astype(str).str.isdigit()]
-    out: dict[int, dict] = {}
+    if REPLICATE not in df.columns:
+        df[REPLICATE] = "0"
+    df = df[df[CONFIG_ID].astype(str).str.isdigit() & df[EPOCH].astype(str).str.isdigit()
+            & df[REPLICATE].astype(str).str.isdigit()]
+    out: dict[tuple[int, int], dict] = {}
     p_cols = [c for c in df.columns if c.startswith(PARAM_PREFIX)]
-    for cid, g in df.groupby(df[CONFIG_ID].astype(int)):
+    for (cid, rep), g in df.groupby([df[CONFIG_ID].astype(int), df[REPLICATE].astype(int)]):
         ok = set(g.loc[g[STATUS] == STATUS_OK, EPOCH].astype(int))
         fail = g.loc[g[STATUS] == STATUS_FAILED, EPOCH].astype(int)
         failed = len(fail) > 0
         complete = ok >= set(range(1, max_t + 1)) or (
             failed and ok >= set(range(1, int(fail.min()))))
-        out[int(cid)] = {"epochs": ok, "failed": failed, "complete": bool(complete),
-                         "params": {c[len(PARAM_PREFIX):]: g[c].iloc[0] for c in p_cols}}
+        out[int(cid), int(rep)] = {"epochs": ok, "failed": failed, "complete": bool(complete),
+                                   "params": {c[len(PARAM_PREFIX):]: g[c].iloc[0]
+                                              for c in p_cols}}
     return out
+
+
+# ----------------------------------------------------------------------------- shards
+def shard_path(table: Path, i: int, n: int) -> Path:
+    """The file shard ``i`` of ``n`` fills: ``lctable.csv`` -> ``lctable.shard0of4.csv``."""
+    table = Path(table)
+    return table.with_name(f"{table.stem}.shard{i}of{n}{table.suffix}")
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"i/n"`` -> (i, n); ``"auto"``: a Slurm array task's or an MPI rank's place (from the
+    launcher's environment); None -> None. ValueError for anything else."""
+    if text is None:
+        return None
+    if text == "auto":
+        env = os.environ
+        for idx, cnt in (("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"),
+                         ("PMI_RANK", "PMI_SIZE"), ("PMIX_RANK", "PMIX_SIZE"),
+                         ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE")):
+            if env.get(idx, "").isdigit() and env.get(cnt, "").isdigit():
+                i, n = int(env[idx]), int(env[cnt])
+                if idx.startswith("SLURM"):  # array ids may start at 1 (--array=1-4)
+                    i -= int(env.get("SLURM_ARRAY_TASK_MIN", "0") or 0)
+                return parse_shard(f"{i}/{n}")
+        raise ValueError("--shard auto: no Slurm array or MPI launcher in the environment")
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: expected i/n, e.g. 0/4, or auto") from None
+    if not 0 <= i < n:
+        raise ValueError(f"--shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+def merge(table: Path) -> int:
+    """Join the shard files next to ``table`` into it: rows keyed by (config, replicate,
+    epoch), the table's own first, then the shards in order; sorted; written at once
+    (temp, fsync, rename). Shard files whose rows are all in the table are removed. Returns
+    the number of shards merged; ValueError when their columns differ."""
+    table = Path(table)
+    shards = sorted(table.parent.glob(f"{table.stem}.shard*of*{table.suffix}"))
+    if not shards:
+        return 0
+    header, rows = None, {}
+    for f in [table, *shards] if table.exists() else shards:
+        lines = f.read_text().splitlines()
+        if not lines:
+            continue
+        if header is None:
+            header = lines[0]
+        elif lines[0] != header:
+            raise ValueError(f"{f} has other columns than {table}; not merged")
+        cols = header.split(",")
+        ki = [cols.index(c) for c in (CONFIG_ID, REPLICATE, EPOCH)]
+        for line in lines[1:]:
+            cells = line.split(",")
+            if len(cells) != len(cols) or not all(cells[k].isdigit() for k in ki):
+                continue  # a line cut by a kill
+            rows.setdefault(tuple(int(cells[k]) for k in ki), line)
+    logs.write_atomic(table, "\n".join([header, *(rows[k] for k in sorted(rows))]) + "\n")
+    meta = logs.read_json(meta_path(shards[0])) or {}
+    segments = [seg for f in shards for seg in (logs.read_json(meta_path(f)) or {})
+                .get("segments", [])]
+    old = logs.read_json(meta_path(table)) or {}
+    meta.update(shard=None, segments=[*old.get("segments", []), *segments],
+                merged_shards=[f.name for f in shards])
+    if {"n_configs", "replicates", "max_t"} <= set(meta):
+        done = read_progress(table, int(meta["max_t"]))
+        todo = trainings(int(meta["n_configs"]), tuple(meta["replicates"]))
+        meta["status"] = "complete" if all(done.get(t, {}).get("complete") for t in todo) \
+            else "incomplete"
+    logs.write_json(meta_path(table), meta)
+    for f in shards:
+        f.unlink()
+        meta_path(f).unlink(missing_ok=True)
+    return len(shards)
 
 
 # ----------------------------------------------------------------------------- workers
@@ -141,9 +241,11 @@ def train_config(task: dict) -> tuple[int, str]:
     from experiments.trainables import get_trainable
 
     cid, path, columns = task["config_id"], Path(task["path"]), task["columns"]
+    rep = task.get("replicate", 0)
     recorded = set(task["recorded"])
     queue = _W.get("queue")
-    base = {CONFIG_ID: cid, **{PARAM_PREFIX + k: v for k, v in task["params"].items()}}
+    base = {CONFIG_ID: cid, REPLICATE: rep,
+            **{PARAM_PREFIX + k: v for k, v in task["params"].items()}}
     trainable = get_trainable(task["trainable"])
     st = {"t": time.perf_counter(), "last": 0}
 
@@ -168,7 +270,8 @@ def train_config(task: dict) -> tuple[int, str]:
     status = STATUS_OK
     try:
         history = trainable.train(task["scale"], task["config"], task["max_t"], on_epoch,
-                                  seed=task["seed"], threads=_W.get("threads", 1),
+                                  seed=replicate_seed(task["seed"], rep),
+                                  threads=_W.get("threads", 1),
                                   checkpoint_dir=ckpt)
         for m in history:  # epochs restored from a checkpoint that the table lacks
             if int(m["epoch"]) not in recorded:
@@ -206,11 +309,16 @@ def _threads() -> int:
 def run(scale: str, n_configs: int | None = None, workers: int = 2, seed: int = 0,
         out: str | Path | None = None, trainable: str = "mlpf",
         checkpoints: str | Path | None = None, progress: bool = True,
-        sampler: str | None = None) -> int:
+        sampler: str | None = None, replicates: tuple[int, int, int] | None = None,
+        shard: tuple[int, int] | None = None) -> int:
     """Fill the table (resuming); returns an exit code (0: every configuration complete).
 
     ``sampler``: ``sobol`` for a new table; an existing table keeps the one it was made with
-    (``random`` for tables from before the choice existed)."""
+    (``random`` for tables from before the choice existed). ``replicates``: (seeds of the
+    default, seeds of each replicated configuration, replicated configurations), default
+    :data:`DEFAULT_REPLICATES`. ``shard=(i, n)``: only the trainings ``k`` with ``k % n == i``
+    (:func:`trainings` order), into the shard's own file (:func:`shard_path`); :func:`merge`
+    joins the shards into the table."""
     from experiments.trainables import get_trainable
     from mlpf.paths import ROOT
     from mlpf.scales import get_scale
@@ -219,7 +327,9 @@ def run(scale: str, n_configs: int | None = None, workers: int = 2, seed: int = 
     tr = get_trainable(trainable)
     tr.check_ready(scale)
     n_configs = DEFAULT_CONFIGS[scale] if n_configs is None else int(n_configs)
-    path = Path(out) if out else table_path(scale)
+    replicates = tuple(replicates or DEFAULT_REPLICATES[scale])
+    table = Path(out) if out else table_path(scale)
+    path = shard_path(table, *shard) if shard else table
     ckpt_root = Path(checkpoints) if checkpoints else ROOT / "runs" / f"lctable-{scale}-seed{seed}"
     old_meta = logs.read_json(meta_path(path))
     made_with = (old_meta.get("sampler") or "random") if old_meta is not None else "sobol"
@@ -251,17 +361,17 @@ def run(scale: str, n_configs: int | None = None, workers: int = 2, seed: int = 
     lock = _lock(path)
     try:
         return _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable, tr,
-                     old_meta, ckpt_root, progress, sampler)
+                     old_meta, ckpt_root, progress, sampler, replicates, shard)
     finally:
         os.close(lock)
 
 
 def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable, tr, old_meta,
-          ckpt_root, progress, sampler) -> int:
+          ckpt_root, progress, sampler, replicates, shard) -> int:
     """The part of :func:`run` that holds the table's lock."""
     n_configs = len(configs) - 1
     done = read_progress(path, max_t)
-    for cid, d in done.items():
+    for (cid, _), d in done.items():
         if cid < len(params) and not all(_same(d["params"].get(k), v)
                                          for k, v in params[cid].items()):
             raise ValueError(f"{path}: configuration {cid} differs from the one drawn with "
@@ -275,25 +385,31 @@ def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable
                         "trainable_options": tr.options(), "versions": versions(),
                         "git_commit": git_commit(), "host": socket.gethostname(),
                         "start_iso": iso(now), "segments": []}
-    meta.update(n_configs=n_configs, sampler=sampler, workers=workers, threads=_threads(),
+    meta.update(n_configs=n_configs, sampler=sampler, replicates=list(replicates),
+                replicate_seed_stride=REPLICATE_SEED_STRIDE,
+                shard=f"{shard[0]}/{shard[1]}" if shard else None, workers=workers,
+                threads=_threads(),
                 devices=1, machine=machine_info(), status="running", end_iso=None,
                 columns=list(columns))
     meta["segments"] = [*meta.get("segments", []), segment]
     logs.write_json(meta_path(path), meta)
 
+    mine = [t for i, t in enumerate(trainings(n_configs, replicates))
+            if shard is None or i % shard[1] == shard[0]]
     tasks = []
-    for cid, (cfg, p) in enumerate(zip(configs, params)):
-        d = done.get(cid)
+    for cid, rep in mine:
+        d = done.get((cid, rep))
         if d and d["complete"]:
             continue
-        tasks.append({"config_id": cid, "config": cfg, "params": p, "scale": scale,
-                      "max_t": max_t, "seed": seed, "trainable": trainable, "path": str(path),
-                      "columns": columns, "recorded": sorted(d["epochs"]) if d else [],
-                      "checkpoint_dir": str(ckpt_root / f"config{cid}")})
+        ckpt = ckpt_root / (f"config{cid}" if rep == 0 else f"config{cid}-r{rep}")
+        tasks.append({"config_id": cid, "replicate": rep, "config": configs[cid],
+                      "params": params[cid], "scale": scale, "max_t": max_t, "seed": seed,
+                      "trainable": trainable, "path": str(path), "columns": columns,
+                      "recorded": sorted(d["epochs"]) if d else [], "checkpoint_dir": str(ckpt)})
     remaining = sum(max_t - len(t["recorded"]) for t in tasks)
-    print(f"lctable {scale}: {len(configs)} configurations ({len(configs) - len(tasks)} "
-          f"complete), {remaining} epochs to train on {workers} workers -> {path}",
-          file=sys.stderr, flush=True)
+    print(f"lctable {scale}: {len(mine)} trainings of {len(configs)} configurations "
+          f"({len(mine) - len(tasks)} complete), {remaining} epochs to train on {workers} "
+          f"workers -> {path}", file=sys.stderr, flush=True)
     results: list[tuple[int, str]] = []
     status = "complete"
     if tasks:
@@ -329,7 +445,7 @@ def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable
             if bar is not None:
                 bar.close()
     final = read_progress(path, max_t)
-    incomplete = [c for c in range(len(configs)) if not final.get(c, {}).get("complete")]
+    incomplete = [t for t in mine if not final.get(t, {}).get("complete")]
     if status == "complete" and incomplete:
         status = "incomplete"
     meta["status"] = status
@@ -338,8 +454,8 @@ def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable
     logs.write_json(meta_path(path), meta)
     if status == "complete" and ckpt_root.exists() and not any(ckpt_root.iterdir()):
         ckpt_root.rmdir()
-    print(f"lctable {scale}: {status}; {len(configs) - len(incomplete)}/{len(configs)} "
-          f"configurations, {meta['n_failed']} failed -> {path}", file=sys.stderr)
+    print(f"lctable {scale}: {status}; {len(mine) - len(incomplete)}/{len(mine)} "
+          f"trainings, {meta['n_failed']} failed -> {path}", file=sys.stderr)
     return {"complete": 0, "interrupted": 130}.get(status, 1)
 
 
@@ -357,6 +473,14 @@ def main(argv=None) -> int:
     p.add_argument("--sampler", default=None, choices=SAMPLERS,
                    help="configurations: a scrambled Sobol sequence (default for a new table) "
                    "or independent random draws")
+    p.add_argument("--replicates", default=None,
+                   help="D,K,M: training seeds of the default (D) and of each of the first M "
+                   f"sampled configurations (K) (default {DEFAULT_REPLICATES})")
+    p.add_argument("--shard", default=None,
+                   help="i/n: train only the trainings k with k %% n == i, into the shard's own "
+                   "file (Slurm arrays, MPI ranks: auto); then --merge")
+    p.add_argument("--merge", action="store_true",
+                   help="join the shard files into the table and stop")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def body() -> int:
@@ -364,8 +488,21 @@ def main(argv=None) -> int:
         try:
             if a.configs is not None and a.configs < 0:
                 raise ValueError("--configs must be >= 0")
+            if a.merge:
+                n = merge(Path(a.out) if a.out else table_path(a.scale))
+                print(f"merged {n} shards", file=sys.stderr)
+                return 0
+            reps = None
+            if a.replicates is not None:
+                try:
+                    reps = tuple(int(x) for x in a.replicates.split(","))
+                except ValueError:
+                    reps = ()
+                if len(reps) != 3 or min(reps[:2]) < 1 or reps[2] < 0:
+                    raise ValueError("--replicates D,K,M: D, K >= 1 and M >= 0, e.g. 5,3,32")
             return run(a.scale, a.configs, a.workers, a.seed, a.out, a.trainable,
-                       a.checkpoints, progress=not a.quiet, sampler=a.sampler)
+                       a.checkpoints, progress=not a.quiet, sampler=a.sampler, replicates=reps,
+                       shard=parse_shard(a.shard))
         except (ValueError, FileNotFoundError) as e:
             raise CliError(str(e)) from None
 

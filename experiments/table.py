@@ -40,6 +40,7 @@ from experiments import logs
 # until the failure. A configuration is complete when it has ok rows for epochs 1..max_t, or ok
 # rows 1..k-1 and a failed row at epoch k.
 CONFIG_ID = "config_id"  # 0 = untuned default, 1..N = sampled
+REPLICATE = "replicate"  # training seed index: 0 for every configuration, 1.. for replicates
 EPOCH = logs.EPOCH  # 1-based
 VAL_LOSS = logs.VAL_LOSS
 TRAIN_LOSS = logs.TRAIN_LOSS
@@ -48,7 +49,8 @@ STATUS = "status"  # ok | failed
 STATUS_OK, STATUS_FAILED = logs.STATUS_OK, logs.STATUS_FAILED
 REASON = "reason"  # failed rows: diverged | oom | error:<Exception>; empty otherwise
 PARAM_PREFIX = "p:"  # then one column p:<hyperparameter> per searched hyperparameter
-BASE_COLUMNS = (CONFIG_ID, EPOCH, VAL_LOSS, TRAIN_LOSS, EPOCH_SECONDS, STATUS, REASON)
+BASE_COLUMNS = (CONFIG_ID, REPLICATE, EPOCH, VAL_LOSS, TRAIN_LOSS, EPOCH_SECONDS, STATUS,
+                REASON)  # tables from before replicates lack REPLICATE: all replicate 0
 
 
 def table_path(scale: str) -> Path:
@@ -177,7 +179,8 @@ class Table:
     """
 
     def __init__(self, entries: list[Entry], scale: str, max_t: int, path: Path | None = None,
-                 sha256: str | None = None, meta: dict | None = None, n_incomplete: int = 0):
+                 sha256: str | None = None, meta: dict | None = None, n_incomplete: int = 0,
+                 replicates: dict[int, list[Entry]] | None = None):
         if not entries:
             raise TableError(f"{path}: no complete configuration in the table")
         from experiments.space import problem_for
@@ -186,6 +189,8 @@ class Table:
         self.scale, self.max_t, self.path, self.sha256 = scale, int(max_t), path, sha256
         self.meta = meta or {}
         self.n_incomplete = n_incomplete
+        # config id -> its complete trainings with other seeds (replicate 0 first)
+        self.replicates = replicates or {}
         self.names = sorted(self.entries[0].params)
         try:
             problem = problem_for(scale)
@@ -309,7 +314,17 @@ class Table:
                 "n_failed": sum(e.failure is not None for e in self.entries),
                 "n_incomplete": self.n_incomplete, "lookup": LOOKUP,
                 "table_seed": self.meta.get("seed"), "trainable": self.meta.get("trainable"),
+                "n_replicated": len(self.replicates), "seed_noise": self.seed_noise(),
                 "heldout_error": self.heldout_error()}
+
+    def seed_noise(self) -> float | None:
+        """Median over replicated configurations of the standard deviation (ddof 1) of their
+        final validation loss across training seeds; None without replicates."""
+        sds = [float(np.std([e.curve[self.max_t - 1][0] for e in reps], ddof=1))
+               for reps in self.replicates.values()
+               if sum(e.failure is None and len(e.curve) >= self.max_t for e in reps) >= 2
+               and all(e.failure is None and len(e.curve) >= self.max_t for e in reps)]
+        return float(np.median(sds)) if sds else None
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -371,28 +386,43 @@ def load_table(path, scale: str | None = None) -> Table:
     p_cols = [c for c in df.columns if c.startswith(PARAM_PREFIX)]
     if REASON not in df.columns:
         df[REASON] = ""
-    entries, n_incomplete = [], 0
-    for cid, g in df.groupby(CONFIG_ID, sort=True):
-        g = g.drop_duplicates(EPOCH, keep="first").sort_values(EPOCH)
-        okr = g[g[STATUS] == STATUS_OK]
-        failed = g[g[STATUS] == STATUS_FAILED]
-        k = int(failed[EPOCH].min()) if len(failed) else max_t + 1
-        okr = okr[okr[EPOCH] < k]
-        if list(okr[EPOCH]) != list(range(1, min(k, max_t + 1))):
-            n_incomplete += 1  # training not finished (or rows missing): left out
-            continue
-        curve = tuple((float(v), float(t), float(s)) for v, t, s in
-                      zip(okr[VAL_LOSS], okr[TRAIN_LOSS], okr[EPOCH_SECONDS]))
-        params = {c[len(PARAM_PREFIX):]: _param_cell(g[c].iloc[0]) for c in p_cols}
-        if len(failed):
-            f = failed[failed[EPOCH] == k].iloc[0]
-            secs = float(f[EPOCH_SECONDS]) if pd.notna(f[EPOCH_SECONDS]) else 0.0
-            entries.append(Entry(int(cid), params, curve, str(f[REASON]) or "error", secs))
-        else:
-            entries.append(Entry(int(cid), params, curve[:max_t]))
+    if REPLICATE not in df.columns:
+        df[REPLICATE] = 0
+    df = df[pd.to_numeric(df[REPLICATE], errors="coerce").notna()].astype({REPLICATE: int})
+    entries, replicates, n_incomplete = [], {}, 0
+    for (cid, rep), g in df.groupby([CONFIG_ID, REPLICATE], sort=True):
+        e = _entry(int(cid), g, p_cols, max_t)
+        if e is None:
+            n_incomplete += rep == 0  # training not finished (or rows missing): left out
+        elif rep == 0:
+            entries.append(e)
+        replicates.setdefault(int(cid), []).append(e)
+    replicates = {c: [e for e in reps if e is not None] for c, reps in replicates.items()}
+    replicates = {c: reps for c, reps in replicates.items() if len(reps) > 1}
     if not entries:
         raise TableError(f"{path}: no configuration with a complete learning curve yet")
-    return Table(entries, scale, max_t, path, _sha256(path), meta, n_incomplete)
+    return Table(entries, scale, max_t, path, _sha256(path), meta, n_incomplete, replicates)
+
+
+def _entry(cid: int, g, p_cols: list[str], max_t: int) -> Entry | None:
+    """One training's rows -> its :class:`Entry`, None while it is incomplete."""
+    import pandas as pd
+
+    g = g.drop_duplicates(EPOCH, keep="first").sort_values(EPOCH)
+    okr = g[g[STATUS] == STATUS_OK]
+    failed = g[g[STATUS] == STATUS_FAILED]
+    k = int(failed[EPOCH].min()) if len(failed) else max_t + 1
+    okr = okr[okr[EPOCH] < k]
+    if list(okr[EPOCH]) != list(range(1, min(k, max_t + 1))):
+        return None
+    curve = tuple((float(v), float(t), float(s)) for v, t, s in
+                  zip(okr[VAL_LOSS], okr[TRAIN_LOSS], okr[EPOCH_SECONDS]))
+    params = {c[len(PARAM_PREFIX):]: _param_cell(g[c].iloc[0]) for c in p_cols}
+    if len(failed):
+        f = failed[failed[EPOCH] == k].iloc[0]
+        secs = float(f[EPOCH_SECONDS]) if pd.notna(f[EPOCH_SECONDS]) else 0.0
+        return Entry(cid, params, curve, str(f[REASON]) or "error", secs)
+    return Entry(cid, params, curve[:max_t])
 
 
 def _param_cell(v):

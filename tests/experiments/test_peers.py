@@ -271,12 +271,13 @@ def test_cli_reads_a_replay_table(tmp_path):
     for cid, cfg in enumerate(configs):
         n_ok = {0: SMOKE.max_t, 1: 2, 2: 0}[cid]
         for e in range(1, n_ok + 1):
-            rows.append({lctable.CONFIG_ID: cid, lctable.EPOCH: e, lctable.VAL_LOSS: 1.0 / e,
+            rows.append({lctable.CONFIG_ID: cid, lctable.REPLICATE: 0, lctable.EPOCH: e,
+                         lctable.VAL_LOSS: 1.0 / e,
                          lctable.TRAIN_LOSS: 1.1 / e, lctable.EPOCH_SECONDS: 2.0,
                          lctable.STATUS: "ok", lctable.REASON: "", **{f"p:{k}": v
                                                                      for k, v in cfg.items()}})
         if cid:
-            rows.append({lctable.CONFIG_ID: cid, lctable.EPOCH: n_ok + 1,
+            rows.append({lctable.CONFIG_ID: cid, lctable.REPLICATE: 0, lctable.EPOCH: n_ok + 1,
                          lctable.EPOCH_SECONDS: 0.5, lctable.STATUS: "failed",
                          lctable.REASON: "diverged" if cid == 1 else "oom",
                          **{f"p:{k}": v for k, v in cfg.items()}})

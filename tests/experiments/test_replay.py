@@ -32,11 +32,11 @@ def write_table(path, configs, scale="smoke", max_t=MAX_T):
         p = [str(params[n]) for n in names]
         for e, v in enumerate(losses, 1):
             s = secs(e) if callable(secs) else secs
-            lines.append(",".join([str(cid), str(e), repr(v), repr(0.9 * v), repr(s), "ok", "",
-                                   *p]))
+            lines.append(",".join([str(cid), "0", str(e), repr(v), repr(0.9 * v), repr(s), "ok",
+                                   "", *p]))
         if failure:
-            lines.append(",".join([str(cid), str(len(losses) + 1), "", "", "0.5", "failed",
-                                   failure, *p]))
+            lines.append(",".join([str(cid), "0", str(len(losses) + 1), "", "", "0.5",
+                                   "failed", failure, *p]))
     path.write_text("\n".join(lines) + "\n")
     path.with_suffix(".json").write_text(json.dumps({"scale": scale, "max_t": max_t,
                                                      "trainable": "mlpf", "seed": 0}))
@@ -308,7 +308,7 @@ def test_lctable_resumes_without_duplicate_rows(tmp_path, monkeypatch):
     full = pd.read_csv(path)
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["status"] == "complete" and meta["scale"] == "smoke" and meta["seed"] == 0
-    assert set(full.config_id) == {0, 1, 2, 3, 4}
+    assert set(full.config_id) == {0, 1, 2, 3, 4} and set(full.replicate) == {0}
     assert not full.duplicated(["config_id", "epoch"]).any()
     default = full[full.config_id == 0].iloc[0]
     assert default["p:lr"] == 1e-3 and default["p:batch_size"] == 20  # resolved defaults
@@ -345,6 +345,40 @@ def test_lctable_resumes_without_duplicate_rows(tmp_path, monkeypatch):
             lctable.run("smoke", **kw)
     finally:
         os.close(fd)
+
+
+def test_lctable_replicates_and_shards_merge_into_one_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXP_SYNTHETIC", json.dumps({}))
+    kw = dict(n_configs=3, workers=1, trainable="synthetic", progress=False,
+              replicates=(3, 2, 2))  # default x 3 seeds, configurations 1 and 2 x 2 seeds
+    whole = tmp_path / "whole" / "lc.csv"
+    assert lctable.run("smoke", out=whole, checkpoints=tmp_path / "c1", **kw) == 0
+    parts = tmp_path / "parts" / "lc.csv"
+    for i in range(3):
+        assert lctable.run("smoke", out=parts, checkpoints=tmp_path / "c2", shard=(i, 3),
+                           **kw) == 0
+    assert lctable.merge(parts) == 3 and not list(parts.parent.glob("*.shard*"))
+    a, b = pd.read_csv(whole), pd.read_csv(parts)
+    keys = ["config_id", "replicate", "epoch"]
+    assert len(a) == len(b) == (4 + 2 + 2) * MAX_T and not b.duplicated(keys).any()
+    assert list(b[keys].itertuples(index=False)) == sorted(b[keys].itertuples(index=False))
+    a, b = a.sort_values(keys).reset_index(drop=True), b.sort_values(keys).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a.drop(columns="epoch_seconds"),
+                                  b.drop(columns="epoch_seconds"))
+    t = load_table(parts)
+    assert len(t.entries) == 4 and sorted(t.replicates) == [0, 1, 2]
+    assert len(t.replicates[0]) == 3 and len(t.replicates[1]) == 2
+    finals = [e.curve[-1][0] for e in t.replicates[0]]
+    assert len(set(finals)) == 3  # other training seeds, other losses
+    assert t.seed_noise() is not None and t.seed_noise() > 0
+    assert t.summary()["n_replicated"] == 3
+
+
+def test_shard_arguments():
+    assert lctable.parse_shard("1/4") == (1, 4) and lctable.parse_shard(None) is None
+    for bad in ("4/4", "x", "1/0", "-1/2"):
+        with pytest.raises(ValueError):
+            lctable.parse_shard(bad)
 
 
 @pytest.mark.parametrize("sampler", ["sobol", "random"])
