@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +27,17 @@ def synthetic_env(**opts) -> dict:
 def cli(args: list[str], env: dict, **kw) -> subprocess.Popen:
     return subprocess.Popen([PY, "-m", "experiments.search", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def wait_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Wait until ``path`` has more than ``n`` lines while ``proc`` runs."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        assert proc.poll() is None, proc.communicate()
+        if path.exists() and len(path.read_text().splitlines()) > n:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(path)
 
 
 def load(out: Path):

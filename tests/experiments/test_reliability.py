@@ -20,7 +20,7 @@ import pytest
 
 from mlpf.paths import ROOT
 
-from .conftest import PY, cli, load, synthetic_env
+from .conftest import PY, cli, load, synthetic_env, wait_lines
 
 ARGS = ["--scale", "smoke", "--trainable", "synthetic", "--quiet"]
 
@@ -36,16 +36,6 @@ def _children(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
                          text=True).stdout
     return [int(x) for x in out.split()]
-
-
-def _wait_lines(path, n, proc, timeout=60):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        assert proc.poll() is None, proc.communicate()
-        if path.exists() and len(path.read_text().splitlines()) > n:
-            return
-        time.sleep(0.05)
-    raise TimeoutError(path)
 
 
 @pytest.fixture
@@ -111,7 +101,7 @@ def test_a_signal_during_the_restore_loses_nothing(finished):
 def test_two_searches_into_one_folder(tmp_path):
     out = tmp_path / "s"
     first = cli(["--method", "random", *ARGS, "--out", str(out)], synthetic_env(sleep=0.2))
-    _wait_lines(out / "learning_curves.csv", 2, first)
+    wait_lines(out / "learning_curves.csv", 2, first)
     second = _search(out, method="random", extra=["--resume"])
     assert second.returncode == 2
     assert "in use by another search" in second.stderr and len(second.stderr.splitlines()) == 1
@@ -126,7 +116,7 @@ def test_a_killed_worker_fails_its_trial_and_the_search_goes_on(tmp_path):
     out = tmp_path / "s"
     proc = cli(["--method", "random", *ARGS, "--out", str(out), "--budget", "40"],
                synthetic_env(sleep=0.15))
-    _wait_lines(out / "learning_curves.csv", 3, proc)
+    wait_lines(out / "learning_curves.csv", 3, proc)
     kids = _children(proc.pid)  # the storage server, then the two workers
     assert len(kids) >= 3, kids
     os.kill(kids[-1], signal.SIGKILL)  # what the out-of-memory killer does
@@ -145,7 +135,7 @@ def test_sigterm_to_the_process_group_leaves_a_resumable_search(tmp_path):
     out = tmp_path / "s"
     proc = cli(["--method", "asha", *ARGS, "--out", str(out)], synthetic_env(sleep=0.1),
                start_new_session=True)
-    _wait_lines(out / "results.csv", 4, proc)
+    wait_lines(out / "results.csv", 4, proc)
     os.killpg(proc.pid, signal.SIGTERM)  # what Slurm and `timeout` send
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and "Traceback" not in err, err

@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from experiments.methods import METHODS, build, settings_for
 from experiments.schedulers import asha_rungs, hyperband_brackets
 from mlpf.paths import ROOT
 
-from .conftest import PY, cli, load, synthetic_env
+from .conftest import PY, cli, load, synthetic_env, wait_lines
 
 SMOKE = settings_for("smoke")  # max_t 9, grace 1, eta 3, budget 81 epochs
 
@@ -132,16 +131,6 @@ def test_bayesian_methods_use_their_model_after_the_initial_points(tmp_path, met
     assert len(search._opt.models) >= 1  # a fitted surrogate proposed these points
 
 
-def _wait_rows(path, n, proc, timeout=60):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        assert proc.poll() is None, proc.communicate()
-        if path.exists() and len(path.read_text().splitlines()) > n:
-            return
-        time.sleep(0.1)
-    raise TimeoutError(path)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("method,sig", [("asha_bo", signal.SIGTERM),
                                         ("hyperband", signal.SIGKILL)])
@@ -151,7 +140,7 @@ def test_interrupt_and_resume(tmp_path, method, sig):
     args = ["--method", method, "--scale", "smoke", "--trainable", "synthetic", "--out",
             str(out), "--quiet"]
     proc = cli(args, env, start_new_session=True)
-    _wait_rows(out / "results.csv", 6, proc)
+    wait_lines(out / "results.csv", 6, proc)
     if sig == signal.SIGKILL:  # what a batch system does at the hard limit: the whole job
         os.killpg(proc.pid, sig)
     else:  # SIGTERM to the manager only
