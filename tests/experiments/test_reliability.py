@@ -80,9 +80,12 @@ def test_an_emptied_results_csv_is_refused_not_dropped(finished):
 @pytest.mark.slow
 def test_a_signal_during_the_restore_loses_nothing(finished):
     before = pd.read_csv(finished / "results.csv")
+    meta = json.loads((finished / "metadata.json").read_text())
+    meta["budget_epochs"] = 10**6  # no attempt may finish before its signal
+    (finished / "metadata.json").write_text(json.dumps(meta))
     for delay in (0.5, 1.5, 2.5, 3.5):  # before, during and after the restore
         proc = subprocess.Popen([PY, "-m", "experiments.search", "--method", "asha", *ARGS,
-                                 "--out", str(finished), "--budget", "200", "--resume"],
+                                 "--out", str(finished), "--resume"],
                                 cwd=ROOT, env=synthetic_env(sleep=0.05), text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         time.sleep(delay)
@@ -114,7 +117,7 @@ def test_two_searches_into_one_folder(tmp_path):
 @pytest.mark.slow
 def test_a_killed_worker_fails_its_trial_and_the_search_goes_on(tmp_path):
     out = tmp_path / "s"
-    proc = cli(["--method", "random", *ARGS, "--out", str(out), "--budget", "40"],
+    proc = cli(["--method", "random", *ARGS, "--out", str(out), "--budget", "60"],
                synthetic_env(sleep=0.15))
     wait_lines(out / "learning_curves.csv", 3, proc)
     kids = _children(proc.pid)  # the storage server, then the two workers
