@@ -69,10 +69,6 @@ def add_scale(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", required=True, choices=SCALES, help=" | ".join(SCALES))
 
 
-def add_out(p: argparse.ArgumentParser, default_help: str) -> None:
-    p.add_argument("--out", default=None, help=f"output folder (default {default_help})")
-
-
 def add_workers(p: argparse.ArgumentParser, what: str = "parallel trials") -> None:
     p.add_argument("--workers", type=positive_int, default=2, help=f"{what} (default 2)")
 

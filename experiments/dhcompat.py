@@ -26,9 +26,9 @@ EVALUATOR_ATTRIBUTES = ("_tasks_running", "_storage", "_search_id", "job_id_gath
                         "job_id_submitted", "_process_local_tasks_done", "_create_job",
                         "_on_launch", "_on_done", "_update_job_when_done", "run_function",
                         "run_function_kwargs", "search", "_stopper", "submit", "gather", "close")
-SEARCH_ATTRIBUTES = ("history", "_stopper", "ask", "tell", "check_evaluator",
-                     "dump_jobs_done_to_csv", "_problem", "_random_state", "_log_dir")
-HISTORY_ATTRIBUTES = ("jobs", "extend", "to_dataframe", "_csv_cursor")
+SEARCH_ATTRIBUTES = ("history", "_stopper", "ask", "tell", "check_evaluator", "_problem",
+                     "_random_state", "_log_dir")
+HISTORY_ATTRIBUTES = ("jobs", "extend", "to_dataframe")
 POOL_ATTRIBUTES = ("executor", "sem", "loop", "num_workers")  # what SurvivingPoolEvaluator uses
 STOPPER_ATTRIBUTES = ("job", "max_steps", "_rung", "_list_completed_rung",
                       "_compute_halting_budget", "_get_competiting_objectives", "observe")
@@ -129,8 +129,3 @@ def collect(ev, tasks: list) -> list:
 def stopper(search):
     """The search's stopper (None without early stopping)."""
     return search._stopper
-
-
-def rewrite_results_from_start(search) -> None:
-    """Make the next ``dump_jobs_done_to_csv`` write every job of the history (resume)."""
-    search.history._csv_cursor = 0
