@@ -69,13 +69,17 @@ def replicate_seed(seed: int, replicate: int) -> int:
 
 
 def trainings(n_configs: int, replicates: tuple[int, int, int]) -> list[tuple[int, int]]:
-    """Every (config id, replicate) of a table, in its canonical order: replicate 0 of every
-    configuration first (the table is usable early), then the replicates."""
+    """Every (config id, replicate) of a table, in its canonical order: the default with its
+    seeds, then each of the first ``n_replicated`` configurations with its seeds, then the
+    rest (a partial table measures the training noise early)."""
     default_seeds, seeds, n_replicated = replicates
-    out = [(c, 0) for c in range(n_configs + 1)]
-    out += [(0, r) for r in range(1, default_seeds)]
-    out += [(c, r) for c in range(1, min(n_replicated, n_configs) + 1) for r in range(1, seeds)]
+    n_rep = min(n_replicated, n_configs)
+    out = [(0, r) for r in range(max(1, default_seeds))]
+    out += [(c, r) for c in range(1, n_rep + 1) for r in range(max(1, seeds))]
+    out += [(c, 0) for c in range(n_rep + 1, n_configs + 1)]
     return out
+
+
 THREADS_ENV = "EXP_THREADS"
 
 
