@@ -15,7 +15,11 @@ continues the campaign. SIGTERM/SIGINT are passed on to the running searches.
 
 replay: our methods (:mod:`experiments.backends.replay`) and the peers
 (:mod:`experiments.peers`) on a learning-curve table, in simulated time, in ``--processes``
-processes; a search complete on the same table (sha256) is skipped, any other starts again.
+processes; a search complete on the same table (sha256) and lookup is skipped, any other
+starts again. ``--lookup``: ``nearest`` (every trial replays the nearest table row),
+``surrogate`` (:mod:`experiments.surrogate`: any configuration, seed ``k`` replays world ``k``
+of the surrogate, the same for every method: common random numbers), ``auto`` (default: the
+surrogate when its validation report on this table accepts it, else nearest).
 
 ``--processes`` searches run at once (live: beware that they share the machine's cores).
 """
@@ -43,9 +47,17 @@ from experiments.cli import (
     positive_int,
     run_main,
 )
-from experiments.methods import METHODS, PAPER_METHODS, get_method, settings_for
+from experiments.methods import (
+    METHODS,
+    PAPER_METHODS,
+    get_method,
+    replay_device_budget,
+    settings_for,
+)
 from experiments.peers import PEERS, run_peer
 from experiments.peers.simulate import synthetic_curves, table_curves
+from experiments.surrogate import LOOKUPS, Surrogate, open_lookup, surrogate_accepted
+from experiments.table import TableError
 from experiments.trainables import get_trainable
 
 # Longest first, so that parallel processes finish together: model-based proposals cost most.
@@ -147,17 +159,23 @@ def simulate_one(task: tuple[str, int]) -> dict:
         replay_dir(c["scale"], name, seed)
     row = {"method": name, "seed": seed, "status": logs.RUN_COMPLETE, "real": 0.0}
     meta = logs.read_json(log_dir / logs.METADATA_JSON)
+    done = (meta or {}).get("replay", {})
     if meta and meta.get("status") == logs.RUN_COMPLETE and \
-            meta.get("replay", {}).get("sha256") == c["summary"].get("sha256"):
+            done.get("sha256") == c["summary"].get("sha256") and \
+            done.get("lookup", "nearest") == c["summary"].get("lookup", "nearest"):
         return {**row, "status": "skipped (complete)", **_outcome(meta, log_dir)}
     logs.clear_logs(log_dir)
     t0 = time.perf_counter()
+    table, curves, summary = c["table"], c["curves"], c["summary"]
+    if isinstance(table, Surrogate):  # world <seed>: the same for every method
+        table = table.world(seed)
+        curves, summary = table_curves(table), table.summary()
     try:
         if name in PEERS:
-            run_peer(name, c["scale"], seed, c["curves"], log_dir, c["workers"], c["summary"],
+            run_peer(name, c["scale"], seed, curves, log_dir, c["workers"], summary,
                      c["budget"], c["time_budget"], c["devices"], c["device_budget"])
         else:
-            search.replay(name, c["scale"], seed, c["table"], c["workers"], log_dir,
+            search.replay(name, c["scale"], seed, table, c["workers"], log_dir,
                           c["budget"], c["time_budget"], progress=False,
                           device_budget=c["device_budget"])
     except Exception as e:  # noqa: BLE001 - one broken search must not end the campaign
@@ -182,6 +200,19 @@ def run_replay(a) -> int:
                            f"{settings_for(a.scale).max_t} of scale {a.scale}")
         table.heldout_error()  # computed once, before the processes fork
         curves, summary, devices = table_curves(table), table.summary(), table.devices
+        explicit = a.lookup == "surrogate"
+        if a.lookup == "auto":
+            a.lookup = "surrogate" if surrogate_accepted(table) else "nearest"
+        elif explicit and not surrogate_accepted(table):
+            print(f"warning: the surrogate of {table.path} is not accepted by its validation "
+                  "(python -m experiments.surrogate); replaying on it anyway", file=sys.stderr)
+        try:  # fitted once, before the processes fork
+            table = open_lookup(table, a.lookup, force=explicit)
+        except TableError as e:
+            raise CliError(str(e)) from None
+        if isinstance(table, Surrogate):
+            summary = table.world(0).summary()  # the lookup, for the skip check
+    a.device_budget = replay_device_budget(a.scale, a.device_budget)
     _SIM.update(scale=a.scale, table=table, curves=curves, summary=summary, devices=devices,
                 workers=a.workers, out=a.out, budget=a.budget, time_budget=a.time_budget,
                 device_budget=a.device_budget)
@@ -189,7 +220,8 @@ def run_replay(a) -> int:
     tasks = sorted(((m, s) for m in a.methods for s in a.seeds),
                    key=lambda t: (order.get(t[0], len(order)), t[1]))
     print(f"campaign replay {a.scale}: {len(a.methods)} methods x {len(a.seeds)} seeds on "
-          f"{summary['path']}, {a.processes} processes", file=sys.stderr, flush=True)
+          f"{summary['path']} ({summary.get('lookup', 'curves')}), {a.processes} processes",
+          file=sys.stderr, flush=True)
     rows: list[dict] = []
     t0 = time.perf_counter()
 
@@ -240,6 +272,9 @@ def build_parser() -> Parser:
     p.add_argument("--trainable", default="mlpf", help="live: mlpf | synthetic")
     p.add_argument("--table", default=None, help="replay: the learning-curve table (default "
                    "results/<scale>/lctable.csv; 'synthetic' for peers on synthetic curves)")
+    p.add_argument("--lookup", default="auto", choices=("auto", *LOOKUPS),
+                   help="replay: nearest table row, the validated surrogate, or auto "
+                   "(surrogate if accepted)")
     add_budget(p, "the scale's; replay: none")
     p.add_argument("--out", default=None,
                    help="root of <method>/seed<k>/ (default results/<scale>[/replay])")

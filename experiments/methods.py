@@ -9,6 +9,9 @@ Hyperband scheduler) with a stopper (none, or ASHA). Settings depend on the scal
 | small |    16 |     1 |   4 | 1440 (16 trainings, ~90 s) | 64 x max_t = 1024 | 24 min   |
 | paper |   200 |    10 |   4 | none yet (to measure)      | 32 x max_t = 6400 | none     |
 
+Replayed searches (simulated time) get ``REPLAY_DEVICE_BUDGET`` where set: 2880 device-seconds
+at small (32 trainings of ~90 s); the live budget is its first half.
+
 ``max_t`` is ``mlpf.scales.get_scale(scale).max_epochs``; small's and paper's rungs have the
 paper's shape (grace x 4^k: 1/4/16 and 10/40/160). Budgets are the same for every method (a
 fair comparison). Device-seconds (``--device-budget``) are the primary budget where set: a
@@ -62,6 +65,17 @@ _SCALE = {
     "small": (1, 4, 64, 1440.0, 1440.0),
     "paper": (10, 4, 32, None, None),
 }
+
+
+# scale -> device-seconds per replayed search (simulated time costs nothing real: a budget of
+# at least 32 median full trainings, twice the live one, so that its first half is the live run)
+REPLAY_DEVICE_BUDGET = {"small": 2880.0}
+
+
+def replay_device_budget(scale: str, given: float | None = None) -> float | None:
+    """The device budget of a replayed search: ``given`` if set (0 = none), else the scale's
+    replay budget, else the live one (None)."""
+    return given if given is not None else REPLAY_DEVICE_BUDGET.get(scale)
 
 
 def settings_for(scale: str, budget: int | None = None, time_budget: float | None = None,

@@ -24,7 +24,8 @@ from experiments import driver, logs
 from experiments.backends.live import EVALUATORS, BackendError, open_backend
 from experiments.backends.replay import ReplayBackend, replay_dir
 from experiments.cli import CliError, Parser, add_budget, add_scale, add_seed, add_workers, run_main
-from experiments.methods import METHODS
+from experiments.methods import METHODS, replay_device_budget
+from experiments.surrogate import LOOKUPS, Surrogate, open_lookup, surrogate_accepted
 from experiments.table import Table, TableError, load_table, table_path
 
 
@@ -126,6 +127,9 @@ def build_parser() -> Parser:
                    "simulated time, --evaluator and --trainable unused")
     p.add_argument("--table", default=None,
                    help="replay table (default results/<scale>/lctable.csv)")
+    p.add_argument("--lookup", default="auto", choices=("auto", *LOOKUPS),
+                   help="replay: nearest table row, the surrogate, or auto (the surrogate "
+                   "when its validation accepts it)")
     return p
 
 
@@ -135,8 +139,17 @@ def main(argv=None) -> int:
         try:
             if a.backend == "replay":
                 table = open_table(a.table, a.scale)
+                if a.lookup == "auto":
+                    a.lookup = "surrogate" if surrogate_accepted(table) else "nearest"
+                try:
+                    lookup = open_lookup(table, a.lookup, force=True)
+                except TableError as e:
+                    raise CliError(str(e)) from None
+                if isinstance(lookup, Surrogate):
+                    table = lookup.world(a.seed)  # world k for seed k, as in the campaign
                 plan = plan_replay(a.method, a.scale, a.seed, table, a.workers, a.out,
-                                   a.budget, a.time_budget, a.resume, a.device_budget)
+                                   a.budget, a.time_budget, a.resume,
+                                   replay_device_budget(a.scale, a.device_budget))
                 backend = ReplayBackend(table)
             else:
                 plan = driver.plan_search(a.method, a.scale, a.seed, a.evaluator, a.workers,

@@ -141,14 +141,14 @@ class _Encoder:
                 seq = [float(x) for x in hp.sequence]
                 self.kind[n] = ("grid", np.asarray(seq))
             elif kind == "CategoricalHyperparameter":
-                self.kind[n] = ("cat",)
+                self.kind[n] = ("cat", [_as_key(c) for c in hp.choices])
             else:  # not in the search space: numbers min-max scaled over the table, else text
                 vals = [e.params[n] for e in entries]
                 try:
                     f = [float(v) for v in vals]
                     self.kind[n] = ("lin", min(f), max(f))
                 except (TypeError, ValueError):
-                    self.kind[n] = ("cat",)
+                    self.kind[n] = ("cat", sorted({_as_key(v) for v in vals}))
 
     def encode(self, params: dict) -> tuple[np.ndarray, list[str]]:
         """(numeric coordinates in [0, 1] (NaN for categoricals), categorical keys)."""
@@ -168,6 +168,17 @@ class _Encoder:
                 seq = k[1]
                 x[i] = np.interp(v, seq, np.arange(len(seq))) / max(1, len(seq) - 1)
         return x, cats
+
+    def features(self, params: dict) -> np.ndarray:
+        """Every coordinate a number in [0, 1]: a categorical is its value's position among
+        the choices (a flag: 0 or 1; an unknown value: 0.5)."""
+        x, cats = self.encode(params)
+        for i, n in enumerate(self.names):
+            if self.kind[n][0] == "cat":
+                choices = self.kind[n][1]
+                x[i] = choices.index(cats[i]) / max(1, len(choices) - 1) \
+                    if cats[i] in choices else 0.5
+        return x
 
 
 class Table:
@@ -220,6 +231,12 @@ class Table:
         if cat.any():
             d2 = d2 + (self._cats[:, cat] != np.array(cats, dtype=object)[cat]).sum(axis=1)
         return np.sqrt(d2 / len(self.names))
+
+    def features(self, config: dict) -> np.ndarray:
+        """The configuration as numbers in [0, 1], one per hyperparameter (``names`` order):
+        the lookup's coordinates, categoricals by position among their choices; missing
+        hyperparameters take the default's value."""
+        return self._enc.features(self._complete(config))
 
     def lookup(self, config: dict, exclude: int | None = None) -> Match:
         """Nearest complete configuration (ties: lowest id); ``exclude`` a config id."""

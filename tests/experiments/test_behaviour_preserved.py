@@ -3,7 +3,8 @@
 ``data/replay_reference/`` holds a learning-curve table (the small-scale table shipped at
 commit 1d003b1: the default + 10 sampled configurations, 27 epochs) and the sha256 of
 results.csv and learning_curves.csv of seed 0 of every method and peer replayed on it at the
-small scale's settings (2 simulated workers; without a time budget, and with a simulated
+small scale's settings (2 simulated workers, the live budget of 1440 device-seconds, not the
+larger replay default; without a time budget, and with a simulated
 ``--time-budget 1500`` for six of them). Any change to a method, a stopper, the trial
 contract, the clock, the table lookup, the search space or the log format shows here.
 
@@ -36,7 +37,7 @@ def _campaign(out: Path, methods: list[str], time_budget: float | None) -> None:
 
     argv = ["--backend", "replay", "--scale", "small", "--table", str(REF / "lctable.csv"),
             "--seeds", "0", "--methods", " ".join(methods), "--out", str(out),
-            "--processes", "1"]
+            "--processes", "1", "--device-budget", "1440"]  # the live small budget
     if time_budget:
         argv += ["--time-budget", str(time_budget)]
     assert main(argv) == 0

@@ -1,0 +1,161 @@
+"""The surrogate of a learning-curve table: its fast forest equals scikit-learn's, worlds are
+common random numbers, the validation report gates its use, replays and peers run on it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import lctable
+from experiments.surrogate import (
+    LOSS_CAP,
+    Surrogate,
+    _Trees,
+    open_lookup,
+    report_paths,
+    surrogate_accepted,
+    validate,
+    write_validation,
+)
+from experiments.table import TableError, load_table
+from mlpf.paths import ROOT
+
+from .conftest import load
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    """A synthetic smoke table: 30 configurations + the default, the default x 3 seeds and
+    4 configurations x 2 seeds."""
+    d = tmp_path_factory.mktemp("sur")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EXP_SYNTHETIC", json.dumps({}))
+    try:
+        assert lctable.run("smoke", n_configs=30, workers=1, trainable="synthetic",
+                           progress=False, replicates=(3, 2, 4), out=d / "lc.csv",
+                           checkpoints=d / "ckpt") == 0
+    finally:
+        mp.undo()
+    return load_table(d / "lc.csv")
+
+
+def test_flat_forest_predicts_like_scikit_learn():
+    from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor
+
+    rng = np.random.default_rng(0)
+    x = rng.random((60, 5))
+    y = np.stack([x[:, 0] + x[:, 1] ** 2, np.sin(3 * x[:, 2])], axis=1)
+    reg = ExtraTreesRegressor(20, min_samples_leaf=2, random_state=0).fit(x, y)
+    flat = _Trees(reg)
+    xt = rng.random((25, 5))
+    assert np.allclose(reg.predict(xt), [flat.predict(r) for r in xt], atol=1e-12)
+    clf = ExtraTreesClassifier(20, min_samples_leaf=2, random_state=0).fit(x, x[:, 3] > 0.6)
+    assert np.allclose(clf.predict_proba(xt)[:, 1], [_Trees(clf).predict(r)[1] for r in xt],
+                       atol=1e-12)
+
+
+def test_worlds_are_common_random_numbers(table):
+    s = Surrogate(table)
+    assert len(s.residuals) == 3 + 4 * 2  # every replicate's residual curve
+    configs = [e.params for e in table.entries[1:6]]
+    w0, w0b, w1 = s.world(0), Surrogate(table).world(0), s.world(1)
+    for c in configs:
+        a, meta = w0.replay(c)
+        assert a.curve == w0.replay(c)[0].curve == w0b.replay(c)[0].curve  # same world
+        assert len(a.curve) == table.max_t and all(0 < v <= LOSS_CAP * 3 for v, _, _ in a.curve)
+        assert meta["table_distance"] == 0.0  # a table row: its own nearest row
+    diff = [w0.replay(c)[0].curve != w1.replay(c)[0].curve for c in configs]
+    assert any(diff)  # other world, other noise draws
+    # any configuration of the space, not only table rows
+    e, meta = w0.replay({**configs[0], "lr": 1.234e-3})
+    assert len(e.curve) == table.max_t and meta["table_distance"] > 0
+
+
+def test_prediction_follows_the_recorded_curves(table):
+    s = Surrogate(table)
+    e = table.entries[3]
+    p = s.predict(e.params)
+    true = np.log(np.clip([c[0] for c in e.curve], 1e-12, LOSS_CAP))
+    others = np.array([np.log(np.clip([c[0] for c in o.curve], 1e-12, LOSS_CAP))
+                       for o in table.entries if o.failure is None])
+    # closer to its own (training) curve than the typical other curve is
+    assert np.abs(p.log_val - true).mean() < np.abs(others - true).mean(axis=1).mean()
+    assert np.all(p.seconds > 0) and 0.0 <= p.p_fail <= 1.0
+
+
+def test_validation_report_gates_the_surrogate(table, tmp_path):
+    report, rows = validate(table, folds=5)
+    assert set(report["rungs"]) == {"1", "3", "9"}  # smoke: grace 1, eta 3, max_t 9
+    for v in report["rungs"].values():
+        assert v["n"] == report["n_configs"] and v["seed_noise"] is not None
+        assert -1 <= v["spearman"] <= 1 and v["mae"] >= 0
+    assert len(rows) == 3 * report["n_configs"]
+    assert report["accepted"] == all(
+        v["spearman"] >= 0.8 and v["mae_over_noise"] <= 2 for v in report["rungs"].values())
+    with pytest.raises(TableError, match="no validation report"):
+        open_lookup(table, "surrogate")
+    assert open_lookup(table, "nearest") is table
+    assert isinstance(open_lookup(table, "surrogate", force=True), Surrogate)
+    jpath, cpath = write_validation(table, {**report, "accepted": True}, rows)
+    try:
+        assert (jpath, cpath) == report_paths(table) and surrogate_accepted(table)
+        assert isinstance(open_lookup(table, "surrogate"), Surrogate)
+    finally:
+        jpath.unlink()
+        cpath.unlink()
+
+
+def test_campaign_replays_methods_and_peers_on_surrogate_worlds(table, tmp_path):
+    out = tmp_path / "rp"
+    cmd = [sys.executable, "-m", "experiments.campaign", "--backend", "replay", "--scale",
+           "smoke", "--table", str(table.path), "--lookup", "surrogate", "--seeds", "0 1",
+           "--methods", "random asha optuna_random_sha", "--out", str(out),
+           "--processes", "1"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "(surrogate)" in r.stderr and "not accepted" in r.stderr
+    for m in ("random", "asha", "optuna_random_sha"):
+        for seed in (0, 1):
+            res, lc, meta = load(out / m / f"seed{seed}")
+            assert meta["replay"]["lookup"] == "surrogate" and meta["replay"]["world"] == seed
+            assert len(res) > 0
+    # common random numbers: a configuration both searches of world 0 tried has one curve
+    first = {}
+    for m in ("random", "asha"):
+        res, lc, _ = load(out / m / "seed0")
+        pcols = sorted(c for c in res.columns if c.startswith("p:"))
+        e1 = lc[lc.epoch == 1].set_index("job_id").val_loss
+        first[m] = {tuple(r[pcols]): e1[r.job_id] for _, r in res.iterrows()
+                    if r.job_id in e1.index}
+    common = set(first["random"]) & set(first["asha"])
+    assert common  # the same seed draws the same first configurations
+    assert all(first["random"][k] == first["asha"][k] for k in common)
+    # rerun: complete on the same table and lookup -> skipped; another lookup -> rerun
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.stderr.count("skipped (complete)") == 6
+    cmd[cmd.index("surrogate")] = "nearest"
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "skipped (complete)" not in r.stderr
+
+
+def test_cli_writes_the_report_and_refuses_bad_input(table, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "experiments.surrogate", "--scale", "smoke",
+                        "--table", str(table.path), "--trees", "50"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "Spearman" in r.stdout and "accepted" in r.stdout
+    jpath, cpath = report_paths(table)
+    try:
+        assert json.loads(jpath.read_text())["table_sha256"] == table.sha256
+        assert cpath.read_text().startswith("fold,config_id,epoch,true,pred")
+    finally:
+        jpath.unlink()
+        cpath.unlink()
+    r = subprocess.run([sys.executable, "-m", "experiments.surrogate", "--scale", "smoke",
+                        "--table", str(tmp_path / "none.csv")], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
