@@ -280,3 +280,41 @@ FIGURES = {
     "utilisation": utilisation,
     "best_hyperparameters": best_hyperparameters,
 }
+
+
+def surrogate_heldout(rows: pd.DataFrame, report: dict):
+    """Held-out predicted vs recorded val_loss of the learning-curve surrogate, one panel
+    per rung (log axes): the diagonal, the band of +-2 seed-noise standard deviations around
+    it (log scale: the noise the table's replicates measured), Spearman and MAE in the title.
+    ``rows``: <table>.surrogate_heldout.csv; ``report``: <table>.surrogate.json."""
+    rungs = sorted(rows["epoch"].unique())
+    fig, axes = plt.subplots(1, len(rungs), figsize=(3.2 * len(rungs), 3.4), squeeze=False)
+    lo = float(min(rows["true"].min(), rows["pred"].min())) * 0.9
+    hi = float(max(rows["true"].max(), rows["pred"].max())) * 1.1
+    line = np.geomspace(lo, hi, 50)
+    for ax, r in zip(axes[0], rungs):
+        d = rows[rows["epoch"] == r]
+        info = report.get("rungs", {}).get(str(int(r)), {})
+        sd = info.get("seed_noise_log")
+        if sd:
+            ax.fill_between(line, line * np.exp(-2 * sd), line * np.exp(2 * sd), color="0.85",
+                            lw=0, label="±2 seed-noise SD")
+        ax.plot(line, line, color="k", lw=0.8)
+        ax.scatter(d["true"], d["pred"], s=9, color=PALETTE[0], alpha=0.8, lw=0)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        rho, mae = info.get("spearman"), info.get("mae")
+        ax.set_title(f"epoch {int(r)}: Spearman {rho:.2f}, MAE {mae:.3f}" if rho is not None
+                     and mae is not None else f"epoch {int(r)}", fontsize=9)
+        ax.set_xlabel("recorded val_loss (held out)")
+        if ax is axes[0][0]:
+            ax.set_ylabel("surrogate val_loss")
+            if sd:
+                ax.legend(fontsize=7, loc="upper left")
+    verdict = "accepted" if report.get("accepted") else "not accepted"
+    fig.suptitle(f"learning-curve surrogate, {report.get('folds', '?')}-fold held out, "
+                 f"{report.get('n_configs', '?')} configurations: {verdict}", fontsize=10)
+    fig.tight_layout()
+    return fig

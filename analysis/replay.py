@@ -16,6 +16,9 @@ Reads results/<scale>/replay/<method>/seed<k>/ (the live log layout, metadata "b
     per_seed.csv               analysis.metrics.per_seed_metrics
     curves.csv                 median, band and average rank on the compute grid
     references.json            L_ref, targets, default loss, grid end and the speedup goal
+    surrogate_heldout.{pdf,png}  the surrogate's held-out predicted vs recorded val_loss per
+                               rung with the seed-noise band (when python -m
+                               experiments.surrogate has validated it on the table)
 
 The metrics (incumbent by final loss, L_ref, regret, budget fractions, quantile targets,
 paired speedups) are those of analysis.metrics, the same as for live searches; L_ref and the
@@ -335,6 +338,11 @@ def build(scale: str, results: Path | None = None, out: Path | None = None,
     written = write_tables(res, scale, out)
     for name, make in FIGURES.items():
         written += figures.save(make(res), out, name)
+    heldout = table.with_name(table.stem + ".surrogate_heldout.csv")
+    report = table.with_suffix(".surrogate.json")
+    if heldout.exists() and report.exists():  # python -m experiments.surrogate wrote them
+        fig = figures.surrogate_heldout(pd.read_csv(heldout), json.loads(report.read_text()))
+        written += figures.save(fig, out, "surrogate_heldout")
     return written
 
 

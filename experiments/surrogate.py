@@ -6,7 +6,8 @@ curve, epoch seconds and failure, with the training noise the table's replicates
         # writes <table>.surrogate.json (the report) and <table>.surrogate_heldout.csv
 
 Model (scikit-learn): extremely randomised trees (``ExtraTreesRegressor``) on the
-configuration's coordinates in [0, 1] (:meth:`experiments.table.Table.features`), one forest
+configuration's coordinates in [0, 1] (:meth:`experiments.table.Table.features`) and two
+numbers its learning rate schedule implies (:func:`schedule_features`), one forest
 with ``2 max_t`` outputs (log val_loss and log train_loss at every epoch, so a predicted curve
 is an average of recorded curves and keeps their shape), one for the log of the median epoch
 seconds (times the table's median profile over epochs), and a classifier for a failed training
@@ -52,6 +53,20 @@ LOSS_CAP = 10.0  # losses above it count as 10 (an untrained model is at ~3)
 N_TREES = 200
 ACCEPT = {"spearman": 0.8, "mae_over_noise": 2.0}
 LOOKUPS = ("nearest", "surrogate")
+
+
+SCHEDULE = ("lr", "batch_size", "lr_decay_rate", "lr_decay_steps")
+
+
+def schedule_features(params: dict, n_train: int, max_t: int) -> list[float]:
+    """Two numbers the learning rate schedule implies (``lr * rate ** (step / steps)`` over
+    ``max_t`` epochs of ``ceil(n_train / batch_size)`` steps): log of the last step's rate and
+    log of the sum of the rates over all steps (how far the optimiser can move)."""
+    lr, rate = float(params["lr"]), float(params["lr_decay_rate"])
+    steps = max_t * -(-int(n_train) // max(1, int(params["batch_size"])))
+    q = rate ** (1.0 / max(1.0, float(params["lr_decay_steps"])))
+    total = lr * steps if q >= 1.0 else lr * (1.0 - q ** steps) / (1.0 - q)
+    return [math.log(lr * q ** (steps - 1)), math.log(total)]
 
 
 def _key(config: dict) -> str:
@@ -121,11 +136,26 @@ class Surrogate:
                  exclude: set[int] | None = None):
         self.table, self.seed, self.n_trees = table, int(seed), int(n_trees)
         self.max_t = table.max_t
+        self._n_train = None
+        if set(SCHEDULE) <= set(table.names):
+            from mlpf.scales import SCALES
+
+            sc = SCALES.get(table.scale)
+            self._n_train = (table.meta.get("n_train") or (sc.n_train if sc else None))
         entries = [e for e in table.entries if e.config_id not in (exclude or set())]
         self._fit(entries)
         self.residuals = self._residuals(exclude or set())
 
     # ------------------------------------------------------------------ fit
+    def features(self, config: dict) -> np.ndarray:
+        """The table's coordinates of ``config``, plus :func:`schedule_features` when the
+        table searches the learning rate schedule."""
+        x = self.table.features(config)
+        if self._n_train is None:
+            return x
+        return np.concatenate([x, schedule_features(self.table.complete(config),
+                                                    self._n_train, self.max_t)])
+
     def _fit(self, entries: list[Entry]) -> None:
         from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor
 
@@ -134,7 +164,7 @@ class Surrogate:
         if len(ok) < 2:
             raise TableError(f"{self.table.path}: {len(ok)} complete curves; the surrogate "
                              "needs at least 2")
-        x = np.array([self.table.features(e.params) for e in ok])
+        x = np.array([self.features(e.params) for e in ok])
         y = np.hstack([np.log(np.clip([[c[0] for c in e.curve[:t]] for e in ok], 1e-12,
                                       LOSS_CAP)),
                        np.log(np.clip([[c[1] for c in e.curve[:t]] for e in ok], 1e-12,
@@ -153,7 +183,7 @@ class Surrogate:
                          for e in usable if e.failure is not None]
         self._fail = None
         if failed.any() and not failed.all():
-            xf = np.array([self.table.features(e.params) for e in usable])
+            xf = np.array([self.features(e.params) for e in usable])
             clf = ExtraTreesClassifier(min_samples_leaf=2, max_features=1.0, **kw)
             self._fail = _Trees(clf.fit(xf, failed))
         self._p_fail_const = float(failed.mean()) if len(failed) else 0.0
@@ -173,7 +203,7 @@ class Surrogate:
 
     # ------------------------------------------------------------------ predict
     def predict(self, config: dict) -> Prediction:
-        x = self.table.features(config)
+        x = self.features(config)
         y = self._curves.predict(x)
         t = self.max_t
         secs = math.exp(float(self._seconds.predict(x)[0])) * self.profile

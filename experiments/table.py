@@ -232,6 +232,10 @@ class Table:
             d2 = d2 + (self._cats[:, cat] != np.array(cats, dtype=object)[cat]).sum(axis=1)
         return np.sqrt(d2 / len(self.names))
 
+    def complete(self, config: dict) -> dict:
+        """``config`` with every hyperparameter of the table (missing: the default's value)."""
+        return self._complete(config)
+
     def features(self, config: dict) -> np.ndarray:
         """The configuration as numbers in [0, 1], one per hyperparameter (``names`` order):
         the lookup's coordinates, categoricals by position among their choices; missing
