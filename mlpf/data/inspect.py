@@ -79,7 +79,8 @@ def summarise(paths: list[str]) -> tuple[list[Summary], Summary, list[DataError]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m mlpf.data.inspect",
+                                 description=__doc__.splitlines()[0])
     ap.add_argument("paths", nargs="+", help=".pkl.bz2 files or folders of them")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
