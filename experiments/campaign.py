@@ -44,6 +44,7 @@ from experiments.cli import (
     add_scale,
     add_seeds,
     add_workers,
+    duration,
     positive_int,
     run_main,
 )
@@ -72,12 +73,12 @@ def run_live(a) -> int:
 
     jobs = [("default", s) for s in a.seeds if "default" not in a.methods] + \
         [(m, s) for s in a.seeds for m in a.methods]
-    running: list[tuple[str, int, subprocess.Popen, float]] = []
+    running: list[tuple[str, int, subprocess.Popen, float, Path]] = []
     stop = {"signal": None}
 
     def on_signal(signum, frame):  # pass SIGTERM/SIGINT on to the running searches, then stop
         stop["signal"] = signum
-        for *_, child, _ in running:
+        for _, _, child, *_ in running:
             if child.poll() is None:
                 child.send_signal(signum)
 
@@ -92,8 +93,14 @@ def run_live(a) -> int:
                 rc = r[2].poll()
                 if rc is not None:
                     running.remove(r)
-                    summary.append((r[0], r[1], "ok" if rc == 0 else f"exit {rc}",
-                                    time.time() - r[3]))
+                    summary.append((r[0], r[1], how_it_ended(rc, r[4]), time.time() - r[3]))
+                    ran = [w for *_, st, w in summary if not st.startswith("skipped")]
+                    left = len(jobs) - len(summary) + len(running)
+                    eta = (sum(ran) / len(ran)) * left / max(1, a.processes)
+                    print(f"== [{len(summary)}/{len(jobs)}] {r[0]} seed{r[1]}: "
+                          f"{summary[-1][2]} in {duration(summary[-1][3])}; campaign "
+                          f"elapsed {duration(time.time() - t_all)}, ETA {duration(eta)}",
+                          file=sys.stderr, flush=True)
                     return
             time.sleep(0.2)
 
@@ -120,7 +127,7 @@ def run_live(a) -> int:
                                              a.device_budget)
             print(f"== {method} seed{seed}{' (resume)' if resume else ''}: {' '.join(cmd)}",
                   file=sys.stderr, flush=True)
-            running.append((method, seed, subprocess.Popen(cmd, env=env), time.time()))
+            running.append((method, seed, subprocess.Popen(cmd, env=env), time.time(), out))
             while method == "default" and running:
                 wait_one()
         while running:
@@ -129,12 +136,24 @@ def run_live(a) -> int:
         for s, h in old.items():
             signal.signal(s, h)
     print(f"\ncampaign live {a.scale} ({a.evaluator}, {a.workers} workers, "
-          f"{time.time() - t_all:.0f} s):", file=sys.stderr)
+          f"{duration(time.time() - t_all)}"
+          f"{', interrupted' if stop['signal'] else ''}):", file=sys.stderr)
     for method, seed, status, wall in summary:
-        print(f"  {method:16s} seed{seed}  {status:20s} {wall:8.1f} s", file=sys.stderr)
+        print(f"  {method:16s} seed{seed}  {status:44s} {duration(wall):>8s}", file=sys.stderr)
     if stop["signal"]:
         return 128 + stop["signal"]
-    return 0 if all(s in ("ok", "skipped (complete)") for _, _, s, _ in summary) else 1
+    return 0 if all(s.startswith(("complete", "skipped")) for _, _, s, _ in summary) else 1
+
+
+def how_it_ended(rc: int, log_dir: Path) -> str:
+    """A finished search in words: its status and what stopped it (metadata.json)."""
+    meta = logs.read_json(log_dir / logs.METADATA_JSON) or {}
+    status = meta.get("status") or "no metadata"
+    why = meta.get("stopped_by")
+    text = status + (f", stopped by {why}" if why else "")
+    if why == "time":
+        text += " (wall-time safety cap)"
+    return text if rc == 0 else f"exit {rc}: {text}"
 
 
 # ------------------------------------------------------------------------------ replay
@@ -229,10 +248,13 @@ def run_replay(a) -> int:
         rows.append(r)
         best = f"{r['best']:.4f}" if isinstance(r.get("best"), float) else "-"
         sim = f"{r['simulated']:.4g}" if isinstance(r.get("simulated"), (int, float)) else "-"
+        elapsed = time.perf_counter() - t0
+        eta = elapsed / len(rows) * (len(tasks) - len(rows))
         print(f"[{len(rows):4d}/{len(tasks)}] {r['method']:17s} seed{r['seed']:<3d} "
               f"{r['status']:18s} trials {r.get('trials') or 0:4d}  epochs "
               f"{r.get('epochs') or 0:5d}  simulated {sim:>6s} s  best {best}  "
-              f"({r['real']:.1f} s)", file=sys.stderr, flush=True)
+              f"({r['real']:.1f} s; elapsed {duration(elapsed)}, ETA {duration(eta)})",
+              file=sys.stderr, flush=True)
 
     if a.processes <= 1:
         for t in tasks:

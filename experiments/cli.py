@@ -109,3 +109,15 @@ def run_main(body: Callable[[], int]) -> int:
         if launcher_rank() == 0:
             print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def duration(seconds: float) -> str:
+    """``3725`` -> ``1h02m``, ``125`` -> ``2m05s``, ``7.5`` -> ``7.5s``."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    m, s = divmod(int(round(seconds)), 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m"

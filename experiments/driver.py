@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiments import dhcompat, logs
+from experiments.cli import duration
 from experiments.methods import build, get_method, method_metadata, settings_for
 from experiments.provenance import git_commit, iso, machine_info, versions
 from experiments.schedulers import ASHAStopper
@@ -193,24 +194,52 @@ def finish_meta(meta: dict, status: str, epochs: int, n_trials: int, now: float)
 
 # ------------------------------------------------------------------------------ progress
 class Progress:
-    """One status line on stderr: redrawn on a terminal, a plain line every 30 s otherwise."""
+    """One status line on stderr: redrawn on a terminal, a plain line every 30 s otherwise.
 
-    def __init__(self, label: str, budget: int, stream=sys.stderr):
+    It shows the trials, the budget used (device-seconds where that budget is set, and
+    epochs), the best loss, the elapsed wall time and an ETA (elapsed x left / used of the
+    budget that binds first); the closing line says what stopped the search."""
+
+    def __init__(self, label: str, budget: int, stream=sys.stderr,
+                 device_budget: float | None = None):
         self.label, self.budget, self.stream = label, budget, stream
+        self.device_budget = device_budget
         self.tty = stream.isatty() and not os.environ.get("CI")
         self.interval = 0.2 if self.tty else 30.0
         self.last = -math.inf
         self.last_line = ""
+        self.t0 = time.monotonic()
 
-    def update(self, counts: dict, best: float, epochs: int, running: int, final=False):
+    def due(self) -> bool:
+        """Whether the next :meth:`update` would draw (the interval has passed)."""
+        return time.monotonic() - self.last >= self.interval
+
+    def fraction(self, epochs: int, device: float) -> float:
+        """The share of the binding budget used, in [0, 1]."""
+        f = epochs / self.budget if self.budget else 0.0
+        if self.device_budget:
+            f = max(f, device / self.device_budget)
+        return min(1.0, max(0.0, f))
+
+    def update(self, counts: dict, best: float, epochs: int, running: int, final=False,
+               device: float = 0.0, reason: str | None = None):
         now = time.monotonic()
         if not final and now - self.last < self.interval:
             return
         self.last = now
         best_s = f"{best:.4g}" if math.isfinite(best) else "-"
+        used = f"epochs {epochs}/{self.budget}"
+        if self.device_budget:
+            used = f"device {device:.0f}/{self.device_budget:.0f} s, " + used
+        elapsed = now - self.t0
         line = (f"[{self.label}] trials {sum(counts.values())} (ok {counts['ok']}, stopped "
                 f"{counts['stopped']}, failed {counts['failed']}), running {running} | "
-                f"epochs {epochs}/{self.budget} | best val_loss {best_s}")
+                f"{used} | best val_loss {best_s} | elapsed {duration(elapsed)}")
+        f = self.fraction(epochs, device)
+        if final:
+            line += f" | done: {reason or 'complete'}"
+        elif 0.0 < f < 1.0:
+            line += f", ETA {duration(elapsed * (1.0 - f) / f)}"
         if final and line == self.last_line and not self.tty:
             return  # already printed
         self.last_line = line
@@ -304,7 +333,8 @@ class Manager:
         self.write_error: OSError | None = None  # a log write failed (disk full)
         self.last_failure = ""
         self.bar = Progress(f"{plan.method} {plan.scale} seed{plan.seed}",
-                            meta["budget_epochs"]) if progress else None
+                            meta["budget_epochs"], device_budget=meta.get("budget_device_s")) \
+            if progress else None
 
     # ---------------------------------------------------------------- prepare
     def prepare(self) -> None:
@@ -397,8 +427,9 @@ class Manager:
             for job in self.pending:
                 self.epochs += int(job.metadata.get(logs.EPOCHS) or 0)
                 self._count(job)
-            if self.bar:
-                self.bar.update(self.counts, self.best, self.epochs, len(dhcompat.running(ev)))
+            if self.bar and self.bar.due():
+                self.bar.update(self.counts, self.best, self.epochs, len(dhcompat.running(ev)),
+                                device=self.ledger.total())
             if self.durable and time.monotonic() - last_meta_write > META_WRITE_INTERVAL:
                 finish_meta(self.meta, logs.RUN_RUNNING, self.epochs,
                             len(search.history) + len(self.pending), self.clock())
@@ -440,7 +471,12 @@ class Manager:
         except OSError as e:
             self.write_error = self.write_error or e
         if self.bar:
-            self.bar.update(self.counts, self.best, self.epochs, 0, final=True)
+            reason = {logs.RUN_INTERRUPTED: "interrupted (resume with --resume)",
+                      logs.RUN_FAILED: "ended by failed trials"}.get(status)
+            if reason is None:
+                reason = f"stopped by {self.meta.get('stopped_by') or 'its searcher'}"
+            self.bar.update(self.counts, self.best, self.epochs, 0, final=True,
+                            device=self._spent(), reason=reason)
         if self.write_error is not None:
             print(f"error: cannot write the logs in {self.log_dir} ({self.write_error}); the "
                   "files there hold everything up to their last complete write: free space "
@@ -450,6 +486,12 @@ class Manager:
             print(f"error: {self.plan.log_dir}: search stopped: {self.meta['failure']}",
                   file=sys.stderr)
         return {logs.RUN_COMPLETE: 0, logs.RUN_FAILED: 1}.get(status, 143)
+
+    def _spent(self) -> float:
+        try:
+            return float(self.ledger.total())
+        except Exception:  # noqa: BLE001 - the storage is gone after a crash: no number
+            return 0.0
 
     def on_signal(self, signum, frame) -> None:
         self.stop_requested = True

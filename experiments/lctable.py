@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from experiments import logs
-from experiments.cli import CliError, Parser, add_scale, positive_int, run_main
+from experiments.cli import CliError, Parser, add_scale, duration, positive_int, run_main
 from experiments.provenance import git_commit, iso, machine_info, versions
 from experiments.table import (
     CONFIG_ID,
@@ -426,18 +426,28 @@ def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable
             bar = tqdm(total=remaining, unit="epoch", desc=f"lctable {scale}", file=sys.stderr,
                        mininterval=0.5 if sys.stderr.isatty() else 60.0)
         pool = ctx.Pool(min(workers, len(tasks)), _init_worker, (queue, _threads()))
+        t_start, trained = time.monotonic(), 0
         try:
             pending = pool.imap_unordered(train_config, tasks)
             while len(results) < len(tasks):
                 try:
                     results.append(pending.next(timeout=0.2))
-                    tqdm_write = f"config {results[-1][0]}: {results[-1][1]}"
+                    while not queue.empty():
+                        trained += queue.get()
                     if bar is not None:
-                        bar.write(tqdm_write)
+                        bar.write(f"config {results[-1][0]}: {results[-1][1]}")
+                    else:  # a plain line per training: elapsed and ETA by epochs left
+                        elapsed = time.monotonic() - t_start
+                        eta = elapsed / max(1, trained) * max(0, remaining - trained)
+                        print(f"lctable {scale}: [{len(mine) - len(tasks) + len(results)}/"
+                              f"{len(mine)}] config {results[-1][0]}: {results[-1][1]}; "
+                              f"elapsed {duration(elapsed)}, ETA {duration(eta)}",
+                              file=sys.stderr, flush=True)
                 except mp.TimeoutError:
                     pass
                 while not queue.empty():
                     n = queue.get()
+                    trained += n
                     if bar is not None:
                         bar.update(n)
             pool.close()
@@ -485,7 +495,8 @@ def main(argv=None) -> int:
                    "file (Slurm arrays, MPI ranks: auto); then --merge")
     p.add_argument("--merge", action="store_true",
                    help="join the shard files into the table and stop")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="a plain line per finished training instead of a progress bar")
 
     def body() -> int:
         a = p.parse_args(argv)

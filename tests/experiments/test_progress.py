@@ -1,0 +1,42 @@
+"""Progress lines of long commands: elapsed time, budget used, ETA, and what stopped them."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from experiments.campaign import how_it_ended
+from experiments.cli import duration
+from experiments.driver import Progress
+
+
+def test_duration_reads_like_a_clock():
+    assert duration(7.46) == "7.5s" and duration(125) == "2m05s"
+    assert duration(3725) == "1h02m" and duration(-3) == "0.0s"
+
+
+def test_progress_line_shows_budget_elapsed_eta_and_stop_reason(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr("experiments.driver.time.monotonic", lambda: now[0])
+    out = io.StringIO()
+    bar = Progress("asha small seed0", 1024, out, device_budget=2880.0)
+    counts = {"ok": 2, "stopped": 5, "failed": 0}
+    now[0] = 160.0  # 60 s in, a quarter of the device budget used: 180 s left
+    bar.update(counts, 0.31, 100, 2, device=720.0)
+    line = out.getvalue().splitlines()[-1]
+    assert "device 720/2880 s, epochs 100/1024" in line
+    assert "elapsed 1m00s, ETA 3m00s" in line and "best val_loss 0.31" in line
+    now[0] = 400.0
+    bar.update(counts, 0.29, 400, 0, final=True, device=2890.0,
+               reason="stopped by device_budget")
+    line = out.getvalue().splitlines()[-1]
+    assert line.endswith("elapsed 5m00s | done: stopped by device_budget") and "ETA" not in line
+
+
+def test_campaign_summary_says_what_stopped_a_search(tmp_path):
+    (tmp_path / "metadata.json").write_text(json.dumps({"status": "complete",
+                                                        "stopped_by": "time"}))
+    assert how_it_ended(0, tmp_path) == \
+        "complete, stopped by time (wall-time safety cap)"
+    assert how_it_ended(143, tmp_path).startswith("exit 143: ")
+    assert how_it_ended(1, tmp_path / "none") == "exit 1: no metadata"
