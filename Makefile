@@ -19,13 +19,14 @@ LCTABLE ?= results/$(SCALE)/lctable.csv
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+PEERS_STAMP := $(VENV)/.peers-installed
 NPROC := $(shell nproc 2>/dev/null || echo 2)
 
 ifeq ($(filter $(SCALE),smoke small paper),)
 $(error SCALE must be one of smoke, small, paper (got '$(SCALE)'))
 endif
 
-.PHONY: help setup test lint data benchmark lctable replay figures physics clean distclean
+.PHONY: help setup peers test lint data benchmark lctable replay figures physics clean distclean
 
 help: ## show this help
 	@echo "usage: make TARGET [SCALE=smoke|small|paper] (default SCALE=small)"
@@ -41,7 +42,14 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-test: setup data/smoke/.complete ## run the test suite on generated smoke events (slow and MPI tests included; PYTEST_ARGS="-m 'not slow'" skips them)
+peers: $(PEERS_STAMP) ## install the Syne Tune peers' packages (requirements-peers.txt) into .venv
+
+$(PEERS_STAMP): requirements-peers.txt $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-peers.txt
+	$(PY) -c "import syne_tune.optimizer.baselines, syne_tune.backend.simulator_backend.simulator_backend"
+	touch $@
+
+test: setup $(PEERS_STAMP) data/smoke/.complete ## run the test suite on generated smoke events (slow and MPI tests included; PYTEST_ARGS="-m 'not slow'" skips them)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup ## ruff

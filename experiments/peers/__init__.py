@@ -1,35 +1,72 @@
 """Peers: other teams' HPO tools on the same problem, budgets and logs as our methods.
 
-Each adapter (:mod:`experiments.peers.optuna_peers`, ...) runs its library's ask/tell loop in
-simulated time on a learning-curve table, through the same trial contract and clock as our
-replayed searches (:mod:`experiments.peers.simulate`). :func:`run_peer` runs one peer and seed;
-``python -m experiments.campaign --backend replay`` runs them with our methods.
+Each adapter (:mod:`experiments.peers.optuna_peers`, :mod:`experiments.peers.syne_peers`) runs
+its library in simulated time on a learning-curve table, through the same trial contract and
+clock as our replayed searches (:mod:`experiments.peers.simulate`). :data:`PEERS` holds every
+peer whose library is installed (the Syne Tune peers need ``make peers``); :func:`run_peer`
+runs one peer and seed; ``python -m experiments.campaign --backend replay`` runs them with our
+methods.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from pathlib import Path
 
 from experiments import logs
 from experiments.methods import settings_for
-from experiments.peers.optuna_peers import PEERS, Session, get_peer, optuna_distributions
-from experiments.peers.simulate import DEVICES, CurveFn, simulate, write_logs
+from experiments.peers import optuna_peers
+from experiments.peers.optuna_peers import Session, optuna_distributions
+from experiments.peers.simulate import DEVICES, CurveFn, Run, simulate, write_logs
 from experiments.space import problem_for
+
+# Syne Tune is optional (requirements-peers.txt): its peers exist only where it is installed.
+if importlib.util.find_spec("syne_tune") is not None:
+    from experiments.peers import syne_peers
+else:
+    syne_peers = None
+
+PEERS: dict = {**optuna_peers.PEERS, **(syne_peers.PEERS if syne_peers else {})}
 
 __all__ = ["PEERS", "get_peer", "run_peer", "simulate_peer"]
 
 
+def get_peer(name: str):
+    """The registry record of peer ``name``."""
+    try:
+        return PEERS[name]
+    except KeyError:
+        hint = ""
+        if name.startswith("syne_"):
+            hint = " (Syne Tune is not installed: make peers)" if syne_peers is None else \
+                f" ({syne_peers.UNAVAILABLE[name]}: {syne_peers.WHY_UNAVAILABLE})" \
+                if name in syne_peers.UNAVAILABLE else ""
+        raise ValueError(f"unknown peer {name!r}{hint}; choose one of {', '.join(PEERS)}")\
+            from None
+
+
 def make_session(peer, s, seed: int) -> Session:
-    """A session of ``peer`` (a name or a registry record) on the scale's search space."""
+    """An Optuna session of ``peer`` (a name or a registry record) on the scale's space."""
     peer = get_peer(peer) if isinstance(peer, str) else peer
     return Session(peer, s, seed, optuna_distributions(problem_for(s.scale)))
 
 
+def simulate_with_info(peer, s, seed: int, curve_fn: CurveFn, workers: int = 2,
+                       devices: int = DEVICES) -> tuple[Run, dict]:
+    """Simulate ``peer`` (a name or a record) for one seed, with its library's info
+    (name, version, real seconds of its decisions) for metadata.json."""
+    peer = get_peer(peer) if isinstance(peer, str) else peer
+    if syne_peers is not None and isinstance(peer, syne_peers.SynePeer):
+        return syne_peers.simulate_syne(peer, s, seed, curve_fn, workers, devices)
+    session = make_session(peer, s, seed)
+    return simulate(session, s, curve_fn, workers, devices), session.info()
+
+
 def simulate_peer(peer, s, seed: int, curve_fn: CurveFn, workers: int = 2,
-                  devices: int = DEVICES):
+                  devices: int = DEVICES) -> Run:
     """Simulate ``peer`` for one seed; returns the :class:`experiments.peers.simulate.Run`."""
-    return simulate(make_session(peer, s, seed), s, curve_fn, workers, devices)
+    return simulate_with_info(peer, s, seed, curve_fn, workers, devices)[0]
 
 
 def peer_dir(scale: str, name: str, seed: int) -> Path:
@@ -55,9 +92,8 @@ def run_peer(name: str, scale: str, seed: int, curve_fn: CurveFn, log_dir: Path,
     logs.clear_logs(log_dir)
     s = settings_for(scale, budget, time_budget or 0, device_budget)  # 0: no deadline
     tic = time.perf_counter()
-    session = make_session(peer, s, seed)
-    run = simulate(session, s, curve_fn, workers, devices)
+    run, info = simulate_with_info(peer, s, seed, curve_fn, workers, devices)
     real = time.perf_counter() - tic
     described = {"name": peer.name, "summary": peer.summary, **peer.describe(s)}
     return write_logs(run, log_dir, described, s, seed, workers, table, real,
-                      list(session.dists), session.info())
+                      problem_for(scale).hyperparameter_names, info)

@@ -12,8 +12,9 @@ from analysis.logs import LogWarning, load_scale, load_search, trial_table
 from experiments import logs
 from experiments.campaign import main as campaign_main
 from experiments.methods import settings_for
-from experiments.peers import PEERS, get_peer, run_peer
+from experiments.peers import get_peer, run_peer
 from experiments.peers import simulate_peer as simulate
+from experiments.peers.optuna_peers import PEERS as OPTUNA_PEERS
 from experiments.peers.optuna_peers import optuna_distributions
 from experiments.peers.simulate import synthetic_curves
 from experiments.space import problem_for
@@ -76,7 +77,7 @@ def _frame(run):
     return pd.DataFrame(run.results), pd.DataFrame(run.curves)
 
 
-@pytest.mark.parametrize("peer", list(PEERS))
+@pytest.mark.parametrize("peer", list(OPTUNA_PEERS))
 def test_pruner_stops_trials_early_and_budget_holds(peer):
     run = simulate(get_peer(peer), SMOKE, 0, synthetic_curves(SMOKE.max_t), workers=2)
     res, lc = _frame(run)
