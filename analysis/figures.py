@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from analysis.logs import (  # noqa: E402
     DEFAULT_METHOD,
@@ -73,24 +74,51 @@ TARGET_STYLES = ((0, (1, 1)), (0, (3, 2)), (0, (6, 2)))  # top 1 %, 5 %, 10 %: d
 
 
 def reference_lines(ax, refs: dict) -> None:
-    """Horizontal lines: L_default (black dashed), the targets (grey, by quantile)."""
+    """Horizontal lines: L_default (black, thick dashed, above everything), the targets
+    (thin grey, by quantile: dots to dashes)."""
     if refs and np.isfinite(refs.get("default_loss", np.nan)):
-        ax.axhline(refs["default_loss"], color="k", ls="--", lw=1,
-                   label=f"default ({refs.get('default_ref', 'final')})")
+        ax.axhline(refs["default_loss"], color="k", ls=(0, (5, 2)), lw=1.8, zorder=5,
+                   label=f"untuned default ({refs.get('default_ref', 'final')})")
     for (q, t), ls in zip((refs or {}).get("targets", {}).items(), TARGET_STYLES):
         if np.isfinite(t):
-            ax.axhline(t, color="0.45", ls=ls, lw=0.9, label=f"target top {100 * q:g} %")
+            ax.axhline(t, color="0.55", ls=ls, lw=0.8, zorder=1,
+                       label=f"target: top {100 * float(q):g} % of the table")
+
+
+def _title(runs: dict, what: str) -> str:
+    """``<scale>: <what>, <n> seeds, <budget> device-s per search`` from the logs."""
+    searches = [s for m in _searches(runs).values() for s in m.values()]
+    scale = next((s.metadata.get("scale") for s in searches if s.metadata.get("scale")), "")
+    seeds = max((len(m) for m in _searches(runs).values()), default=0)
+    budgets = {s.metadata.get("budget_device_s") for s in searches} - {None}
+    b = f", {max(budgets):.0f} device-s per search" if budgets else ""
+    return f"{scale}: {what}, {seeds} seed{'s' if seeds != 1 else ''} per method{b}"
+
+
+def _zoom(refs: dict, values: np.ndarray) -> tuple[float, float] | None:
+    """Linear y range from just below the best loss to just above the default's (at least
+    15 % above the best loss)."""
+    lo = np.nanmin([refs.get("l_ref", np.nan), np.nanmin(values) if len(values) else np.nan])
+    hi = refs.get("default_loss", np.nan)
+    if not np.isfinite(lo):
+        return None
+    hi = max(hi if np.isfinite(hi) else -np.inf, lo * 1.15)  # at least 15 % of the loss
+    pad = 0.06 * (hi - lo)
+    return lo - pad, hi + 2 * pad
 
 
 def _best_vs(runs: dict, trials: pd.DataFrame, refs: dict, x: str, xlabel: str,
              logx: bool):
-    fig, ax = plt.subplots(figsize=FIGSIZE, layout="constrained")
+    """Left: every search's incumbent on log axes (the whole descent); right: the same on a
+    linear scale zoomed between the best loss and the default's, where methods differ."""
+    fig, (ax, zoom) = plt.subplots(1, 2, figsize=(11.0, 4.2), layout="constrained")
     methods = list(_searches(runs))
     factor, unit = 1.0, None
     if x == "wall_hours":
         factor, unit = time_unit(max(s.duration / 3600 for m in methods
                                      for s in runs[m].values()))
         xlabel = f"wall time [{unit}]"
+    finals = []
     for m in methods:
         for i, s in enumerate(runs[m].values()):
             inc = search_trace(s, trials).dropna(subset=[INCUMBENT])
@@ -103,17 +131,27 @@ def _best_vs(runs: dict, trials: pd.DataFrame, refs: dict, x: str, xlabel: str,
                 inc = inc[inc[x] > 0]
             if len(inc) == 0:
                 continue
-            ax.step(inc[x], inc[INCUMBENT], where="post", color=color(m, methods),
-                    lw=1.5, alpha=0.9 if len(runs[m]) == 1 else 0.6,
-                    label=m if i == 0 else None)
-    reference_lines(ax, refs)
-    if logx:
-        ax.set_xscale("log")
+            finals.append(float(inc[INCUMBENT].iloc[-1]))
+            for a in (ax, zoom):
+                a.step(inc[x], inc[INCUMBENT], where="post", color=color(m, methods),
+                       lw=1.6, alpha=0.9 if len(runs[m]) == 1 else 0.65,
+                       label=m if i == 0 else None)
+    for a in (ax, zoom):
+        reference_lines(a, refs)
+        if logx:
+            a.set_xscale("log")
+        a.set_xlabel(xlabel)
+        a.grid(alpha=0.3, which="both")
     ax.set_yscale("log")  # first-epoch losses are orders of magnitude above the best ones
-    ax.set_xlabel(xlabel)
     ax.set_ylabel("incumbent's final validation loss")
-    ax.legend(fontsize="small")
-    ax.grid(alpha=0.3, which="both")
+    ax.set_title("whole search (log scale)", fontsize="medium")
+    limits = _zoom(refs, np.array(finals))
+    if limits:
+        zoom.set_ylim(*limits)
+    zoom.set_title("zoom near the best loss (linear)", fontsize="medium")
+    zoom.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(_title(runs, "incumbent (best final loss so far) per search"),
+                 fontsize="medium")
     return fig
 
 
@@ -173,6 +211,7 @@ def learning_curves(runs: dict, trials: pd.DataFrame, refs: dict):
         ax.set_yscale("log")
         ax.set_title(m, fontsize="medium")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if refs and np.isfinite(refs.get("default_loss", np.nan)):
             ax.axhline(refs["default_loss"], color="k", ls="--", lw=0.8)
@@ -195,6 +234,7 @@ def budget_per_trial(runs: dict, trials: pd.DataFrame, refs: dict):
         over = f" in {n_seeds} seeds" if n_seeds > 1 else ""
         ax.set_title(f"{m} ({len(e)} trials, {int(e.sum())} epochs{over})", fontsize="medium")
         ax.set_xlabel("epochs trained")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("trials")
     return fig

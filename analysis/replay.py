@@ -87,7 +87,7 @@ from mlpf.paths import FIGURES_DIR, RESULTS_DIR  # noqa: E402
 PAPER_METHODS = ("random", "hyperband", "asha", "asha_bo")  # drawn thick
 EXPECTED = (DEFAULT_METHOD, "random", "hyperband", "asha", "asha_bo", "async_hyperband",
             "bohb", "bo")  # asha_deephyper and Optuna peers (optuna_*) are optional
-PEER_PREFIX = "optuna_"
+PEER_PREFIXES = ("optuna_", "syne_", "ray_")  # other libraries
 MIN_SEEDS = 20
 GOAL_METHOD, GOAL_SPEEDUP = "asha_bo", 4.0  # the goal: <= 1/4 of random's compute
 GOAL_QUANTILE = 0.05  # ... to reach the top 5 % target
@@ -261,54 +261,114 @@ def write_tables(res: dict, scale: str, out: Path) -> list[Path]:
 
 # ---- figures ------------------------------------------------------------------------------
 def _style(methods: list[str]) -> dict[str, dict]:
-    """Paper methods first colours, thick; other DeepHyper methods thin; peers dashed."""
-    order = [m for m in PAPER_METHODS if m in methods] + \
-        [m for m in methods if m not in PAPER_METHODS]
-    cmap = plt.get_cmap("tab10" if len(order) <= 10 else "tab20").colors
-    return {m: {"color": cmap[i % len(cmap)], "lw": 2.2 if m in PAPER_METHODS else 1.0,
-                "ls": "--" if m.startswith(PEER_PREFIX) else "-",
-                "zorder": 3 if m in PAPER_METHODS else 2,
-                "band": 0.18 if m in PAPER_METHODS else 0.06} for i, m in enumerate(order)}
+    """A distinct colour per method within its group (tab10), paper methods thick."""
+    out = {}
+    for _, group in _groups(methods):
+        for i, m in enumerate(group):
+            out[m] = {"color": plt.get_cmap("tab10").colors[i % 10],
+                      "lw": 2.0 if m in PAPER_METHODS else 1.4, "ls": "-",
+                      "zorder": 3, "band": 0.15}
+    return out
+
+
+def _groups(methods: list[str]) -> list[tuple[str, list[str]]]:
+    """(title, methods) panels: the paper's four, our other methods, other libraries."""
+    peers = [m for m in methods if m.startswith(PEER_PREFIXES)]
+    paper = [m for m in PAPER_METHODS if m in methods]
+    others = [m for m in methods if m not in peers and m not in paper]
+    return [(t, g) for t, g in (("the paper's methods", paper), ("other methods", others),
+                                ("other libraries", peers)) if g]
+
+
+def _zoom(res: dict) -> tuple[float, float]:
+    """Linear y range where the differences live: from just below the best known loss to
+    just above the default's (or the 90th percentile of the medians at 1/8 of the grid)."""
+    refs, c = res["refs"], res["curves"]
+    lo = min(refs.get("l_ref", np.inf), float(np.nanmin(c["median_incumbent"])))
+    hi = refs.get("default_loss", math.nan)
+    if not np.isfinite(hi) or hi <= lo:
+        early = c[c["device_hours"] >= c["device_hours"].max() / 8]
+        hi = float(np.nanquantile(early["median_incumbent"], 0.9))
+    pad = 0.06 * (hi - lo) if hi > lo else 0.05 * abs(lo) + 1e-3
+    return lo - pad, hi + 2 * pad
+
+
+def _references(ax, refs: dict, label: bool) -> None:
+    """The default (black, thick dashed) and the targets (thin grey, named at the right)."""
+    d = refs.get("default_loss", math.nan)
+    if np.isfinite(d):
+        ax.axhline(d, color="k", ls=(0, (5, 2)), lw=1.6, zorder=4,
+                   label=f"untuned default ({refs.get('default_ref', 'final')})")
+    for q, t in refs.get("targets", {}).items():
+        if np.isfinite(t):
+            ax.axhline(t, color="0.55", ls=":", lw=0.9, zorder=1)
+            if label:
+                ax.annotate(f"top {100 * float(q):g} %", (1.0, t), xycoords=("axes fraction",
+                            "data"), xytext=(2, 0), textcoords="offset points",
+                            fontsize="x-small", color="0.4", va="center")
+
+
+def _title(res: dict, what: str) -> str:
+    refs = res["refs"]
+    budget = refs.get("budget_device_s")
+    b = f", {budget:.0f} device-s per search" if budget and np.isfinite(budget) else ""
+    return (f"{res.get('scale', '')} replay: {what}, {refs.get('rank_seeds', '?')} seeds{b}"
+            f" ({refs.get('lookup', 'table')} lookup)")
 
 
 def best_vs_compute(res: dict):
-    """Median incumbent loss over seeds vs device-hours (log x), 95 % bands."""
-    fig, ax = plt.subplots(figsize=figures.FIGSIZE, layout="constrained")
+    """Median incumbent loss over seeds vs device-hours (log x), 95 % bands, one panel per
+    group of methods, linear y zoomed between the best known loss and the default."""
+    groups = _groups(res["methods"])
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 4.2), sharey=True,
+                             squeeze=False, layout="constrained")
     style = _style(res["methods"])
-    for m, c in res["curves"].groupby("method", sort=False):
-        s = style[m]
-        y = c["median_incumbent"].where(np.isfinite(c["median_incumbent"]))
-        lo, hi = (c[k].where(np.isfinite(c[k])) for k in ("lo", "hi"))
-        ax.fill_between(c["device_hours"], lo, hi, color=s["color"], alpha=s["band"], lw=0,
-                        step="post")
-        ax.step(c["device_hours"], y, where="post", color=s["color"], lw=s["lw"], ls=s["ls"],
-                zorder=s["zorder"], label=m)
-    figures.reference_lines(ax, res["refs"])
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("compute spent [device-hours]")
-    ax.set_ylabel("median incumbent's final validation loss")
-    ax.legend(fontsize="x-small", ncol=2)
-    ax.grid(alpha=0.3, which="both")
+    curves = {m: c for m, c in res["curves"].groupby("method", sort=False)}
+    lo, hi = _zoom(res)
+    for k, (ax, (title, group)) in enumerate(zip(axes[0], groups)):
+        for m in group:
+            c, s = curves[m], style[m]
+            y = c["median_incumbent"].where(np.isfinite(c["median_incumbent"]))
+            b_lo, b_hi = (c[k2].where(np.isfinite(c[k2])) for k2 in ("lo", "hi"))
+            ax.fill_between(c["device_hours"], b_lo, b_hi, color=s["color"], alpha=s["band"],
+                            lw=0, step="post")
+            ax.step(c["device_hours"], y, where="post", color=s["color"], lw=s["lw"],
+                    zorder=s["zorder"], label=m)
+        _references(ax, res["refs"], label=k == len(groups) - 1)
+        ax.set_xscale("log")
+        ax.set_ylim(lo, hi)
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel("compute spent [device-hours]")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize="x-small", loc="best")
+    axes[0][0].set_ylabel("median incumbent's final val_loss\n(95 % bootstrap band)")
+    fig.suptitle(_title(res, "best configuration so far"), fontsize="medium")
     return fig
 
 
 def rank_vs_compute(res: dict):
-    """Average rank of every method over device-hours (log x); 1 = best."""
-    fig, ax = plt.subplots(figsize=figures.FIGSIZE, layout="constrained")
+    """Average rank of every method over device-hours (log x); 1 = best; one panel per
+    group of methods, all ranked together."""
+    groups = _groups(res["methods"])
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 4.0), sharey=True,
+                             squeeze=False, layout="constrained")
     style = _style(res["methods"])
-    for m, c in res["curves"].groupby("method", sort=False):
-        s = style[m]
-        ax.step(c["device_hours"], c["mean_rank"], where="post", color=s["color"], lw=s["lw"],
-                ls=s["ls"], zorder=s["zorder"], label=m)
-    for f in RANK_FRACTIONS:  # where ranks.md quotes the ranks
-        ax.axvline(f * res["refs"]["grid_end_device_hours"], color="0.6", lw=0.8, ls=":")
-    ax.set_xscale("log")
-    ax.set_ylim(len(res["methods"]) + 0.5, 0.5)  # best rank on top
-    ax.set_xlabel("compute spent [device-hours]")
-    ax.set_ylabel(f"average rank over {res['refs']['rank_seeds']} seeds")
-    ax.legend(fontsize="x-small", ncol=2)
-    ax.grid(alpha=0.3, which="both")
+    curves = {m: c for m, c in res["curves"].groupby("method", sort=False)}
+    for ax, (title, group) in zip(axes[0], groups):
+        for m in group:
+            c, s = curves[m], style[m]
+            ax.step(c["device_hours"], c["mean_rank"], where="post", color=s["color"],
+                    lw=s["lw"], label=m)
+        for f in RANK_FRACTIONS:  # where ranks.md quotes the ranks
+            ax.axvline(f * res["refs"]["grid_end_device_hours"], color="0.75", lw=0.8, ls=":")
+        ax.set_xscale("log")
+        ax.set_ylim(len(res["methods"]) + 0.5, 0.5)  # best rank on top
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel("compute spent [device-hours]\n(dotted: where ranks.md reads them)")
+        ax.legend(fontsize="x-small", loc="lower right")
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].set_ylabel(f"average rank among all {len(res['methods'])} (1 = best)")
+    fig.suptitle(_title(res, "rank of the best configuration so far"), fontsize="medium")
     return fig
 
 
@@ -334,6 +394,13 @@ def build(scale: str, results: Path | None = None, out: Path | None = None,
         default_loss = table_default_loss(table)
     res = analyse(runs, default_loss, default_source=source,
                   table=table_final_losses(table), table_name=label)
+    res["scale"] = scale
+    metas = [s.metadata for seeds in runs.values() for s in seeds.values()]
+    budgets = {(m.get("budget_device_s") or (m.get("method_settings") or {}).get(
+        "budget_device_s")) for m in metas} - {None}
+    res["refs"]["budget_device_s"] = max(budgets) if budgets else math.nan
+    lookups = {(m.get("replay") or {}).get("lookup", "nearest") for m in metas}
+    res["refs"]["lookup"] = "/".join(sorted(lookups))
     out.mkdir(parents=True, exist_ok=True)
     written = write_tables(res, scale, out)
     for name, make in FIGURES.items():
