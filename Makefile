@@ -77,7 +77,7 @@ replay: setup ## replay every method and peer x REPLAY_SEEDS on LCTABLE (simulat
 figures: setup ## rebuild paper_figures/SCALE/ from the raw logs in results/SCALE/
 	$(PY) -m analysis.make_figures --scale $(SCALE)
 
-physics: setup data ## retrain the best and the default configuration and compare physics metrics
+physics: setup data ## retrain the default and each method's incumbent (3 seeds, test split); physics table and figure
 	$(PY) -m analysis.physics --scale $(SCALE)
 
 clean: ## remove generated data, runs, caches (keeps .venv and the shipped logs)
