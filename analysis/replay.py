@@ -259,6 +259,70 @@ def write_tables(res: dict, scale: str, out: Path) -> list[Path]:
         [out / n for n in ("per_seed.csv", "curves.csv", "references.json")]
 
 
+# ---- live vs replay -------------------------------------------------------------------------
+def live_agreement(live_dir: Path, runs: dict) -> dict:
+    """Method ranking of the live searches under ``live_dir`` (results/<scale>/) against the
+    replayed ones at the live budget: per method the median over seeds of the incumbent's
+    final loss, live at its end, replayed at the live device budget (the replay budget is
+    larger); Kendall's tau of the two rankings over the methods both have. ``{"status": ...}``
+    says why there is no comparison (no live logs, other max_t, no device budget)."""
+    from scipy.stats import kendalltau
+
+    try:
+        live = {m: v for m, v in load_scale(live_dir).items() if m != DEFAULT_METHOD}
+    except MissingLogsError:
+        return {"status": f"no live logs under {live_dir.name}/"}
+    common = [m for m in live if m in runs]
+    if len(common) < 2:
+        return {"status": "fewer than 2 methods both live and replayed"}
+    any_live = next(iter(live[common[0]].values()))
+    any_replay = next(iter(runs[common[0]].values()))
+    if any_live.max_t != any_replay.max_t:
+        return {"status": f"live logs of another design (max_t {any_live.max_t:g} vs "
+                f"{any_replay.max_t:g}): not compared"}
+    budgets = {s.metadata.get("budget_device_s") for m in common for s in live[m].values()}
+    if None in budgets or len(budgets) != 1:
+        return {"status": "live searches without one common device budget: not compared"}
+    at = float(budgets.pop()) / 3600.0
+    live_trials, _ = tidy({m: live[m] for m in common})
+    replay_trials, _ = tidy({m: runs[m] for m in common})
+
+    def median(group, trials, point):
+        v = [incumbent_on_grid(search_trace(s, trials), [point])[0] for s in group.values()]
+        v = [x for x in v if np.isfinite(x)]
+        return (float(np.median(v)) if v else math.nan), len(v)
+
+    rows = []
+    for m in common:
+        lv, ln = median(live[m], live_trials, np.inf)
+        rv, rn = median(runs[m], replay_trials, at)
+        rows.append({"method": m, "live": lv, "live_seeds": ln, "replay": rv, "replay_seeds": rn})
+    df = pd.DataFrame(rows)
+    df["live_rank"] = df["live"].rank(method="average")
+    df["replay_rank"] = df["replay"].rank(method="average")
+    tau, p = kendalltau(df["live"], df["replay"]) if len(df) >= 3 else (math.nan, math.nan)
+    return {"status": "compared", "budget_device_h": at, "kendall_tau": float(tau),
+            "p_value": float(p), "n_methods": len(df), "rows": df.to_dict("records")}
+
+
+def write_agreement(agree: dict, out: Path) -> list[Path]:
+    notes = [f"Live vs replay: {agree['status']}."]
+    rows = []
+    if agree["status"] == "compared":
+        notes = [f"Median over seeds of the incumbent's final val_loss: live at the end of each "
+                 f"search, replayed at the live device budget "
+                 f"({3600 * agree['budget_device_h']:.0f} device-seconds). Kendall's tau of "
+                 f"the two rankings: {tables.fmt(agree['kendall_tau'], 2)} over "
+                 f"{agree['n_methods']} methods (p = {tables.fmt(agree['p_value'], 2)})."]
+        rows = [[r["method"], f"{tables.fmt(r['live'], 4)} ({r['live_seeds']})",
+                 f"{tables.fmt(r['replay'], 4)} ({r['replay_seeds']})",
+                 tables.fmt(r["live_rank"], 1), tables.fmt(r["replay_rank"], 1)]
+                for r in agree["rows"]]
+    tables.write_table(["method", "live (seeds)", "replay at live budget (seeds)", "live rank",
+                        "replay rank"], rows, out, "agreement", notes)
+    return [out / "agreement.md", out / "agreement.tex"]
+
+
 # ---- figures ------------------------------------------------------------------------------
 def _style(methods: list[str]) -> dict[str, dict]:
     """A distinct colour per method within its group (tab10), paper methods thick."""
@@ -401,8 +465,11 @@ def build(scale: str, results: Path | None = None, out: Path | None = None,
     res["refs"]["budget_device_s"] = max(budgets) if budgets else math.nan
     lookups = {(m.get("replay") or {}).get("lookup", "nearest") for m in metas}
     res["refs"]["lookup"] = "/".join(sorted(lookups))
+    agree = live_agreement(results.parent, runs)
+    res["refs"]["live_vs_replay"] = {k: v for k, v in agree.items() if k != "rows"}
     out.mkdir(parents=True, exist_ok=True)
     written = write_tables(res, scale, out)
+    written += write_agreement(agree, out)
     for name, make in FIGURES.items():
         written += figures.save(make(res), out, name)
     heldout = table.with_name(table.stem + ".surrogate_heldout.csv")

@@ -180,7 +180,7 @@ def test_tables_written_and_byte_identical(tmp_path, capsys):
     assert _run(tmp_path, out) == 0
     first = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
     assert set(first) == {f"{n}.{e}" for n in ("summary", "ranks") for e in ("md", "tex", "csv")} \
-        | {f"{n}.{e}" for n in ("fractions", "targets") for e in ("md", "tex")} \
+        | {f"{n}.{e}" for n in ("fractions", "targets", "agreement") for e in ("md", "tex")} \
         | {"per_seed.csv", "curves.csv", "references.json"} \
         | {f"{n}.{e}" for n in replay.FIGURES for e in ("pdf", "png")}
     assert _run(tmp_path, out) == 0
@@ -289,3 +289,37 @@ def test_make_figures_ignores_replay_and_lctable(tmp_path):
     per = pd.read_csv(tmp_path / "out" / "smoke" / "per_seed.csv")
     assert sorted(set(per["method"])) == ["asha", "random"]
     assert "replay" not in (tmp_path / "out" / "smoke" / "summary.md").read_text()
+
+
+def _live(root, finals: dict, max_t=1, budget=1.5 * HOUR):
+    for m, losses in finals.items():
+        for k, x in enumerate(losses):
+            write_search(root, "smoke", m, k, [{"job_id": 0, "losses": [x], "seconds": HOUR}],
+                         workers=1, settings={"max_t": max_t},
+                         metadata={"budget_device_s": budget})
+
+
+def test_live_vs_replay_ranking_by_hand(tmp_path):
+    root = _hand(tmp_path)
+    # replayed, at the live budget 1.5 device-h: random 5 and 6 (median 5.5), asha_bo 2.8
+    # and 2.0 (2.4), bo 4 and 5 (4.5); live finals: random 3, 2 (2.5), asha_bo 2.2, bo 3.5
+    _live(tmp_path, {"random": [3.0, 2.0], "asha_bo": [2.2], "bo": [3.5]})
+    a = replay.live_agreement(tmp_path / "smoke", L.load_scale(root))
+    assert a["status"] == "compared" and a["n_methods"] == 3
+    rows = {r["method"]: r for r in a["rows"]}
+    assert (rows["random"]["live"], rows["random"]["replay"]) == (2.5, 5.5)
+    assert (rows["asha_bo"]["replay"], rows["bo"]["replay"]) == (2.4, 4.5)
+    # pairs: (random, asha_bo) concordant, (random, bo) discordant, (asha_bo, bo) concordant
+    assert a["kendall_tau"] == pytest.approx(1 / 3)
+    assert _run(tmp_path, tmp_path / "out") == 0
+    md = (tmp_path / "out" / "agreement.md").read_text()
+    assert "Kendall's tau of the two rankings: 0.33 over 3 methods" in md
+
+
+def test_live_vs_replay_refuses_another_design(tmp_path):
+    root = _hand(tmp_path)
+    assert replay.live_agreement(tmp_path / "smoke", L.load_scale(root))["status"] \
+        .startswith("no live logs")
+    _live(tmp_path, {"random": [3.0], "bo": [3.5]}, max_t=27)
+    assert "another design" in replay.live_agreement(tmp_path / "smoke",
+                                                     L.load_scale(root))["status"]
