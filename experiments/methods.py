@@ -96,7 +96,8 @@ def settings_for(scale: str, budget: int | None = None, time_budget: float | Non
 # decision instead of ~0.7 s for "mixedga"), qUCBd for batches without refitting on lies, and a
 # failed trial replaced by the worst objective seen instead of ending the search.
 CBO_KWARGS = dict(surrogate_model="ET", acq_func="UCBd", acq_optimizer="sampling",
-                  acq_optimizer_kwargs={"n_points": 10_000, "max_total_failures": -1},
+                  acq_optimizer_kwargs={"n_points": 10_000, "max_total_failures": -1,
+                                        "filter_duplicated": False},
                   multi_point_strategy="qUCBd")
 
 
