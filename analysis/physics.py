@@ -405,8 +405,11 @@ def read_run(d: Path, seed: int = 0) -> Trained:
     """The trainer outputs in folder ``d`` (the final val loss first among the headline)."""
     m = json.loads((Path(d) / METRICS_JSON).read_text())
     mlpf = headline(m["mlpf"]) if "mlpf" in m else headline(m)
+    split_loss = _get(m, ("loss", "total"))  # the loss on the scored split (newer trainer)
     val = _get(m, ("final", "val_loss"))
-    if not math.isnan(val):
+    if not math.isnan(split_loss):
+        mlpf = {(f"{m.get('split', 'val')} loss", "final"): split_loss, **mlpf}
+    elif not math.isnan(val):
         mlpf = {LOSS_KEY: val, **mlpf}
     ref = headline(m["reference_pf"]) if "reference_pf" in m else {}
     curve = pd.read_csv(Path(d) / CURVE_CSV) if (Path(d) / CURVE_CSV).exists() else None
@@ -564,9 +567,9 @@ def render(out: Path) -> list[Path]:
         notes = [f"MLPF retrained with each run's configuration for {epochs} epoch"
                  f"{'' if epochs == 1 else 's'}, one "
                  f"training per seed (python -m analysis.physics); physics quantities on the "
-                 f"{first.split} split ({first.n_events} events); val loss: the loss on the "
-                 f"validation split at the last epoch (the trainer scores its loss there "
-                 f"only)." + (f" At most {meta['max_events']} events per split."
+                 f"{first.split} split ({first.n_events} events), and so is the loss ("
+                 f"{first.split} loss; val loss where the trainer recorded only that)."
+                 + (f" At most {meta['max_events']} events per split."
                               if meta.get("max_events") else ""),
                  "Cells: mean ± sample standard deviation over the seeds (n in the column "
                  "header; (n=k): only k trainings have a value, e.g. a class none of them "

@@ -702,6 +702,7 @@ def main(argv: list[str] | None = None) -> int:
     reco = np.concatenate(predict(model, events, cfg.batch_size))
     metrics = {"split": args.eval, "n_events": len(events),
                "final": history[-1] if history else None,
+               "loss": evaluate(model, events, cfg, next(model.parameters()).device),
                "mlpf": physics_metrics(true, reco),
                "reference_pf": physics_metrics(true, np.concatenate([e.ycand for e in events]))}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

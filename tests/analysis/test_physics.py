@@ -405,7 +405,9 @@ def test_real_tiny_trainings(tmp_path, capsys):
         for k in range(2):
             m = json.loads((root / run / f"seed{k}" / "metrics.json").read_text())
             assert m["split"] == "test" and m["n_events"] == 20
+            assert m["loss"]["total"] > 0  # the loss on the test split itself
     md = (o / "smoke" / "physics.md").read_text()
     assert "default, n=2" in md and "random (best), n=2" in md
+    assert "| test loss " in md
     assert physics.main(args) == 0  # nothing left to train
     assert "0 of 4 trainings to run (4 finished before)" in capsys.readouterr().out
