@@ -428,7 +428,7 @@ def summarize(per_seed: pd.DataFrame) -> pd.DataFrame:
         row = {"method": m, "n_seeds": int(len(g))}
         for col in cis:
             row[col], row[col + "_lo"], row[col + "_hi"] = bootstrap_median(g[col])
-        for col in MEDIAN_COLUMNS:
+        for col in (c for c in MEDIAN_COLUMNS if c in g.columns):
             v = g[col].dropna()
             row[col] = float(np.median(v)) if len(v) else math.nan
         for col in (c for c in g.columns if c.startswith("dh_to_")):

@@ -186,6 +186,9 @@ def analyse(runs: dict, default_loss: float | None = None, n_grid: int = GRID_PO
 
     refs = reference_losses(runs, trials, table, table_name=table_name)
     per_seed, refs = per_seed_metrics(runs, trials, refs, default_loss=default_loss)
+    # real seconds of the decisions differ from one run of the same replay to the next: kept
+    # in each search's metadata.json, not in the (tracked, reproducible) tables
+    per_seed = per_seed.drop(columns=["decision_ms"], errors="ignore")
     summary = summarize(per_seed)
 
     curves = []

@@ -9,6 +9,7 @@ import json
 import math
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -323,3 +324,27 @@ def test_live_vs_replay_refuses_another_design(tmp_path):
     _live(tmp_path, {"random": [3.0], "bo": [3.5]}, max_t=27)
     assert "another design" in replay.live_agreement(tmp_path / "smoke",
                                                      L.load_scale(root))["status"]
+
+
+def test_outputs_identical_after_simulating_again(tmp_path):
+    """`make replay` from scratch twice gives the same tracked files (no real-time column)."""
+    from experiments.campaign import main as campaign
+
+    ref = Path(__file__).parents[1] / "experiments" / "data" / "replay_reference"
+    digests = []
+    for run in ("a", "b"):
+        root = tmp_path / run / "small"
+        root.mkdir(parents=True)
+        for f in ("lctable.csv", "lctable.json"):
+            shutil.copy(ref / f, root / f)
+        assert campaign(["--backend", "replay", "--scale", "small", "--table",
+                         str(root / "lctable.csv"), "--seeds", "0 1", "--methods",
+                         "default random asha_bo", "--out", str(root / "replay"),
+                         "--processes", "1", "--device-budget", "600"]) == 0
+        out = tmp_path / run / "out"
+        assert replay.main(["--scale", "small", "--results", str(root / "replay"), "--out",
+                            str(out), "--min-seeds", "2", "--methods",
+                            "default,random,asha_bo"]) == 0
+        digests.append({p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                        for p in sorted(out.iterdir())})
+    assert digests[0] == digests[1]
