@@ -13,7 +13,7 @@ EVALUATOR ?= process
 PYTHON ?= python3.11
 PYTEST_ARGS ?=
 CONFIGS ?=
-REPLAY_SEEDS ?= 20
+REPLAY_SEEDS ?= 50
 LCTABLE ?= results/$(SCALE)/lctable.csv
 
 VENV := .venv
