@@ -54,6 +54,7 @@ from analysis.logs import (
     tidy,
 )
 from analysis.tables import best_configs, fmt_value, write_table
+from mlpf.cli import positive_int
 from mlpf.paths import FIGURES_DIR, RESULTS_DIR
 from mlpf.scales import get_scale
 
@@ -669,16 +670,6 @@ class _Parser(argparse.ArgumentParser):
         raise _ArgError(message)
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
 def parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="python -m analysis.physics", description=__doc__.splitlines()[0])
     ap.add_argument("--scale", required=True, help="smoke | small | paper")
@@ -686,12 +677,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", type=Path, default=FIGURES_DIR, help="root of the outputs")
     ap.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
                     help="only these methods' incumbents (default: every method with logs)")
-    ap.add_argument("--seeds", type=_positive, default=SEEDS,
+    ap.add_argument("--seeds", type=positive_int, default=SEEDS,
                     help="training seeds 0..N-1 per run (default %(default)s)")
-    ap.add_argument("--epochs", type=_positive, default=None, help="default: the scale's max_t")
-    ap.add_argument("--jobs", type=_positive, default=None,
+    ap.add_argument("--epochs", type=positive_int, default=None, help="default: the scale's max_t")
+    ap.add_argument("--jobs", type=positive_int, default=None,
                     help="trainings at once, one thread each (default: the usable cores)")
-    ap.add_argument("--max-events", type=_positive, help="passed to the trainer (quick tries)")
+    ap.add_argument("--max-events", type=positive_int, help="passed to the trainer (quick tries)")
     ap.add_argument("--device", help="passed to the trainer: cpu, cuda, ...")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, train nothing")
     return ap

@@ -14,6 +14,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from mlpf.cli import positive_int
+
 SCALES = ("smoke", "small", "paper")
 
 
@@ -30,17 +32,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         raise CliError(message)
-
-
-def positive_int(text: str) -> int:
-    """An integer >= 1 (argparse type)."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
 
 
 def seconds(text: str) -> float:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from mlpf.cli import positive_int
 from mlpf.data.format import Event
 from mlpf.data.io import DataError, load_events
 from mlpf.loss import combine, loss_sums
@@ -592,16 +593,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}\n")
 
 
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
 def _check_device(name: str | None) -> None:
     """A device this machine has: ValueError otherwise (one line for the user)."""
     if name is None:
@@ -623,14 +614,14 @@ def main(argv: list[str] | None = None) -> int:
                  "metrics.json into --out.")
     ap.add_argument("--scale", default=DEFAULT_SCALE, help="preset (default %(default)s)")
     ap.add_argument("--data", help="folder with train/ and val/ (default data/<scale>)")
-    ap.add_argument("--epochs", type=_positive, help="default: the scale's max_epochs")
+    ap.add_argument("--epochs", type=positive_int, help="default: the scale's max_epochs")
     ap.add_argument("--out", help="run folder (default runs/train-<scale>)")
     ap.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                     help="TrainConfig overrides, e.g. lr=1e-3 bin_size=32 (repeatable)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", help="cpu, cuda, ... (default cuda if available)")
-    ap.add_argument("--threads", type=_positive, help="torch threads (default: torch's choice)")
-    ap.add_argument("--max-events", type=_positive, help="cap events per split (quick tries)")
+    ap.add_argument("--threads", type=positive_int, help="torch threads (default: torch's choice)")
+    ap.add_argument("--max-events", type=positive_int, help="cap events per split (quick tries)")
     ap.add_argument("--eval", choices=("val", "test"), default="val",
                     help="split for the physics metrics (default val)")
     ap.add_argument("--no-progress", action="store_true")
