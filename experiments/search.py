@@ -83,10 +83,15 @@ def search_command(method: str, scale: str, seed: int, workers: int, evaluator: 
                    out: Path | None = None, time_budget: float | None = None,
                    device_budget: float | None = None) -> tuple[list[str], dict]:
     """The command line and environment of one live search (``mpiexec -n workers+1`` for
-    the mpi evaluator)."""
-    args = ["-m", "experiments.search", "--method", method, "--scale", scale, "--seed",
-            str(seed), "--evaluator", evaluator, "--workers", str(workers), "--trainable",
-            trainable]
+    the mpi evaluator). A Ray Tune peer (``ray_*``) runs as its own command,
+    ``python -m experiments.peers.ray_tune`` (its own local Ray cluster; ``evaluator`` unused)."""
+    if method.startswith("ray_"):
+        args = ["-m", "experiments.peers.ray_tune", "--method", method, "--scale", scale,
+                "--seed", str(seed), "--workers", str(workers), "--trainable", trainable]
+    else:
+        args = ["-m", "experiments.search", "--method", method, "--scale", scale, "--seed",
+                str(seed), "--evaluator", evaluator, "--workers", str(workers),
+                "--trainable", trainable]
     if resume:
         args.append("--resume")
     if budget:
@@ -98,7 +103,7 @@ def search_command(method: str, scale: str, seed: int, workers: int, evaluator: 
     if out is not None:
         args += ["--out", str(out)]
     env = dict(os.environ)
-    if evaluator == "mpi":
+    if evaluator == "mpi" and not method.startswith("ray_"):
         mpiexec = Path(sys.executable).parent / "mpiexec"
         env.setdefault("MPIR_CVAR_NOLOCAL", "1")  # MPICH one-sided windows on one node
         return [str(mpiexec if mpiexec.exists() else "mpiexec"), "-n", str(workers + 1),
@@ -112,7 +117,15 @@ def build_parser() -> Parser:
     add_scale(p)
     add_seed(p)
     p.add_argument("--evaluator", default="process", choices=EVALUATORS,
-                   help=" | ".join(EVALUATORS))
+                   help=" | ".join(EVALUATORS) + " (process: a process pool on this machine; "
+                   "mpi: one rank per worker under mpiexec/srun; serial: in this process; "
+                   "ray: Ray tasks, on a local Ray cluster of WORKERS CPUs listening on "
+                   "loopback, or on the cluster at --ray-address; needs `make ray`)")
+    p.add_argument("--ray-address", default=None,
+                   help="evaluator ray: the address of a running Ray cluster (e.g. "
+                   "HEAD_IP:6379 after `ray start --head` on a batch allocation, or "
+                   "ray://HOST:10001), passed to ray.init; default $RAY_ADDRESS, else a new "
+                   "local cluster")
     add_workers(p, "parallel trials (mpi: ranks - 1)")
     p.add_argument("--out", default=None, help="log folder (default results/<scale>/...)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted search")
@@ -155,7 +168,8 @@ def main(argv=None) -> int:
                 plan = driver.plan_search(a.method, a.scale, a.seed, a.evaluator, a.workers,
                                           a.out, a.resume, a.trainable, a.budget,
                                           a.time_budget, device_budget=a.device_budget)
-                backend = None if plan.complete else open_backend(a.evaluator)
+                backend = None if plan.complete else \
+                    open_backend(a.evaluator, a.ray_address)
             plan.max_failures = max(0, a.max_failures)
         except (driver.PlanError, BackendError) as e:
             raise CliError(str(e)) from None

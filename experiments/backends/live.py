@@ -108,17 +108,48 @@ class SurvivingPoolEvaluator(ProcessPoolEvaluator):
             return self._update_job_when_done(job, output)
 
 
+def ray_loopback_only() -> None:
+    """Make a local Ray cluster take 127.0.0.1 as its node's address, so that every Ray server
+    binds to loopback only: ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (what Ray does on macOS
+    and Windows), for its processes and in this one, where Ray read it when DeepHyper imported
+    ray (Ray 2.60 reads ``ray_constants.ENABLE_RAY_CLUSTER`` when it picks the node's address;
+    ``tests/experiments/test_ray.py`` checks what a cluster listens on). A value set by the
+    user is kept. Usage statistics are off: nothing leaves the machine."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = ray_constants.env_bool(
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", True)
+
+
+def ray_init_options(address: str | None, workers: int) -> dict:
+    """DeepHyper's RayEvaluator options: connect to the Ray cluster at ``address`` (``--ray-
+    address``, else ``RAY_ADDRESS``), or start a local one of ``workers`` CPUs on loopback
+    (:func:`ray_loopback_only`)."""
+    if address:
+        return {"address": address}
+    return {"num_cpus": workers, "ray_kwargs": {"address": "local",
+                                                "_node_ip_address": "127.0.0.1"}}
+
+
 class LocalBackend:
     """Workers on this machine: a process pool (``process``), the manager itself
-    (``serial``, one worker) or Ray tasks (``ray``, where ray is installed)."""
+    (``serial``, one worker) or Ray tasks (``ray``, where ray is installed: a local Ray
+    cluster, or the one at ``ray_address`` / ``RAY_ADDRESS``)."""
 
-    def __init__(self, name: str = "process"):
+    def __init__(self, name: str = "process", ray_address: str | None = None):
+        self.ray_address = None
         if name == "ray":
+            self.ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None
             try:
                 import ray  # noqa: F401
             except ImportError:
                 raise BackendError("the ray evaluator needs the 'ray' package, which is not "
-                                   "installed; use --evaluator process or mpi") from None
+                                   "installed (make ray); use --evaluator process or mpi") \
+                    from None
+            if not self.ray_address:
+                ray_loopback_only()
         self.name = name
         self.slot_dir: str | None = None
 
@@ -126,11 +157,15 @@ class LocalBackend:
         return (1 if self.name == "serial" else plan.workers), time.time()
 
     def annotate(self, meta: dict) -> None:
-        pass
+        if self.name == "ray":
+            meta["ray_cluster"] = self.ray_address or "local (loopback)"
 
     @contextmanager
     def evaluator(self, plan, meta):
-        self.slot_dir = tempfile.mkdtemp(prefix="exp-slots-")
+        # Workers on other nodes of a Ray cluster need the slot locks on the shared file
+        # system, where they write the learning curves too.
+        self.slot_dir = tempfile.mkdtemp(prefix=".slots-", dir=plan.log_dir) \
+            if self.ray_address else tempfile.mkdtemp(prefix="exp-slots-")
         ctx = _context(plan, meta, meta["workers"], self.slot_dir)
         try:
             if self.name == "serial":
@@ -139,6 +174,11 @@ class LocalBackend:
             elif self.name == "process":
                 yield SurvivingPoolEvaluator(run_trial, meta["workers"], {"ctx": ctx},
                                              lambda job, why: lost_trial(job, ctx, why))
+            elif self.name == "ray":
+                yield Evaluator.create(run_trial, "ray",
+                                       {"num_workers": meta["workers"],
+                                        "run_function_kwargs": {"ctx": ctx},
+                                        **ray_init_options(self.ray_address, meta["workers"])})
             else:
                 yield Evaluator.create(run_trial, self.name,
                                        {"num_workers": meta["workers"],
@@ -223,8 +263,9 @@ class MPIBackend:
         return code
 
 
-def open_backend(name: str):
-    """The live backend of evaluator ``name`` (:data:`EVALUATORS`)."""
+def open_backend(name: str, ray_address: str | None = None):
+    """The live backend of evaluator ``name`` (:data:`EVALUATORS`); ``ray_address``: the Ray
+    cluster of the ``ray`` evaluator (default ``RAY_ADDRESS``, else a local one)."""
     if name not in EVALUATORS:
         raise BackendError(f"unknown evaluator {name!r}; choose one of {', '.join(EVALUATORS)}")
-    return MPIBackend() if name == "mpi" else LocalBackend(name)
+    return MPIBackend() if name == "mpi" else LocalBackend(name, ray_address)
