@@ -26,6 +26,7 @@ One mapping per scale, the same that maps the untuned default (:mod:`mlpf.scales
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from deephyper.hpo import HpProblem
 
@@ -120,3 +121,62 @@ def sobol_configs(scale: str, n: int, seed: int = 0) -> list[dict]:
     m = max(0, math.ceil(math.log2(n)))
     points = qmc.Sobol(len(names), scramble=True, seed=seed).random_base2(m)[:n]
     return [from_unit(problem, u) for u in points]
+
+
+# ---------------------------------------------------------------------------- for other tools
+FLOAT, INT, INT_GRID, GRID, CHOICE = "float", "int", "int_grid", "grid", "choice"
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One hyperparameter of a problem as other libraries' search spaces need it.
+
+    kind: ``float`` (``lower``, ``upper``, ``log``), ``int`` (a range, same fields),
+    ``int_grid`` (integers ``lower, lower + step, ..., upper``; also a single integer),
+    ``grid`` (other ordered numbers: ``values``), ``choice`` (flags, names, a constant:
+    ``values``, unordered)."""
+
+    name: str
+    kind: str
+    lower: float | int | None = None
+    upper: float | int | None = None
+    log: bool = False
+    step: int = 1
+    values: tuple = ()
+
+
+def dimensions(problem: HpProblem) -> list[Dimension]:
+    """The problem's hyperparameters, in its order, as :class:`Dimension` (the one place
+    that classifies them for the Optuna, Syne Tune and Ray Tune peers)."""
+    from ConfigSpace import (
+        CategoricalHyperparameter,
+        Constant,
+        OrdinalHyperparameter,
+        UniformFloatHyperparameter,
+        UniformIntegerHyperparameter,
+    )
+
+    out = []
+    for hp in problem.space.values():
+        if isinstance(hp, UniformFloatHyperparameter):
+            out.append(Dimension(hp.name, FLOAT, float(hp.lower), float(hp.upper), bool(hp.log)))
+        elif isinstance(hp, UniformIntegerHyperparameter):
+            out.append(Dimension(hp.name, INT, int(hp.lower), int(hp.upper), bool(hp.log)))
+        elif isinstance(hp, OrdinalHyperparameter):
+            seq = tuple(logs.native(v) for v in hp.sequence)
+            ints = all(isinstance(v, int) and not isinstance(v, bool) for v in seq)
+            numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in seq)
+            steps = {b - a for a, b in zip(seq, seq[1:])} if numbers else set()
+            if ints and len(steps) <= 1 and all(st > 0 for st in steps):
+                out.append(Dimension(hp.name, INT_GRID, seq[0], seq[-1],
+                                     step=next(iter(steps), 1), values=seq))
+            else:
+                out.append(Dimension(hp.name, GRID if numbers else CHOICE, values=seq))
+        elif isinstance(hp, CategoricalHyperparameter):
+            out.append(Dimension(hp.name, CHOICE,
+                                 values=tuple(logs.native(v) for v in hp.choices)))
+        elif isinstance(hp, Constant):
+            out.append(Dimension(hp.name, CHOICE, values=(logs.native(hp.value),)))
+        else:
+            raise TypeError(f"{hp.name}: no description for {type(hp).__name__}")
+    return out

@@ -39,13 +39,6 @@ import time
 from dataclasses import dataclass
 
 import optuna
-from ConfigSpace import (
-    CategoricalHyperparameter,
-    Constant,
-    OrdinalHyperparameter,
-    UniformFloatHyperparameter,
-    UniformIntegerHyperparameter,
-)
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -56,6 +49,7 @@ from optuna.trial import TrialState
 
 from experiments import logs
 from experiments.methods import Settings
+from experiments.space import FLOAT, INT, INT_GRID, dimensions
 
 
 # ------------------------------------------------------------------------------ space
@@ -64,29 +58,19 @@ def optuna_distributions(problem) -> dict[str, BaseDistribution]:
 
     Log-uniform and uniform floats stay floats; an integer grid with a constant step (``4, 8,
     ..., 32``; ``1, 2, 3``) becomes an integer range with that step, so that TPE keeps its
-    order; other grids (``16, 32, 64``) and flags/names become categorical.
+    order; other grids (``16, 32, 64``) and flags/names become categorical
+    (:func:`experiments.space.dimensions` classifies them).
     """
     out: dict[str, BaseDistribution] = {}
-    for hp in problem.space.values():
-        if isinstance(hp, UniformFloatHyperparameter):
-            d = FloatDistribution(float(hp.lower), float(hp.upper), log=bool(hp.log))
-        elif isinstance(hp, UniformIntegerHyperparameter):
-            d = IntDistribution(int(hp.lower), int(hp.upper), log=bool(hp.log))
-        elif isinstance(hp, OrdinalHyperparameter):
-            seq = [logs.native(v) for v in hp.sequence]
-            ints = all(isinstance(v, int) and not isinstance(v, bool) for v in seq)
-            steps = {b - a for a, b in zip(seq, seq[1:])}  # empty for a single value
-            if ints and len(steps) <= 1 and all(st > 0 for st in steps):
-                d = IntDistribution(seq[0], seq[-1], step=next(iter(steps), 1))
-            else:
-                d = CategoricalDistribution(seq)
-        elif isinstance(hp, CategoricalHyperparameter):
-            d = CategoricalDistribution([logs.native(v) for v in hp.choices])
-        elif isinstance(hp, Constant):
-            d = CategoricalDistribution([logs.native(hp.value)])
+    for d in dimensions(problem):
+        if d.kind == FLOAT:
+            out[d.name] = FloatDistribution(d.lower, d.upper, log=d.log)
+        elif d.kind == INT:
+            out[d.name] = IntDistribution(d.lower, d.upper, log=d.log)
+        elif d.kind == INT_GRID:
+            out[d.name] = IntDistribution(d.lower, d.upper, step=d.step)
         else:
-            raise TypeError(f"{hp.name}: no Optuna distribution for {type(hp).__name__}")
-        out[hp.name] = d
+            out[d.name] = CategoricalDistribution(list(d.values))
     return out
 
 

@@ -93,7 +93,7 @@ from experiments.methods import Settings, settings_for
 from experiments.peers.optuna_peers import PEERS as OPTUNA_PEERS
 from experiments.peers.simulate import results_columns
 from experiments.provenance import git_commit, iso, machine_info, versions
-from experiments.space import problem_for
+from experiments.space import FLOAT, INT, INT_GRID, dimensions, problem_for
 from experiments.trainables import get_trainable
 from experiments.trial import Diverged, Ledger, TrialRun
 
@@ -219,40 +219,21 @@ def ray_space(problem) -> dict:
     bound), so that Ray's OptunaSearch gets the Optuna peers' distributions; other grids and
     flags/names are choices.
     """
-    from ConfigSpace import (
-        CategoricalHyperparameter,
-        Constant,
-        OrdinalHyperparameter,
-        UniformFloatHyperparameter,
-        UniformIntegerHyperparameter,
-    )
     from ray import tune
 
     out = {}
-    for hp in problem.space.values():
-        if isinstance(hp, UniformFloatHyperparameter):
-            lo, hi = float(hp.lower), float(hp.upper)
-            d = tune.loguniform(lo, hi) if hp.log else tune.uniform(lo, hi)
-        elif isinstance(hp, UniformIntegerHyperparameter):
-            lo, hi = int(hp.lower), int(hp.upper)
-            d = tune.lograndint(lo, hi + 1) if hp.log else tune.randint(lo, hi + 1)
-        elif isinstance(hp, OrdinalHyperparameter):
-            seq = [logs.native(v) for v in hp.sequence]
-            ints = all(isinstance(v, int) and not isinstance(v, bool) for v in seq)
-            steps = {b - a for a, b in zip(seq, seq[1:])}
-            step = next(iter(steps), 1)
-            if ints and len(steps) <= 1 and step > 0:
-                d = tune.randint(seq[0], seq[-1] + 1) if step == 1 else \
-                    tune.qrandint(seq[0], seq[-1], step)
-            else:
-                d = tune.choice(seq)
-        elif isinstance(hp, CategoricalHyperparameter):
-            d = tune.choice([logs.native(v) for v in hp.choices])
-        elif isinstance(hp, Constant):
-            d = tune.choice([logs.native(hp.value)])
+    for d in dimensions(problem):
+        if d.kind == FLOAT:
+            out[d.name] = tune.loguniform(d.lower, d.upper) if d.log else \
+                tune.uniform(d.lower, d.upper)
+        elif d.kind == INT:
+            out[d.name] = tune.lograndint(d.lower, d.upper + 1) if d.log else \
+                tune.randint(d.lower, d.upper + 1)
+        elif d.kind == INT_GRID:
+            out[d.name] = tune.randint(d.lower, d.upper + 1) if d.step == 1 else \
+                tune.qrandint(d.lower, d.upper, d.step)
         else:
-            raise TypeError(f"{hp.name}: no Ray Tune domain for {type(hp).__name__}")
-        out[hp.name] = d
+            out[d.name] = tune.choice(list(d.values))
     return out
 
 

@@ -99,13 +99,6 @@ from pathlib import Path
 import numpy as np
 import syne_tune
 import syne_tune.config_space as sp
-from ConfigSpace import (
-    CategoricalHyperparameter,
-    Constant,
-    OrdinalHyperparameter,
-    UniformFloatHyperparameter,
-    UniformIntegerHyperparameter,
-)
 from syne_tune import Tuner
 from syne_tune.backend.simulator_backend.events import CompleteEvent, StopEvent
 from syne_tune.backend.simulator_backend.simulator_backend import (
@@ -122,7 +115,7 @@ from syne_tune.tuner_logger import TunerLogger
 from experiments import logs
 from experiments.methods import Settings
 from experiments.peers.simulate import DEVICES, MAX_TRIALS_PER_EPOCH, CurveFn, Run, simulate
-from experiments.space import problem_for
+from experiments.space import FLOAT, GRID, INT, INT_GRID, dimensions, problem_for
 from experiments.trial import Recorded
 
 VERSION = syne_tune.__version__
@@ -154,32 +147,21 @@ def syne_space(problem) -> dict:
     ``choice``; a single value a constant.
     """
     out: dict = {}
-    for hp in problem.space.values():
-        if isinstance(hp, UniformFloatHyperparameter):
-            lo, hi = float(hp.lower), float(hp.upper)
-            d = sp.loguniform(lo, hi) if hp.log else sp.uniform(lo, hi)
-        elif isinstance(hp, UniformIntegerHyperparameter):
-            lo, hi = int(hp.lower), int(hp.upper)
-            d = sp.lograndint(lo, hi) if hp.log else sp.randint(lo, hi)
-        elif isinstance(hp, OrdinalHyperparameter | CategoricalHyperparameter):
-            seq = [logs.native(v) for v in getattr(hp, "sequence", None) or hp.choices]
-            ints = all(isinstance(v, int) and not isinstance(v, bool) for v in seq)
-            numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in seq)
-            steps = {b - a for a, b in zip(seq, seq[1:])} if numbers else set()
-            if len(seq) == 1:
-                d = seq[0]
-            elif isinstance(hp, OrdinalHyperparameter) and ints and len(steps) == 1 \
-                    and next(iter(steps)) > 0:
-                d = sp.finrange(seq[0], seq[-1], len(seq), cast_int=True)
-            elif isinstance(hp, OrdinalHyperparameter) and numbers:
-                d = sp.ordinal(seq, kind="equal")
-            else:
-                d = sp.choice(seq)
-        elif isinstance(hp, Constant):
-            d = logs.native(hp.value)
+    for d in dimensions(problem):
+        if d.kind == FLOAT:
+            out[d.name] = sp.loguniform(d.lower, d.upper) if d.log else \
+                sp.uniform(d.lower, d.upper)
+        elif d.kind == INT:
+            out[d.name] = sp.lograndint(d.lower, d.upper) if d.log else \
+                sp.randint(d.lower, d.upper)
+        elif len(d.values) == 1:
+            out[d.name] = d.values[0]
+        elif d.kind == INT_GRID:
+            out[d.name] = sp.finrange(d.lower, d.upper, len(d.values), cast_int=True)
+        elif d.kind == GRID:
+            out[d.name] = sp.ordinal(list(d.values), kind="equal")
         else:
-            raise TypeError(f"{hp.name}: no Syne Tune domain for {type(hp).__name__}")
-        out[hp.name] = d
+            out[d.name] = sp.choice(list(d.values))
     return out
 
 

@@ -145,3 +145,16 @@ def test_hyperband_restore_never_reuses_a_trial_with_a_checkpoint(tmp_path):
     assert min(j["hb_trial"] for j in redo) > max(j["hb_trial"] for j in asked)
     left = {int(d.name[5:]) for d in (tmp_path / "checkpoints").iterdir()}
     assert left == {j["hb_trial"] for j in finished}  # stale states of unfinished ones gone
+
+
+def test_dimensions_classify_every_hyperparameter_once():
+    from experiments.space import CHOICE, FLOAT, GRID, INT_GRID, dimensions, problem_for
+
+    problem = problem_for("small")
+    dims = {d.name: d for d in dimensions(problem)}
+    assert list(dims) == problem.hyperparameter_names
+    assert (dims["lr"].kind, dims["lr"].log) == (FLOAT, True)
+    assert (dims["batch_size"].kind, dims["batch_size"].step) == (INT_GRID, 16)
+    assert dims["batch_size"].values == tuple(range(16, 129, 16))
+    assert dims["bin_size"].kind == GRID  # 3, 6, 10, 13, 16: no constant step
+    assert (dims["layernorm"].kind, dims["layernorm"].values) == (CHOICE, (False, True))
