@@ -54,6 +54,7 @@ from analysis.logs import (
     tidy,
 )
 from analysis.tables import best_configs, fmt_value, write_table
+from mlpf.cli import duration as clock
 from mlpf.cli import positive_int
 from mlpf.paths import FIGURES_DIR, RESULTS_DIR
 from mlpf.scales import get_scale
@@ -277,18 +278,6 @@ def plan(runs: dict[str, dict], scale: str, epochs: int, seeds: int, root: Path,
                                 train_command(scale, epochs, folder, c["overrides"], extra),
                                 request(scale, epochs, k, c["overrides"], max_events)))
     return out
-
-
-def clock(seconds: float) -> str:
-    """``3725`` -> ``1h02m``, ``125`` -> ``2m05s``, ``7.5`` -> ``7.5s``."""
-    seconds = max(0.0, float(seconds))
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    m, s = divmod(int(round(seconds)), 60)
-    if m < 60:
-        return f"{m}m{s:02d}s"
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m"
 
 
 def eta(mean_s: float, running_s: list[float], pending: int, jobs: int) -> float:

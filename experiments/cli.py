@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from mlpf.cli import positive_int
+from mlpf.cli import duration, positive_int  # noqa: F401 - duration is re-exported
 
 SCALES = ("smoke", "small", "paper")
 
@@ -102,13 +102,3 @@ def run_main(body: Callable[[], int]) -> int:
         return 2
 
 
-def duration(seconds: float) -> str:
-    """``3725`` -> ``1h02m``, ``125`` -> ``2m05s``, ``7.5`` -> ``7.5s``."""
-    seconds = max(0.0, float(seconds))
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    m, s = divmod(int(round(seconds)), 60)
-    if m < 60:
-        return f"{m}m{s:02d}s"
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m"
