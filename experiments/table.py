@@ -338,6 +338,15 @@ class Table:
                 "n_replicated": len(self.replicates), "seed_noise": self.seed_noise(),
                 "heldout_error": self.heldout_error()}
 
+    def core_hours(self) -> float:
+        """Device-hours the table's complete trainings took (replicates included): the sum
+        of their epoch seconds, times the devices of one training (one CPU thread here)."""
+        trainings = [e for reps in self.replicates.values() for e in reps] + \
+            [e for e in self.entries if e.config_id not in self.replicates]
+        secs = sum(c[2] for e in trainings for c in e.curve) + \
+            sum(e.failure_seconds for e in trainings)
+        return secs * self.devices / 3600.0
+
     def seed_noise(self) -> float | None:
         """Median over replicated configurations of the standard deviation (ddof 1) of their
         final validation loss across training seeds; None without replicates."""
@@ -466,6 +475,11 @@ def print_check(table: Table) -> None:
     print(f"table {table.path}: {len(table.entries)} configurations "
           f"({sum(e.failure is not None for e in table.entries)} failed, "
           f"{table.n_incomplete} incomplete left out), max_t {table.max_t}, lookup {LOOKUP}")
+    n_rep = sum(len(r) - 1 for r in table.replicates.values())
+    print(f"cost: {table.core_hours():.2f} device-hours for {len(table.entries)} trainings "
+          f"and {n_rep} replicate trainings ({table.devices} device each); seed noise of the "
+          f"final val_loss (median SD over {len(table.replicates)} replicated configurations) "
+          f"{f(table.seed_noise())}")
     print("leave-one-out error (each configuration predicted from the others):")
     print(f"  final val_loss      MAE {f(h['final_mae'])} (relative {f(h['final_rel'], True)})"
           f"  mean-curve baseline {f(h['baseline_final_mae'])}  [{h['n_final']} configs]")
