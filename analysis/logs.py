@@ -364,7 +364,7 @@ def table_final_losses(path: Path) -> pd.Series:
     if df is None:
         return pd.Series(dtype=float, name=VAL_LOSS)
     max_t = None
-    meta = path.with_name(LCTABLE_JSON)
+    meta = path.with_suffix(".json")  # lctable.csv -> lctable.json
     if meta.is_file():
         with contextlib.suppress(json.JSONDecodeError, TypeError, ValueError):
             max_t = int(json.loads(meta.read_text()).get(MAX_T))
@@ -378,6 +378,23 @@ def table_final_losses(path: Path) -> pd.Series:
     out = d.set_index(LCTABLE_CONFIG)[VAL_LOSS].sort_index()
     out.attrs[MAX_T] = max_t
     return out
+
+
+def table_for(runs: dict, path: Path) -> tuple[pd.Series, str]:
+    """The final losses of the table at ``path`` (:func:`table_final_losses`) and its name for
+    the outputs, when the table has the searches' max_t; a table of another design (other
+    max_t) gives an empty Series (a warning; L_ref and targets then come from the searches)."""
+    path = Path(path)
+    name = f"{path.parent.name}/{path.name}"
+    finals = table_final_losses(path)
+    t_max = finals.attrs.get(MAX_T)
+    searched = {s.max_t for seeds in runs.values() for s in seeds.values()
+                if math.isfinite(s.max_t)}
+    if len(finals) and t_max is not None and searched and t_max not in searched:
+        warn(f"{name}: max_t {t_max}, the searches' {sorted(searched)[0]:g}: a table of "
+             "another design, not used for L_ref and the targets")
+        return pd.Series(dtype=float, name=VAL_LOSS), f"{name} (another design, not used)"
+    return finals, name
 
 
 def trial_table(s: Search) -> pd.DataFrame:

@@ -26,7 +26,7 @@ from analysis.logs import (
     LCTABLE_CSV,
     MissingLogsError,
     load_scale,
-    table_final_losses,
+    table_for,
     tidy,
     warn,
     warnings_to_stderr,
@@ -53,8 +53,8 @@ def build(scale: str, results: Path = RESULTS_DIR, out: Path = FIGURES_DIR,
     out.mkdir(parents=True, exist_ok=True)
     trials, _ = tidy(runs)
     table = Path(table) if table else Path(results) / scale / LCTABLE_CSV
-    refs = reference_losses(runs, trials, table_final_losses(table),
-                            table_name=f"{table.parent.name}/{table.name}")
+    finals, name = table_for(runs, table)
+    refs = reference_losses(runs, trials, finals, table_name=name)
     per_seed, refs = per_seed_metrics(runs, trials, refs, default_ref=default_ref)
     summary = summarize(per_seed)
 

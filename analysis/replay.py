@@ -67,7 +67,7 @@ from analysis.logs import (  # noqa: E402
     MissingLogsError,
     load_scale,
     table_default_loss,
-    table_final_losses,
+    table_for,
     tidy,
     warnings_to_stderr,
 )
@@ -347,15 +347,20 @@ def _groups(methods: list[str]) -> list[tuple[str, list[str]]]:
                                 ("other libraries", peers)) if g]
 
 
-def _zoom(res: dict) -> tuple[float, float]:
+def _zoom(res: dict) -> tuple[float, float] | None:
     """Linear y range where the differences live: from just below the best known loss to
     just above the default's (or the 90th percentile of the medians at 1/8 of the grid)."""
     refs, c = res["refs"], res["curves"]
-    lo = min(refs.get("l_ref", np.inf), float(np.nanmin(c["median_incumbent"])))
+    med = c["median_incumbent"].to_numpy(float)
+    med = med[np.isfinite(med)]
+    lo = float(np.nanmin([refs.get("l_ref", np.nan), med.min() if len(med) else np.nan]))
+    if not np.isfinite(lo):
+        return None
     hi = refs.get("default_loss", math.nan)
     if not np.isfinite(hi) or hi <= lo:
-        early = c[c["device_hours"] >= c["device_hours"].max() / 8]
-        hi = float(np.nanquantile(early["median_incumbent"], 0.9))
+        early = c[(c["device_hours"] >= c["device_hours"].max() / 8)
+                  & np.isfinite(c["median_incumbent"])]
+        hi = float(np.quantile(early["median_incumbent"], 0.9)) if len(early) else lo
     pad = 0.06 * (hi - lo) if hi > lo else 0.05 * abs(lo) + 1e-3
     return lo - pad, hi + 2 * pad
 
@@ -391,7 +396,7 @@ def best_vs_compute(res: dict):
                              squeeze=False, layout="constrained")
     style = _style(res["methods"])
     curves = {m: c for m, c in res["curves"].groupby("method", sort=False)}
-    lo, hi = _zoom(res)
+    limits = _zoom(res)
     for k, (ax, (title, group)) in enumerate(zip(axes[0], groups)):
         for m in group:
             c, s = curves[m], style[m]
@@ -403,7 +408,8 @@ def best_vs_compute(res: dict):
                     zorder=s["zorder"], label=m)
         _references(ax, res["refs"], label=k == len(groups) - 1)
         ax.set_xscale("log")
-        ax.set_ylim(lo, hi)
+        if limits:
+            ax.set_ylim(*limits)
         ax.set_title(title, fontsize="medium")
         ax.set_xlabel("compute spent [device-hours]")
         ax.grid(alpha=0.3, which="both")
@@ -459,8 +465,8 @@ def build(scale: str, results: Path | None = None, out: Path | None = None,
     if default_loss is None and DEFAULT_METHOD not in runs:
         source = f"configuration 0 of {label}"
         default_loss = table_default_loss(table)
-    res = analyse(runs, default_loss, default_source=source,
-                  table=table_final_losses(table), table_name=label)
+    finals, label = table_for(runs, table)  # no machine-specific path in the outputs
+    res = analyse(runs, default_loss, default_source=source, table=finals, table_name=label)
     res["scale"] = scale
     metas = [s.metadata for seeds in runs.values() for s in seeds.values()]
     budgets = {(m.get("budget_device_s") or (m.get("method_settings") or {}).get(

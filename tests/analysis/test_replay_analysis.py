@@ -276,7 +276,9 @@ def test_make_figures_ignores_replay_and_lctable(tmp_path):
     res = tmp_path / "results"
     synthetic_scale(res, seeds=(0,), n_trials=3)
     replay_scale(res, "smoke", seeds=range(2), n_trials=3)
-    (res / "smoke" / "lctable.csv").write_text("config_id,epoch,val_loss\n0,1,2.0\n")
+    max_t = int(next(iter(L.load_scale(res / "smoke")["random"].values())).max_t)
+    (res / "smoke" / "lctable.csv").write_text(  # the searches' max_t: the same design
+        "config_id,epoch,val_loss\n" + "".join(f"0,{e},2.0\n" for e in range(1, max_t + 1)))
     (res / "smoke" / "lctable.json").write_text("{}\n")
     runs = L.load_scale(res / "smoke")
     assert list(runs) == ["default", "random", "asha"]
@@ -348,3 +350,16 @@ def test_outputs_identical_after_simulating_again(tmp_path):
         digests.append({p.name: hashlib.sha256(p.read_bytes()).hexdigest()
                         for p in sorted(out.iterdir())})
     assert digests[0] == digests[1]
+
+
+def test_a_table_of_another_design_is_not_a_reference(tmp_path):
+    root = _hand(tmp_path)  # searches with max_t 1; the table's max_t: its last epoch, 1
+    runs = L.load_scale(root)
+    finals, name = L.table_for(runs, tmp_path / "smoke" / L.LCTABLE_CSV)
+    assert len(finals) == len(TABLE) and name == "smoke/lctable.csv"
+    (tmp_path / "smoke" / L.LCTABLE_CSV).write_text(  # trained to 2 epochs, not 1
+        "config_id,epoch,val_loss,status\n" + "".join(f"{i},{e},{x},ok\n" for i, x in
+                                                       enumerate(TABLE) for e in (1, 2)))
+    with pytest.warns(L.LogWarning, match="another design"):
+        finals, name = L.table_for(runs, tmp_path / "smoke" / L.LCTABLE_CSV)
+    assert finals.empty and name.endswith("(another design, not used)")
