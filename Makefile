@@ -78,7 +78,8 @@ lctable: setup data ## train CONFIGS sampled configurations + the default to max
 	$(PY) -m experiments.lctable --scale $(SCALE) --workers $(WORKERS) $(if $(CONFIGS),--configs $(CONFIGS))
 
 REPLAY_SEED_LIST = $(shell seq 0 $$(( $(REPLAY_SEEDS) - 1 )))
-replay: setup ## replay every method and peer x REPLAY_SEEDS on LCTABLE (simulated time), then their figures
+replay: setup ## validate the surrogate of LCTABLE, replay every method and peer x REPLAY_SEEDS on it (simulated time), then their figures
+	$(PY) -m experiments.surrogate --scale $(SCALE) --table $(LCTABLE)
 	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table $(LCTABLE) \
 	  --seeds "$(REPLAY_SEED_LIST)" --processes $(NPROC)
 	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds $(REPLAY_SEEDS)
