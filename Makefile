@@ -14,6 +14,7 @@ PYTHON ?= python3.11
 PYTEST_ARGS ?=
 CONFIGS ?=
 REPLAY_SEEDS ?= 50
+PHYSICS_SEEDS ?= 3
 LCTABLE ?= results/$(SCALE)/lctable.csv
 
 VENV := .venv
@@ -87,8 +88,8 @@ replay: setup ## validate the surrogate of LCTABLE, replay every method and peer
 figures: setup ## rebuild paper_figures/SCALE/ from the raw logs in results/SCALE/
 	$(PY) -m analysis.make_figures --scale $(SCALE)
 
-physics: setup data ## retrain the default and each method's incumbent (3 seeds, test split); physics table and figure
-	$(PY) -m analysis.physics --scale $(SCALE)
+physics: setup data ## retrain the default and each method's incumbent (PHYSICS_SEEDS seeds, test split); physics table and figure
+	$(PY) -m analysis.physics --scale $(SCALE) --seeds $(PHYSICS_SEEDS) --jobs $(NPROC)
 
 clean: ## remove generated data, runs, caches (keeps .venv and the shipped logs)
 	rm -rf data runs benchmarks/out .pytest_cache .ruff_cache
