@@ -30,6 +30,7 @@ import math
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import socket
 import sys
 import time
@@ -232,6 +233,10 @@ def _init_worker(queue, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the pool
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # the run's interrupted path: pool stopped, metadata written
+
+
 class _Diverged(Exception):
     pass
 
@@ -427,6 +432,7 @@ def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable
                        mininterval=0.5 if sys.stderr.isatty() else 60.0)
         pool = ctx.Pool(min(workers, len(tasks)), _init_worker, (queue, _threads()))
         t_start, trained = time.monotonic(), 0
+        previous = signal.signal(signal.SIGTERM, _terminate)  # a batch system's stop: as ^C
         try:
             pending = pool.imap_unordered(train_config, tasks)
             while len(results) < len(tasks):
@@ -455,6 +461,7 @@ def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable
             pool.terminate()
             status = "interrupted"
         finally:
+            signal.signal(signal.SIGTERM, previous)
             pool.join()
             if bar is not None:
                 bar.close()

@@ -441,3 +441,30 @@ def test_device_budget_is_a_hard_cut_that_counts_running_trials(tmp_path, method
         assert len(cut) >= 1
     last_end = lc.t_end.max()
     assert (res["m:timestamp_submit"] < last_end).all()
+
+
+def test_lctable_sigterm_is_an_interruption(tmp_path):
+    """A batch system's SIGTERM ends the builder like ^C: exit 130, status interrupted, and a
+    rerun resumes to a complete table."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mlpf.paths import ROOT
+
+    out = tmp_path / "lc.csv"
+    cmd = [sys.executable, "-m", "experiments.lctable", "--scale", "smoke", "--configs", "3",
+           "--workers", "1", "--trainable", "synthetic", "--out", str(out), "--checkpoints",
+           str(tmp_path / "ckpt"), "--quiet"]
+    env = {**os.environ, "EXP_SYNTHETIC": json.dumps({"sleep": 0.3})}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.exists() and out.read_text().count("\n") > 2):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130, proc.stderr.read()
+    assert json.loads(out.with_suffix(".json").read_text())["status"] == "interrupted"
+    assert subprocess.run(cmd, cwd=ROOT, env={**env, "EXP_SYNTHETIC": "{}"},
+                          timeout=120).returncode == 0
+    assert json.loads(out.with_suffix(".json").read_text())["status"] == "complete"
