@@ -163,7 +163,8 @@ def run_throughput(args) -> dict:
 
 
 # ----------------------------------------------------------------------------- A/B epochs
-# The two slowest sampled configurations of results/small/lctable.csv (config ids 3 and 4).
+# The two slowest sampled configurations of the previous design's small table (config ids 3 and 4
+# of results/small/archive/lctable-previous-design.csv), spelled out.
 AB_CONFIGS = {
     "default": {},
     "sampled3": dict(activation="gelu", batch_size=4, bin_size=32, clip_value_low=0.1066,
