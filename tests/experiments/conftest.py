@@ -66,3 +66,17 @@ def run_search(tmp_path, monkeypatch):
         return (out, *load(out))
 
     return _run
+
+
+def odd_problem():
+    """A problem with every kind of dimension the real spaces lack: a single value, names, a
+    grid without a constant step, integer ranges (linear and log)."""
+    from deephyper.hpo import HpProblem
+
+    p = HpProblem()
+    p.add_hyperparameter([3], "one")
+    p.add_hyperparameter(["x", "y"], "names")
+    p.add_hyperparameter([1, 2, 4], "geometric")
+    p.add_hyperparameter((1, 10), "ints")
+    p.add_hyperparameter((1, 100, "log-uniform"), "log_ints")
+    return p

@@ -20,6 +20,8 @@ from experiments.peers.simulate import synthetic_curves
 from experiments.space import problem_for
 from experiments.trial import Recorded
 
+from .conftest import odd_problem
+
 SMOKE = settings_for("smoke", time_budget=0)  # max_t 9, grace 1, eta 3, 81 epochs, no deadline
 
 
@@ -57,14 +59,7 @@ def test_space_translation_covers_every_hyperparameter(scale):
 
 
 def test_space_translation_of_other_grids_and_ranges():
-    from deephyper.hpo import HpProblem
-
-    p = HpProblem()
-    p.add_hyperparameter([3], "one")
-    p.add_hyperparameter(["x", "y"], "names")
-    p.add_hyperparameter([1, 2, 4], "geometric")
-    p.add_hyperparameter((1, 10), "ints")
-    p.add_hyperparameter((1, 100, "log-uniform"), "log_ints")
+    p = odd_problem()
     d = optuna_distributions(p)
     assert d["one"] == IntDistribution(3, 3)
     assert d["names"] == CategoricalDistribution(["x", "y"])

@@ -22,6 +22,8 @@ from experiments.schedulers import asha_rungs, ray_continues  # noqa: E402
 from experiments.space import problem_for  # noqa: E402
 from experiments.trial import Recorded  # noqa: E402
 
+from .conftest import odd_problem  # noqa: E402
+
 SMOKE = settings_for("smoke", time_budget=0)  # max_t 9, grace 1, eta 3, 81 epochs, no deadline
 SYNE = [p for p in PEERS if p.startswith("syne_")]
 
@@ -66,14 +68,7 @@ def test_space_translation_covers_every_hyperparameter(scale):
 
 
 def test_space_translation_of_other_grids_and_ranges():
-    from deephyper.hpo import HpProblem
-
-    p = HpProblem()
-    p.add_hyperparameter([3], "one")
-    p.add_hyperparameter(["x", "y"], "names")
-    p.add_hyperparameter([1, 2, 4], "geometric")
-    p.add_hyperparameter((1, 10), "ints")
-    p.add_hyperparameter((1, 100, "log-uniform"), "log_ints")
+    p = odd_problem()
     d = syne_space(p)
     assert d["one"] == 3
     assert type(d["names"]) is sp.Categorical and d["names"].categories == ["x", "y"]
