@@ -310,12 +310,12 @@ def main(argv=None) -> int:
         a.processes = a.processes or (2 if replay else 1)
         default = [*METHODS, *PEERS] if replay else list(PAPER_METHODS)
         a.methods = a.methods.split() if a.methods else default
-        from experiments.peers.ray_tune import check_peer  # Ray Tune peers run live only
-
         try:
             settings_for(a.scale)
             for m in a.methods:
-                if not replay and m.startswith("ray_"):
+                if not replay and m.startswith("ray_"):  # Ray Tune peers run live only
+                    from experiments.peers.ray_tune import check_peer
+
                     check_peer(m)
                 elif not (replay and m in PEERS):
                     get_method(m)

@@ -100,5 +100,3 @@ def run_main(body: Callable[[], int]) -> int:
         if launcher_rank() == 0:
             print(f"error: {e}", file=sys.stderr)
         return 2
-
-

@@ -69,6 +69,13 @@ def schedule_features(params: dict, n_train: int, max_t: int) -> list[float]:
     return [math.log(lr * q ** (steps - 1)), math.log(total)]
 
 
+def log_curves(entries, max_t: int, column: int = 0) -> np.ndarray:
+    """(entries, max_t) log of a curve column (0 val_loss, 1 train_loss), capped at
+    :data:`LOSS_CAP`."""
+    return np.log(np.clip([[c[column] for c in e.curve[:max_t]] for e in entries], 1e-12,
+                          LOSS_CAP))
+
+
 def _key(config: dict) -> str:
     """A configuration's canonical text (for the world's draws)."""
     return json.dumps({k: logs.native(v) for k, v in sorted(config.items())}, sort_keys=True,
@@ -165,10 +172,7 @@ class Surrogate:
             raise TableError(f"{self.table.path}: {len(ok)} complete curves; the surrogate "
                              "needs at least 2")
         x = np.array([self.features(e.params) for e in ok])
-        y = np.hstack([np.log(np.clip([[c[0] for c in e.curve[:t]] for e in ok], 1e-12,
-                                      LOSS_CAP)),
-                       np.log(np.clip([[c[1] for c in e.curve[:t]] for e in ok], 1e-12,
-                                      LOSS_CAP))])
+        y = np.hstack([log_curves(ok, t, 0), log_curves(ok, t, 1)])
         secs = np.array([[c[2] for c in e.curve[:t]] for e in ok])
         med = np.median(secs, axis=1)
         self.profile = np.median(secs / med[:, None], axis=0)  # epoch 1 is slower, ...
@@ -196,7 +200,7 @@ class Surrogate:
             full = [e for e in reps if e.failure is None and len(e.curve) >= t]
             if cid in exclude or len(full) < 2 or len(full) != len(reps):
                 continue
-            logv = np.log(np.clip([[c[0] for c in e.curve[:t]] for e in full], 1e-12, LOSS_CAP))
+            logv = log_curves(full, t)
             r = (logv - logv.mean(axis=0)) * math.sqrt(len(full) / (len(full) - 1))
             out.extend(r)
         return np.array(out).reshape(-1, t)

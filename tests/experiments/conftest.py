@@ -80,3 +80,12 @@ def odd_problem():
     p.add_hyperparameter((1, 10), "ints")
     p.add_hyperparameter((1, 100, "log-uniform"), "log_ints")
     return p
+
+
+def hp_values(hp) -> set | None:
+    """The values a grid or categorical hyperparameter of a DeepHyper problem takes (None
+    for a range)."""
+    for attr in ("sequence", "choices"):
+        if hasattr(hp, attr):
+            return {v.item() if hasattr(v, "item") else v for v in getattr(hp, attr)}
+    return None

@@ -20,17 +20,9 @@ from experiments.peers.simulate import synthetic_curves
 from experiments.space import problem_for
 from experiments.trial import Recorded
 
-from .conftest import odd_problem
+from .conftest import hp_values, odd_problem
 
 SMOKE = settings_for("smoke", time_budget=0)  # max_t 9, grace 1, eta 3, 81 epochs, no deadline
-
-
-def _values(hp) -> set | None:
-    """The values a grid or categorical hyperparameter of the DeepHyper problem takes."""
-    for attr in ("sequence", "choices"):
-        if hasattr(hp, attr):
-            return {v.item() if hasattr(v, "item") else v for v in getattr(hp, attr)}
-    return None
 
 
 def _dist_values(d) -> set:
@@ -46,9 +38,9 @@ def test_space_translation_covers_every_hyperparameter(scale):
     assert list(dists) == problem.hyperparameter_names
     for hp in problem.space.values():
         d = dists[hp.name]
-        if _values(hp) is not None:
+        if hp_values(hp) is not None:
             assert isinstance(d, IntDistribution | CategoricalDistribution), hp.name
-            assert _dist_values(d) == _values(hp), hp.name
+            assert _dist_values(d) == hp_values(hp), hp.name
         else:
             assert isinstance(d, FloatDistribution), hp.name
             assert (d.low, d.high, d.log) == (hp.lower, hp.upper, hp.log), hp.name

@@ -22,17 +22,10 @@ from experiments.schedulers import asha_rungs, ray_continues  # noqa: E402
 from experiments.space import problem_for  # noqa: E402
 from experiments.trial import Recorded  # noqa: E402
 
-from .conftest import odd_problem  # noqa: E402
+from .conftest import hp_values, odd_problem  # noqa: E402
 
 SMOKE = settings_for("smoke", time_budget=0)  # max_t 9, grace 1, eta 3, 81 epochs, no deadline
 SYNE = [p for p in PEERS if p.startswith("syne_")]
-
-
-def _values(hp) -> set | None:
-    for attr in ("sequence", "choices"):
-        if hasattr(hp, attr):
-            return {v.item() if hasattr(v, "item") else v for v in getattr(hp, attr)}
-    return None
 
 
 def _frame(run):
@@ -52,8 +45,8 @@ def test_space_translation_covers_every_hyperparameter(scale):
     assert list(space) == problem.hyperparameter_names
     for hp in problem.space.values():
         d = space[hp.name]
-        if _values(hp) is not None:
-            assert domain_values(d) == _values(hp), hp.name
+        if hp_values(hp) is not None:
+            assert domain_values(d) == hp_values(hp), hp.name
         else:
             assert isinstance(d, sp.Float), hp.name
             assert (d.lower, d.upper, sp.is_log_space(d)) == (hp.lower, hp.upper, hp.log)
@@ -63,8 +56,8 @@ def test_space_translation_covers_every_hyperparameter(scale):
     # a draw is a configuration of the problem, with Python values
     cfg = {k: v.sample() if isinstance(v, sp.Domain) else v for k, v in space.items()}
     for hp in problem.space.values():
-        if _values(hp) is not None:
-            assert cfg[hp.name] in _values(hp)
+        if hp_values(hp) is not None:
+            assert cfg[hp.name] in hp_values(hp)
 
 
 def test_space_translation_of_other_grids_and_ranges():
