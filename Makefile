@@ -28,12 +28,12 @@ ifeq ($(filter $(SCALE),smoke small paper),)
 $(error SCALE must be one of smoke, small, paper (got '$(SCALE)'))
 endif
 
-.PHONY: help setup peers ray test lint data benchmark lctable replay figures physics clean distclean
+.PHONY: help setup peers ray test lint data benchmark lctable replay replay-surrogate figures physics clean distclean
 
 help: ## show this help
 	@echo "usage: make TARGET [SCALE=smoke|small|paper] (default SCALE=small)"
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
-	  awk 'BEGIN {FS = ":.*## "}; {printf "  %-11s %s\n", $$1, $$2}'
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  %-17s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## create .venv (Python 3.11) and install requirements.txt
 
@@ -84,6 +84,15 @@ replay: setup ## validate the surrogate of LCTABLE, replay every method and peer
 	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table $(LCTABLE) \
 	  --seeds "$(REPLAY_SEED_LIST)" --processes $(NPROC)
 	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds $(REPLAY_SEEDS)
+
+replay-surrogate: setup ## after make replay: the same replays on the surrogate (accepted or not), and whether both rank the methods alike
+	$(PY) -m experiments.surrogate --scale $(SCALE) --table $(LCTABLE)
+	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table $(LCTABLE) \
+	  --lookup surrogate --seeds "$(REPLAY_SEED_LIST)" --processes $(NPROC) \
+	  --out results/$(SCALE)/replay_surrogate
+	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds $(REPLAY_SEEDS) \
+	  --results results/$(SCALE)/replay_surrogate --out paper_figures/$(SCALE)/replay_surrogate \
+	  --compare paper_figures/$(SCALE)/replay
 
 figures: setup ## rebuild paper_figures/SCALE/ from the raw logs in results/SCALE/
 	$(PY) -m analysis.make_figures --scale $(SCALE)

@@ -3,6 +3,8 @@
     python -m analysis.replay --scale small
     python -m analysis.replay --scale small --results results/small/replay \
         --out paper_figures/small/replay --min-seeds 20
+    python -m analysis.replay --scale small --results results/small/replay_surrogate \
+        --out paper_figures/small/replay_surrogate --compare paper_figures/small/replay
 
 Reads results/<scale>/replay/<method>/seed<k>/ (the live log layout, metadata "backend":
 "replay", simulated times) and writes to paper_figures/<scale>/replay/:
@@ -19,6 +21,8 @@ Reads results/<scale>/replay/<method>/seed<k>/ (the live log layout, metadata "b
     surrogate_heldout.{pdf,png}  the surrogate's held-out predicted vs recorded val_loss per
                                rung with the seed-noise band (when python -m
                                experiments.surrogate has validated it on the table)
+    lookups.{md,tex}           with --compare <another replay's output folder>: do the two
+                               replays (nearest-row lookup, surrogate) rank the methods alike
 
 The metrics (incumbent by final loss, L_ref, regret, budget fractions, quantile targets,
 paired speedups) are those of analysis.metrics, the same as for live searches; L_ref and the
@@ -326,6 +330,61 @@ def write_agreement(agree: dict, out: Path) -> list[Path]:
     return [out / "agreement.md", out / "agreement.tex"]
 
 
+# ---- two lookups compared -----------------------------------------------------------------
+# What the two replays are compared on: (summary.csv column, name, lower is better).
+LOOKUP_METRICS = (("incumbent_loss", "final loss", True),
+                  ("regret_1/4", "regret at 1/4 of the budget", True),
+                  ("dh_to_top5", "device-h to top 5 %", True),
+                  ("speedup_top5", "speedup top 5 % vs random", False))
+
+
+def lookup_agreement(a: pd.DataFrame, b: pd.DataFrame) -> dict:
+    """Do two replays of the same methods (two summary.csv tables, e.g. nearest-row lookup
+    and surrogate) rank the methods alike? Per metric of :data:`LOOKUP_METRICS`, Kendall's tau
+    of the per-method medians over the methods both have with finite values (random's
+    speedup, 1 by definition, left out of the speedup's ranking), and the method each ranks
+    first. ``{"status": ...}`` says why there is no comparison."""
+    from scipy.stats import kendalltau
+
+    common = [m for m in a["method"] if m in set(b["method"])]
+    if len(common) < 3:
+        return {"status": f"{len(common)} methods in both replays: at least 3 are needed"}
+    a, b = a.set_index("method").loc[common], b.set_index("method").loc[common]
+    out = {"status": "compared", "n_methods": len(common), "metrics": []}
+    for col, name, lower in LOOKUP_METRICS:
+        if col not in a or col not in b:
+            continue
+        x, y = a[col].astype(float), b[col].astype(float)
+        keep = np.isfinite(x) & np.isfinite(y)
+        if col.startswith("speedup"):
+            keep &= x.index != "random"
+        x, y = x[keep], y[keep]
+        if len(x) < 3:
+            out["metrics"].append({"metric": name, "n": len(x), "tau": math.nan,
+                                   "p_value": math.nan, "best_a": "", "best_b": ""})
+            continue
+        tau, p = kendalltau(x, y)
+        pick = (lambda s: s.idxmin()) if lower else (lambda s: s.idxmax())
+        out["metrics"].append({"metric": name, "n": len(x), "tau": float(tau),
+                               "p_value": float(p), "best_a": pick(x), "best_b": pick(y)})
+    return out
+
+
+def write_lookup_agreement(agree: dict, out: Path, name_a: str, name_b: str) -> list[Path]:
+    rows, notes = [], [f"{name_b} vs {name_a}: {agree['status']}."]
+    if agree["status"] == "compared":
+        notes = [f"Method rankings of two replays of the same table: {name_a} vs {name_b} "
+                 f"({agree['n_methods']} methods in both; medians over seeds, as in "
+                 "summary.csv and targets.csv). Kendall's tau per metric over the methods with "
+                 "finite values in both (random left out of the speedup's ranking); tau near "
+                 "1: the conclusions do not hang on how a trial's curve is looked up."]
+        rows = [[r["metric"], str(r["n"]), tables.fmt(r["tau"], 2), tables.fmt(r["p_value"], 2),
+                 r["best_a"], r["best_b"]] for r in agree["metrics"]]
+    tables.write_table(["metric", "methods", "Kendall tau", "p", f"best ({name_a})",
+                        f"best ({name_b})"], rows, out, "lookups", notes)
+    return [out / "lookups.md", out / "lookups.tex"]
+
+
 # ---- figures ------------------------------------------------------------------------------
 def _style(methods: list[str]) -> dict[str, dict]:
     """A distinct colour per method within its group (tab10), paper methods thick."""
@@ -451,10 +510,12 @@ FIGURES = {"best_vs_compute": best_vs_compute, "rank_vs_compute": rank_vs_comput
 # ---- entry point --------------------------------------------------------------------------
 def build(scale: str, results: Path | None = None, out: Path | None = None,
           required=EXPECTED, min_seeds: int = MIN_SEEDS,
-          default_loss: float | None = None) -> list[Path]:
+          default_loss: float | None = None, compare: Path | None = None) -> list[Path]:
     """Replay logs under ``results`` (default results/<scale>/replay) -> files under ``out``
     (default paper_figures/<scale>/replay); returns the files written. Raises
-    ReplayLogsError when logs are missing or partial."""
+    ReplayLogsError when logs are missing or partial. ``compare``: the output folder of
+    another replay of the same table (its summary.csv): lookups.{md,tex} compare the two
+    method rankings."""
     results = Path(results) if results else RESULTS_DIR / scale / REPLAY_DIR
     out = Path(out) if out else FIGURES_DIR / scale / REPLAY_DIR
     check_logs(results, required, min_seeds)
@@ -486,7 +547,20 @@ def build(scale: str, results: Path | None = None, out: Path | None = None,
     if heldout.exists() and report.exists():  # python -m experiments.surrogate wrote them
         fig = figures.surrogate_heldout(pd.read_csv(heldout), json.loads(report.read_text()))
         written += figures.save(fig, out, "surrogate_heldout")
+    if compare is not None:
+        other = pd.read_csv(Path(compare) / "summary.csv")
+        agree = lookup_agreement(other, pd.read_csv(out / "summary.csv"))
+        written += write_lookup_agreement(agree, out, _lookup_name(Path(compare)),
+                                          res["refs"]["lookup"])
     return written
+
+
+def _lookup_name(folder: Path) -> str:
+    """The lookup a replay output folder was made with (its references.json), else its name."""
+    try:
+        return json.loads((folder / "references.json").read_text())["lookup"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return folder.name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -503,7 +577,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--default-loss", type=float, default=None,
                     help="reference loss of the default configuration when there is no "
                          "replayed default run")
+    ap.add_argument("--compare", type=Path, default=None,
+                    help="output folder of another replay of the same table (e.g. "
+                         "paper_figures/small/replay): lookups.md compares the method rankings")
     args = ap.parse_args(argv)
+    if args.compare is not None and not (args.compare / "summary.csv").is_file():
+        print(f"error: --compare {args.compare}: no summary.csv there (run make replay "
+              "first)", file=sys.stderr)
+        return 2
     if args.min_seeds < 1:
         print(f"error: --min-seeds must be >= 1, got {args.min_seeds}", file=sys.stderr)
         return 2
@@ -511,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     with warnings_to_stderr():
         try:
             written = build(args.scale, args.results, args.out, required, args.min_seeds,
-                            args.default_loss)
+                            args.default_loss, args.compare)
         except ReplayLogsError as e:
             print(f"error: {e} (run `{MAKE_HINT.format(scale=args.scale)}`)", file=sys.stderr)
             return 2

@@ -363,3 +363,51 @@ def test_a_table_of_another_design_is_not_a_reference(tmp_path):
     with pytest.warns(L.LogWarning, match="another design"):
         finals, name = L.table_for(runs, tmp_path / "smoke" / L.LCTABLE_CSV)
     assert finals.empty and name.endswith("(another design, not used)")
+
+
+# ---- two lookups compared -----------------------------------------------------------------
+def _summary(rows):
+    return pd.DataFrame(rows, columns=["method", "incumbent_loss", "regret_1/4", "dh_to_top5",
+                                       "speedup_top5"])
+
+
+def test_lookup_agreement_by_hand():
+    a = _summary([["random", 3.0, 1.0, 4.0, 1.0], ["asha", 2.0, 0.5, 2.0, 2.0],
+                  ["bo", 2.5, 0.7, 3.0, 1.3], ["hyperband", 1.0, 0.2, 1.0, 4.0]])
+    # the same order of final losses; compute to target reversed; one method never reaches it
+    b = _summary([["hyperband", 1.5, 0.1, 4.0, 1.0], ["asha", 2.2, 0.85, 2.0, 2.0],
+                  ["bo", 2.4, 0.8, np.inf, math.nan], ["random", 3.3, 0.9, 1.0, 1.0],
+                  ["optuna_tpe", 9.0, 9.0, 9.0, 9.0]])
+    agree = replay.lookup_agreement(a, b)
+    assert agree["status"] == "compared" and agree["n_methods"] == 4  # optuna_tpe in b only
+    by = {r["metric"]: r for r in agree["metrics"]}
+    fin = by["final loss"]
+    assert fin["tau"] == pytest.approx(1.0) and fin["n"] == 4
+    assert fin["best_a"] == fin["best_b"] == "hyperband"
+    assert by["regret at 1/4 of the budget"]["tau"] == pytest.approx(2 / 3)  # one pair swapped
+    to = by["device-h to top 5 %"]
+    assert to["n"] == 3 and to["tau"] == pytest.approx(-1.0)  # bo's never left out
+    assert to["best_a"] == "hyperband" and to["best_b"] == "random"
+    sp = by["speedup top 5 % vs random"]
+    assert sp["n"] == 2 and math.isnan(sp["tau"])  # random and bo out: too few to rank
+
+
+def test_lookup_agreement_needs_three_methods():
+    a = _summary([["random", 3.0, 1.0, 4.0, 1.0], ["asha", 2.0, 0.5, 2.0, 2.0]])
+    assert replay.lookup_agreement(a, a)["status"].startswith("2 methods in both")
+
+
+def test_compare_option_writes_lookups_and_refuses_a_missing_folder(tmp_path, capsys):
+    _hand(tmp_path)
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert _run(tmp_path, second, "--compare", str(first)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --compare") and "no summary.csv" in err and "\n" not in err
+    assert not second.exists()
+    assert _run(tmp_path, first) == 0
+    assert _run(tmp_path, second, "--compare", str(first)) == 0
+    md = (second / "lookups.md").read_text()
+    row = next(r for r in md.splitlines() if r.startswith("| final loss "))
+    assert [c.strip() for c in row.split("|")[1:-1]][2] == "1.00"  # the same replay twice
+    assert "nearest vs nearest" in md
+    assert not (first / "lookups.md").exists()
