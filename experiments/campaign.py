@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from experiments import logs, search
+from experiments import driver, logs, search
 from experiments.backends.live import EVALUATORS
 from experiments.backends.replay import replay_dir
 from experiments.cli import (
@@ -67,6 +67,29 @@ COST_ORDER = ("asha_bo", "bo", "bohb", "async_hyperband", "asha", "asha_deephype
 
 
 # ------------------------------------------------------------------------------ live
+def wanted_design(name: str, scale: str, budget=None, time_budget=None,
+                  device_budget=None) -> dict:
+    """The design (:data:`experiments.logs.DESIGN_KEYS`) a search of ``name`` (a method or a
+    peer) records with these budgets."""
+    s = settings_for(scale, budget, time_budget, device_budget)
+    try:
+        return driver.design(name, s)
+    except ValueError:  # a peer: the settings as they are
+        return {k: getattr(s, k) for k in logs.DESIGN_KEYS}
+
+
+def other_designs(folders: list[tuple[str, Path]], want) -> list[str]:
+    """``folder (what differs)`` for each (name, folder) whose metadata.json records a search
+    of another design than ``want(name)``."""
+    out = []
+    for name, folder in folders:
+        meta = logs.read_json(folder / logs.METADATA_JSON)
+        diff = meta is not None and logs.design_difference(meta, want(name))
+        if diff:
+            out.append(f"{folder} ({diff})")
+    return out
+
+
 def run_live(a) -> int:
     """Live searches as subprocesses, ``a.processes`` at a time."""
     from mlpf.paths import results_dir
@@ -82,6 +105,18 @@ def run_live(a) -> int:
             if child.poll() is None:
                 child.send_signal(signum)
 
+    folders = [(m, Path(a.out) / m / f"seed{s}" if a.out else results_dir(a.scale, m, s))
+               for m, s in jobs]
+    try:
+        stale = other_designs(folders, lambda m: wanted_design(
+            m, a.scale, a.budget, a.time_budget, a.device_budget))
+    except ValueError as e:  # unreadable metadata.json
+        raise CliError(str(e)) from None
+    if stale:
+        more = f" and {len(stale) - 1} more" if len(stale) > 1 else ""
+        raise CliError(f"a search of another design in {stale[0]}{more}: move "
+                       f"{'them' if more else 'it'} aside (e.g. to results/{a.scale}/archive/) "
+                       "or pass --out")
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     summary = []
     t_all = time.time()
@@ -181,7 +216,9 @@ def simulate_one(task: tuple[str, int]) -> dict:
     done = (meta or {}).get("replay", {})
     if meta and meta.get("status") == logs.RUN_COMPLETE and \
             done.get("sha256") == c["summary"].get("sha256") and \
-            done.get("lookup", "nearest") == c["summary"].get("lookup", "nearest"):
+            done.get("lookup", "nearest") == c["summary"].get("lookup", "nearest") and \
+            not logs.design_difference(meta, wanted_design(
+                name, c["scale"], c["budget"], c["time_budget"] or 0, c["device_budget"])):
         return {**row, "status": "skipped (complete)", **_outcome(meta, log_dir)}
     logs.clear_logs(log_dir)
     t0 = time.perf_counter()

@@ -117,6 +117,10 @@ def plan_search(method: str, scale: str, seed: int, evaluator: str = "process",
         for key, want in (("method", method), ("scale", scale), ("seed", seed)):
             if previous.get(key) != want:
                 raise PlanError(f"{log_dir} holds {key}={previous.get(key)!r}, not {want!r}")
+        diff = logs.design_difference(previous, design(method, settings))
+        if diff:
+            raise PlanError(f"{log_dir} holds a search of another design ({diff}); move it "
+                            "aside to run this one")
     if resume and has_logs:
         _check_resumable(log_dir)
     return Plan(method, scale, seed, evaluator, workers, trainable, log_dir, settings,
@@ -155,6 +159,13 @@ def _check_folder(log_dir: Path) -> None:
         f = log_dir / name
         if f.exists() and not f.is_file():
             raise PlanError(f"{f} is not a regular file")
+
+
+def design(method: str, settings) -> dict:
+    """The design (:data:`experiments.logs.DESIGN_KEYS`) a search of ``method`` with these
+    settings records in its metadata."""
+    s = method_metadata(method, settings)["settings"]
+    return {k: s[k] for k in logs.DESIGN_KEYS}
 
 
 def new_metadata(plan: Plan, workers: int, now: float) -> dict:

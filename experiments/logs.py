@@ -266,6 +266,31 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
+# What makes two searches comparable (metadata method_settings.settings): the fidelities and
+# the budgets. A search of another design is never resumed or reused in its place.
+DESIGN_KEYS = ("max_t", "grace", "eta", "budget", "device_budget")
+
+
+def recorded_design(meta: dict | None) -> dict | None:
+    """The design a search's metadata.json records (:data:`DESIGN_KEYS` of its method
+    settings), or None when it records none (an older format)."""
+    ms = meta.get("method_settings") if isinstance(meta, dict) else None
+    settings = ms.get("settings") if isinstance(ms, dict) else None
+    if not isinstance(settings, dict) or not all(k in settings for k in DESIGN_KEYS):
+        return None
+    return {k: settings[k] for k in DESIGN_KEYS}
+
+
+def design_difference(meta: dict | None, want: dict) -> str | None:
+    """None when the search recorded in ``meta`` has the design ``want`` (a dict of
+    :data:`DESIGN_KEYS`), else what differs, e.g. ``max_t 27, not 16``."""
+    have = recorded_design(meta)
+    if have is None:
+        return "no recorded design (an older log format)"
+    diff = [f"{k} {have[k]!r}, not {want[k]!r}" for k in DESIGN_KEYS if have[k] != want[k]]
+    return "; ".join(diff) or None
+
+
 def last_activity(log_dir: Path, meta: dict) -> float | None:
     """The time of the last epoch logged in ``log_dir`` (in the clock of the metadata's
     ``start_time``), None when there is none."""

@@ -43,3 +43,28 @@ def test_mpi_command_uses_workers_plus_one_ranks():
     assert cmd[1:3] == ["-n", "5"] and cmd[0].endswith("mpiexec")
     assert env["MPIR_CVAR_NOLOCAL"] == "1"
     assert cmd[cmd.index("--seed") + 1] == "3" and "--resume" in cmd
+
+
+def test_live_campaign_refuses_logs_of_another_design_before_starting(tmp_path, capsys):
+    from experiments import logs
+    from experiments.campaign import main
+
+    old = tmp_path / "asha" / "seed0"
+    old.mkdir(parents=True)
+    meta = {"method": "asha", "scale": "smoke", "seed": 0, "status": "complete",
+            "method_settings": {"settings": {"max_t": 27, "grace": 1, "eta": 3,
+                                             "budget": 81, "device_budget": None}}}
+    (old / logs.METADATA_JSON).write_text(json.dumps(meta))
+    legacy = tmp_path / "hyperband" / "seed0"  # an older format: no recorded design
+    legacy.mkdir(parents=True)
+    (legacy / logs.METADATA_JSON).write_text(json.dumps({"method": "hyperband",
+                                                         "method_settings": "{'max_t': 27}"}))
+    argv = ["--scale", "smoke", "--methods", "asha hyperband", "--trainable", "synthetic",
+            "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"error: a search of another design in {old} "
+                                              "(max_t 27, not 9) and 1 more: move them aside")
+    assert not (tmp_path / "default").exists()  # nothing started
+    assert logs.design_difference(json.loads((legacy / logs.METADATA_JSON).read_text()),
+                                  {}) == "no recorded design (an older log format)"

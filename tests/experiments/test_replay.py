@@ -294,6 +294,14 @@ def test_search_cli_and_campaign_skip_complete_searches(tmp_path, capsys):
     assert campaign_main(camp) == 0
     assert campaign_main(camp) == 0
     assert capsys.readouterr().err.count("skipped (complete)") == 4
+    # another budget is another design: random's searches run again, the default's stay
+    assert campaign_main([*camp[:-1], "25"]) == 0
+    assert capsys.readouterr().err.count("skipped (complete)") == 2
+    meta = json.loads((tmp_path / "camp" / "random" / "seed1" / "metadata.json").read_text())
+    assert meta["method_settings"]["settings"]["budget"] == 25
+    assert search_main([*args[:-2], "25", "--quiet", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a search of another design (budget 30, not 25)" in err
     assert table_main(["--scale", "smoke", "--table", table, "--check"]) == 0
     assert "leave-one-out" in capsys.readouterr().out
 
