@@ -101,6 +101,9 @@ LCTABLE_JSON = "lctable.json"  # its metadata: "max_t" = epochs every configurat
 LCTABLE_CONFIG = "config_id"
 LCTABLE_STATUS = "status"  # ok | failed
 LCTABLE_REPLICATE = "replicate"  # training seed index; absent in tables from before: all 0
+# in a replay folder on a surrogate: the surrogate's own final losses in the table's format
+# (experiments.surrogate.write_reference), the reference for targets and the best known loss
+REFERENCE_CSV = "reference.csv"
 
 # ---- derived columns of the tidy tables ---------------------------------------------------
 DEVICE_HOURS = "device_hours"  # epoch_seconds * devices / 3600

@@ -27,7 +27,9 @@ Reads results/<scale>/replay/<method>/seed<k>/ (the live log layout, metadata "b
 The metrics (incumbent by final loss, L_ref, regret, budget fractions, quantile targets,
 paired speedups) are those of analysis.metrics, the same as for live searches; L_ref and the
 targets come from the learning-curve table next to the replay folder
-(results/<scale>/lctable.csv). For the figures and ranks (compute c in device-hours):
+(results/<scale>/lctable.csv), or for replays on a surrogate from the sample of the
+surrogate's own configurations the campaign wrote into the replay folder (reference.csv).
+For the figures and ranks (compute c in device-hours):
     grid     GRID_POINTS log-spaced points from the first epoch of any search to C = the
              largest total compute of any search; after its last epoch a search holds its
              final incumbent, so at 100 % of C every search is final.
@@ -65,6 +67,7 @@ from analysis.logs import (  # noqa: E402
     MD_COMPLETE,
     MD_STATUS,
     METADATA_JSON,
+    REFERENCE_CSV,
     REPLAY_DIR,
     RESULTS_CSV,
     SEED_DIR,
@@ -521,7 +524,10 @@ def build(scale: str, results: Path | None = None, out: Path | None = None,
     check_logs(results, required, min_seeds)
     runs = load_scale(results)
     source = "--default-loss"
-    table = results.parent / LCTABLE_CSV
+    # the benchmark's own configuration distribution when the campaign wrote one (replays
+    # on a surrogate), else the learning-curve table next to the replay folder
+    reference = results / REFERENCE_CSV
+    table = reference if reference.is_file() else results.parent / LCTABLE_CSV
     label = f"{table.parent.name}/{table.name}"  # no machine-specific path in the outputs
     if default_loss is None and DEFAULT_METHOD not in runs:
         source = f"configuration 0 of {label}"
@@ -542,8 +548,9 @@ def build(scale: str, results: Path | None = None, out: Path | None = None,
     written += write_agreement(agree, out)
     for name, make in FIGURES.items():
         written += figures.save(make(res), out, name)
-    heldout = table.with_name(table.stem + ".surrogate_heldout.csv")
-    report = table.with_suffix(".surrogate.json")
+    lctable = results.parent / LCTABLE_CSV
+    heldout = lctable.with_name(lctable.stem + ".surrogate_heldout.csv")
+    report = lctable.with_suffix(".surrogate.json")
     if heldout.exists() and report.exists():  # python -m experiments.surrogate wrote them
         fig = figures.surrogate_heldout(pd.read_csv(heldout), json.loads(report.read_text()))
         written += figures.save(fig, out, "surrogate_heldout")

@@ -57,7 +57,13 @@ from experiments.methods import (
 )
 from experiments.peers import PEERS, run_peer
 from experiments.peers.simulate import synthetic_curves, table_curves
-from experiments.surrogate import LOOKUPS, Surrogate, open_lookup, surrogate_accepted
+from experiments.surrogate import (
+    LOOKUPS,
+    Surrogate,
+    open_lookup,
+    surrogate_accepted,
+    write_reference,
+)
 from experiments.table import TableError
 from experiments.trainables import get_trainable
 
@@ -268,6 +274,9 @@ def run_replay(a) -> int:
             raise CliError(str(e)) from None
         if isinstance(table, Surrogate):
             summary = table.world(0).summary()  # the lookup, for the skip check
+            root = Path(a.out) if a.out else replay_dir(a.scale, "-", 0).parent.parent
+            print(f"reference sample of the surrogate: {write_reference(table, root)}",
+                  file=sys.stderr, flush=True)
     a.device_budget = replay_device_budget(a.scale, a.device_budget)
     _SIM.update(scale=a.scale, table=table, curves=curves, summary=summary, devices=devices,
                 workers=a.workers, out=a.out, budget=a.budget, time_budget=a.time_budget,

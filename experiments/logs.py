@@ -266,6 +266,12 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
+# A replay campaign on a surrogate writes, next to its <method>/seed<k>/ folders, the final
+# losses of a large sample of the surrogate's configurations in the learning-curve table's
+# format: the reference distribution (targets, best known loss) of that benchmark.
+REFERENCE_CSV = "reference.csv"
+
+
 # What makes two searches comparable (metadata method_settings.settings): the fidelities and
 # the budgets. A search of another design is never resumed or reused in its place.
 DESIGN_KEYS = ("max_t", "grace", "eta", "budget", "device_budget")

@@ -285,6 +285,62 @@ class World:
         return self.table.heldout_error()
 
 
+# ---------------------------------------------------------------------------- reference
+REFERENCE_CONFIGS = 2048  # Sobol configurations of the reference sample (a power of 2)
+REFERENCE_SEED = 1  # another Sobol scramble than the table's (seed 0): points it never saw
+
+
+def write_reference(surrogate: Surrogate, out_dir: Path, n: int = REFERENCE_CONFIGS,
+                    seed: int = REFERENCE_SEED) -> Path:
+    """The surrogate benchmark's own configuration distribution: the default (configuration
+    0) and ``n`` configurations of a scrambled Sobol sequence over the space, each one's final
+    epoch in world 0 (the noise of one training, as the table's rows have), written as
+    ``out_dir/reference.csv`` in the table's format (epoch max_t rows; a failed training, its
+    failed row) with ``reference.json`` (max_t, source). The analysis takes the targets and
+    the best known loss of the replays on this surrogate from it, not from the table, whose
+    quantiles the surrogate (an average of recorded curves) need not reach. Deterministic:
+    the same table, n and seed give the same bytes."""
+    from experiments.space import sobol_configs
+    from experiments.table import (
+        CONFIG_ID,
+        EPOCH,
+        EPOCH_SECONDS,
+        REASON,
+        REPLICATE,
+        STATUS,
+        STATUS_FAILED,
+        STATUS_OK,
+        TRAIN_LOSS,
+        VAL_LOSS,
+        default_values,
+    )
+
+    world, t = surrogate.world(0), surrogate.max_t
+    scale = surrogate.table.scale
+    configs = [default_values(scale), *sobol_configs(scale, n, seed)]
+    rows = []
+    for i, config in enumerate(configs):
+        entry, _ = world.replay(config)
+        if entry.failure is not None:
+            rows.append({CONFIG_ID: i, REPLICATE: 0, EPOCH: len(entry.curve) + 1,
+                         VAL_LOSS: "", TRAIN_LOSS: "", EPOCH_SECONDS: entry.failure_seconds,
+                         STATUS: STATUS_FAILED, REASON: entry.failure})
+        else:
+            val, train, sec = entry.curve[t - 1]
+            rows.append({CONFIG_ID: i, REPLICATE: 0, EPOCH: t, VAL_LOSS: val,
+                         TRAIN_LOSS: train, EPOCH_SECONDS: sec, STATUS: STATUS_OK, REASON: ""})
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / logs.REFERENCE_CSV
+    logs.write_csv(path, (CONFIG_ID, REPLICATE, EPOCH, VAL_LOSS, TRAIN_LOSS, EPOCH_SECONDS,
+                          STATUS, REASON), rows)
+    logs.write_json(path.with_suffix(".json"), {
+        "max_t": t, "source": f"surrogate of {surrogate.table.path.parent.name}/"
+        f"{surrogate.table.path.name} (sha256 {surrogate.table.sha256}), world 0: the default "
+        f"and {n} Sobol configurations (seed {seed})", "n_configs": n, "sobol_seed": seed})
+    return path
+
+
 # ---------------------------------------------------------------------------- validation
 def report_paths(table: Table) -> tuple[Path, Path]:
     """``lctable.csv`` -> (``lctable.surrogate.json``, ``lctable.surrogate_heldout.csv``)."""

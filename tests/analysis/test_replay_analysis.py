@@ -411,3 +411,18 @@ def test_compare_option_writes_lookups_and_refuses_a_missing_folder(tmp_path, ca
     assert [c.strip() for c in row.split("|")[1:-1]][2] == "1.00"  # the same replay twice
     assert "nearest vs nearest" in md
     assert not (first / "lookups.md").exists()
+
+
+def test_a_reference_sample_in_the_replay_folder_gives_the_targets(tmp_path):
+    root = _hand(tmp_path)
+    out = tmp_path / "out"
+    assert _run(tmp_path, out) == 0
+    table_refs = json.loads((out / "references.json").read_text())
+    (root / L.REFERENCE_CSV).write_text(
+        "config_id,replicate,epoch,val_loss,train_loss,epoch_seconds,status,reason\n"
+        + "".join(f"{i},0,1,{x},{x},10,ok,\n" for i, x in enumerate([9.0, 1.5, 4.0, 8.0])))
+    assert _run(tmp_path, out) == 0
+    refs = json.loads((out / "references.json").read_text())
+    assert "replay/reference.csv" in refs["l_ref_source"]
+    assert refs["l_ref"] == 1.5 and refs["targets"] != table_refs["targets"]
+    assert "replay/reference.csv" in (out / "targets.md").read_text()

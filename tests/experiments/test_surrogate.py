@@ -134,9 +134,17 @@ def test_campaign_replays_methods_and_peers_on_surrogate_worlds(table, tmp_path)
     common = set(first["random"]) & set(first["asha"])
     assert common  # the same seed draws the same first configurations
     assert all(first["random"][k] == first["asha"][k] for k in common)
+    # the surrogate's own configuration distribution, next to the searches
+    ref = (out / "reference.csv").read_text()
+    assert "reference sample of the surrogate" in r.stderr
+    rows = ref.splitlines()
+    assert rows[0] == "config_id,replicate,epoch,val_loss,train_loss,epoch_seconds,status,reason"
+    assert len(rows) == 1 + 1 + 2048 and rows[1].startswith("0,0,")
+    assert json.loads((out / "reference.json").read_text())["max_t"] == table.max_t
     # rerun: complete on the same table and lookup -> skipped; another lookup -> rerun
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.stderr.count("skipped (complete)") == 6
+    assert (out / "reference.csv").read_text() == ref  # deterministic
     cmd[cmd.index("surrogate")] = "nearest"
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "skipped (complete)" not in r.stderr
@@ -159,3 +167,24 @@ def test_cli_writes_the_report_and_refuses_bad_input(table, tmp_path):
                         "--table", str(tmp_path / "none.csv")], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_reference_is_the_default_and_sobol_points_of_world_0(table, tmp_path):
+    from experiments.space import sobol_configs
+    from experiments.surrogate import write_reference
+    from experiments.table import default_values
+
+    sur = Surrogate(table, n_trees=20)
+    path = write_reference(sur, tmp_path, n=8, seed=3)
+    lines = path.read_text().splitlines()[1:]
+    assert len(lines) == 9
+    world = sur.world(0)
+    for i, config in enumerate([default_values("smoke"), *sobol_configs("smoke", 8, 3)]):
+        entry, _ = world.replay(config)
+        cells = lines[i].split(",")
+        assert int(cells[0]) == i
+        if entry.failure is None:
+            assert cells[6] == "ok" and int(cells[2]) == table.max_t
+            assert float(cells[3]) == pytest.approx(entry.curve[-1][0], rel=1e-9)
+        else:
+            assert cells[6] == "failed" and cells[7] == entry.failure
