@@ -15,6 +15,9 @@ Reads results/<scale>/replay/<method>/seed<k>/ (the live log layout, metadata "b
     fractions.{md,tex}         improvement; regret and improvement at 1/8 .. 1 of the budget;
     targets.{md,tex}           compute to the top 1 / 5 / 10 % targets, speedup vs random)
     ranks.{md,tex,csv}         average rank at RANK_FRACTIONS of the grid's end
+    head_to_head.{md,tex}      each method's speedup over each of the paper's four methods to
+                               the top 5 % target, paired by seed, with intervals and the
+                               verdict on the paper's claim 2 (asha_bo vs the other three)
     per_seed.csv               analysis.metrics.per_seed_metrics
     curves.csv                 median, band and average rank on the compute grid
     references.json            L_ref, targets, default loss, grid end and the speedup goal
@@ -86,6 +89,7 @@ from analysis.metrics import (  # noqa: E402
     per_seed_metrics,
     reference_losses,
     search_trace,
+    speedups,
     summarize,
     top_name,
 )
@@ -244,6 +248,55 @@ def _goal_line(goal: dict) -> str:
             f"seeds reach the target.")
 
 
+def head_to_head(per_seed: pd.DataFrame, quantile: float = GOAL_QUANTILE) -> pd.DataFrame:
+    """Each method's speedup over each of the paper's methods to the top ``quantile`` target
+    (:func:`analysis.metrics.speedups` with that method as the reference, paired by seed):
+    rows = methods, one group of columns ``<ref>``, ``<ref>_lo``, ``<ref>_hi``, ``<ref>_bound``
+    per paper method present."""
+    name = f"speedup_{top_name(quantile)}"
+    refs = [m for m in PAPER_METHODS if m in set(per_seed["method"])]
+    out = pd.DataFrame({"method": list(dict.fromkeys(per_seed["method"]))})
+    for ref in refs:
+        sp = speedups(per_seed, reference=ref).set_index("method")
+        for suffix in ("", "_lo", "_hi", "_bound"):
+            out[ref + suffix] = out["method"].map(sp[name + suffix])
+    return out
+
+
+def _verdict(lo: float, hi: float, bound: bool = False) -> str:
+    """faster / slower where the interval excludes 1 (a lower bound never says slower)."""
+    if lo > 1:
+        return "faster"
+    if hi < 1 and not bound:
+        return "slower"
+    return "cannot tell"
+
+
+def head_to_head_notes(h2h: pd.DataFrame, quantile: float = GOAL_QUANTILE) -> list[str]:
+    q = f"top {100 * quantile:g} %"
+    notes = [f"Speedup of the row's method over the column's to the {q} target: median over "
+             f"seeds of the column's device-h to the target / the row's, paired by seed, [95 % "
+             "paired bootstrap interval]; > 1: the row's method gets there with less compute "
+             "(faster, where the whole interval is above 1; slower, below 1; otherwise the "
+             "seeds cannot tell). never: the row's median seed never reaches it; >x: a lower "
+             "bound (the column's method never reached it in some seeds)."]
+    g = h2h.set_index("method")
+    if GOAL_METHOD in g.index:
+        parts = []
+        for ref in (m for m in PAPER_METHODS if m != GOAL_METHOD and m in g.columns):
+            r = g.loc[GOAL_METHOD]
+            flag = r[ref + "_bound"]
+            bound = isinstance(flag, (bool, np.bool_)) and bool(flag) and r[ref] != 0
+            parts.append(f"vs {ref} {'>' if bound else ''}{tables.fmt_speedup(r[ref])} "
+                         f"[{tables.fmt_speedup(r[ref + '_lo'])}, "
+                         f"{tables.fmt_speedup(r[ref + '_hi'])}]: "
+                         f"{_verdict(r[ref + '_lo'], r[ref + '_hi'], bound)}")
+        if parts:
+            notes.append(f"The paper's claim 2 ({GOAL_METHOD} gives the most per device-hour) "
+                         f"head to head, to the {q} target: " + "; ".join(parts) + ".")
+    return notes
+
+
 def rank_notes(refs: dict) -> list[str]:
     return [f"Rank @x %: methods ranked by their incumbent's loss after x % of C = "
             f"{refs['grid_end_device_hours']:.4g} device-h (the largest compute of any "
@@ -261,12 +314,19 @@ def write_tables(res: dict, scale: str, out: Path) -> list[Path]:
                        [[row["method"], *(tables.fmt(row[c], 2) for c in cols)]
                         for _, row in r.iterrows()], out, "ranks", rank_notes(res["refs"]))
     r.to_csv(out / "ranks.csv", index=False, float_format="%.6g")
+    h2h = head_to_head(res["per_seed"])
+    ref_cols = [c for c in h2h.columns if c in PAPER_METHODS]
+    tables.write_table(["method", *(f"vs {c}" for c in ref_cols)],
+                       [[row["method"], *(tables.speedup_cell(row, c) for c in ref_cols)]
+                        for _, row in h2h.iterrows()], out, "head_to_head",
+                       head_to_head_notes(h2h))
     res["per_seed"].to_csv(out / "per_seed.csv", index=False, float_format="%.6g")
     res["curves"].to_csv(out / "curves.csv", index=False, float_format="%.6g")
     (out / "references.json").write_text(json.dumps(tables.jsonable(res["refs"]), indent=1,
                                                     sort_keys=True) + "\n")
-    return written + [out / f"ranks.{e}" for e in ("md", "tex", "csv")] + \
-        [out / n for n in ("per_seed.csv", "curves.csv", "references.json")]
+    return written + [out / f"{n}.{e}" for n in ("ranks", "head_to_head")
+                      for e in ("md", "tex")] + \
+        [out / n for n in ("ranks.csv", "per_seed.csv", "curves.csv", "references.json")]
 
 
 # ---- live vs replay -------------------------------------------------------------------------

@@ -181,7 +181,8 @@ def test_tables_written_and_byte_identical(tmp_path, capsys):
     assert _run(tmp_path, out) == 0
     first = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
     assert set(first) == {f"{n}.{e}" for n in ("summary", "ranks") for e in ("md", "tex", "csv")} \
-        | {f"{n}.{e}" for n in ("fractions", "targets", "agreement") for e in ("md", "tex")} \
+        | {f"{n}.{e}" for n in ("fractions", "targets", "agreement", "head_to_head")
+           for e in ("md", "tex")} \
         | {"per_seed.csv", "curves.csv", "references.json"} \
         | {f"{n}.{e}" for n in replay.FIGURES for e in ("pdf", "png")}
     assert _run(tmp_path, out) == 0
@@ -201,6 +202,14 @@ def test_tables_written_and_byte_identical(tmp_path, capsys):
     assert "\\toprule" in (out / "summary.tex").read_text()
     fr = (out / "fractions.md").read_text()
     assert "| random " in fr and "3.5000 [3.0000, 4.0000]" in fr
+    h2h = (out / "head_to_head.md").read_text()
+    cells = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]]
+             for r in h2h.splitlines() if r.startswith("| ") and "---" not in r}
+    assert cells["method"] == ["vs random", "vs asha_bo"]  # the paper's methods present
+    assert cells["asha_bo"] == [">1.43 [1.00, 4.00]", "1.00 [1.00, 1.00]"]
+    assert cells["random"][1] == "never [never, 0.25]" and cells["bo"][0].startswith("never")
+    assert "head to head, to the top 5 % target: vs random >1.43 [1.00, 4.00]: cannot " \
+        "tell." in h2h
     refs = json.loads((out / "references.json").read_text())
     assert refs["goal"]["met"] is False and refs["targets"]["0.1"] == 3.0
     assert refs["l_ref"] == 2.0 and "smoke/lctable.csv" in refs["l_ref_source"]
@@ -426,3 +435,11 @@ def test_a_reference_sample_in_the_replay_folder_gives_the_targets(tmp_path):
     assert "replay/reference.csv" in refs["l_ref_source"]
     assert refs["l_ref"] == 1.5 and refs["targets"] != table_refs["targets"]
     assert "replay/reference.csv" in (out / "targets.md").read_text()
+
+
+def test_head_to_head_verdicts():
+    assert replay._verdict(1.2, 3.0) == "faster"
+    assert replay._verdict(0.2, 0.8) == "slower"
+    assert replay._verdict(0.2, 0.8, bound=True) == "cannot tell"  # a lower bound only
+    assert replay._verdict(0.9, 1.1) == "cannot tell"
+    assert replay._verdict(math.nan, math.nan) == "cannot tell"
