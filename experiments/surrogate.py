@@ -300,40 +300,24 @@ def write_reference(surrogate: Surrogate, out_dir: Path, n: int = REFERENCE_CONF
     the best known loss of the replays on this surrogate from it, not from the table, whose
     quantiles the surrogate (an average of recorded curves) need not reach. Deterministic:
     the same table, n and seed give the same bytes."""
+    from experiments import table as tb
     from experiments.space import sobol_configs
-    from experiments.table import (
-        CONFIG_ID,
-        EPOCH,
-        EPOCH_SECONDS,
-        REASON,
-        REPLICATE,
-        STATUS,
-        STATUS_FAILED,
-        STATUS_OK,
-        TRAIN_LOSS,
-        VAL_LOSS,
-        default_values,
-    )
 
     world, t = surrogate.world(0), surrogate.max_t
     scale = surrogate.table.scale
-    configs = [default_values(scale), *sobol_configs(scale, n, seed)]
     rows = []
-    for i, config in enumerate(configs):
+    for i, config in enumerate([tb.default_values(scale), *sobol_configs(scale, n, seed)]):
         entry, _ = world.replay(config)
-        if entry.failure is not None:
-            rows.append({CONFIG_ID: i, REPLICATE: 0, EPOCH: len(entry.curve) + 1,
-                         VAL_LOSS: "", TRAIN_LOSS: "", EPOCH_SECONDS: entry.failure_seconds,
-                         STATUS: STATUS_FAILED, REASON: entry.failure})
+        if entry.failure is not None:  # the failed epoch's row, as the table records it
+            cells = (len(entry.curve) + 1, "", "", entry.failure_seconds, tb.STATUS_FAILED,
+                     entry.failure)
         else:
-            val, train, sec = entry.curve[t - 1]
-            rows.append({CONFIG_ID: i, REPLICATE: 0, EPOCH: t, VAL_LOSS: val,
-                         TRAIN_LOSS: train, EPOCH_SECONDS: sec, STATUS: STATUS_OK, REASON: ""})
+            cells = (t, *entry.curve[t - 1], tb.STATUS_OK, "")
+        rows.append(dict(zip(tb.BASE_COLUMNS, (i, 0, *cells))))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / logs.REFERENCE_CSV
-    logs.write_csv(path, (CONFIG_ID, REPLICATE, EPOCH, VAL_LOSS, TRAIN_LOSS, EPOCH_SECONDS,
-                          STATUS, REASON), rows)
+    logs.write_csv(path, tb.BASE_COLUMNS, rows)
     logs.write_json(path.with_suffix(".json"), {
         "max_t": t, "source": f"surrogate of {surrogate.table.path.parent.name}/"
         f"{surrogate.table.path.name} (sha256 {surrogate.table.sha256}), world 0: the default "
