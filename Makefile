@@ -28,7 +28,7 @@ ifeq ($(filter $(SCALE),smoke small paper),)
 $(error SCALE must be one of smoke, small, paper (got '$(SCALE)'))
 endif
 
-.PHONY: help setup peers ray test lint data benchmark lctable replay replay-surrogate figures physics clean distclean
+.PHONY: help setup peers ray test lint data benchmark lctable replay replay-surrogate replay-power figures physics clean distclean
 
 help: ## show this help
 	@echo "usage: make TARGET [SCALE=smoke|small|paper] (default SCALE=small)"
@@ -84,6 +84,16 @@ replay: setup ## validate the surrogate of LCTABLE, replay every method and peer
 	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table $(LCTABLE) \
 	  --seeds "$(REPLAY_SEED_LIST)" --processes $(NPROC)
 	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds $(REPLAY_SEEDS)
+
+POWER_SEEDS ?= 200
+POWER_METHODS = default random hyperband asha asha_bo
+replay-power: setup ## claim 2 with more seeds: the paper's four methods and the default x POWER_SEEDS (200) on LCTABLE, head to head
+	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table $(LCTABLE) \
+	  --methods "$(POWER_METHODS)" --seeds "$(shell seq 0 $$(( $(POWER_SEEDS) - 1 )))" \
+	  --processes $(NPROC) --out results/$(SCALE)/replay_power
+	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds $(POWER_SEEDS) \
+	  --methods "$(shell echo $(POWER_METHODS) | tr ' ' ',')" \
+	  --results results/$(SCALE)/replay_power --out paper_figures/$(SCALE)/replay_power
 
 replay-surrogate: setup ## after make replay: the same replays on the surrogate (accepted or not), and whether both rank the methods alike
 	$(PY) -m experiments.surrogate --scale $(SCALE) --table $(LCTABLE)
