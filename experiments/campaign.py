@@ -89,7 +89,12 @@ def other_designs(folders: list[tuple[str, Path]], want) -> list[str]:
     of another design than ``want(name)``."""
     out = []
     for name, folder in folders:
-        meta = logs.read_json(folder / logs.METADATA_JSON)
+        path = folder / logs.METADATA_JSON
+        try:
+            meta = logs.read_json(path)
+        except (ValueError, OSError) as e:
+            raise CliError(f"{path} is not readable JSON ({e.__class__.__name__}); move it "
+                           "aside to resume from the CSV logs") from None
         diff = meta is not None and logs.design_difference(meta, want(name))
         if diff:
             out.append(f"{folder} ({diff})")
@@ -113,11 +118,8 @@ def run_live(a) -> int:
 
     folders = [(m, Path(a.out) / m / f"seed{s}" if a.out else results_dir(a.scale, m, s))
                for m, s in jobs]
-    try:
-        stale = other_designs(folders, lambda m: wanted_design(
-            m, a.scale, a.budget, a.time_budget, a.device_budget))
-    except ValueError as e:  # unreadable metadata.json
-        raise CliError(str(e)) from None
+    stale = other_designs(folders, lambda m: wanted_design(
+        m, a.scale, a.budget, a.time_budget, a.device_budget))
     if stale:
         more = f" and {len(stale) - 1} more" if len(stale) > 1 else ""
         raise CliError(f"a search of another design in {stale[0]}{more}: move "

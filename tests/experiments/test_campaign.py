@@ -68,3 +68,16 @@ def test_live_campaign_refuses_logs_of_another_design_before_starting(tmp_path, 
     assert not (tmp_path / "default").exists()  # nothing started
     assert logs.design_difference(json.loads((legacy / logs.METADATA_JSON).read_text()),
                                   {}) == "no recorded design (an older log format)"
+
+
+def test_live_campaign_names_an_unreadable_metadata_file(tmp_path, capsys):
+    from experiments.campaign import main
+
+    bad = tmp_path / "asha" / "seed0" / "metadata.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"method": "asha", "sta')  # cut short
+    assert main(["--scale", "smoke", "--methods", "asha", "--trainable", "synthetic",
+                 "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {bad} is not readable JSON (JSONDecodeError); move it aside to " \
+        "resume from the CSV logs"
