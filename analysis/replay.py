@@ -43,7 +43,8 @@ For the figures and ranks (compute c in device-hours):
 The default configuration is no competitor: it gives L_default for the improvement columns
 only: --default-loss if given, else the replayed "default" run (median over its seeds), else
 configuration 0 of the learning-curve table. Exit 2 with a one-line message when logs are
-missing or partial.
+missing or partial, or were made on another version of the table (the sha256 in their
+metadata).
 """
 
 from __future__ import annotations
@@ -329,6 +330,24 @@ def write_tables(res: dict, scale: str, out: Path) -> list[Path]:
         [out / n for n in ("ranks.csv", "per_seed.csv", "curves.csv", "references.json")]
 
 
+def check_table_version(runs: dict, table: Path) -> None:
+    """Raise ReplayLogsError when the replays were made on another version of ``table``
+    (the sha256 each search's metadata records) or on several: the targets, the best known
+    loss and the default would come from a table the searches never saw."""
+    import hashlib
+
+    shas = {(s.metadata.get("replay") or {}).get("sha256") for seeds in runs.values()
+            for s in seeds.values()} - {None}
+    if not shas:
+        return  # replays on synthetic curves, or logs that predate the record
+    name = f"{table.parent.name}/{table.name}"
+    if len(shas) > 1:
+        raise ReplayLogsError(f"the replay logs were made on {len(shas)} versions of {name}")
+    if table.is_file() and hashlib.sha256(table.read_bytes()).hexdigest() not in shas:
+        raise ReplayLogsError(f"the replay logs were made on another version of {name} (sha256 "
+                              f"{next(iter(shas))[:12]}...)")
+
+
 # ---- live vs replay -------------------------------------------------------------------------
 def live_agreement(live_dir: Path, runs: dict) -> dict:
     """Method ranking of the live searches under ``live_dir`` (results/<scale>/) against the
@@ -592,6 +611,7 @@ def build(scale: str, results: Path | None = None, out: Path | None = None,
     if default_loss is None and DEFAULT_METHOD not in runs:
         source = f"configuration 0 of {label}"
         default_loss = table_default_loss(table)
+    check_table_version(runs, results.parent / LCTABLE_CSV)
     finals, label = table_for(runs, table)  # no machine-specific path in the outputs
     res = analyse(runs, default_loss, default_source=source, table=finals, table_name=label)
     res["scale"] = scale

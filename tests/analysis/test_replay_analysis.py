@@ -443,3 +443,22 @@ def test_head_to_head_verdicts():
     assert replay._verdict(0.2, 0.8, bound=True) == "cannot tell"  # a lower bound only
     assert replay._verdict(0.9, 1.1) == "cannot tell"
     assert replay._verdict(math.nan, math.nan) == "cannot tell"
+
+
+def test_replays_of_another_table_version_are_refused(tmp_path, capsys):
+    root = _hand(tmp_path)
+    table = tmp_path / "smoke" / L.LCTABLE_CSV
+    sha = hashlib.sha256(table.read_bytes()).hexdigest()
+    metas = sorted(root.glob("*/seed*/" + L.METADATA_JSON))
+    for md in metas:  # what the replay campaign records about the table it ran on
+        md.write_text(json.dumps({**json.loads(md.read_text()), "replay": {"sha256": sha}}))
+    assert _run(tmp_path, tmp_path / "out") == 0
+    table.write_text(table.read_text() + "11,1,9.0,9.0,10,ok,,0.01\n")  # the table grew
+    assert _run(tmp_path, tmp_path / "out2") == 2
+    err = _one_line_error(capsys)
+    assert "the replay logs were made on another version of smoke/lctable.csv (sha256 " \
+        f"{sha[:12]}...)" in err
+    md = metas[0]
+    md.write_text(json.dumps({**json.loads(md.read_text()), "replay": {"sha256": "0" * 64}}))
+    assert _run(tmp_path, tmp_path / "out3") == 2
+    assert "were made on 2 versions of smoke/lctable.csv" in _one_line_error(capsys)
