@@ -117,9 +117,10 @@ def plan_search(method: str, scale: str, seed: int, evaluator: str = "process",
         for key, want in (("method", method), ("scale", scale), ("seed", seed)):
             if previous.get(key) != want:
                 raise PlanError(f"{log_dir} holds {key}={previous.get(key)!r}, not {want!r}")
-        diff = logs.design_difference(previous, design(method, settings))
+        # a resume keeps the budgets the search recorded; other fidelities would mix trials
+        diff = logs.design_difference(previous, design(method, settings), logs.FIDELITY_KEYS)
         if diff:
-            raise PlanError(f"{log_dir} holds a search of another design ({diff}); move it "
+            raise PlanError(f"{log_dir} holds a search of other fidelities ({diff}); move it "
                             "aside to run this one")
     if resume and has_logs:
         _check_resumable(log_dir)

@@ -273,8 +273,10 @@ REFERENCE_CSV = "reference.csv"
 
 
 # What makes two searches comparable (metadata method_settings.settings): the fidelities and
-# the budgets. A search of another design is never resumed or reused in its place.
-DESIGN_KEYS = ("max_t", "grace", "eta", "budget", "device_budget")
+# the budgets. A search of other fidelities is never resumed (a resume keeps the budgets the
+# search recorded); a complete search of another design is never reused in its place.
+FIDELITY_KEYS = ("max_t", "grace", "eta")
+DESIGN_KEYS = (*FIDELITY_KEYS, "budget", "device_budget")
 
 
 def recorded_design(meta: dict | None) -> dict | None:
@@ -287,13 +289,13 @@ def recorded_design(meta: dict | None) -> dict | None:
     return {k: settings[k] for k in DESIGN_KEYS}
 
 
-def design_difference(meta: dict | None, want: dict) -> str | None:
-    """None when the search recorded in ``meta`` has the design ``want`` (a dict of
+def design_difference(meta: dict | None, want: dict, keys=DESIGN_KEYS) -> str | None:
+    """None when the search recorded in ``meta`` has the design ``want`` on ``keys`` (of
     :data:`DESIGN_KEYS`), else what differs, e.g. ``max_t 27, not 16``."""
     have = recorded_design(meta)
     if have is None:
         return "no recorded design (an older log format)"
-    diff = [f"{k} {have[k]!r}, not {want[k]!r}" for k in DESIGN_KEYS if have[k] != want[k]]
+    diff = [f"{k} {have[k]!r}, not {want[k]!r}" for k in keys if have[k] != want[k]]
     return "; ".join(diff) or None
 
 

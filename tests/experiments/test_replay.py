@@ -299,9 +299,13 @@ def test_search_cli_and_campaign_skip_complete_searches(tmp_path, capsys):
     assert capsys.readouterr().err.count("skipped (complete)") == 2
     meta = json.loads((tmp_path / "camp" / "random" / "seed1" / "metadata.json").read_text())
     assert meta["method_settings"]["settings"]["budget"] == 25
-    assert search_main([*args[:-2], "25", "--quiet", "--resume"]) == 2
+    md = out / "metadata.json"  # a search of other fidelities is never resumed
+    meta = json.loads(md.read_text())
+    meta["method_settings"]["settings"]["max_t"] = 27
+    md.write_text(json.dumps(meta))
+    assert search_main([*args, "--resume"]) == 2
     err = capsys.readouterr().err
-    assert "holds a search of another design (budget 30, not 25)" in err
+    assert "holds a search of other fidelities (max_t 27, not 9)" in err
     assert table_main(["--scale", "smoke", "--table", table, "--check"]) == 0
     assert "leave-one-out" in capsys.readouterr().out
 
