@@ -3,11 +3,11 @@
 Every method composes a DeepHyper search (random sampling, a Bayesian model (CBO), or a
 Hyperband scheduler) with a stopper (none, or ASHA). Settings depend on the scale:
 
-| scale | max_t | grace | eta | device-seconds per search  | epochs            | wall cap |
-|-------|-------|-------|-----|----------------------------|-------------------|----------|
-| smoke |     9 |     1 |   3 | none                       |  9 x max_t =   81 | 50 s     |
+| scale | max_t | grace | eta | device-seconds per search   | epochs            | wall cap |
+|-------|-------|-------|-----|-----------------------------|-------------------|----------|
+| smoke |     9 |     1 |   3 | none                        |  9 x max_t =   81 | 50 s     |
 | small |    16 |     1 |   4 | 1850 (16 trainings, ~113 s) | 64 x max_t = 1024 | 24 min   |
-| paper |   200 |    10 |   4 | none yet (to measure)      | 32 x max_t = 6400 | none     |
+| paper |   200 |    10 |   4 | none yet (to measure)       | 32 x max_t = 6400 | none     |
 
 Replayed searches (simulated time) get ``REPLAY_DEVICE_BUDGET`` where set: 3700 device-seconds
 at small (32 trainings of the table's median configuration, 113 s); the live budget is its
