@@ -86,10 +86,11 @@ replay: setup ## validate the surrogate of LCTABLE, replay every method and peer
 	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds $(REPLAY_SEEDS)
 
 POWER_SEEDS ?= 200
+POWER_SEED_LIST = $(shell seq 0 $$(( $(POWER_SEEDS) - 1 )))
 POWER_METHODS = default random hyperband asha asha_bo
 replay-power: setup ## claim 2 with more seeds: the paper's four methods and the default x POWER_SEEDS (200) on LCTABLE, head to head
 	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table $(LCTABLE) \
-	  --methods "$(POWER_METHODS)" --seeds "$(shell seq 0 $$(( $(POWER_SEEDS) - 1 )))" \
+	  --methods "$(POWER_METHODS)" --seeds "$(POWER_SEED_LIST)" \
 	  --processes $(NPROC) --out results/$(SCALE)/replay_power
 	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds $(POWER_SEEDS) \
 	  --methods "$(shell echo $(POWER_METHODS) | tr ' ' ',')" \

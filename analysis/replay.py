@@ -605,13 +605,13 @@ def build(scale: str, results: Path | None = None, out: Path | None = None,
     source = "--default-loss"
     # the benchmark's own configuration distribution when the campaign wrote one (replays
     # on a surrogate), else the learning-curve table next to the replay folder
-    reference = results / REFERENCE_CSV
-    table = reference if reference.is_file() else results.parent / LCTABLE_CSV
+    lctable, reference = results.parent / LCTABLE_CSV, results / REFERENCE_CSV
+    table = reference if reference.is_file() else lctable
     label = f"{table.parent.name}/{table.name}"  # no machine-specific path in the outputs
     if default_loss is None and DEFAULT_METHOD not in runs:
         source = f"configuration 0 of {label}"
         default_loss = table_default_loss(table)
-    check_table_version(runs, results.parent / LCTABLE_CSV)
+    check_table_version(runs, lctable)
     finals, label = table_for(runs, table)  # no machine-specific path in the outputs
     res = analyse(runs, default_loss, default_source=source, table=finals, table_name=label)
     res["scale"] = scale
@@ -628,7 +628,6 @@ def build(scale: str, results: Path | None = None, out: Path | None = None,
     written += write_agreement(agree, out)
     for name, make in FIGURES.items():
         written += figures.save(make(res), out, name)
-    lctable = results.parent / LCTABLE_CSV
     heldout = lctable.with_name(lctable.stem + ".surrogate_heldout.csv")
     report = lctable.with_suffix(".surrogate.json")
     if heldout.exists() and report.exists():  # python -m experiments.surrogate wrote them
