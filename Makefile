@@ -7,7 +7,7 @@ SHELL := /bin/bash
 
 SCALE ?= small
 METHODS ?= random hyperband asha asha_bo
-SEEDS ?= 0
+SEEDS ?= 0 1 2
 WORKERS ?= 2
 EVALUATOR ?= process
 PYTHON ?= python3.11
@@ -79,7 +79,7 @@ lctable: setup data ## train CONFIGS sampled configurations + the default to max
 	$(PY) -m experiments.lctable --scale $(SCALE) --workers $(WORKERS) $(if $(CONFIGS),--configs $(CONFIGS))
 
 REPLAY_SEED_LIST = $(shell seq 0 $$(( $(REPLAY_SEEDS) - 1 )))
-replay: setup ## validate the surrogate of LCTABLE, replay every method and peer x REPLAY_SEEDS on it (simulated time), then their figures
+replay: setup $(PEERS_STAMP) ## validate the surrogate of LCTABLE, replay every method and peer x REPLAY_SEEDS on it (simulated time), then their figures
 	$(PY) -m experiments.surrogate --scale $(SCALE) --table $(LCTABLE)
 	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table $(LCTABLE) \
 	  --seeds "$(REPLAY_SEED_LIST)" --processes $(NPROC)
@@ -96,7 +96,7 @@ replay-power: setup ## claim 2 with more seeds: the paper's four methods and the
 	  --methods "$(shell echo $(POWER_METHODS) | tr ' ' ',')" \
 	  --results results/$(SCALE)/replay_power --out paper_figures/$(SCALE)/replay_power
 
-replay-surrogate: setup ## after make replay: the same replays on the surrogate (accepted or not), and whether both rank the methods alike
+replay-surrogate: setup $(PEERS_STAMP) ## after make replay: the same replays on the surrogate (accepted or not), and whether both rank the methods alike
 	$(PY) -m experiments.surrogate --scale $(SCALE) --table $(LCTABLE)
 	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table $(LCTABLE) \
 	  --lookup surrogate --seeds "$(REPLAY_SEED_LIST)" --processes $(NPROC) \

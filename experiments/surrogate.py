@@ -16,7 +16,12 @@ seconds (times the table's median profile over epochs), and a classifier for a f
 
 Noise: the replicates of the table (the same configuration trained with other seeds) give
 residual curves (a replicate's log curve minus the mean log curve of its configuration, scaled
-by sqrt(n / (n - 1))); a simulated training adds one of them, drawn by the *world*. A world
+by sqrt(n / (n - 1))); a simulated training adds one of them, drawn by the *world* from the
+replicated configurations whose mean final log loss is nearest the predicted one (the
+:data:`NOISE_NEIGHBOURS` nearest): the noise of training depends on where a configuration
+ends (a good configuration varies by 1 to 3 %, one that sometimes diverges by factors), and a
+bistable configuration's residual must not turn a good prediction into a loss no training
+reached. A world
 (:meth:`Surrogate.world`) is one draw of the benchmark: in world ``s`` a configuration always
 gets the same residual curve and the same failure draw, whichever method asks (common random
 numbers across methods: with the same seed they face the same noise); another world, other
@@ -53,6 +58,7 @@ LOSS_CAP = 10.0  # losses above it count as 10 (an untrained model is at ~3)
 N_TREES = 200
 ACCEPT = {"spearman": 0.8, "mae_over_noise": 2.0}
 LOOKUPS = ("nearest", "surrogate")
+NOISE_NEIGHBOURS = 5  # replicated configurations, nearest in final loss, a residual comes from
 
 
 SCHEDULE = ("lr", "batch_size", "lr_decay_rate", "lr_decay_steps")
@@ -151,7 +157,7 @@ class Surrogate:
             self._n_train = (table.meta.get("n_train") or (sc.n_train if sc else None))
         entries = [e for e in table.entries if e.config_id not in (exclude or set())]
         self._fit(entries)
-        self.residuals = self._residuals(exclude or set())
+        self.residuals, self.residual_levels = self._residuals(exclude or set())
 
     # ------------------------------------------------------------------ fit
     def features(self, config: dict) -> np.ndarray:
@@ -193,9 +199,10 @@ class Surrogate:
         self._p_fail_const = float(failed.mean()) if len(failed) else 0.0
         self.n_fit = len(ok)
 
-    def _residuals(self, exclude: set[int]) -> np.ndarray:
-        """Residual log val_loss curves of the replicates, (n, max_t); (0, max_t) without."""
-        t, out = self.max_t, []
+    def _residuals(self, exclude: set[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Residual log val_loss curves of the replicates, (n, max_t), and the mean final log
+        val_loss of each one's configuration, (n,); empty without replicates."""
+        t, out, levels = self.max_t, [], []
         for cid, reps in self.table.replicates.items():
             full = [e for e in reps if e.failure is None and len(e.curve) >= t]
             if cid in exclude or len(full) < 2 or len(full) != len(reps):
@@ -203,7 +210,20 @@ class Surrogate:
             logv = log_curves(full, t)
             r = (logv - logv.mean(axis=0)) * math.sqrt(len(full) / (len(full) - 1))
             out.extend(r)
-        return np.array(out).reshape(-1, t)
+            levels.extend([float(logv[:, -1].mean())] * len(full))
+        return np.array(out).reshape(-1, t), np.array(levels)
+
+    def noise(self, log_final: float, u: float) -> np.ndarray:
+        """The residual curve that the uniform draw ``u`` picks among those of the
+        :data:`NOISE_NEIGHBOURS` replicated configurations whose mean final log loss is
+        nearest ``log_final``; zeros without replicates."""
+        if not len(self.residuals):
+            return np.zeros(self.max_t)
+        levels = np.unique(self.residual_levels)
+        k = min(NOISE_NEIGHBOURS, len(levels))
+        near = levels[np.argsort(np.abs(levels - log_final), kind="stable")[:k]]
+        rows = np.flatnonzero(np.isin(self.residual_levels, near))
+        return self.residuals[rows[min(int(u * len(rows)), len(rows) - 1)]]
 
     # ------------------------------------------------------------------ predict
     def predict(self, config: dict) -> Prediction:
@@ -253,10 +273,7 @@ class World:
         p = s.predict(config)
         near = self.table.lookup(config)
         meta = {TABLE_CONFIG: near.entry.config_id, TABLE_DISTANCE: round(near.distance, 6)}
-        log_val = p.log_val
-        if len(s.residuals):
-            log_val = log_val + s.residuals[int(_uniform("noise", self.seed, key)
-                                                * len(s.residuals))]
+        log_val = p.log_val + s.noise(float(p.log_val[-1]), _uniform("noise", self.seed, key))
         val = np.exp(log_val)
         train = np.exp(p.log_train)
         curve = tuple((float(v), float(tr), float(sec))
@@ -274,7 +291,8 @@ class World:
         s = self.surrogate
         out.update(lookup="surrogate", world=self.seed, surrogate={
             "model": "ExtraTreesRegressor", "n_trees": s.n_trees, "seed": s.seed,
-            "n_fit": s.n_fit, "loss_cap": LOSS_CAP, "n_residuals": len(s.residuals)})
+            "n_fit": s.n_fit, "loss_cap": LOSS_CAP, "n_residuals": len(s.residuals),
+            "noise_neighbours": NOISE_NEIGHBOURS})
         report = _read_report(self.table)
         if report is not None:
             out["surrogate"]["validation"] = {k: report.get(k) for k in

@@ -75,6 +75,30 @@ def test_worlds_are_common_random_numbers(table):
     assert len(e.curve) == table.max_t and meta["table_distance"] > 0
 
 
+def test_noise_comes_from_configurations_that_end_alike(table, monkeypatch):
+    """A residual is drawn among the replicated configurations nearest in final loss: a
+    bistable configuration's large residual never lands on a good prediction."""
+    from experiments import surrogate as sg
+
+    s = Surrogate(table)
+    t = table.max_t
+    good, bad = np.full((2, t), 0.01), np.full((2, t), 1.5)
+    good[1], bad[1] = -good[1], -bad[1]
+    s.residuals = np.vstack([good, bad])
+    s.residual_levels = np.log([0.3, 0.3, 2.0, 2.0])
+    monkeypatch.setattr(sg, "NOISE_NEIGHBOURS", 1)
+    for u in np.linspace(0, 0.999, 11):
+        assert np.abs(s.noise(np.log(0.28), u)).max() == pytest.approx(0.01)
+        assert np.abs(s.noise(np.log(3.0), u)).max() == pytest.approx(1.5)
+    drawn = {tuple(s.noise(np.log(0.28), u)) for u in np.linspace(0, 0.999, 11)}
+    assert len(drawn) == 2  # both replicates of the nearest configuration are drawn
+    monkeypatch.setattr(sg, "NOISE_NEIGHBOURS", 2)
+    assert {round(float(s.noise(np.log(0.28), u)[0]), 3) for u in np.linspace(0, 0.999, 11)} \
+        == {0.01, -0.01, 1.5, -1.5}
+    s.residuals, s.residual_levels = np.zeros((0, t)), np.zeros(0)
+    assert not s.noise(0.0, 0.5).any()
+
+
 def test_prediction_follows_the_recorded_curves(table):
     s = Surrogate(table)
     e = table.entries[3]
