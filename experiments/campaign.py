@@ -26,6 +26,7 @@ surrogate when its validation report on this table accepts it, else nearest).
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing as mp
 import signal
@@ -52,6 +53,7 @@ from experiments.methods import (
     METHODS,
     PAPER_METHODS,
     get_method,
+    method_metadata,
     replay_device_budget,
     settings_for,
 )
@@ -82,6 +84,35 @@ def wanted_design(name: str, scale: str, budget=None, time_budget=None,
         return driver.design(name, s)
     except ValueError:  # a peer: the settings as they are
         return {k: getattr(s, k) for k in logs.DESIGN_KEYS}
+
+
+def _plain(obj):
+    """``obj`` as JSON would give it back (tuples as lists), for comparing with a log."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def replay_outdated(name: str, meta: dict, summary: dict, settings) -> str | None:
+    """Why a complete replay recorded in ``meta`` is not the one asked for now, or None:
+    another table (sha256) or lookup, another surrogate or noise model, another design, or
+    (our methods) other method settings, e.g. the acquisition samples of CBO."""
+    done = meta.get("replay") or {}
+    if done.get("sha256") != summary.get("sha256"):
+        return "another table"
+    if done.get("lookup", "nearest") != summary.get("lookup", "nearest"):
+        return "another lookup"
+
+    def model(d):
+        return {k: v for k, v in (d.get("surrogate") or {}).items() if k != "validation"}
+    if _plain(model(done)) != _plain(model(summary)):
+        return "another surrogate"
+    if name in METHODS:
+        want = {k: v for k, v in method_metadata(name, settings).items() if k != "config"}
+        have = {k: v for k, v in (meta.get("method_settings") or {}).items() if k != "config"}
+        if _plain(want) != _plain(have):
+            return "other method settings"
+    return logs.design_difference(meta, wanted_design(name, settings.scale, settings.budget,
+                                                      settings.time_budget or 0,
+                                                      settings.device_budget))
 
 
 def other_designs(folders: list[tuple[str, Path]], want) -> list[str]:
@@ -221,12 +252,9 @@ def simulate_one(task: tuple[str, int]) -> dict:
         replay_dir(c["scale"], name, seed)
     row = {"method": name, "seed": seed, "status": logs.RUN_COMPLETE, "real": 0.0}
     meta = logs.read_json(log_dir / logs.METADATA_JSON)
-    done = (meta or {}).get("replay", {})
-    if meta and meta.get("status") == logs.RUN_COMPLETE and \
-            done.get("sha256") == c["summary"].get("sha256") and \
-            done.get("lookup", "nearest") == c["summary"].get("lookup", "nearest") and \
-            not logs.design_difference(meta, wanted_design(
-                name, c["scale"], c["budget"], c["time_budget"] or 0, c["device_budget"])):
+    if meta and meta.get("status") == logs.RUN_COMPLETE and not replay_outdated(
+            name, meta, c["summary"], settings_for(c["scale"], c["budget"],
+                                                   c["time_budget"] or 0, c["device_budget"])):
         return {**row, "status": "skipped (complete)", **_outcome(meta, log_dir)}
     logs.clear_logs(log_dir)
     t0 = time.perf_counter()

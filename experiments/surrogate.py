@@ -19,9 +19,11 @@ residual curves (a replicate's log curve minus the mean log curve of its configu
 by sqrt(n / (n - 1))); a simulated training adds one of them, drawn by the *world* from the
 replicated configurations whose mean final log loss is nearest the predicted one (the
 :data:`NOISE_NEIGHBOURS` nearest): the noise of training depends on where a configuration
-ends (a good configuration varies by 1 to 3 %, one that sometimes diverges by factors), and a
-bistable configuration's residual must not turn a good prediction into a loss no training
-reached. A world
+ends (a good configuration varies by 1 to 3 %, a poor one by up to 40 %). A replicate set
+whose final losses differ by more than a factor :data:`BISTABLE_RATIO` is left out: one of its
+trainings stalled or diverged while the others trained, two outcomes rather than noise around
+one curve, and its residuals (a factor 5 to 14 at small) would turn a prediction into a loss no
+training reached. A world
 (:meth:`Surrogate.world`) is one draw of the benchmark: in world ``s`` a configuration always
 gets the same residual curve and the same failure draw, whichever method asks (common random
 numbers across methods: with the same seed they face the same noise); another world, other
@@ -59,6 +61,7 @@ N_TREES = 200
 ACCEPT = {"spearman": 0.8, "mae_over_noise": 2.0}
 LOOKUPS = ("nearest", "surrogate")
 NOISE_NEIGHBOURS = 5  # replicated configurations, nearest in final loss, a residual comes from
+BISTABLE_RATIO = 3.0  # replicates' final losses further apart than this: two outcomes, no noise
 
 
 SCHEDULE = ("lr", "batch_size", "lr_decay_rate", "lr_decay_steps")
@@ -203,11 +206,15 @@ class Surrogate:
         """Residual log val_loss curves of the replicates, (n, max_t), and the mean final log
         val_loss of each one's configuration, (n,); empty without replicates."""
         t, out, levels = self.max_t, [], []
+        self.n_bistable = 0
         for cid, reps in self.table.replicates.items():
             full = [e for e in reps if e.failure is None and len(e.curve) >= t]
             if cid in exclude or len(full) < 2 or len(full) != len(reps):
                 continue
             logv = log_curves(full, t)
+            if np.ptp(logv[:, -1]) > math.log(BISTABLE_RATIO):
+                self.n_bistable += 1
+                continue
             r = (logv - logv.mean(axis=0)) * math.sqrt(len(full) / (len(full) - 1))
             out.extend(r)
             levels.extend([float(logv[:, -1].mean())] * len(full))
@@ -292,7 +299,8 @@ class World:
         out.update(lookup="surrogate", world=self.seed, surrogate={
             "model": "ExtraTreesRegressor", "n_trees": s.n_trees, "seed": s.seed,
             "n_fit": s.n_fit, "loss_cap": LOSS_CAP, "n_residuals": len(s.residuals),
-            "noise_neighbours": NOISE_NEIGHBOURS})
+            "noise_neighbours": NOISE_NEIGHBOURS, "bistable_ratio": BISTABLE_RATIO,
+            "n_bistable": s.n_bistable})
         report = _read_report(self.table)
         if report is not None:
             out["surrogate"]["validation"] = {k: report.get(k) for k in

@@ -181,8 +181,8 @@ def test_tables_written_and_byte_identical(tmp_path, capsys):
     assert _run(tmp_path, out) == 0
     first = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
     assert set(first) == {f"{n}.{e}" for n in ("summary", "ranks") for e in ("md", "tex", "csv")} \
-        | {f"{n}.{e}" for n in ("fractions", "targets", "agreement", "head_to_head")
-           for e in ("md", "tex")} \
+        | {f"{n}.{e}" for n in ("fractions", "targets", "agreement", "head_to_head",
+                                 "head_to_head_top1") for e in ("md", "tex")} \
         | {"per_seed.csv", "curves.csv", "references.json"} \
         | {f"{n}.{e}" for n in replay.FIGURES for e in ("pdf", "png")}
     assert _run(tmp_path, out) == 0
@@ -210,6 +210,9 @@ def test_tables_written_and_byte_identical(tmp_path, capsys):
     assert cells["random"][1] == "never [never, 0.25]" and cells["bo"][0].startswith("never")
     assert "head to head, to the top 5 % target: vs random >1.43 [1.00, 4.00]: cannot " \
         "tell." in h2h
+    top1 = (out / "head_to_head_top1.md").read_text()
+    assert "to the top 1 % target" in top1 and "head to head, to the top 1 % target: vs " \
+        "random" in top1 and top1 != h2h
     refs = json.loads((out / "references.json").read_text())
     assert refs["goal"]["met"] is False and refs["targets"]["0.1"] == 3.0
     assert refs["l_ref"] == 2.0 and "smoke/lctable.csv" in refs["l_ref_source"]

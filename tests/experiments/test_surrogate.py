@@ -99,6 +99,26 @@ def test_noise_comes_from_configurations_that_end_alike(table, monkeypatch):
     assert not s.noise(0.0, 0.5).any()
 
 
+def test_bistable_replicates_are_not_noise():
+    """Replicates whose final losses differ by more than BISTABLE_RATIO (one training stalled)
+    give no residuals; the others do, with their configuration's mean final log loss."""
+    from types import SimpleNamespace as NS
+
+    from experiments import surrogate as sg
+
+    def reps(*finals):
+        return [NS(failure=None, curve=[(3.0, 3.0, 1.0), (f, f, 1.0)]) for f in finals]
+
+    fake = NS(max_t=2, table=NS(replicates={1: reps(0.30, 0.31), 2: reps(0.30, 2.0),
+                                            3: reps(0.5, 0.5, 0.5)}))
+    res, levels = sg.Surrogate._residuals(fake, set())
+    assert fake.n_bistable == 1  # 0.30 vs 2.0: a factor 6.7
+    assert res.shape == (5, 2) and np.allclose(res[2:], 0)
+    assert np.allclose(levels, [np.log([0.30, 0.31]).mean()] * 2 + [np.log(0.5)] * 3)
+    assert np.allclose(res[:2, 1], np.array([-1, 1]) * np.log(0.31 / 0.30) / 2 * np.sqrt(2))
+    assert sg.Surrogate._residuals(fake, {1})[0].shape == (3, 2)
+
+
 def test_prediction_follows_the_recorded_curves(table):
     s = Surrogate(table)
     e = table.entries[3]
