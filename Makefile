@@ -28,7 +28,7 @@ ifeq ($(filter $(SCALE),smoke small paper),)
 $(error SCALE must be one of smoke, small, paper (got '$(SCALE)'))
 endif
 
-.PHONY: help setup peers ray test lint data benchmark lctable replay replay-surrogate replay-power figures physics clean distclean
+.PHONY: help setup peers ray test lint data benchmark claim1 lctable replay replay-surrogate replay-power figures physics clean distclean
 
 help: ## show this help
 	@echo "usage: make TARGET [SCALE=smoke|small|paper] (default SCALE=small)"
@@ -74,6 +74,11 @@ data/%/.complete: | $(STAMP)
 benchmark: setup data ## run the searches for SCALE: METHODS, SEEDS, WORKERS, EVALUATOR=process|mpi
 	$(PY) -m experiments.campaign --backend live --scale $(SCALE) --methods "$(METHODS)" \
 	  --seeds "$(SEEDS)" --workers $(WORKERS) --evaluator $(EVALUATOR)
+
+CLAIM1_SEEDS ?= 5
+claim1: setup data ## claim-1 references (default, hand-set lr, 4 x max_t, the study's best) x CLAIM1_SEEDS: results/SCALE/claim1/ (resumable), then their report
+	$(PY) -m experiments.claim1 --scale $(SCALE) --seeds $(CLAIM1_SEEDS) --workers $(WORKERS)
+	$(PY) -m analysis.claim1 --scale $(SCALE)
 
 lctable: setup data ## train CONFIGS sampled configurations + the default to max_t: results/SCALE/lctable.csv
 	$(PY) -m experiments.lctable --scale $(SCALE) --workers $(WORKERS) $(if $(CONFIGS),--configs $(CONFIGS))

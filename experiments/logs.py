@@ -42,6 +42,27 @@ WORKER = "worker"  # stable id of the worker: MPI rank, or worker slot of the pr
 DEVICES = "devices"  # devices the trial held: GPUs, or CPU cores (threads) on CPU nodes
 LC_COLUMNS = (JOB_ID, EPOCH, VAL_LOSS, TRAIN_LOSS, EPOCH_SECONDS, T_START, T_END, WORKER, DEVICES)
 
+# Validation loss components (mlpf/loss.py COMPONENTS, unweighted per-element means) and the
+# weighted regression part: recorded per epoch where the trainable reports them (empty where it
+# does not), so that any other weighting of the loss can be recomputed from the logs.
+VAL_COMPONENTS = ("val_loss_cls", "val_loss_charge", "val_loss_pt", "val_loss_eta",
+                  "val_loss_sin_phi", "val_loss_cos_phi", "val_loss_energy")
+VAL_LOSS_REG = "val_loss_reg"
+EPOCH_CPU_SECONDS = "epoch_cpu_seconds"  # CPU seconds of the training process in the epoch
+LOSS = "loss"  # metadata.json / lctable.json: the loss the trainings used (mlpf.train.loss_spec)
+
+# results/<scale>/claim1/: the claim-1 references (experiments.claim1), one row per training in
+# runs.csv, one per (training, epoch) in learning_curves.csv
+CLAIM1_DIR = "claim1"
+REFERENCE = "reference"  # default | default_lr | converged | paper_best
+LR = "lr"
+SEED = "seed"  # training seed
+CLAIM1_KEY = (REFERENCE, LR, SEED)
+CLAIM1_RUN_COLUMNS = (REFERENCE, LR, SEED, "epochs", VAL_LOSS, VAL_LOSS_REG, *VAL_COMPONENTS,
+                      TRAIN_LOSS, "wall_seconds", "cpu_seconds", "status", "reason")
+CLAIM1_LC_COLUMNS = (REFERENCE, LR, SEED, EPOCH, VAL_LOSS, VAL_LOSS_REG, *VAL_COMPONENTS,
+                     TRAIN_LOSS, EPOCH_SECONDS, EPOCH_CPU_SECONDS)
+
 # results.csv metadata written by the run-function (DeepHyper prefixes them with "m:")
 STATUS = "status"  # ok | stopped | failed
 STATUS_OK, STATUS_STOPPED, STATUS_FAILED = "ok", "stopped", "failed"
@@ -249,6 +270,12 @@ def read_results(log_dir: Path, warn=_warn) -> pd.DataFrame | None:
 def write_json(path: Path, obj: dict) -> None:
     """Atomic JSON write (:func:`write_atomic`): readers never see half a file."""
     write_atomic(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def native_json(obj):
+    """``obj`` as it reads back from JSON (tuples as lists, numpy scalars as numbers): what a
+    recorded value is compared with."""
+    return json.loads(json.dumps(obj, default=_json_default))
 
 
 def read_json(path: Path) -> dict | None:

@@ -16,7 +16,10 @@ One mapping per scale, the same that maps the untuned default (:mod:`mlpf.scales
   searches bins of 64 to 320 elements (100 to 20 bins per event, its default 640: 10 bins),
   so a scale whose events hold ``N`` elements searches ``N / 100`` to ``N / 20``;
 - ``batch_size`` is events per optimiser step: the paper's 4 to 32 per GPU on the 4 GPUs of a
-  trial (16 to 128 events), the same at every scale.
+  trial (16 to 128 events), the same at every scale;
+- ``lr_decay_steps`` (the paper's 10 to 2,000 steps) is times the scale's schedule factor
+  (:func:`mlpf.scales.schedule_factor`: its optimiser steps per run over the paper's, 1/1,000
+  at small), so a sampled schedule decays over a run at the scale as much as over the paper's.
 
     >>> from experiments.space import problem_for
     >>> problem_for("small").hyperparameter_names[:3]
@@ -31,10 +34,11 @@ from dataclasses import dataclass
 from deephyper.hpo import HpProblem
 
 from experiments import logs
-from mlpf.scales import get_scale
+from mlpf.scales import get_scale, map_steps
 
 PAPER_EVENT_ELEMENTS = 6400  # the paper's events, padded
 PAPER_BINS = (64, 128, 192, 256, 320)  # elements per bin searched at 6,400 elements
+PAPER_DECAY_STEPS = range(10, 2001, 10)  # lr_decay_steps searched, in the paper's steps
 PAPER_WIDTHS = {"ffn_dist_hidden_dim": range(64, 257, 64), "distance_dim": range(64, 513, 64),
                 "output_dim": range(64, 513, 64)}
 GPUS_PER_TRIAL = 4  # the paper's trials: one node, 4 GPUs, data parallel
@@ -56,6 +60,12 @@ def bin_sizes(scale: str) -> list[int]:
     return _scaled_grid(PAPER_BINS, sc.event_elements / PAPER_EVENT_ELEMENTS)
 
 
+def decay_steps(scale: str) -> list[float]:
+    """The paper's ``lr_decay_steps`` grid at the scale's schedule factor."""
+    f = get_scale(scale).schedule_factor
+    return list(dict.fromkeys(map_steps(v, f) for v in PAPER_DECAY_STEPS))
+
+
 def problem_for(scale: str) -> HpProblem:
     """DeepHyper problem of scale ``scale`` (``smoke``, ``small`` or ``paper``).
 
@@ -67,7 +77,7 @@ def problem_for(scale: str) -> HpProblem:
     p = HpProblem()
     p.add_hyperparameter((1e-4, 3e-2, "log-uniform"), "lr")
     p.add_hyperparameter([b * GPUS_PER_TRIAL for b in range(4, 33, 4)], "batch_size")
-    p.add_hyperparameter(list(range(10, 2001, 10)), "lr_decay_steps")
+    p.add_hyperparameter(decay_steps(scale), "lr_decay_steps")
     p.add_hyperparameter((0.9, 1.0), "lr_decay_rate")
     p.add_hyperparameter([False, True], "layernorm")
     p.add_hyperparameter(_scaled_grid(PAPER_WIDTHS["ffn_dist_hidden_dim"], f),

@@ -45,6 +45,10 @@ class Trainable:
         """Settings that change results (logged in metadata.json)."""
         return {}
 
+    def loss_spec(self, scale: str) -> dict:
+        """The loss its trainings minimise, as logs record it (``loss`` in metadata.json)."""
+        return {"name": self.name}
+
     def train(self, scale: str, config: dict, max_epochs: int,
               on_epoch: Callable[[dict], bool], *, device=None, seed: int = 0,
               threads: int | None = None, checkpoint_dir: str | None = None) -> list[dict]:
@@ -95,6 +99,11 @@ class MLPFTrainable(Trainable):
             import mlpf.train  # noqa: F401
         except ImportError as e:
             raise FileNotFoundError(f"mlpf.train is not importable: {e}") from None
+
+    def loss_spec(self, scale: str) -> dict:
+        from mlpf.train import config_for_scale, loss_spec
+
+        return loss_spec(config_for_scale(scale))
 
     def train(self, scale, config, max_epochs, on_epoch, *, device=None, seed=0, threads=None,
               checkpoint_dir=None):
@@ -200,7 +209,7 @@ class SyntheticTrainable(Trainable):
             with open(ckpt) as f:
                 history = json.load(f)["history"]
         for epoch in range(len(history) + 1, max_epochs + 1):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             if self.sleep:
                 time.sleep(self.sleep)
             if failure == "raise":
@@ -208,7 +217,8 @@ class SyntheticTrainable(Trainable):
             val = float("nan") if (failure == "diverge" and epoch >= 2) else \
                 self.loss(config, epoch, seed)
             metrics = {"epoch": epoch, "val_loss": val, "train_loss": val * 0.9,
-                       "epoch_seconds": time.perf_counter() - t0}
+                       "epoch_seconds": time.perf_counter() - t0,
+                       "epoch_cpu_seconds": time.process_time() - c0}
             history.append(metrics)
             if ckpt:
                 os.makedirs(checkpoint_dir, exist_ok=True)

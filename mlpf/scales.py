@@ -5,9 +5,23 @@ reproduction, ``paper`` mirrors the original study (JUWELS Booster, 200 epochs, 
 
 The untuned default of every scale is the study era's MLPF Delphes configuration (the public
 MLPF repository's ``parameters/delphes.yaml`` of February 2022, see :data:`STUDY_DEFAULT`),
-mapped to the scale by one width factor (every width times ``width_factor``) and by keeping
-its bins per event (10: bins of 640 elements on events padded to 6,400), nothing re-tuned. The
-search space (:mod:`experiments.space`) is mapped by the same two numbers.
+mapped to the scale by one width factor (every width times ``width_factor``), by keeping its
+bins per event (10: bins of 640 elements on events padded to 6,400) and by one schedule factor,
+nothing re-tuned. The search space (:mod:`experiments.space`) is mapped by the same three
+numbers.
+
+The schedule rule: a learning-rate schedule does at a scale over a whole run (max_t epochs)
+what it does over the study's whole run. The study trained ``STUDY_TRAIN_EVENTS`` events per
+epoch for ``STUDY_MAX_EPOCHS`` epochs; a scale trains ``n_train`` for ``max_epochs``. At the same
+batch size a run then takes ``schedule_factor = n_train * max_epochs / (STUDY_TRAIN_EVENTS *
+STUDY_MAX_EPOCHS)`` times the study's optimiser steps, so every decay length in steps
+(``lr_decay_steps``) is multiplied by that factor: the learning rate at the end of max_t is the
+study's at its max_t, for every batch size. The default's 0.99 every 10,000 steps ends a
+200-epoch run at 0.99 ** 40 = 0.67 of its start at 20 events per step; unmapped, at small (400
+steps per run) it would end at 0.9996: no decay at all. The learning rate itself is not
+mapped (Adam's step size does not scale with the number of steps); how much a learning rate set
+for 400,000 steps loses in 400 is what the claim-1 references measure
+(:mod:`experiments.claim1`).
 """
 
 from __future__ import annotations
@@ -26,15 +40,33 @@ STUDY_DEFAULT = dict(
     lr_decay_rate=0.99, lr_decay_steps=10_000)
 STUDY_EVENT_ELEMENTS = 6400  # events padded to this many elements
 STUDY_BINS_PER_EVENT = 10  # bin_size 640
+STUDY_TRAIN_EVENTS = 40_000  # training events per epoch: 80 % of 500 ttbar files x 100
+STUDY_MAX_EPOCHS = 200  # the study's max_t
 WIDTHS = ("width", "output_dim", "distance_dim", "ffn_dist_hidden_dim")
+STEP_KEYS = ("lr_decay_steps",)  # lengths in optimiser steps, mapped by the schedule factor
 
 
-def study_default(width_factor: float, event_elements: int) -> dict:
-    """:data:`STUDY_DEFAULT` at a width factor and an event size (elements per event)."""
+def schedule_factor(n_train: int, max_epochs: int) -> float:
+    """Optimiser steps of a run of ``max_epochs`` epochs over ``n_train`` events over the
+    study's (at the same batch size): what every decay length in steps is multiplied by."""
+    return n_train * max_epochs / (STUDY_TRAIN_EVENTS * STUDY_MAX_EPOCHS)
+
+
+def map_steps(steps: float, factor: float) -> float:
+    """A length of ``steps`` study steps at a scale of schedule ``factor``, to 6 significant
+    digits (so that a search space's grid and the default print alike everywhere)."""
+    return float(f"{steps * factor:.6g}")
+
+
+def study_default(width_factor: float, event_elements: int, step_factor: float = 1.0) -> dict:
+    """:data:`STUDY_DEFAULT` at a width factor, an event size (elements per event) and a
+    schedule factor (:func:`schedule_factor`)."""
     cfg = dict(STUDY_DEFAULT)
     for k in WIDTHS:
         cfg[k] = max(1, round(cfg[k] * width_factor))
     cfg["bin_size"] = max(1, round(event_elements / STUDY_BINS_PER_EVENT))
+    for k in STEP_KEYS:
+        cfg[k] = map_steps(cfg[k], step_factor)
     return cfg
 
 
@@ -56,9 +88,15 @@ class Scale:
         return {"train": self.n_train, "val": self.n_val, "test": self.n_test}
 
     @property
+    def schedule_factor(self) -> float:
+        """This scale's optimiser steps per run over the study's (see the module's rule)."""
+        return schedule_factor(self.n_train, self.max_epochs)
+
+    @property
     def default(self) -> dict:
         """TrainConfig overrides of the untuned default at this scale."""
-        return {**study_default(self.width_factor, self.event_elements), **self.model}
+        return {**study_default(self.width_factor, self.event_elements, self.schedule_factor),
+                **self.model}
 
 
 # Events without pileup (smoke, small) hold 331 elements on average (ttbar, max 692).

@@ -37,18 +37,22 @@ import torch.nn as nn
 from mlpf.cli import positive_int
 from mlpf.data.format import Event
 from mlpf.data.io import DataError, load_events
-from mlpf.loss import combine, loss_sums
+from mlpf.loss import COMPONENTS, REG_TERMS, UPSTREAM, UPSTREAM_COEFS, UPSTREAM_DELTAS, \
+    combine, loss_sums
 from mlpf.model import ACTIVATIONS, MLPF, decode
 from mlpf.paths import ROOT, data_dir
 from mlpf.scales import DEFAULT_SCALE, get_scale
 
 # Per-epoch metrics. epoch is 1-based; train_loss is the mean over the epoch's batches;
-# val_loss* are per-element means over the whole validation set (mlpf/loss.py), independent
-# of batching; epoch_seconds is the wall time of the epoch including validation (what compute
-# accounting multiplies by devices); events_per_second counts training events over the
-# training phase only.
-METRIC_KEYS = ("epoch", "train_loss", "val_loss", "val_loss_cls", "val_loss_reg",
-               "val_loss_charge", "epoch_seconds", "events_per_second", "devices")
+# val_loss is the weighted total and val_loss_<term> each unweighted component (per-element
+# means over the whole validation set, mlpf/loss.py, independent of batching); val_loss_reg is
+# the weighted sum of the momentum terms. epoch_seconds is the wall time of the epoch including
+# validation (what compute accounting multiplies by devices on a GPU), epoch_cpu_seconds the
+# CPU time of the training process in it (what it costs on a CPU worker, whatever the load
+# beside it); events_per_second counts training events over the training phase only.
+VAL_COMPONENT_KEYS = tuple(f"val_loss_{k}" for k in COMPONENTS)
+METRIC_KEYS = ("epoch", "train_loss", "val_loss", "val_loss_reg", *VAL_COMPONENT_KEYS,
+               "epoch_seconds", "epoch_cpu_seconds", "events_per_second", "devices")
 LR_SCHEDULES = ("exponential", "cosine", "none")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # autocast dtype
 # Validation batches hold at least this many events: outputs do not depend on the batch
@@ -89,15 +93,23 @@ class TrainConfig:
     batch_size: int = 8  # events per step
     lr_schedule: str = "exponential"  # exponential | cosine | none
     lr_decay_rate: float = 0.95  # exponential: lr * rate ** (step / lr_decay_steps)
-    lr_decay_steps: int = 1000  # steps
+    lr_decay_steps: float = 1000.0  # optimiser steps at this scale (mlpf/scales.py maps it)
     weight_decay: float = 0.0
     grad_clip: float = 0.0  # max gradient norm; 0 = off
-    # loss (mlpf/loss.py)
-    cls_coef: float = 1.0
-    reg_coef: float = 1.0
-    charge_coef: float = 1.0
+    # loss (mlpf/loss.py): upstream MLPF's Delphes weights and Huber deltas
+    cls_coef: float = UPSTREAM_COEFS["cls"]
+    charge_coef: float = UPSTREAM_COEFS["charge"]
+    pt_coef: float = UPSTREAM_COEFS["pt"]
+    eta_coef: float = UPSTREAM_COEFS["eta"]
+    sin_phi_coef: float = UPSTREAM_COEFS["sin_phi"]
+    cos_phi_coef: float = UPSTREAM_COEFS["cos_phi"]
+    energy_coef: float = UPSTREAM_COEFS["energy"]
+    pt_delta: float = UPSTREAM_DELTAS["pt"]
+    eta_delta: float = UPSTREAM_DELTAS["eta"]
+    sin_phi_delta: float = UPSTREAM_DELTAS["sin_phi"]
+    cos_phi_delta: float = UPSTREAM_DELTAS["cos_phi"]
+    energy_delta: float = UPSTREAM_DELTAS["energy"]
     focal_gamma: float = 0.0  # 0 = plain cross entropy
-    huber_delta: float = 1.0
     # execution: how a run computes, not what it learns (same results up to rounding)
     precision: str = "fp32"  # fp32 | bf16 (autocast; LSH hash and kernel stay fp32)
     devices: int = 1  # GPUs per trial, data parallel over the events of a batch (paper: 4)
@@ -158,7 +170,7 @@ def _check(cfg: TrainConfig) -> TrainConfig:
     need(cfg.precision in PRECISIONS,
          f"precision: {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
     for k in ("width", "ffn_dist_hidden_dim", "distance_dim", "num_node_messages", "bin_size",
-              "output_dim", "batch_size", "lr_decay_steps", "devices"):
+              "output_dim", "batch_size", "devices"):
         need(getattr(cfg, k) >= 1, f"{k} must be at least 1")
     for k in ("width", "ffn_dist_hidden_dim", "distance_dim", "output_dim", "bin_size"):
         need(getattr(cfg, k) <= MAX_WIDTH, f"{k} must be at most {MAX_WIDTH}")
@@ -170,6 +182,14 @@ def _check(cfg: TrainConfig) -> TrainConfig:
     need(0 <= cfg.dropout < 1, "dropout must be in [0, 1)")
     need(0 <= cfg.clip_value_low <= 1, "clip_value_low must be in [0, 1]")
     need(cfg.lr > 0 and cfg.lr_decay_rate > 0, "lr and lr_decay_rate must be positive")
+    need(math.isfinite(cfg.lr_decay_steps) and cfg.lr_decay_steps > 0,
+         "lr_decay_steps must be positive")
+    for k in COMPONENTS:
+        need(math.isfinite(getattr(cfg, f"{k}_coef")) and getattr(cfg, f"{k}_coef") >= 0,
+             f"{k}_coef must be a non-negative number")
+    for k in REG_TERMS:
+        need(math.isfinite(getattr(cfg, f"{k}_delta")) and getattr(cfg, f"{k}_delta") > 0,
+             f"{k}_delta must be positive")
     return cfg
 
 
@@ -330,8 +350,25 @@ def _lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
     return lambda step: 1.0
 
 
-def _loss_kwargs(cfg: TrainConfig) -> dict:
-    return {"cls_coef": cfg.cls_coef, "reg_coef": cfg.reg_coef, "charge_coef": cfg.charge_coef}
+def loss_coefs(cfg: TrainConfig) -> dict:
+    """{term: coefficient} of ``cfg``'s loss (mlpf/loss.py COMPONENTS)."""
+    return {k: getattr(cfg, f"{k}_coef") for k in COMPONENTS}
+
+
+def loss_deltas(cfg: TrainConfig) -> dict:
+    """{momentum term: Huber delta} of ``cfg``'s loss."""
+    return {k: getattr(cfg, f"{k}_delta") for k in REG_TERMS}
+
+
+def loss_spec(cfg: TrainConfig) -> dict:
+    """What a log records of the loss it used: its name (upstream's, or ``custom``), the
+    coefficient and Huber delta per term, the focal gamma, the regression targets."""
+    coefs, deltas = loss_coefs(cfg), loss_deltas(cfg)
+    upstream = coefs == UPSTREAM_COEFS and deltas == UPSTREAM_DELTAS and cfg.focal_gamma == 0
+    return {"name": UPSTREAM if upstream else "custom", "coefs": coefs, "huber_deltas": deltas,
+            "focal_gamma": cfg.focal_gamma,
+            "targets": "class, charge, log1p pt, eta, sin phi, cos phi, log1p E",
+            "components": [f"val_loss_{k}" for k in COMPONENTS]}
 
 
 def autocast(cfg: TrainConfig, device) -> torch.autocast:
@@ -360,7 +397,8 @@ def _batch(events: Sequence[Event], idx, cfg: TrainConfig, device, fixed_batch: 
 
 @torch.inference_mode()
 def evaluate(model: MLPF, events: Sequence[Event], cfg: TrainConfig, device) -> dict:
-    """Per-element mean losses over ``events``: {total, cls, reg, charge} as floats."""
+    """Per-element mean losses over ``events``: total, reg and each of mlpf/loss.py's
+    COMPONENTS, as floats."""
     device = torch.device(device)
     model.eval()
     acc: dict = {}
@@ -369,10 +407,10 @@ def evaluate(model: MLPF, events: Sequence[Event], cfg: TrainConfig, device) -> 
         with autocast(cfg, device):
             out = model(X, M)
         out = {k: v.float() for k, v in out.items()}
-        s = loss_sums(out, Y, M, focal_gamma=cfg.focal_gamma, huber_delta=cfg.huber_delta)
+        s = loss_sums(out, Y, M, focal_gamma=cfg.focal_gamma, deltas=loss_deltas(cfg))
         for k, v in s.items():
             acc[k] = acc.get(k, 0) + v.double()
-    return {k: float(v) for k, v in combine(acc, **_loss_kwargs(cfg)).items()}
+    return {k: float(v) for k, v in combine(acc, coefs=loss_coefs(cfg)).items()}
 
 
 @torch.inference_mode()
@@ -480,7 +518,7 @@ def fit(config: TrainConfig, data: Data, max_epochs: int,
         _set_rng_state(state["rng"])
     sizes = np.array([len(e) for e in data.train])
     for epoch in range(len(history) + 1, max_epochs + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         # Subnormal floats (kernel entries and activations below 1e-38) take a slow path on
         # x86 CPUs; flushed to zero for the epoch's compute (torch.set_flush_denormal), they
         # change no loss digit we have seen and save up to 8 % of an epoch.
@@ -499,8 +537,9 @@ def fit(config: TrainConfig, data: Data, max_epochs: int,
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         m = {"epoch": epoch, "train_loss": train_loss, "val_loss": val["total"],
-             "val_loss_cls": val["cls"], "val_loss_reg": val["reg"],
-             "val_loss_charge": val["charge"], "epoch_seconds": time.perf_counter() - t0,
+             "val_loss_reg": val["reg"], **{f"val_loss_{k}": val[k] for k in COMPONENTS},
+             "epoch_seconds": time.perf_counter() - t0,
+             "epoch_cpu_seconds": time.process_time() - c0,
              "events_per_second": len(data.train) / t_train, "devices": config.devices}
         history.append(m)
         if ckpt is not None:
@@ -532,8 +571,8 @@ def _train_epoch(model, opt, sched, cfg, events, sizes, epoch, seed, device, pro
         with autocast(cfg, device):
             out = model(X, M)
         out = {k: v.float() for k, v in out.items()}  # the loss in fp32
-        s = loss_sums(out, Y, M, focal_gamma=cfg.focal_gamma, huber_delta=cfg.huber_delta)
-        loss = combine(s, **_loss_kwargs(cfg))["total"]
+        s = loss_sums(out, Y, M, focal_gamma=cfg.focal_gamma, deltas=loss_deltas(cfg))
+        loss = combine(s, coefs=loss_coefs(cfg))["total"]
         value = loss.item()
         if not math.isfinite(value):
             raise TrainingDiverged(epoch, f"training loss {value}")

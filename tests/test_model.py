@@ -206,3 +206,56 @@ def test_tiny_batch_overfits():
         loss.backward()
         opt.step()
     assert loss.item() < 0.3 * first
+
+
+def test_loss_by_hand_upstream_weights_and_deltas():
+    """One event, two elements, every term worked out on paper (mlpf/loss.py docstring)."""
+    import math
+
+    # element 0: a charged hadron (class 1, charge +1, pt 1, eta 0.5, phi 0, E 2);
+    # element 1: no target (class 0). Both real.
+    Y = torch.zeros(1, 2, 7)
+    Y[0, 0] = torch.tensor([1, 1, 1.0, 0.5, 0.0, 1.0, 2.0])
+    M = torch.tensor([[True, True]])
+    cls = torch.zeros(1, 2, 6)  # uniform logits: CE = log 6 for each real element
+    charge = torch.zeros(1, 2, 3)  # uniform: CE = log 3 for the target element
+    tgt = regression_targets(Y)[0, 0]  # [log 2, 0.5, 0, 1, log 3]
+    # prediction errors: pt +0.5 (quadratic, delta 1), eta +0.3 (linear, delta 0.1),
+    # sin phi -0.05 (quadratic, delta 0.1), cos phi 0, energy +2 (linear, delta 1)
+    reg = torch.zeros(1, 2, 5)
+    reg[0, 0] = tgt + torch.tensor([0.5, 0.3, -0.05, 0.0, 2.0])
+    reg[0, 1] = 50.0  # no target: ignored
+    parts = mlpf_loss({"cls": cls, "charge": charge, "reg": reg}, Y, M)
+    want = {"cls": math.log(6), "charge": math.log(3), "pt": 0.5 * 0.5**2,
+            "eta": 0.1 * (0.3 - 0.05), "sin_phi": 0.5 * 0.05**2, "cos_phi": 0.0,
+            "energy": 1.0 * (2.0 - 0.5)}
+    for k, v in want.items():
+        assert float(parts[k]) == pytest.approx(v, rel=1e-5, abs=1e-7), k
+    reg_w = 100 * (want["pt"] + want["eta"] + want["sin_phi"] + want["cos_phi"]
+                   + want["energy"])
+    assert float(parts["reg"]) == pytest.approx(reg_w, rel=1e-5)
+    assert float(parts["total"]) == pytest.approx(want["cls"] + want["charge"] + reg_w, rel=1e-5)
+    # the logged components give the total back, under upstream's or any other weighting
+    from mlpf.loss import weighted_total
+
+    comp = {k: float(parts[k]) for k in want}
+    assert weighted_total(comp) == pytest.approx(float(parts["total"]), rel=1e-6)
+    ones = {k: 1.0 for k in want}
+    assert weighted_total(comp, ones) == pytest.approx(sum(want.values()), rel=1e-5)
+
+
+def test_loss_with_unit_weights_and_deltas_is_the_single_huber_form():
+    X, Y, M = batch(synthetic_events(2, 20, 30, seed=12), 32)
+    out = model()(X, M)
+    ones = {k: 1.0 for k in ("cls", "charge", "pt", "eta", "sin_phi", "cos_phi", "energy")}
+    deltas = {k: 1.0 for k in ("pt", "eta", "sin_phi", "cos_phi", "energy")}
+    got = mlpf_loss(out, Y, M, coefs=ones, deltas=deltas)
+    has_t = M & (Y[..., 0] != 0)
+    h = torch.nn.functional.huber_loss(out["reg"], regression_targets(Y), reduction="none",
+                                       delta=1.0).sum(-1)
+    assert torch.allclose(got["reg"], h[has_t].sum() / has_t.sum(), rtol=1e-5)
+    # upstream's default: the same class and charge terms, each momentum term weighted 100
+    up = mlpf_loss(out, Y, M)
+    assert torch.allclose(up["cls"], got["cls"]) and torch.allclose(up["charge"], got["charge"])
+    assert torch.allclose(up["reg"], 100 * sum(up[k] for k in deltas), rtol=1e-6)
+    assert torch.allclose(got["pt"], up["pt"]) and torch.allclose(got["energy"], up["energy"])
