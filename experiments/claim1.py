@@ -140,6 +140,19 @@ def read_done(out: Path) -> tuple[set, dict]:
     return done, epochs
 
 
+def _schedule(default) -> dict | None:
+    """A recorded default with its decay length in steps of the run (lr_decay_steps x
+    step_scale), so that a default recorded with the length already multiplied out compares
+    equal to the same schedule written as study steps and a step_scale."""
+    if not isinstance(default, dict):
+        return default
+    d = dict(default)
+    scale = d.pop("step_scale", 1.0)
+    if isinstance(d.get("lr_decay_steps"), (int, float)) and isinstance(scale, (int, float)):
+        d["lr_decay_steps"] = float(f"{d['lr_decay_steps'] * scale:.9g}")
+    return d
+
+
 # ----------------------------------------------------------------------------- training
 _W: dict = {}
 
@@ -223,9 +236,10 @@ def run(scale: str, *, seeds: int = DEFAULT_SEEDS, workers: int = 2,
         old = logs.read_json(out / logs.METADATA_JSON)
         loss = tr.loss_spec(scale)
         if old is not None:
-            for k, want in (("scale", scale), ("trainable", trainable), ("loss", loss),
-                            ("default", sc.default)):
-                if logs.native_json(old.get(k)) != logs.native_json(want):
+            for k, want, norm in (("scale", scale, None), ("trainable", trainable, None),
+                                  (logs.LOSS, loss, None), ("default", sc.default, _schedule)):
+                norm = norm or (lambda v: v)
+                if logs.native_json(norm(old.get(k))) != logs.native_json(norm(want)):
                     raise CliError(f"{out} holds runs made with another {k} "
                                    f"({old.get(k)!r}); pass another --out")
         for name, cols in (("runs.csv", logs.CLAIM1_RUN_COLUMNS),

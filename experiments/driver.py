@@ -126,7 +126,8 @@ def plan_search(method: str, scale: str, seed: int, evaluator: str = "process",
         _check_resumable(log_dir)
     return Plan(method, scale, seed, evaluator, workers, trainable, log_dir, settings,
                 resume=resume and has_logs, previous=previous,
-                meta={"trainable_options": tr.options()}, checkpoints=checkpoints)
+                meta={"trainable_options": tr.options(), logs.LOSS: tr.loss_spec(scale)},
+                checkpoints=checkpoints)
 
 
 def _check_resumable(log_dir: Path) -> None:
@@ -186,7 +187,7 @@ def new_metadata(plan: Plan, workers: int, now: float) -> dict:
         "method": plan.method, "scale": plan.scale, "seed": plan.seed,
         "evaluator": plan.evaluator, "workers": workers, "trainable": plan.trainable,
         "trainable_options": plan.meta.get("trainable_options", {}),
-        "method_settings": described,
+        logs.LOSS: plan.meta.get(logs.LOSS), "method_settings": described,
         "budget_epochs": described["budget_epochs"], "time_budget_s": described["time_budget_s"],
         "budget_device_s": described["budget_device_s"],
         "versions": versions(), "git_commit": git_commit(), "host": socket.gethostname(),

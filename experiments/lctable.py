@@ -271,7 +271,7 @@ def train_config(task: dict) -> tuple[int, str]:
         if epoch not in recorded:
             write(epoch, {VAL_LOSS: val, TRAIN_LOSS: float(m.get("train_loss", math.nan)),
                           EPOCH_SECONDS: float(m["epoch_seconds"]), STATUS: STATUS_OK,
-                          REASON: ""})
+                          REASON: "", **{k: m.get(k) for k in logs.LC_EXTRA}})
         st["t"], st["last"] = time.perf_counter(), epoch
         return False
 
@@ -352,8 +352,9 @@ def run(scale: str, n_configs: int | None = None, workers: int = 2, seed: int = 
     columns = columns_for(defaults)
 
     if old_meta is not None:
-        for key, want in (("scale", scale), ("seed", seed), ("trainable", trainable)):
-            if old_meta.get(key) != want:
+        for key, want in (("scale", scale), ("seed", seed), ("trainable", trainable),
+                          (logs.LOSS, tr.loss_spec(scale))):
+            if logs.native_json(old_meta.get(key)) != logs.native_json(want):
                 raise ValueError(f"{path} was made with {key}={old_meta.get(key)!r}, not "
                                  f"{want!r}; pass another --out")
     if path.exists() and not path.is_file():
@@ -391,7 +392,8 @@ def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable
     segment = {"start_iso": iso(now), "end_iso": None, "workers": workers,
                "threads": _threads(), "host": socket.gethostname()}
     meta = old_meta or {"scale": scale, "seed": seed, "max_t": max_t, "trainable": trainable,
-                        "trainable_options": tr.options(), "versions": versions(),
+                        "trainable_options": tr.options(), logs.LOSS: tr.loss_spec(scale),
+                        "versions": versions(),
                         "git_commit": git_commit(), "host": socket.gethostname(),
                         "start_iso": iso(now), "segments": []}
     meta.update(n_configs=n_configs, sampler=sampler, replicates=list(replicates),

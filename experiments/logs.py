@@ -40,8 +40,6 @@ T_START = "t_start"  # seconds since the search began (metadata start_time), epo
 T_END = "t_end"  # seconds since the search began, epoch end
 WORKER = "worker"  # stable id of the worker: MPI rank, or worker slot of the process pool
 DEVICES = "devices"  # devices the trial held: GPUs, or CPU cores (threads) on CPU nodes
-LC_COLUMNS = (JOB_ID, EPOCH, VAL_LOSS, TRAIN_LOSS, EPOCH_SECONDS, T_START, T_END, WORKER, DEVICES)
-
 # Validation loss components (mlpf/loss.py COMPONENTS, unweighted per-element means) and the
 # weighted regression part: recorded per epoch where the trainable reports them (empty where it
 # does not), so that any other weighting of the loss can be recomputed from the logs.
@@ -50,6 +48,10 @@ VAL_COMPONENTS = ("val_loss_cls", "val_loss_charge", "val_loss_pt", "val_loss_et
 VAL_LOSS_REG = "val_loss_reg"
 EPOCH_CPU_SECONDS = "epoch_cpu_seconds"  # CPU seconds of the training process in the epoch
 LOSS = "loss"  # metadata.json / lctable.json: the loss the trainings used (mlpf.train.loss_spec)
+# what a trainable may report beside val_loss, train_loss and epoch_seconds (empty when not)
+LC_EXTRA = (EPOCH_CPU_SECONDS, VAL_LOSS_REG, *VAL_COMPONENTS)
+LC_COLUMNS = (JOB_ID, EPOCH, VAL_LOSS, TRAIN_LOSS, EPOCH_SECONDS, T_START, T_END, WORKER, DEVICES,
+              *LC_EXTRA)
 
 # results/<scale>/claim1/: the claim-1 references (experiments.claim1), one row per training in
 # runs.csv, one per (training, epoch) in learning_curves.csv

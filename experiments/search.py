@@ -63,6 +63,7 @@ def plan_replay(method: str, scale: str, seed: int, table: Table, workers: int =
         plan.resume, plan.previous = False, None
     plan.trainable = table.meta.get("trainable") or "mlpf"
     plan.meta["trainable_options"] = table.meta.get("trainable_options", {})
+    plan.meta[logs.LOSS] = table.meta.get(logs.LOSS)  # the loss the table's trainings used
     return plan
 
 

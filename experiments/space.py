@@ -17,9 +17,10 @@ One mapping per scale, the same that maps the untuned default (:mod:`mlpf.scales
   so a scale whose events hold ``N`` elements searches ``N / 100`` to ``N / 20``;
 - ``batch_size`` is events per optimiser step: the paper's 4 to 32 per GPU on the 4 GPUs of a
   trial (16 to 128 events), the same at every scale;
-- ``lr_decay_steps`` (the paper's 10 to 2,000 steps) is times the scale's schedule factor
-  (:func:`mlpf.scales.schedule_factor`: its optimiser steps per run over the paper's, 1/1,000
-  at small), so a sampled schedule decays over a run at the scale as much as over the paper's.
+- ``lr_decay_steps`` is the paper's 10 to 2,000 steps at every scale, in the paper's steps:
+  the scale's ``step_scale`` (:func:`mlpf.scales.schedule_factor`: its optimiser steps per run
+  over the paper's, 1/1,000 at small) maps it in training, so a sampled schedule decays over a
+  run at the scale as much as over the paper's.
 
     >>> from experiments.space import problem_for
     >>> problem_for("small").hyperparameter_names[:3]
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 from deephyper.hpo import HpProblem
 
 from experiments import logs
-from mlpf.scales import get_scale, map_steps
+from mlpf.scales import get_scale
 
 PAPER_EVENT_ELEMENTS = 6400  # the paper's events, padded
 PAPER_BINS = (64, 128, 192, 256, 320)  # elements per bin searched at 6,400 elements
@@ -60,12 +61,6 @@ def bin_sizes(scale: str) -> list[int]:
     return _scaled_grid(PAPER_BINS, sc.event_elements / PAPER_EVENT_ELEMENTS)
 
 
-def decay_steps(scale: str) -> list[float]:
-    """The paper's ``lr_decay_steps`` grid at the scale's schedule factor."""
-    f = get_scale(scale).schedule_factor
-    return list(dict.fromkeys(map_steps(v, f) for v in PAPER_DECAY_STEPS))
-
-
 def problem_for(scale: str) -> HpProblem:
     """DeepHyper problem of scale ``scale`` (``smoke``, ``small`` or ``paper``).
 
@@ -77,7 +72,7 @@ def problem_for(scale: str) -> HpProblem:
     p = HpProblem()
     p.add_hyperparameter((1e-4, 3e-2, "log-uniform"), "lr")
     p.add_hyperparameter([b * GPUS_PER_TRIAL for b in range(4, 33, 4)], "batch_size")
-    p.add_hyperparameter(decay_steps(scale), "lr_decay_steps")
+    p.add_hyperparameter(list(PAPER_DECAY_STEPS), "lr_decay_steps")  # x step_scale in training
     p.add_hyperparameter((0.9, 1.0), "lr_decay_rate")
     p.add_hyperparameter([False, True], "layernorm")
     p.add_hyperparameter(_scaled_grid(PAPER_WIDTHS["ffn_dist_hidden_dim"], f),

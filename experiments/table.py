@@ -50,7 +50,8 @@ STATUS_OK, STATUS_FAILED = logs.STATUS_OK, logs.STATUS_FAILED
 REASON = "reason"  # failed rows: diverged | oom | error:<Exception>; empty otherwise
 PARAM_PREFIX = "p:"  # then one column p:<hyperparameter> per searched hyperparameter
 BASE_COLUMNS = (CONFIG_ID, REPLICATE, EPOCH, VAL_LOSS, TRAIN_LOSS, EPOCH_SECONDS, STATUS,
-                REASON)  # tables from before replicates lack REPLICATE: all replicate 0
+                REASON, *logs.LC_EXTRA)  # tables from before replicates lack REPLICATE (all
+# replicate 0); tables from before the loss components lack logs.LC_EXTRA (read as empty)
 
 
 def table_path(scale: str) -> Path:

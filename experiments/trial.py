@@ -140,8 +140,12 @@ class TrialRun:
         self.t_start = self.t_prev = now()
 
     def epoch(self, epoch: int, val_loss: float, train_loss: float = math.nan,
-              seconds: float | None = None, devices: int | None = None) -> bool:
+              seconds: float | None = None, devices: int | None = None, *,
+              extra: dict | None = None) -> bool:
         """Log epoch ``epoch`` that just ended; True when the trial must stop now.
+
+        ``extra``: what the trainable reported of :data:`logs.LC_EXTRA` (CPU seconds, the
+        validation components), logged as they are.
 
         Raises :class:`Diverged` for a non-finite validation loss (after logging it)."""
         t_end = self.now()
@@ -151,7 +155,8 @@ class TrialRun:
             logs.JOB_ID: self.number, logs.EPOCH: epoch, logs.VAL_LOSS: val_loss,
             logs.TRAIN_LOSS: train_loss, logs.EPOCH_SECONDS: seconds,
             logs.T_START: round(self.t_prev, 4), logs.T_END: round(t_end, 4),
-            logs.WORKER: self.worker, logs.DEVICES: devices})
+            logs.WORKER: self.worker, logs.DEVICES: devices,
+            **{k: v for k, v in (extra or {}).items() if k in logs.LC_EXTRA}})
         self.t_prev = t_end
         self.epochs += 1
         self.device_s += seconds * devices

@@ -14,9 +14,11 @@ The schedule rule: a learning-rate schedule does at a scale over a whole run (ma
 what it does over the study's whole run. The study trained ``STUDY_TRAIN_EVENTS`` events per
 epoch for ``STUDY_MAX_EPOCHS`` epochs; a scale trains ``n_train`` for ``max_epochs``. At the same
 batch size a run then takes ``schedule_factor = n_train * max_epochs / (STUDY_TRAIN_EVENTS *
-STUDY_MAX_EPOCHS)`` times the study's optimiser steps, so every decay length in steps
-(``lr_decay_steps``) is multiplied by that factor: the learning rate at the end of max_t is the
-study's at its max_t, for every batch size. The default's 0.99 every 10,000 steps ends a
+STUDY_MAX_EPOCHS)`` times the study's optimiser steps, so every decay length is multiplied by
+that factor: ``lr_decay_steps`` stays in the study's steps (the default's 10,000, the space's 10
+to 2,000, as in the paper) and the scale's ``step_scale`` (= the factor) turns it into steps of
+this run. The learning rate at the end of max_t is then the study's at its max_t, for every
+batch size. The default's 0.99 every 10,000 steps ends a
 200-epoch run at 0.99 ** 40 = 0.67 of its start at 20 events per step; unmapped, at small (400
 steps per run) it would end at 0.9996: no decay at all. The learning rate itself is not
 mapped (Adam's step size does not scale with the number of steps); how much a learning rate set
@@ -43,7 +45,6 @@ STUDY_BINS_PER_EVENT = 10  # bin_size 640
 STUDY_TRAIN_EVENTS = 40_000  # training events per epoch: 80 % of 500 ttbar files x 100
 STUDY_MAX_EPOCHS = 200  # the study's max_t
 WIDTHS = ("width", "output_dim", "distance_dim", "ffn_dist_hidden_dim")
-STEP_KEYS = ("lr_decay_steps",)  # lengths in optimiser steps, mapped by the schedule factor
 
 
 def schedule_factor(n_train: int, max_epochs: int) -> float:
@@ -52,21 +53,14 @@ def schedule_factor(n_train: int, max_epochs: int) -> float:
     return n_train * max_epochs / (STUDY_TRAIN_EVENTS * STUDY_MAX_EPOCHS)
 
 
-def map_steps(steps: float, factor: float) -> float:
-    """A length of ``steps`` study steps at a scale of schedule ``factor``, to 6 significant
-    digits (so that a search space's grid and the default print alike everywhere)."""
-    return float(f"{steps * factor:.6g}")
-
-
 def study_default(width_factor: float, event_elements: int, step_factor: float = 1.0) -> dict:
     """:data:`STUDY_DEFAULT` at a width factor, an event size (elements per event) and a
-    schedule factor (:func:`schedule_factor`)."""
+    schedule factor (:func:`schedule_factor`, set as ``step_scale``)."""
     cfg = dict(STUDY_DEFAULT)
     for k in WIDTHS:
         cfg[k] = max(1, round(cfg[k] * width_factor))
     cfg["bin_size"] = max(1, round(event_elements / STUDY_BINS_PER_EVENT))
-    for k in STEP_KEYS:
-        cfg[k] = map_steps(cfg[k], step_factor)
+    cfg["step_scale"] = step_factor
     return cfg
 
 

@@ -37,8 +37,15 @@ import torch.nn as nn
 from mlpf.cli import positive_int
 from mlpf.data.format import Event
 from mlpf.data.io import DataError, load_events
-from mlpf.loss import COMPONENTS, REG_TERMS, UPSTREAM, UPSTREAM_COEFS, UPSTREAM_DELTAS, \
-    combine, loss_sums
+from mlpf.loss import (
+    COMPONENTS,
+    REG_TERMS,
+    UPSTREAM,
+    UPSTREAM_COEFS,
+    UPSTREAM_DELTAS,
+    combine,
+    loss_sums,
+)
 from mlpf.model import ACTIVATIONS, MLPF, decode
 from mlpf.paths import ROOT, data_dir
 from mlpf.scales import DEFAULT_SCALE, get_scale
@@ -92,8 +99,9 @@ class TrainConfig:
     lr: float = 3e-4
     batch_size: int = 8  # events per step
     lr_schedule: str = "exponential"  # exponential | cosine | none
-    lr_decay_rate: float = 0.95  # exponential: lr * rate ** (step / lr_decay_steps)
-    lr_decay_steps: float = 1000.0  # optimiser steps at this scale (mlpf/scales.py maps it)
+    lr_decay_rate: float = 0.95  # exponential: lr * rate ** (step / (lr_decay_steps * step_scale))
+    lr_decay_steps: float = 1000.0  # in the study's optimiser steps: x step_scale here
+    step_scale: float = 1.0  # this run's steps per study step (mlpf/scales.py schedule rule)
     weight_decay: float = 0.0
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     # loss (mlpf/loss.py): upstream MLPF's Delphes weights and Huber deltas
@@ -184,6 +192,7 @@ def _check(cfg: TrainConfig) -> TrainConfig:
     need(cfg.lr > 0 and cfg.lr_decay_rate > 0, "lr and lr_decay_rate must be positive")
     need(math.isfinite(cfg.lr_decay_steps) and cfg.lr_decay_steps > 0,
          "lr_decay_steps must be positive")
+    need(math.isfinite(cfg.step_scale) and cfg.step_scale > 0, "step_scale must be positive")
     for k in COMPONENTS:
         need(math.isfinite(getattr(cfg, f"{k}_coef")) and getattr(cfg, f"{k}_coef") >= 0,
              f"{k}_coef must be a non-negative number")
@@ -344,7 +353,7 @@ _OOM = tuple({getattr(torch.cuda, "OutOfMemoryError", MemoryError),
 # ----------------------------------------------------------------------------- training
 def _lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
     if cfg.lr_schedule == "exponential":
-        return lambda step: cfg.lr_decay_rate ** (step / cfg.lr_decay_steps)
+        return lambda step: cfg.lr_decay_rate ** (step / (cfg.lr_decay_steps * cfg.step_scale))
     if cfg.lr_schedule == "cosine":
         return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
     return lambda step: 1.0

@@ -22,8 +22,8 @@ from tests.test_train import CFG, data  # noqa: F401  (the module-scoped data fi
 # Losses after 2 epochs of RECORDED_CONFIG (seed 0) on the events of tests.test_train,
 # recorded from the implementation before the operator fusion of mlpf/model.py (commit
 # 1d003b1), with the loss of that time (every term weighted 1, one Huber delta of 1; upstream's
-# weights are the default now): [(train_loss, val_loss)] per epoch. Same equations, different rounding: they
-# must agree to REL_TOL (observed: 3e-8).
+# weights are the default now): [(train_loss, val_loss)] per epoch. Same equations, different
+# rounding: they must agree to REL_TOL (observed: 3e-8).
 RECORDED_CONFIG = dict(
     width=16, layernorm=False, ffn_dist_hidden_dim=16, ffn_dist_num_layers=1, distance_dim=8,
     num_node_messages=2, num_graph_layers_common=2, num_graph_layers_energy=1, dropout=0.0,

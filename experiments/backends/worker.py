@@ -135,7 +135,8 @@ def run_trial(job, ctx: RunContext) -> dict:
         # trust the trainable (data-parallel training reports several).
         return run.epoch(int(m["epoch"]), float(m["val_loss"]),
                          float(m.get("train_loss", math.nan)), m.get("epoch_seconds"),
-                         int(m.get("devices", 1)) if on_gpu else None)
+                         int(m.get("devices", 1)) if on_gpu else None,
+                         extra={k: m.get(k) for k in logs.LC_EXTRA})
 
     params = dict(job.parameters)
     ckpt = checkpoint_dir(ctx.log_dir, params["hb_trial"]) \

@@ -276,7 +276,7 @@ def train_trial(config: dict, ctx: TrialContext) -> None:
                 logs.TRAIN_LOSS: float(m.get("train_loss", math.nan)),
                 logs.EPOCH_SECONDS: m.get("epoch_seconds"),
                 logs.DEVICES: int(m.get("devices", 1)) if ctx.gpus else 1,
-                T_REPORT: time.time() - ctx.t0})
+                **{k: m.get(k) for k in logs.LC_EXTRA}, T_REPORT: time.time() - ctx.t0})
         return False  # Ray Tune stops the trial itself
 
     trainable = None
@@ -404,7 +404,8 @@ class Search:
             f.asked_stop = f.run.epoch(int(result[logs.EPOCH]), float(result[logs.VAL_LOSS]),
                                        float(result.get(logs.TRAIN_LOSS, math.nan)),
                                        None if secs is None else float(secs),
-                                       int(result.get(logs.DEVICES, 1)))
+                                       int(result.get(logs.DEVICES, 1)),
+                                       extra={k: result.get(k) for k in logs.LC_EXTRA})
         except Diverged:
             f.failure, f.asked_stop = "diverged", True
         if f.run.deadline_hit:
@@ -606,7 +607,8 @@ def new_metadata(peer: RayPeer, s: Settings, seed: int, workers: int, trainable,
     return {
         "method": peer.name, "scale": s.scale, "seed": seed, "evaluator": EVALUATOR,
         "workers": workers, "trainable": trainable.name,
-        "trainable_options": trainable.options(), "method_settings": described,
+        "trainable_options": trainable.options(), logs.LOSS: trainable.loss_spec(s.scale),
+        "method_settings": described,
         "budget_epochs": s.budget, "time_budget_s": s.time_budget,
         "budget_device_s": s.device_budget,
         "versions": versions(("ray",)), "git_commit": git_commit(),

@@ -21,7 +21,7 @@ from experiments.surrogate import (
     validate,
     write_validation,
 )
-from experiments.table import TableError, load_table
+from experiments.table import BASE_COLUMNS, TableError, load_table
 from mlpf.paths import ROOT
 
 from .conftest import load
@@ -182,7 +182,9 @@ def test_campaign_replays_methods_and_peers_on_surrogate_worlds(table, tmp_path)
     ref = (out / "reference.csv").read_text()
     assert "reference sample of the surrogate" in r.stderr
     rows = ref.splitlines()
-    assert rows[0] == "config_id,replicate,epoch,val_loss,train_loss,epoch_seconds,status,reason"
+    assert rows[0].startswith(
+        "config_id,replicate,epoch,val_loss,train_loss,epoch_seconds,status,reason,")
+    assert rows[0].split(",") == list(BASE_COLUMNS)
     assert len(rows) == 1 + 1 + 2048 and rows[1].startswith("0,0,")
     assert json.loads((out / "reference.json").read_text())["max_t"] == table.max_t
     # rerun: complete on the same table and lookup -> skipped; another lookup -> rerun
