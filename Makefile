@@ -16,6 +16,8 @@ CONFIGS ?=
 REPLAY_SEEDS ?= 50
 PHYSICS_SEEDS ?= 3
 LCTABLE ?= results/$(SCALE)/lctable.csv
+# the table on upstream's loss, being built beside the shipped one (which the replays still use)
+LCTABLE_NEXT ?= results/$(SCALE)/upstream-loss/lctable.csv
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -80,8 +82,9 @@ claim1: setup data ## claim-1 references (default, hand-set lr, 4 x max_t, the s
 	$(PY) -m experiments.claim1 --scale $(SCALE) --seeds $(CLAIM1_SEEDS) --workers $(WORKERS)
 	$(PY) -m analysis.claim1 --scale $(SCALE)
 
-lctable: setup data ## train CONFIGS sampled configurations + the default to max_t: results/SCALE/lctable.csv
-	$(PY) -m experiments.lctable --scale $(SCALE) --workers $(WORKERS) $(if $(CONFIGS),--configs $(CONFIGS))
+lctable: setup data ## train CONFIGS sampled configurations + the default to max_t on upstream's loss: LCTABLE_NEXT (resumable)
+	$(PY) -m experiments.lctable --scale $(SCALE) --workers $(WORKERS) --out $(LCTABLE_NEXT) \
+	  $(if $(CONFIGS),--configs $(CONFIGS))
 
 REPLAY_SEED_LIST = $(shell seq 0 $$(( $(REPLAY_SEEDS) - 1 )))
 replay: setup $(PEERS_STAMP) ## validate the surrogate of LCTABLE, replay every method and peer x REPLAY_SEEDS on it (simulated time), then their figures

@@ -1,6 +1,6 @@
 """Learning-curve table: sampled configurations trained to max_t, one CSV row per epoch.
 
-    python -m experiments.lctable --scale small                       # 24 configs + the default
+    python -m experiments.lctable --scale small                # 1,024 configs + the default
     python -m experiments.lctable --scale smoke --configs 4 --workers 2 --out /tmp/lc.csv
     make lctable SCALE=small
 
@@ -57,10 +57,10 @@ from experiments.table import (
     table_path,
 )
 
-DEFAULT_CONFIGS = {"smoke": 8, "small": 256, "paper": 256}
+DEFAULT_CONFIGS = {"smoke": 8, "small": 1024, "paper": 256}
 # scale -> (training seeds of the default, of each replicated configuration, how many of the
 # first sampled configurations are replicated): the noise of training, measured
-DEFAULT_REPLICATES = {"smoke": (1, 1, 0), "small": (5, 3, 32), "paper": (5, 3, 32)}
+DEFAULT_REPLICATES = {"smoke": (1, 1, 0), "small": (5, 3, 64), "paper": (5, 3, 32)}
 REPLICATE_SEED_STRIDE = 7919  # training seed of replicate r: seed + r * stride
 
 
