@@ -83,6 +83,9 @@ class DataError(ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):  # so that it crosses a process pool as itself, not a TypeError
+        return (type(self), (self.path, self.problem))
+
 
 class _Refused(Exception):
     """The pickle does something the dataset format does not; the message says what."""

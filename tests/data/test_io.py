@@ -238,3 +238,14 @@ def test_numpy_1x_module_names_are_read(tmp_path, protocol):
     (tmp_path / "old.pkl.bz2").write_bytes(bz2.compress(raw))
     back = io.read_file(tmp_path / "old.pkl.bz2")
     np.testing.assert_array_equal(back[0].X, events[0].X)
+
+
+def test_data_error_survives_pickling():
+    """A worker process's DataError reaches the parent as itself (multiprocessing pickles it)."""
+    import pickle
+
+    from mlpf.data.io import DataError
+
+    e = pickle.loads(pickle.dumps(DataError("/x/y.pkl.bz2", "not bz2")))
+    assert isinstance(e, DataError) and (e.path, e.problem) == ("/x/y.pkl.bz2", "not bz2")
+    assert str(e) == "/x/y.pkl.bz2: not bz2"
