@@ -18,7 +18,9 @@ experiments/ was then rewritten (driver, backends, one trial contract, one clock
 log stayed the same. It was regenerated, deliberately, when the study was made a fair test of
 the paper (Ray Tune's ASHA cutoff, the paper's search space and fidelities at small;
 ``asha_deephyper`` reproduced the former ``asha`` byte for byte before that), and when CBO
-went from 10,000 to 2,000 acquisition samples (asha_bo, bo). A deliberate change of behaviour
+went from 10,000 to 2,000 acquisition samples (asha_bo, bo), and when learning_curves.csv gained
+the trainable's CPU seconds and loss components (empty in a replay of a table without them;
+every earlier column the same to 1e-9, checked column by column). A deliberate change of behaviour
 regenerates it (``python -m tests.experiments.test_behaviour_preserved --write``) and says so
 in its commit.
 """
