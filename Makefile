@@ -80,7 +80,7 @@ benchmark: setup data ## run the searches for SCALE: METHODS, SEEDS, WORKERS, EV
 CLAIM1_SEEDS ?= 5
 claim1: setup data ## claim-1 references (default, hand-set lr, 4 x max_t, the study's best) x CLAIM1_SEEDS: results/SCALE/claim1/ (resumable), then their report
 	$(PY) -m experiments.claim1 --scale $(SCALE) --seeds $(CLAIM1_SEEDS) --workers $(WORKERS)
-	$(PY) -m analysis.claim1 --scale $(SCALE)
+	$(PY) -m analysis.claim1 --scale $(SCALE) --table $(LCTABLE_NEXT)
 
 lctable: setup data ## train CONFIGS sampled configurations + the default to max_t on upstream's loss: LCTABLE_NEXT (resumable)
 	$(PY) -m experiments.lctable --scale $(SCALE) --workers $(WORKERS) --out $(LCTABLE_NEXT) \

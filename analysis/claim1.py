@@ -179,9 +179,13 @@ def build(scale: str, results: Path = RESULTS_DIR, out: Path = FIGURES_DIR,
             r0 = finals[(finals["replicate"] == 0) & (finals["config_id"] != 0)][logs.VAL_LOSS]
             pb = g["paper_best"].mean()
             better = int((r0 < pb).sum())
-            rank_line = (f"paper_best (mean {pb:.4f}) ranks {better + 1} of {len(r0) + 1} "
-                         f"among the table's {len(r0)} sampled configurations (first training "
-                         f"seed): {better / max(len(r0), 1):.1%} of them are better.")
+            if r0.empty:
+                rank_line = (f"paper_best rank: no sampled configuration of {tpath.name} has "
+                             "finished yet.")
+            else:
+                rank_line = (f"paper_best (mean {pb:.4f}) ranks {better + 1} of {len(r0) + 1} "
+                             f"among the table's {len(r0)} sampled configurations (first "
+                             f"training seed): {better / len(r0):.1%} of them are better.")
     rng = np.random.default_rng(BOOT_SEED)
     vs = [("default", "default"), ("hand-tuned default", ht), ("converged", "converged")]
     imp_rows = []

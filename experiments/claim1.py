@@ -256,6 +256,9 @@ def run(scale: str, *, seeds: int = DEFAULT_SEEDS, workers: int = 2,
             raise CliError(str(e)) from None
         runs = plan(scale, seeds, references)
         todo = [r for r in runs if r.key not in done]
+        if not todo and old is not None:  # nothing to add: the logs stay as they are
+            print(f"claim1 {scale}: all {len(runs)} trainings finished in {out}", flush=True)
+            return 0
         now = time.time()
         meta = old or {"scale": scale, "trainable": trainable, "loss": loss,
                        "default": sc.default, "start_iso": iso(now), "segments": []}
