@@ -38,8 +38,16 @@ Validation (:meth:`Surrogate.validate`): K-fold over configurations (the replica
 configuration stay in its fold); for each rung (grace x eta^k up to max_t) the Spearman rank
 correlation of predicted and recorded val_loss, the mean absolute error, both on the loss
 (capped) and on its log, and the seed noise at that rung (median over replicated
-configurations of the standard deviation across seeds) for comparison. Acceptance: Spearman
->= 0.8 and MAE <= 2 x seed noise at every rung (:data:`ACCEPT`).
+configurations of the standard deviation across seeds) for comparison.
+
+Acceptance judges the surrogate by what a replay needs of it, the order of configurations,
+above all of the good ones (:data:`ACCEPT`, fixed before the upstream-loss table had results):
+at every rung the held-out Spearman >= 0.8 over all configurations and >= 0.5 within the best
+quarter (by recorded loss at that rung), and at max_t a top-5 % recall >= 0.5 (of the
+configurations recorded in the top 5 %, the share the surrogate also puts in its top 5 %). The
+mean absolute error is reported beside its noise ceiling, the MAE of a perfect predictor of each
+configuration's seed mean against single trainings (:func:`noise_ceiling`), not gated on: no
+model of one training's outcome can go below that ceiling.
 """
 
 from __future__ import annotations
@@ -58,7 +66,7 @@ from experiments.table import TABLE_CONFIG, TABLE_DISTANCE, Entry, Table, TableE
 
 LOSS_CAP = 10.0  # losses above it count as 10 (an untrained model is at ~3)
 N_TREES = 200
-ACCEPT = {"spearman": 0.8, "mae_over_noise": 2.0}
+ACCEPT = {"spearman": 0.8, "spearman_best_quarter": 0.5, "top5_recall": 0.5}
 LOOKUPS = ("nearest", "surrogate")
 NOISE_NEIGHBOURS = 5  # replicated configurations, nearest in final loss, a residual comes from
 BISTABLE_RATIO = 3.0  # replicates' final losses further apart than this: two outcomes, no noise
@@ -386,6 +394,44 @@ def seed_noise(table: Table, epoch: int) -> tuple[float | None, float | None]:
     return (float(np.median(sd)), float(np.median(sdl))) if sd else (None, None)
 
 
+def noise_ceiling(table: Table, epoch: int) -> float | None:
+    """MAE of a perfect predictor of each configuration's seed mean, against its single
+    trainings (val_loss capped at :data:`LOSS_CAP`) at ``epoch``, over the replicated
+    configurations trained that far; None without replicates."""
+    err = []
+    for reps in table.replicates.values():
+        if len(reps) < 2 or any(e.failure is not None or len(e.curve) < epoch for e in reps):
+            continue
+        v = np.clip([e.curve[epoch - 1][0] for e in reps], 1e-12, LOSS_CAP)
+        err += list(np.abs(v - v.mean()))
+    return float(np.mean(err)) if err else None
+
+
+def order_scores(pred: np.ndarray, true: np.ndarray) -> dict:
+    """How well ``pred`` orders ``true`` where a replay needs it: Spearman over all, Spearman
+    within the best quarter of ``true``, and top-5 % recall (lower is better)."""
+    n = len(true)
+    best = true <= np.quantile(true, 0.25) if n else np.zeros(0, bool)
+    k = max(1, math.ceil(0.05 * n))
+    top_true, top_pred = set(np.argsort(true, kind="stable")[:k]), \
+        set(np.argsort(pred, kind="stable")[:k])
+    return {"spearman": _spearman(pred, true),
+            "spearman_best_quarter": _spearman(pred[best], true[best]),
+            "top5_recall": len(top_true & top_pred) / k if n else None, "top5_k": k}
+
+
+def accepted_by(rungs: dict, max_t: int) -> bool:
+    """:data:`ACCEPT` applied to per-rung scores ``{str(rung): {...}}`` (see the docstring)."""
+    def ge(v, lim):
+        return v is not None and v >= lim
+
+    return bool(rungs) and all(
+        ge(v["spearman"], ACCEPT["spearman"])
+        and ge(v["spearman_best_quarter"], ACCEPT["spearman_best_quarter"])
+        for v in rungs.values()) and ge(rungs.get(str(max_t), {}).get("top5_recall"),
+                                        ACCEPT["top5_recall"])
+
+
 def validate(table: Table, folds: int = 5, seed: int = 0, n_trees: int = N_TREES):
     """K-fold held-out validation (see the module docstring): (report, held-out rows)."""
     t = table.max_t
@@ -412,18 +458,17 @@ def validate(table: Table, folds: int = 5, seed: int = 0, n_trees: int = N_TREES
         pr = np.array([x["pred"] for x in rows if x["epoch"] == r])
         noise, noise_log = seed_noise(table, r)
         mae, mae_log = float(np.mean(np.abs(pr - tr))), float(np.mean(np.abs(np.log(pr / tr))))
-        rho = _spearman(pr, tr)
+        ceiling = noise_ceiling(table, r)
         rungs[str(r)] = {
-            "n": len(tr), "spearman": rho, "mae": mae, "mae_log": mae_log,
+            "n": len(tr), **order_scores(pr, tr), "mae": mae, "mae_log": mae_log,
+            "mae_ceiling": ceiling, "mae_over_ceiling": mae / ceiling if ceiling else None,
             "seed_noise": noise, "seed_noise_log": noise_log,
             "mae_over_noise": mae / noise if noise else None,
             "mae_log_over_noise": mae_log / noise_log if noise_log else None,
             "median_abs_err": float(np.median(np.abs(pr - tr)))}
     ts = np.array([x["true_seconds"] for x in rows if x["epoch"] == t])
     ps = np.array([x["pred_seconds"] for x in rows if x["epoch"] == t])
-    accepted = all(v["spearman"] is not None and v["spearman"] >= ACCEPT["spearman"]
-                   and v["mae_over_noise"] is not None
-                   and v["mae_over_noise"] <= ACCEPT["mae_over_noise"] for v in rungs.values())
+    accepted = accepted_by(rungs, t)
     report = {"table": str(table.path), "table_sha256": table.sha256, "scale": table.scale,
               "folds": folds, "seed": seed, "n_trees": n_trees, "n_configs": len(ok),
               "n_replicated": len(table.replicates), "loss_cap": LOSS_CAP,
@@ -449,16 +494,18 @@ def print_report(report: dict) -> None:
 
     print(f"surrogate of {report['table']}: {report['n_configs']} configurations, "
           f"{report['folds']}-fold held out, {report['n_replicated']} replicated")
-    print("  rung  Spearman   MAE    (log)  seed noise (log)  MAE/noise (log)")
+    print("  rung  Spearman  best 1/4  top-5% recall   MAE  ceiling  MAE/ceiling  (log MAE)")
     for r, v in report["rungs"].items():
-        print(f"  {r:>4s}  {f(v['spearman']):>8s}  {f(v['mae'])} ({f(v['mae_log'])})  "
-              f"{f(v['seed_noise'], 4):>8s} ({f(v['seed_noise_log'], 4)})  "
-              f"{f(v['mae_over_noise'], 1):>6s} ({f(v['mae_log_over_noise'], 1)})")
+        print(f"  {r:>4s}  {f(v['spearman']):>8s}  {f(v.get('spearman_best_quarter')):>8s}  "
+              f"{f(v.get('top5_recall'), 2):>13s}  {f(v['mae'])}  "
+              f"{f(v.get('mae_ceiling'), 4):>7s}  {f(v.get('mae_over_ceiling'), 1):>11s}  "
+              f"({f(v['mae_log'])})")
     sec = report["seconds"]
     print(f"  epoch seconds: Spearman {f(sec['spearman'])}, mean relative error "
           f"{100 * sec['mae_rel']:.1f} %")
-    print(f"  accepted ({ACCEPT['spearman']} Spearman, MAE <= {ACCEPT['mae_over_noise']} x "
-          f"seed noise at every rung): {'yes' if report['accepted'] else 'no'}")
+    print(f"  accepted (every rung: Spearman >= {ACCEPT['spearman']}, within the best quarter "
+          f">= {ACCEPT['spearman_best_quarter']}; top-5 % recall at max_t >= "
+          f"{ACCEPT['top5_recall']}): {'yes' if report['accepted'] else 'no'}")
 
 
 def surrogate_accepted(table: Table) -> bool:
