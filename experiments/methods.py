@@ -26,9 +26,10 @@ the search (``stopped_by``).
 Hyperband promotions continue from checkpoints, so one Hyperband iteration costs
 ``sum n_i (r_i - r_{i-1})`` epochs: 69 at smoke, 124 at small, 1556 at paper.
 
-Paper methods: ``random``, ``hyperband``, ``asha``, ``asha_bo``. Beyond the paper:
-``async_hyperband``, ``bohb``, ``bo``. ``default`` trains the untuned configuration once to
-``max_t``: the reference the analysis measures improvement against.
+Paper methods: ``random``, ``hyperband``, ``asha``, ``asha_bo``. ASHA + BO in the study's own
+flavours (:mod:`experiments.bayes`): ``asha_gp`` (scikit-optimize GP), ``asha_tpe`` (HyperOpt
+TPE). Beyond the paper: ``async_hyperband``, ``bohb``, ``bo``. ``default`` trains the untuned
+configuration once to ``max_t``: the reference the analysis measures improvement against.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from dataclasses import asdict, dataclass, replace
 
 from deephyper.hpo import CBO, RandomSearch
 
+from experiments.bayes import GP_SETTINGS, PROPOSERS, TPE_SETTINGS, ModelSearch
 from experiments.schedulers import ASHAStopper, FixedSearch, HyperbandSearch, hyperband_brackets
 from experiments.trial import checkpoint_dir
 from mlpf.scales import get_scale
@@ -113,7 +115,8 @@ class Method:
 
     search: ``random`` (DeepHyper RandomSearch), ``cbo`` (DeepHyper CBO, a Bayesian model),
         ``hyperband`` (synchronous Hyperband, :class:`experiments.schedulers.HyperbandSearch`)
-        or ``fixed`` (the untuned default, once).
+        ``skopt_gp`` / ``hyperopt_tpe`` (the study's GP or TPE,
+        :class:`experiments.bayes.ModelSearch`) or ``fixed`` (the untuned default, once).
     stopper: None or ``asha`` (:class:`experiments.schedulers.ASHAStopper`).
     brackets: ASHA brackets: ``one``, or ``async`` (one per minimum early-stopping rate:
         asynchronous Hyperband).
@@ -151,12 +154,17 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("bohb", "Hyperband with model-based proposals (BOHB-style)", "hyperband",
            sampler="model"),
     Method("bo", "Bayesian optimisation (CBO), every trial to max_t", "cbo"),
+    Method("asha_gp", "the study's GP (scikit-optimize) + ASHA: ASHA + BO, the paper's flavour",
+           "skopt_gp", stopper="asha"),
+    Method("asha_tpe", "the study's TPE (HyperOpt) + ASHA: ASHA + BO, the paper's flavour",
+           "hyperopt_tpe", stopper="asha"),
     Method("default", "the untuned default configuration, trained once to max_t", "fixed"),
 ]}
 PAPER_METHODS = tuple(m.name for m in METHODS.values() if m.paper)
 
 _SEARCH_CLASS = {"random": "RandomSearch", "cbo": "CBO", "hyperband": "HyperbandSearch",
-                 "fixed": "FixedSearch"}
+                 "fixed": "FixedSearch", "skopt_gp": "ModelSearch(skopt GP)",
+                 "hyperopt_tpe": "ModelSearch(HyperOpt TPE)"}
 BOHB_RANDOM_FRACTION = 1 / 3  # configurations a BOHB-style sampler still draws at random
 
 
@@ -195,6 +203,9 @@ def build(name: str, problem, s: Settings, seed: int, log_dir: str):
                                random_fraction=BOHB_RANDOM_FRACTION, **common)
     if m.search == "fixed":
         return FixedSearch(problem, [{}], **common)
+    if m.search in PROPOSERS:
+        return ModelSearch(problem, PROPOSERS[m.search], stopper=stopper,
+                           n_initial_points=s.n_initial_points, **common)
     raise ValueError(f"method {name}: unknown search {m.search!r}")
 
 
@@ -211,6 +222,10 @@ def method_metadata(name: str, s: Settings) -> dict:
         out.update(grace=s.grace, eta=s.eta, brackets=n_brackets(m, s), rule=m.rule)
     if m.search == "cbo":
         out.update(n_initial_points=s.n_initial_points, cbo=CBO_KWARGS)
+    if m.search == "skopt_gp":
+        out.update(n_initial_points=s.n_initial_points, skopt=GP_SETTINGS)
+    if m.search == "hyperopt_tpe":
+        out.update(n_initial_points=s.n_initial_points, hyperopt=TPE_SETTINGS)
     if m.search == "hyperband":
         out.update(eta=s.eta, min_t=s.grace, brackets=hyperband_brackets(s.max_t, s.eta, s.grace),
                    promotion="continue", sampler=m.sampler)

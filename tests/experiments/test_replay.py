@@ -142,13 +142,15 @@ def _deephyper_continues(value, rung_values, eta):
     return value + 1e-10 >= sorted(rung_values)[-k]
 
 
-@pytest.mark.parametrize("method", ["asha", "asha_deephyper"])
+@pytest.mark.parametrize("method", ["asha", "asha_deephyper", "asha_gp", "asha_tpe"])
 def test_asha_decisions_follow_their_rule_one_by_one(tmp_path, method):
     table = _table_of_six(tmp_path)
     out, res, lc, meta = replay(tmp_path, table, method, budget=60)
     rungs = asha_rungs(MAX_T, 1, 3)  # [1, 3]
     stopped = res[res["m:status"] == "stopped"]
-    assert len(stopped) >= 3 and set(stopped["m:epochs"]) <= set(rungs)
+    # how many stop depends on what the method proposes; random proposals stop 3 or more
+    assert len(stopped) >= (3 if method in ("asha", "asha_deephyper") else 1)
+    assert set(stopped["m:epochs"]) <= set(rungs)
     assert (res.loc[res["m:status"] == "ok", "m:epochs"] == MAX_T).all()
     # rows are written in event order: by epoch end, ties by job id
     order = lc[["t_end", "job_id"]].to_records(index=False).tolist()
@@ -160,14 +162,15 @@ def test_asha_decisions_follow_their_rule_one_by_one(tmp_path, method):
         if row.epoch not in seen:
             continue
         seen[row.epoch].append(-row.val_loss)
-        if method == "asha":
+        if method != "asha_deephyper":  # Ray Tune's cutoff
             go = ray.on_result(row.job_id, row.epoch, -row.val_loss)
         else:
             go = _deephyper_continues(-row.val_loss, seen[row.epoch], 3)
         assert (last[row.job_id] > row.epoch) == go, (row.job_id, row.epoch)
         decisions += 1
     assert decisions >= 10
-    assert meta["method_settings"]["rule"] == ("ray" if method == "asha" else "deephyper")
+    assert meta["method_settings"]["rule"] == ("deephyper" if method == "asha_deephyper"
+                                               else "ray")
     # compute = recorded epoch seconds; each worker runs one epoch at a time, back to back
     assert math.isclose(lc.epoch_seconds.sum(), (lc.t_end - lc.t_start).sum())
     for _, g in lc.sort_values("t_start").groupby("worker"):
@@ -436,7 +439,7 @@ def test_lctable_trains_real_smoke_configurations(tmp_path):
     shutil.rmtree(tmp_path / "ck", ignore_errors=True)
 
 
-@pytest.mark.parametrize("method", ["random", "asha", "hyperband"])
+@pytest.mark.parametrize("method", ["random", "asha", "hyperband", "asha_gp", "asha_tpe"])
 def test_device_budget_is_a_hard_cut_that_counts_running_trials(tmp_path, method):
     from experiments.search import replay as replay_search
 
@@ -451,8 +454,8 @@ def test_device_budget_is_a_hard_cut_that_counts_running_trials(tmp_path, method
     assert meta["stopped_by"] == "device_budget" and meta["budget_device_s"] == 20.0
     cut = res[res["m:reason"] == "device_budget"]
     assert (cut["m:status"] == "stopped").all()
-    if method != "hyperband":  # Hyperband's 1-epoch rungs end at the cut by themselves
-        assert len(cut) >= 1
+    if method in ("random", "asha"):  # a trial runs at the cut (Hyperband's 1-epoch rungs,
+        assert len(cut) >= 1          # or a model's proposals here, can end exactly at it)
     last_end = lc.t_end.max()
     assert (res["m:timestamp_submit"] < last_end).all()
 
