@@ -96,13 +96,14 @@ replay: setup $(PEERS_STAMP) ## validate the surrogate of LCTABLE, replay every 
 POWER_SEEDS ?= 200
 POWER_SEED_LIST = $(shell seq 0 $$(( $(POWER_SEEDS) - 1 )))
 POWER_METHODS = default random hyperband asha asha_bo
-replay-power: setup ## claim 2 with more seeds: the paper's four methods and the default x POWER_SEEDS (200) on LCTABLE, head to head
+replay-power: setup ## claim 2 with more seeds: the paper's four methods and the default x POWER_SEEDS (200) on LCTABLE, then the pre-registered test (analysis/preregistration.md)
 	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table $(LCTABLE) \
 	  --methods "$(POWER_METHODS)" --seeds "$(POWER_SEED_LIST)" \
 	  --processes $(NPROC) --out results/$(SCALE)/replay_power
 	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds $(POWER_SEEDS) \
 	  --methods "$(shell echo $(POWER_METHODS) | tr ' ' ',')" \
 	  --results results/$(SCALE)/replay_power --out paper_figures/$(SCALE)/replay_power
+	$(PY) -m analysis.claim2 --per-seed paper_figures/$(SCALE)/replay_power/per_seed.csv
 
 replay-surrogate: setup $(PEERS_STAMP) ## after make replay: the same replays on the surrogate (accepted or not), and whether both rank the methods alike
 	$(PY) -m experiments.surrogate --scale $(SCALE) --table $(LCTABLE)

@@ -1,0 +1,206 @@
+"""Claim 2, the pre-registered test (analysis/preregistration.md), from per-seed metrics.
+
+    python -m analysis.claim2 --per-seed paper_figures/small/replay_power/per_seed.csv
+
+Reads a ``per_seed.csv`` written by :mod:`analysis.replay` (one row per method and seed:
+``dh_to_top5``, ``dh_to_top1`` device-hours to the targets, ``inf`` = never, and ``budget_dh``)
+and computes exactly what the pre-registration fixes:
+
+- per BO flavour f present (``asha_bo``, ``asha_gp``, ``asha_tpe``), per other paper method m
+  (random search, Hyperband, ASHA) and per target (top 5 %, top 1 %), paired by seed:
+  r(s) = log(c_m(s) / c_f(s)), a seed that never reaches the target censored at its budget,
+  both censored a tie (r = 0);
+- the exact two-sided sign test on the signs of r (ties dropped), Holm-adjusted over the 6
+  tests of the flavour; the median of r with a 95 % paired bootstrap interval (10,000 seed
+  resamples, fixed RNG seed), reported as the speedup exp(median r);
+- each comparison: faster / slower (adjusted p < 0.05 and the interval above / below 1),
+  equivalent (interval inside [1/1.1, 1.1]), else no difference shown; and the verdict per
+  flavour: supported / refuted / inconclusive.
+
+Writes ``claim2.md`` and ``claim2.csv`` next to the input (or to ``--out``) and prints the
+verdict. Exit 2 with one line when the input is missing or lacks the columns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+FLAVOURS = ("asha_bo", "asha_gp", "asha_tpe")  # ASHA + BO: ours (CBO, extra trees), GP, TPE
+OTHERS = ("random", "hyperband", "asha")
+TARGETS = {"top 5 %": "dh_to_top5", "top 1 %": "dh_to_top1"}
+ALPHA = 0.05
+EQUIVALENCE = 1.1  # speedups within [1/1.1, 1.1]: equivalent
+N_BOOT = 10_000
+BOOT_SEED = 20220302
+MIN_SEEDS = 200  # the pre-registered number of replay seeds
+
+
+class Claim2Error(Exception):
+    """Unusable input (one line, exit 2)."""
+
+
+def log_ratios(ref: pd.Series, flav: pd.Series, ref_budget: pd.Series,
+               flav_budget: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Per seed (aligned by index): r = log(c_ref / c_flavour), never-reached censored at the
+    budget, both never = 0; and whether r involves a censored value."""
+    a = ref.to_numpy(float)
+    b = flav.to_numpy(float)
+    ca, cb = ~np.isfinite(a), ~np.isfinite(b)
+    a = np.where(ca, ref_budget.to_numpy(float), a)
+    b = np.where(cb, flav_budget.to_numpy(float), b)
+    with np.errstate(divide="ignore"):
+        r = np.log(np.maximum(a, 1e-12) / np.maximum(b, 1e-12))
+    r = np.where(ca & cb, 0.0, r)
+    return r, ca | cb
+
+
+def sign_test(r: np.ndarray) -> tuple[int, int, float]:
+    """(seeds where the flavour is faster, slower, exact two-sided binomial p), ties out."""
+    from scipy.stats import binomtest
+
+    pos, neg = int((r > 0).sum()), int((r < 0).sum())
+    p = binomtest(pos, pos + neg, 0.5).pvalue if pos + neg else 1.0
+    return pos, neg, float(p)
+
+
+def bootstrap_median(r: np.ndarray, rng) -> tuple[float, float, float]:
+    """Median of r and its 95 % percentile interval over seed resamples."""
+    idx = rng.integers(0, len(r), (N_BOOT, len(r)))
+    meds = np.median(r[idx], axis=1)
+    lo, hi = np.percentile(meds, [2.5, 97.5])
+    return float(np.median(r)), float(lo), float(hi)
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm-adjusted p-values (step-down, monotone, capped at 1), in the input order."""
+    m = len(pvalues)
+    order = np.argsort(pvalues, kind="stable")
+    adj, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, (m - rank) * pvalues[i])
+        adj[i] = min(1.0, running)
+    return adj
+
+
+def outcome(p_adj: float, lo: float, hi: float) -> str:
+    """One comparison at one target, by the pre-registered rule (lo, hi: speedup interval)."""
+    if p_adj < ALPHA and lo > 1:
+        return "faster"
+    if p_adj < ALPHA and hi < 1:
+        return "slower"
+    if 1 / EQUIVALENCE <= lo and hi <= EQUIVALENCE:
+        return "equivalent"
+    return "no difference shown"
+
+
+def verdict(rows: pd.DataFrame) -> str:
+    """Supported / refuted / inconclusive from one flavour's comparisons."""
+    by = {m: set(g["outcome"]) for m, g in rows.groupby("versus")}
+    if any("slower" in s for s in by.values()):
+        return "refuted"
+    if any(rows[rows["versus"] == m]["outcome"].eq("equivalent").all() for m in by):
+        return "refuted"
+    if len(by) == len(OTHERS) and all("faster" in s for s in by.values()):
+        return "supported"
+    return "inconclusive"
+
+
+def analyse(per_seed: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    need = {"method", "seed", "budget_dh", *TARGETS.values()}
+    missing = need - set(per_seed.columns)
+    if missing:
+        raise Claim2Error(f"per-seed metrics lack {', '.join(sorted(missing))}")
+    ps = per_seed.copy()
+    for c in ("budget_dh", *TARGETS.values()):
+        ps[c] = pd.to_numeric(ps[c], errors="coerce")
+    ps = ps.drop_duplicates(["method", "seed"])
+    rng = np.random.default_rng(BOOT_SEED)
+    rows, verdicts = [], {}
+    for f in FLAVOURS:
+        if f not in set(ps["method"]):
+            continue
+        fl = ps[ps["method"] == f].set_index("seed")
+        mine = []
+        for m in OTHERS:
+            if m not in set(ps["method"]):
+                continue
+            ref = ps[ps["method"] == m].set_index("seed")
+            seeds = fl.index.intersection(ref.index).sort_values()
+            for tname, col in TARGETS.items():
+                r, cens = log_ratios(ref.loc[seeds, col], fl.loc[seeds, col],
+                                     ref.loc[seeds, "budget_dh"], fl.loc[seeds, "budget_dh"])
+                pos, neg, p = sign_test(r)
+                med, lo, hi = bootstrap_median(r, rng)
+                mine.append({"flavour": f, "versus": m, "target": tname, "seeds": len(seeds),
+                             "faster_seeds": pos, "slower_seeds": neg,
+                             "ties": len(r) - pos - neg, "censored_seeds": int(cens.sum()),
+                             "speedup": math.exp(med), "lo95": math.exp(lo),
+                             "hi95": math.exp(hi), "p_sign": p})
+        for row, pa in zip(mine, holm([x["p_sign"] for x in mine])):
+            row["p_holm"] = pa
+            row["outcome"] = outcome(pa, row["lo95"], row["hi95"])
+        rows += mine
+        if mine:
+            verdicts[f] = verdict(pd.DataFrame(mine))
+    cols = ["flavour", "versus", "target", "seeds", "faster_seeds", "slower_seeds", "ties",
+            "censored_seeds", "speedup", "lo95", "hi95", "p_sign", "p_holm", "outcome"]
+    return pd.DataFrame(rows, columns=cols), verdicts
+
+
+def report(res: pd.DataFrame, verdicts: dict, source: str) -> str:
+    n = int(res["seeds"].min()) if len(res) else 0
+    lines = ["# Claim 2, the pre-registered test", "",
+             f"Input: `{source}`; paired seeds per comparison: {n}"
+             + (f" (fewer than the pre-registered {MIN_SEEDS})" if n < MIN_SEEDS else "") + ".",
+             "Speedup of ASHA + BO over the method: exp(median over seeds of log(c_method / "
+             "c_ASHA+BO)), c = device-hours to the target, never-reached censored at the "
+             "budget; [95 % paired bootstrap]; sign test, Holm over the flavour's 6 tests "
+             "(analysis/preregistration.md).", "",
+             "| ASHA + BO flavour | versus | target | speedup [95 %] | faster / slower / tied "
+             "seeds | censored | p (Holm) | outcome |", "|---|---|---|---|---|---|---|---|"]
+    for _, r in res.iterrows():
+        lines.append(f"| {r['flavour']} | {r['versus']} | {r['target']} | {r['speedup']:.2f} "
+                     f"[{r['lo95']:.2f}, {r['hi95']:.2f}] | {r['faster_seeds']} / "
+                     f"{r['slower_seeds']} / {r['ties']} | {r['censored_seeds']} | "
+                     f"{r['p_holm']:.3g} | {r['outcome']} |")
+    lines += [""] + [f"**Verdict ({f}): {v}.**" for f, v in verdicts.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m analysis.claim2",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--per-seed", required=True, help="per_seed.csv of analysis.replay")
+    p.add_argument("--out", default=None, help="folder for claim2.md/csv (default: the input's)")
+    a = p.parse_args(argv)
+    src = Path(a.per_seed)
+    try:
+        if not src.is_file():
+            raise Claim2Error(f"{src}: no per-seed metrics; run `make replay-power` first")
+        try:
+            ps = pd.read_csv(src)
+        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+            raise Claim2Error(f"{src}: unreadable ({str(e).splitlines()[0]})") from None
+        res, verdicts = analyse(ps)
+        if res.empty:
+            raise Claim2Error(f"{src}: no ASHA + BO flavour beside the other paper methods")
+    except Claim2Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(a.out) if a.out else src.parent
+    out.mkdir(parents=True, exist_ok=True)
+    res.to_csv(out / "claim2.csv", index=False, float_format="%.6g")
+    text = report(res, verdicts, src.as_posix())
+    (out / "claim2.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

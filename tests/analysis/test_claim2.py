@@ -1,0 +1,80 @@
+"""The pre-registered claim-2 test (analysis/claim2.py) on per-seed metrics made up here."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import claim2
+
+
+def test_holm_matches_the_step_down_by_hand():
+    # sorted p: 0.01 (x4 = 0.04), 0.02 (x3 = 0.06), 0.03 (x2 = 0.06), 0.04 (x1, monotone 0.06)
+    assert claim2.holm([0.03, 0.01, 0.04, 0.02]) == pytest.approx([0.06, 0.04, 0.06, 0.06])
+    assert claim2.holm([0.9, 0.9]) == [1.0, 1.0]
+
+
+def test_log_ratios_censor_at_the_budget_and_tie_double_misses():
+    ref = pd.Series([1.0, np.inf, np.inf, 2.0])
+    fl = pd.Series([0.5, 1.0, np.inf, np.inf])
+    b = pd.Series([4.0] * 4)
+    r, cens = claim2.log_ratios(ref, fl, b, b)
+    assert r == pytest.approx([math.log(2), math.log(4), 0.0, math.log(0.5)])
+    assert list(cens) == [False, True, True, True]
+    assert claim2.sign_test(r)[:2] == (2, 1)
+
+
+def _per_seed(factor: dict[str, float], n=200, seed=0):
+    """Device-hours to each target: method m's = base x factor[m] x noise."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.2, 0.5, n)
+    rows = []
+    for m, f in factor.items():
+        noise = rng.lognormal(0, 0.1, n)
+        for s in range(n):
+            c = base[s] * f * noise[s]
+            rows.append({"method": m, "seed": s, "budget_dh": 2.0, "dh_to_top5": c,
+                         "dh_to_top1": 2 * c if 2 * c <= 2.0 else math.inf})
+    return pd.DataFrame(rows)
+
+
+def test_a_flavour_twice_as_fast_as_every_method_is_supported():
+    res, v = claim2.analyse(_per_seed({"asha_bo": 0.5, "random": 1, "hyperband": 1, "asha": 1}))
+    assert v == {"asha_bo": "supported"}
+    assert (res["outcome"] == "faster").all() and len(res) == 6
+    assert res["speedup"].between(1.8, 2.2).all()
+
+
+def test_slower_than_one_method_refutes_and_equal_is_equivalent():
+    _, v = claim2.analyse(_per_seed({"asha_gp": 1, "random": 2, "hyperband": 2, "asha": 0.5}))
+    assert v == {"asha_gp": "refuted"}
+    res, v = claim2.analyse(_per_seed({"asha_tpe": 1, "random": 2, "hyperband": 2, "asha": 1},
+                                      n=2000))
+    eq = res[res["versus"] == "asha"]
+    assert (eq["outcome"] == "equivalent").all() and v == {"asha_tpe": "refuted"}
+
+
+def test_few_seeds_cannot_tell():
+    # 5 seeds: the smallest two-sided sign-test p is 2 / 2**5 = 0.0625, never below 0.05
+    _, v = claim2.analyse(_per_seed({"asha_bo": 0.5, "random": 1, "hyperband": 1, "asha": 1},
+                                    n=5))
+    assert v == {"asha_bo": "inconclusive"}
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    assert claim2.main(["--per-seed", str(tmp_path / "nope.csv")]) == 2
+    (tmp_path / "x.csv").write_text("method,seed\nasha_bo,0\n")
+    assert claim2.main(["--per-seed", str(tmp_path / "x.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(e.startswith("error: ") for e in err)
+
+
+def test_report_is_written_next_to_the_input(tmp_path, capsys):
+    p = tmp_path / "per_seed.csv"
+    _per_seed({"asha_bo": 0.5, "random": 1, "hyperband": 1, "asha": 1}).to_csv(p, index=False)
+    assert claim2.main(["--per-seed", str(p)]) == 0
+    assert "Verdict (asha_bo): supported" in (tmp_path / "claim2.md").read_text()
+    assert len(pd.read_csv(tmp_path / "claim2.csv")) == 6
