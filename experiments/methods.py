@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, replace
 
 from deephyper.hpo import CBO, RandomSearch
 
-from experiments.bayes import GP_SETTINGS, PROPOSERS, TPE_SETTINGS, ModelSearch
+from experiments.bayes import GP_FIT, GP_SETTINGS, PROPOSERS, TPE_SETTINGS, ModelSearch
 from experiments.schedulers import ASHAStopper, FixedSearch, HyperbandSearch, hyperband_brackets
 from experiments.trial import checkpoint_dir
 from mlpf.scales import get_scale
@@ -223,7 +223,7 @@ def method_metadata(name: str, s: Settings) -> dict:
     if m.search == "cbo":
         out.update(n_initial_points=s.n_initial_points, cbo=CBO_KWARGS)
     if m.search == "skopt_gp":
-        out.update(n_initial_points=s.n_initial_points, skopt=GP_SETTINGS)
+        out.update(n_initial_points=s.n_initial_points, skopt=GP_SETTINGS, gp_fit=GP_FIT)
     if m.search == "hyperopt_tpe":
         out.update(n_initial_points=s.n_initial_points, hyperopt=TPE_SETTINGS)
     if m.search == "hyperband":
