@@ -14,7 +14,8 @@ Writes ``paper_figures/<scale>/claim1/``:
   (each side resampled, :data:`N_BOOT` draws, fixed seed). Incumbents: ``paper_best`` (the
   study's own tuned configuration, mapped), and, where the table is on the same loss, the best of
   its replicated configurations by mean final loss (what a random search over them finds; chosen
-  and scored on the same seeds, so optimistic);
+  and scored on the same seeds, so optimistic), and the incumbents of the searches under
+  ``results/<scale>/<method>/seed<k>/`` made with the same loss (over search seeds);
 - ``curves.png``: mean validation loss per epoch of each reference, with the seeds' range;
 - where ``paper_best`` ranks among the table's configurations.
 """
@@ -113,6 +114,42 @@ def table_finals(path: Path, loss_name: str) -> pd.DataFrame | None:
                                                           logs.VAL_LOSS]]
 
 
+SEARCH_METHODS = ("random", "hyperband", "asha", "asha_bo", "asha_gp", "asha_tpe")
+
+
+def search_incumbents(scale_dir: Path, loss_name: str, max_t: int) -> dict[str, np.ndarray]:
+    """{method: the incumbent's final val_loss per search seed} of the searches under
+    ``scale_dir/<method>/seed<k>/`` whose metadata.json records ``loss_name``: the lowest
+    val_loss of a trial that trained max_t epochs (status ok). Searches of another loss or
+    design are left out."""
+    out: dict[str, np.ndarray] = {}
+    for m in SEARCH_METHODS:
+        vals = []
+        for d in sorted((scale_dir / m).glob("seed*")):
+            try:
+                meta = logs.read_json(d / logs.METADATA_JSON)
+            except ValueError:
+                continue
+            if not isinstance(meta, dict) or (meta.get(logs.LOSS) or {}).get("name") != \
+                    loss_name:
+                continue
+            try:
+                res = logs.read_results(d, warn=lambda _msg: None)
+            except logs.LogError:
+                continue
+            st, ep = "m:" + logs.STATUS, "m:" + logs.EPOCHS
+            if res is None or not {st, ep, "objective"} <= set(res.columns):
+                continue
+            obj = pd.to_numeric(res["objective"], errors="coerce")
+            full = res[(res[st].astype(str) == logs.STATUS_OK)
+                       & (pd.to_numeric(res[ep], errors="coerce") == max_t) & np.isfinite(obj)]
+            if len(full):
+                vals.append(float(-obj[full.index].max()))
+        if vals:
+            out[m] = np.array(vals)
+    return out
+
+
 def fmt(v: float, d: int = 4) -> str:
     return "" if v is None or not math.isfinite(v) else f"{v:.{d}f}"
 
@@ -186,6 +223,9 @@ def build(scale: str, results: Path = RESULTS_DIR, out: Path = FIGURES_DIR,
                 rank_line = (f"paper_best (mean {pb:.4f}) ranks {better + 1} of {len(r0) + 1} "
                              f"among the table's {len(r0)} sampled configurations (first "
                              f"training seed): {better / len(r0):.1%} of them are better.")
+    for m, v in search_incumbents(Path(results) / scale, loss_name,
+                                  int(meta.get("max_t") or 0)).items():
+        incs[f"search:{m} (x{len(v)} seeds)"] = v
     rng = np.random.default_rng(BOOT_SEED)
     vs = [("default", "default"), ("hand-tuned default", ht), ("converged", "converged")]
     imp_rows = []

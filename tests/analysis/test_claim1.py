@@ -60,3 +60,22 @@ def test_missing_logs_exit_2_with_one_line(tmp_path, capsys):
     assert report.main(["--scale", "smoke", "--results", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "make claim1" in err
+
+
+def test_search_incumbents_of_the_same_loss_only(tmp_path):
+    def search(method, seed, loss, rows):
+        d = tmp_path / method / f"seed{seed}"
+        d.mkdir(parents=True)
+        logs.write_json(d / logs.METADATA_JSON, {logs.LOSS: {"name": loss}})
+        logs.write_csv(d / logs.RESULTS_CSV, ("job_id", "objective", "m:status", "m:epochs"),
+                       [dict(zip(("job_id", "objective", "m:status", "m:epochs"), r))
+                        for r in rows])
+
+    up = "mlpf-delphes-2022"
+    # seed 0: the best full trial is 5.0; a stopped trial at 4.0 (rung 4) does not count
+    search("asha", 0, up, [(0, -5.5, "ok", 9), (1, -4.0, "stopped", 4), (2, -5.0, "ok", 9)])
+    search("asha", 1, up, [(0, -6.0, "ok", 9), (1, "F_diverged", "failed", 2)])
+    search("asha", 2, "custom", [(0, -1.0, "ok", 9)])  # another loss: left out
+    search("random", 0, None, [(0, -1.0, "ok", 9)])  # loss not recorded: left out
+    got = report.search_incumbents(tmp_path, up, 9)
+    assert list(got) == ["asha"] and list(got["asha"]) == [5.0, 6.0]
