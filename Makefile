@@ -30,7 +30,7 @@ ifeq ($(filter $(SCALE),smoke small paper),)
 $(error SCALE must be one of smoke, small, paper (got '$(SCALE)'))
 endif
 
-.PHONY: help setup peers ray test lint data benchmark claim1 lctable replay replay-surrogate replay-power figures physics clean distclean
+.PHONY: help setup peers ray test lint data benchmark claim1 claim2 lctable replay replay-surrogate replay-power figures physics clean distclean
 
 help: ## show this help
 	@echo "usage: make TARGET [SCALE=smoke|small|paper] (default SCALE=small)"
@@ -104,6 +104,20 @@ replay-power: setup ## claim 2 with more seeds: the paper's four methods and the
 	  --methods "$(shell echo $(POWER_METHODS) | tr ' ' ',')" \
 	  --results results/$(SCALE)/replay_power --out paper_figures/$(SCALE)/replay_power
 	$(PY) -m analysis.claim2 --per-seed paper_figures/$(SCALE)/replay_power/per_seed.csv
+
+CLAIM2_METHODS = default random hyperband asha asha_bo asha_gp asha_tpe
+CLAIM2_SEEDS ?= 200
+CLAIM2_MIN_CONFIGS ?= 512
+claim2: setup ## the pre-registered claim-2 test (analysis/preregistration.md) on LCTABLE_NEXT (the table next to its logs): CLAIM2_METHODS x 200 seeds (about 2 h on 2 cores), then its verdict
+	$(PY) -m experiments.table --scale $(SCALE) --table $(LCTABLE_NEXT) --require $(CLAIM2_MIN_CONFIGS)
+	$(PY) -m experiments.surrogate --scale $(SCALE) --table $(LCTABLE_NEXT)
+	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table $(LCTABLE_NEXT) \
+	  --methods "$(CLAIM2_METHODS)" --seeds "$$(seq -s ' ' 0 $$(( $(CLAIM2_SEEDS) - 1 )))" \
+	  --processes $(NPROC) --out $(dir $(LCTABLE_NEXT))claim2
+	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds $(CLAIM2_SEEDS) \
+	  --methods "$(shell echo $(CLAIM2_METHODS) | tr ' ' ',')" \
+	  --results $(dir $(LCTABLE_NEXT))claim2 --out paper_figures/$(SCALE)/claim2
+	$(PY) -m analysis.claim2 --per-seed paper_figures/$(SCALE)/claim2/per_seed.csv
 
 replay-surrogate: setup $(PEERS_STAMP) ## after make replay: the same replays on the surrogate (accepted or not), and whether both rank the methods alike
 	$(PY) -m experiments.surrogate --scale $(SCALE) --table $(LCTABLE)

@@ -500,6 +500,8 @@ def main(argv=None) -> int:
     p.add_argument("--table", default=None, help="default results/<scale>/lctable.csv")
     p.add_argument("--check", action="store_true",
                    help="print the leave-one-out error of the lookup")
+    p.add_argument("--require", type=int, default=None, metavar="N",
+                   help="exit 2 unless the table holds N complete sampled configurations")
 
     def body() -> int:
         a = p.parse_args(argv)
@@ -507,6 +509,13 @@ def main(argv=None) -> int:
             table = load_table(Path(a.table) if a.table else table_path(a.scale), a.scale)
         except TableError as e:
             raise CliError(str(e)) from None
+        if a.require is not None:
+            n = sum(1 for e in table.entries if e.config_id != 0)
+            if n < a.require:
+                raise CliError(f"{table.path} holds {n} complete sampled configurations, "
+                               f"{a.require} needed; resume it with `make lctable`")
+            print(f"{table.path}: {n} complete sampled configurations (>= {a.require})")
+            return 0
         print_check(table)
         return 0
 

@@ -485,3 +485,15 @@ def test_lctable_sigterm_is_an_interruption(tmp_path):
     assert subprocess.run(cmd, cwd=ROOT, env={**env, "EXP_SYNTHETIC": "{}"},
                           timeout=120).returncode == 0
     assert json.loads(out.with_suffix(".json").read_text())["status"] == "complete"
+
+
+def test_table_require_counts_complete_sampled_configurations(tmp_path, capsys):
+    from experiments.table import main
+
+    t = write_table(tmp_path / "t.csv", [(DEFAULT, curve(0.5), 1.0, None),
+                                         ({**DEFAULT, "lr": 1e-3}, curve(0.4), 1.0, None),
+                                         ({**DEFAULT, "lr": 2e-3}, curve(0.4)[:3], 1.0, None)])
+    argv = ["--scale", "smoke", "--table", str(t), "--require"]
+    assert main([*argv, "1"]) == 0  # config 1 complete; config 2 stops at epoch 3
+    assert main([*argv, "2"]) == 2
+    assert "1 complete sampled configurations, 2 needed" in capsys.readouterr().err
