@@ -44,7 +44,8 @@ REPLICATE = "replicate"  # training seed index: 0 for every configuration, 1.. f
 EPOCH = logs.EPOCH  # 1-based
 VAL_LOSS = logs.VAL_LOSS
 TRAIN_LOSS = logs.TRAIN_LOSS
-EPOCH_SECONDS = logs.EPOCH_SECONDS  # wall seconds of the epoch (training + validation)
+EPOCH_SECONDS = logs.EPOCH_SECONDS  # wall seconds of the epoch (training + validation); a
+# table that records logs.EPOCH_CPU_SECONDS replays those instead (:func:`_device_seconds`)
 STATUS = "status"  # ok | failed
 STATUS_OK, STATUS_FAILED = logs.STATUS_OK, logs.STATUS_FAILED
 REASON = "reason"  # failed rows: diverged | oom | error:<Exception>; empty otherwise
@@ -337,6 +338,7 @@ class Table:
                 "n_incomplete": self.n_incomplete, "lookup": LOOKUP,
                 "table_seed": self.meta.get("seed"), "trainable": self.meta.get("trainable"),
                 "n_replicated": len(self.replicates), "seed_noise": self.seed_noise(),
+                "clock": self.meta.get("clock", EPOCH_SECONDS),
                 "heldout_error": self.heldout_error()}
 
     def core_hours(self) -> float:
@@ -420,6 +422,8 @@ def load_table(path, scale: str | None = None) -> Table:
     if REPLICATE not in df.columns:
         df[REPLICATE] = 0
     df = df[pd.to_numeric(df[REPLICATE], errors="coerce").notna()].astype({REPLICATE: int})
+    df, clock = _device_seconds(df)
+    meta = {**meta, "clock": clock}
     entries, replicates, n_incomplete = [], {}, 0
     for (cid, rep), g in df.groupby([CONFIG_ID, REPLICATE], sort=True):
         e = _entry(int(cid), g, p_cols, max_t)
@@ -433,6 +437,25 @@ def load_table(path, scale: str | None = None) -> Table:
     if not entries:
         raise TableError(f"{path}: no configuration with a complete learning curve yet")
     return Table(entries, scale, max_t, path, _sha256(path), meta, n_incomplete, replicates)
+
+
+def _device_seconds(df):
+    """The table with EPOCH_SECONDS as a device's seconds of each epoch, and which clock that
+    is: the training process's CPU seconds where the table records them (a table made on CPU
+    workers; the same on a busy or an idle machine, ``benchmarks/bench_cpu_seconds.py``),
+    else the wall seconds (older tables, or a row without CPU seconds)."""
+    import pandas as pd
+
+    if logs.EPOCH_CPU_SECONDS not in df.columns:
+        return df, EPOCH_SECONDS
+    cpu = pd.to_numeric(df[logs.EPOCH_CPU_SECONDS], errors="coerce")
+    use = cpu.notna() & np.isfinite(cpu) & (cpu > 0)
+    if not use.any():
+        return df, EPOCH_SECONDS
+    df = df.assign(**{EPOCH_SECONDS: cpu.where(use, pd.to_numeric(df[EPOCH_SECONDS],
+                                                                  errors="coerce"))})
+    return df, logs.EPOCH_CPU_SECONDS if use.all() else \
+        f"{logs.EPOCH_CPU_SECONDS} ({EPOCH_SECONDS} where missing)"
 
 
 def _entry(cid: int, g, p_cols: list[str], max_t: int) -> Entry | None:

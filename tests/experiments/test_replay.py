@@ -497,3 +497,25 @@ def test_table_require_counts_complete_sampled_configurations(tmp_path, capsys):
     assert main([*argv, "1"]) == 0  # config 1 complete; config 2 stops at epoch 3
     assert main([*argv, "2"]) == 2
     assert "1 complete sampled configurations, 2 needed" in capsys.readouterr().err
+
+
+def test_a_table_with_cpu_seconds_replays_them(tmp_path):
+    """CPU seconds, where the table records them, are the replay's epoch lengths (the same on a
+    busy or an idle machine); a row without them falls back to its wall seconds."""
+    t = write_table(tmp_path / "t.csv", [(DEFAULT, curve(0.5), 2.0, None)])
+    lines = t.read_text().splitlines()
+    head = lines[0].split(",")
+    i = head.index("reason") + 1
+    lines[0] = ",".join([*head[:i], "epoch_cpu_seconds", *head[i:]])
+    for k in range(1, len(lines)):
+        cells = lines[k].split(",")
+        cpu = "" if k == 1 else "1.0"  # epoch 1 without CPU seconds: its wall seconds count
+        lines[k] = ",".join([*cells[:i], cpu, *cells[i:]])
+    t.write_text("\n".join(lines) + "\n")
+    table = load_table(t)
+    assert [c[2] for c in table.entries[0].curve] == [2.0] + [1.0] * (MAX_T - 1)
+    assert table.summary()["clock"] == "epoch_cpu_seconds (epoch_seconds where missing)"
+    out, res, lc, meta = replay(tmp_path, t, "random", budget=9, workers=1)
+    assert lc.epoch_seconds.sum() == 2.0 + (MAX_T - 1) * 1.0
+    old = load_table(write_table(tmp_path / "old.csv", [(DEFAULT, curve(0.5), 2.0, None)]))
+    assert old.summary()["clock"] == "epoch_seconds"
