@@ -113,6 +113,8 @@ claim2: setup ## the pre-registered claim-2 test (analysis/preregistration.md) o
 	$(PY) -m experiments.surrogate --scale $(SCALE) --table $(LCTABLE_NEXT)
 	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table $(LCTABLE_NEXT) \
 	  --methods "$(CLAIM2_METHODS)" --seeds "$$(seq -s ' ' 0 $$(( $(CLAIM2_SEEDS) - 1 )))" \
+	  --device-budget "$$($(PY) -m experiments.table --scale $(SCALE) --table $(LCTABLE_NEXT) \
+	    --replay-budget 32 --first $(CLAIM2_MIN_CONFIGS))" \
 	  --processes $(NPROC) --out $(dir $(LCTABLE_NEXT))claim2
 	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds $(CLAIM2_SEEDS) \
 	  --methods "$(shell echo $(CLAIM2_METHODS) | tr ' ' ',')" \

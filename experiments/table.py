@@ -489,6 +489,17 @@ def _param_cell(v):
 
 
 
+def replay_budget(table: Table, trainings: int, first: int = 512) -> float:
+    """``trainings`` median full trainings of configurations 1..``first`` (first training
+    seed; the sum of their max_t epochs' device-seconds), rounded up to 100 s: the replay
+    budget of the pre-registered claim-2 test (analysis/preregistration.md)."""
+    full = [sum(c[2] for c in e.curve[:table.max_t]) for e in table.entries
+            if 1 <= e.config_id <= first and e.failure is None and len(e.curve) >= table.max_t]
+    if not full:
+        raise TableError(f"{table.path}: no complete sampled configuration for a budget")
+    return float(math.ceil(trainings * float(np.median(full)) / 100.0) * 100)
+
+
 def print_check(table: Table) -> None:
     """The held-out error of the lookup, one quantity per line."""
     h = table.heldout_error()
@@ -525,6 +536,10 @@ def main(argv=None) -> int:
                    help="print the leave-one-out error of the lookup")
     p.add_argument("--require", type=int, default=None, metavar="N",
                    help="exit 2 unless the table holds N complete sampled configurations")
+    p.add_argument("--replay-budget", type=int, default=None, metavar="K",
+                   help="print K median full trainings in device-seconds (of configurations "
+                        "1..--first), rounded up to 100: a replay budget")
+    p.add_argument("--first", type=int, default=512, help="with --replay-budget (default 512)")
 
     def body() -> int:
         a = p.parse_args(argv)
@@ -532,6 +547,11 @@ def main(argv=None) -> int:
             table = load_table(Path(a.table) if a.table else table_path(a.scale), a.scale)
         except TableError as e:
             raise CliError(str(e)) from None
+        if a.replay_budget is not None:
+            if a.replay_budget < 1 or a.first < 1:
+                raise CliError("--replay-budget and --first must be at least 1")
+            print(f"{replay_budget(table, a.replay_budget, a.first):g}")
+            return 0
         if a.require is not None:
             n = sum(1 for e in table.entries if e.config_id != 0)
             if n < a.require:

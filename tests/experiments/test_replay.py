@@ -519,3 +519,19 @@ def test_a_table_with_cpu_seconds_replays_them(tmp_path):
     assert lc.epoch_seconds.sum() == 2.0 + (MAX_T - 1) * 1.0
     old = load_table(write_table(tmp_path / "old.csv", [(DEFAULT, curve(0.5), 2.0, None)]))
     assert old.summary()["clock"] == "epoch_seconds"
+
+
+def test_replay_budget_is_median_full_trainings_rounded_up(tmp_path, capsys):
+    from experiments.table import main, replay_budget
+
+    t = write_table(tmp_path / "t.csv", [(DEFAULT, curve(0.5), 1.0, None),
+                                         ({**DEFAULT, "lr": 1e-3}, curve(0.4), 2.0, None),
+                                         ({**DEFAULT, "lr": 2e-3}, curve(0.4), 3.0, None),
+                                         ({**DEFAULT, "lr": 3e-3}, curve(0.4), 9.0, None)])
+    table = load_table(t)
+    # configurations 1 and 2 (the default is not sampled): 18 and 27 s -> median 22.5 x 32
+    assert replay_budget(table, 32, first=2) == 800.0
+    assert replay_budget(table, 32, first=3) == 900.0  # median 27 x 32 = 864
+    assert main(["--scale", "smoke", "--table", str(t), "--replay-budget", "32",
+                 "--first", "2"]) == 0
+    assert capsys.readouterr().out.strip() == "800"
