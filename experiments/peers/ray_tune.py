@@ -276,7 +276,9 @@ def train_trial(config: dict, ctx: TrialContext) -> None:
                 logs.TRAIN_LOSS: float(m.get("train_loss", math.nan)),
                 logs.EPOCH_SECONDS: m.get("epoch_seconds"),
                 logs.DEVICES: int(m.get("devices", 1)) if ctx.gpus else 1,
-                **{k: m.get(k) for k in logs.LC_EXTRA}, T_REPORT: time.time() - ctx.t0})
+                # what the trainable reported of LC_EXTRA; Ray's results hold no None
+                **{k: m[k] for k in logs.LC_EXTRA if m.get(k) is not None},
+                T_REPORT: time.time() - ctx.t0})
         return False  # Ray Tune stops the trial itself
 
     trainable = None
