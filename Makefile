@@ -34,7 +34,7 @@ endif
 
 help: ## show this help
 	@echo "usage: make TARGET [SCALE=smoke|small|paper] (default SCALE=small)"
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  %-17s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## create .venv (Python 3.11) and install requirements.txt
