@@ -28,7 +28,8 @@ Hyperband promotions continue from checkpoints, so one Hyperband iteration costs
 
 Paper methods: ``random``, ``hyperband``, ``asha``, ``asha_bo``. ASHA + BO in the study's own
 flavours (:mod:`experiments.bayes`): ``asha_gp`` (scikit-optimize GP), ``asha_tpe`` (HyperOpt
-TPE). Beyond the paper: ``async_hyperband``, ``bohb``, ``bo``. ``default`` trains the untuned
+TPE). Beyond the paper: ``async_hyperband``, ``bohb``, ``bo``, and the i-Epoch baselines
+``epoch1``, ``epoch4`` (Egele et al. 2024). ``default`` trains the untuned
 configuration once to ``max_t``: the reference the analysis measures improvement against.
 """
 
@@ -40,7 +41,13 @@ from dataclasses import asdict, dataclass, replace
 from deephyper.hpo import CBO, RandomSearch
 
 from experiments.bayes import GP_FIT, GP_SETTINGS, PROPOSERS, TPE_SETTINGS, ModelSearch
-from experiments.schedulers import ASHAStopper, FixedSearch, HyperbandSearch, hyperband_brackets
+from experiments.schedulers import (
+    ASHAStopper,
+    FixedSearch,
+    HyperbandSearch,
+    hyperband_brackets,
+    i_epoch_bracket,
+)
 from experiments.trial import checkpoint_dir
 from mlpf.scales import get_scale
 
@@ -132,6 +139,7 @@ class Method:
     brackets: str = "one"
     rule: str = "ray"
     sampler: str = "random"
+    i_epoch: int = 0  # > 0: the i-Epoch baseline's bracket instead of Hyperband's
     paper: bool = False  # one of the four methods of the paper
 
     @property
@@ -158,6 +166,10 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            "skopt_gp", stopper="asha"),
     Method("asha_tpe", "the study's TPE (HyperOpt) + ASHA: ASHA + BO, the paper's flavour",
            "hyperopt_tpe", stopper="asha"),
+    Method("epoch1", "1-Epoch baseline: eta^2 configurations x 1 epoch, the best continued to "
+           "max_t, round after round", "hyperband", i_epoch=1),
+    Method("epoch4", "4-Epoch baseline: eta^2 configurations x 4 epochs, the best continued to "
+           "max_t, round after round", "hyperband", i_epoch=4),
     Method("default", "the untuned default configuration, trained once to max_t", "fixed"),
 ]}
 PAPER_METHODS = tuple(m.name for m in METHODS.values() if m.paper)
@@ -183,6 +195,14 @@ def n_brackets(m: Method, s: Settings) -> int:
     return int(math.floor(math.log(s.max_t / s.grace) / math.log(s.eta) + 1e-9)) + 1
 
 
+def brackets_of(m: Method, s: Settings) -> list[list[tuple[int, int]]]:
+    """The brackets a Hyperband-search method cycles through: Hyperband's, or for an i-Epoch
+    baseline one bracket of eta^2 configurations at i epochs, the best continued to max_t."""
+    if m.i_epoch:
+        return i_epoch_bracket(m.i_epoch, s.max_t, s.eta**2)
+    return hyperband_brackets(s.max_t, s.eta, s.grace)
+
+
 def build(name: str, problem, s: Settings, seed: int, log_dir: str):
     """The DeepHyper search of method ``name``: its search composed with its stopper.
 
@@ -200,7 +220,8 @@ def build(name: str, problem, s: Settings, seed: int, log_dir: str):
     if m.search == "hyperband":
         return HyperbandSearch(problem, s.max_t, s.eta, s.grace, sampler=m.sampler,
                                checkpoint_dir=lambda trial: checkpoint_dir(log_dir, trial),
-                               random_fraction=BOHB_RANDOM_FRACTION, **common)
+                               random_fraction=BOHB_RANDOM_FRACTION, table=brackets_of(m, s),
+                               **common)
     if m.search == "fixed":
         return FixedSearch(problem, [{}], **common)
     if m.search in PROPOSERS:
@@ -227,8 +248,10 @@ def method_metadata(name: str, s: Settings) -> dict:
     if m.search == "hyperopt_tpe":
         out.update(n_initial_points=s.n_initial_points, hyperopt=TPE_SETTINGS)
     if m.search == "hyperband":
-        out.update(eta=s.eta, min_t=s.grace, brackets=hyperband_brackets(s.max_t, s.eta, s.grace),
+        out.update(eta=s.eta, min_t=s.grace, brackets=brackets_of(m, s),
                    promotion="continue", sampler=m.sampler)
+        if m.i_epoch:
+            out["i_epoch"] = m.i_epoch
         if m.sampler == "model":
             out["random_fraction"] = BOHB_RANDOM_FRACTION
     if m.search == "fixed":

@@ -151,6 +151,15 @@ def hyperband_brackets(max_t: int, eta: int, min_t: int = 1) -> list[list[tuple[
     return table
 
 
+def i_epoch_bracket(i: int, max_t: int, n: int) -> list[list[tuple[int, int]]]:
+    """The i-Epoch baseline (Egele et al. 2024, arXiv:2404.04111) as one bracket to cycle
+    through: ``n`` new configurations trained ``i`` epochs, the best of them continued to
+    ``max_t`` (its checkpoint resumed), round after round until the budget is spent."""
+    if not 1 <= i < max_t or n < 2:
+        raise ValueError(f"i-Epoch needs 1 <= i < max_t ({max_t}) and n >= 2, got i={i}, n={n}")
+    return [[(n, i), (1, max_t)]]
+
+
 class RandomSampler:
     """Configurations drawn uniformly from the problem (seeded)."""
 
@@ -265,12 +274,14 @@ class HyperbandSearch(Search):
 
     def __init__(self, problem, max_t: int, eta: int, min_t: int = 1, random_state=None,
                  log_dir: str = ".", sampler: str = "random", checkpoint_dir=None,
-                 random_fraction: float = 1 / 3, checkpoint_history_to_csv: bool = True):
+                 random_fraction: float = 1 / 3, checkpoint_history_to_csv: bool = True,
+                 table: list[list[tuple[int, int]]] | None = None):
         super().__init__(problem, random_state, log_dir,
                          checkpoint_history_to_csv=checkpoint_history_to_csv)
         self.checkpoint_dir = checkpoint_dir  # trial -> folder, removed once a trial is dropped
         self.max_t, self.eta, self.min_t = max_t, eta, min_t
-        self.table = hyperband_brackets(max_t, eta, min_t)
+        # brackets to cycle through: Hyperband's, or another table (the i-Epoch baselines)
+        self.table = table or hyperband_brackets(max_t, eta, min_t)
         seed = self._random_state.randint(0, 2**31 - 1)
         self.sampler = (ModelSampler(self._problem, seed, self._log_dir,
                                      random_fraction=random_fraction) if sampler == "model"

@@ -33,7 +33,8 @@ def test_campaign_rejects_unknown_method_in_one_line(capsys):
     assert main(["--scale", "smoke", "--methods", "asha nope", "--trainable", "synthetic"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: unknown method 'nope'; choose one of random, hyperband, asha, " \
-        "asha_bo, asha_deephyper, async_hyperband, bohb, bo, asha_gp, asha_tpe, default"
+        "asha_bo, asha_deephyper, async_hyperband, bohb, bo, asha_gp, asha_tpe, epoch1, epoch4, " \
+        "default"
 
 
 def test_mpi_command_uses_workers_plus_one_ranks():

@@ -537,3 +537,27 @@ def test_replay_budget_is_median_full_trainings_rounded_up(tmp_path, capsys):
     assert main(["--scale", "smoke", "--table", str(t), "--replay-budget", "32",
                  "--first", "2"]) == 0
     assert capsys.readouterr().out.strip() == "800"
+
+
+@pytest.mark.parametrize("method,i", [("epoch1", 1), ("epoch4", 4)])
+def test_i_epoch_baselines_train_rounds_and_continue_the_best(tmp_path, method, i):
+    from experiments.schedulers import i_epoch_bracket
+
+    assert i_epoch_bracket(i, MAX_T, 9) == [[(9, i), (1, MAX_T)]]
+    with pytest.raises(ValueError):
+        i_epoch_bracket(MAX_T, MAX_T, 9)
+    table = _table_of_six(tmp_path)
+    out, res, lc, meta = replay(tmp_path, table, method, budget=120)
+    assert meta["method_settings"]["brackets"] == [[[9, i], [1, MAX_T]]]
+    rung0, rung1 = res[res["p:hb_rung"] == 0], res[res["p:hb_rung"] == 1]
+    assert (rung0["m:epochs"] <= i).all() and len(rung0) >= 9 and len(rung1) >= 1
+    # a round's best continues from epoch i + 1 to max_t on its own checkpoint
+    for _, r in rung1.iterrows():
+        trial = int(r["p:hb_trial"])
+        first = rung0[rung0["p:hb_trial"] == trial]
+        assert len(first) == 1
+        ran = lc[lc.job_id == r.job_id].epoch
+        assert ran.min() == i + 1 and (ran.max() == MAX_T or r["m:status"] == "stopped")
+        round_ = rung0[rung0["p:hb_trial"] // 9 == trial // 9]
+        assert -first["objective"].astype(float).iloc[0] == pytest.approx(
+            (-round_["objective"].astype(float)).min())
