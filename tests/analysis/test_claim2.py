@@ -78,3 +78,13 @@ def test_report_is_written_next_to_the_input(tmp_path, capsys):
     assert claim2.main(["--per-seed", str(p)]) == 0
     assert "Verdict (asha_bo): supported" in (tmp_path / "claim2.md").read_text()
     assert len(pd.read_csv(tmp_path / "claim2.csv")) == 6
+
+
+def test_baselines_are_secondary_rows_outside_the_verdict():
+    ps = _per_seed({"asha_bo": 0.5, "random": 1, "hyperband": 1, "asha": 1, "epoch1": 0.25})
+    res, v = claim2.analyse(ps)
+    sec = res[res["versus"] == "epoch1"]
+    assert len(sec) == 2 and sec["p_holm"].isna().all()
+    assert sec["outcome"].str.startswith("secondary (unadjusted): slower").all()
+    assert v == {"asha_bo": "supported"}  # the baseline, faster, does not change the verdict
+    assert len(res[res["p_holm"].notna()]) == 6
