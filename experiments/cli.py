@@ -45,14 +45,40 @@ def seconds(text: str) -> float:
     return v
 
 
+MAX_SEED = 2**32 - 1  # numpy's and DeepHyper's seeds are 32-bit
+
+
+def seed_value(text: str) -> int:
+    """One seed: an integer from 0 to 2**32 - 1 (argparse type)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed must be an integer, got {text!r}") from None
+    if not 0 <= v <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed must be 0 to 2**32 - 1, got {text}")
+    return v
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (argparse type)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return v
+
+
 def seed_list(text: str) -> list[int]:
-    """``"0 1 2"`` -> ``[0, 1, 2]`` (argparse type; seeds are integers >= 0)."""
+    """``"0 1 2"`` -> ``[0, 1, 2]`` (argparse type; seeds are integers 0 to 2**32 - 1)."""
     try:
         seeds = [int(s) for s in text.replace(",", " ").split()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"seeds must be integers, got {text!r}") from None
-    if not seeds or min(seeds) < 0:
-        raise argparse.ArgumentTypeError(f"give one or more seeds >= 0, got {text!r}")
+    if not seeds or min(seeds) < 0 or max(seeds) > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"give one or more seeds from 0 to 2**32 - 1, got "
+                                         f"{text!r}")
     return seeds
 
 
@@ -65,7 +91,7 @@ def add_workers(p: argparse.ArgumentParser, what: str = "parallel trials") -> No
 
 
 def add_seed(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0, help="seed of the search (default 0)")
+    p.add_argument("--seed", type=seed_value, default=0, help="seed of the search (default 0)")
 
 
 def add_seeds(p: argparse.ArgumentParser) -> None:

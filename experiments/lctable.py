@@ -37,7 +37,15 @@ import time
 from pathlib import Path
 
 from experiments import logs
-from experiments.cli import CliError, Parser, add_scale, duration, positive_int, run_main
+from experiments.cli import (
+    CliError,
+    Parser,
+    add_scale,
+    duration,
+    positive_int,
+    run_main,
+    seed_value,
+)
 from experiments.provenance import git_commit, iso, machine_info, versions
 from experiments.table import (
     CONFIG_ID,
@@ -488,7 +496,7 @@ def main(argv=None) -> int:
     p.add_argument("--configs", type=int, default=None,
                    help=f"sampled configurations besides the default ({DEFAULT_CONFIGS})")
     p.add_argument("--workers", type=positive_int, default=2, help="parallel trainings")
-    p.add_argument("--seed", type=int, default=0, help="sampling and training seed")
+    p.add_argument("--seed", type=seed_value, default=0, help="sampling and training seed")
     p.add_argument("--out", default=None, help="table CSV (default results/<scale>/lctable.csv)")
     p.add_argument("--trainable", default="mlpf", help="mlpf | synthetic")
     p.add_argument("--checkpoints", default=None,

@@ -23,7 +23,16 @@ from pathlib import Path
 from experiments import driver, logs
 from experiments.backends.live import EVALUATORS, BackendError, open_backend
 from experiments.backends.replay import ReplayBackend, replay_dir
-from experiments.cli import CliError, Parser, add_budget, add_scale, add_seed, add_workers, run_main
+from experiments.cli import (
+    CliError,
+    Parser,
+    add_budget,
+    add_scale,
+    add_seed,
+    add_workers,
+    non_negative_int,
+    run_main,
+)
 from experiments.methods import METHODS, replay_device_budget
 from experiments.surrogate import LOOKUPS, Surrogate, open_lookup, surrogate_accepted
 from experiments.table import Table, TableError, load_table, table_path
@@ -132,7 +141,7 @@ def build_parser() -> Parser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted search")
     p.add_argument("--trainable", default="mlpf", help="mlpf | synthetic")
     add_budget(p, "the scale's; replay: none")
-    p.add_argument("--max-failures", type=int, default=driver.MAX_FAILURES,
+    p.add_argument("--max-failures", type=non_negative_int, default=driver.MAX_FAILURES,
                    help="consecutive failed trials that end the search, exit 1 (0: never; "
                    f"default {driver.MAX_FAILURES})")
     p.add_argument("--quiet", action="store_true", help="no progress line")

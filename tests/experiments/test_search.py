@@ -268,3 +268,16 @@ def test_mpi_ranks_share_the_node_cores_and_devices(tmp_path):
     cores = len(os.sched_getaffinity(0))
     t = str(max(1, cores // 2))
     assert rows == [["0", "None", t], ["1", "0", t], ["2", "1", t]]
+
+
+@pytest.mark.parametrize("bad", [["--seed", "4294967296"], ["--seed", "-1"],
+                                 ["--max-failures", "-1"]])
+def test_out_of_range_flags_are_one_line_errors_before_any_folder(tmp_path, capsys, bad):
+    from experiments.search import main
+
+    out = tmp_path / "s"
+    argv = ["--method", "random", "--scale", "smoke", "--trainable", "synthetic",
+            "--out", str(out), *bad]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and not out.exists()
