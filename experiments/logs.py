@@ -35,7 +35,9 @@ JOB_ID = "job_id"  # int, DeepHyper's job id (the number after the dot), unique 
 EPOCH = "epoch"  # 1-based epoch of that trial
 VAL_LOSS = "val_loss"
 TRAIN_LOSS = "train_loss"
-EPOCH_SECONDS = "epoch_seconds"  # wall time of the epoch as measured by the trainable
+EPOCH_SECONDS = "epoch_seconds"  # the device's seconds of the epoch: wall seconds of a GPU,
+# CPU seconds of the training process on a CPU worker (trial.device_seconds); a table's wall
+# seconds; replays: the table's CPU seconds where it records them. t_start/t_end are wall time.
 T_START = "t_start"  # seconds since the search began (metadata start_time), epoch start
 T_END = "t_end"  # seconds since the search began, epoch end
 WORKER = "worker"  # stable id of the worker: MPI rank, or worker slot of the process pool

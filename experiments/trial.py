@@ -94,6 +94,19 @@ class Recorded:
     meta: dict = field(default_factory=dict)
 
 
+def device_seconds(metrics: dict, on_gpu: bool) -> float | None:
+    """What an epoch costs the device that trained it (docs: compute accounting): the wall
+    seconds of a GPU, the CPU seconds of the training process on a CPU worker (the same on a
+    busy or an idle machine; a worker of n torch threads is charged up to n times its wall
+    time), its wall seconds where a trainable reports no CPU seconds; None when it reports
+    neither (the trial contract then measures the wall time itself)."""
+    cpu = metrics.get(logs.EPOCH_CPU_SECONDS)
+    if not on_gpu and cpu is not None and math.isfinite(float(cpu)) and float(cpu) > 0:
+        return float(cpu)
+    wall = metrics.get(logs.EPOCH_SECONDS)
+    return None if wall is None else float(wall)
+
+
 def checkpoint_dir(log_dir: str, trial) -> str:
     """Where Hyperband trial ``trial`` keeps its training state between rungs."""
     return os.path.join(log_dir, "checkpoints", f"trial{int(trial)}")

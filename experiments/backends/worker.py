@@ -28,7 +28,7 @@ from pathlib import Path
 
 from experiments import logs
 from experiments.trainables import get_trainable
-from experiments.trial import Diverged, TrialRun, checkpoint_dir, job_ledger
+from experiments.trial import Diverged, TrialRun, checkpoint_dir, device_seconds, job_ledger
 
 LOCAL_RANK_ENV = "EXP_LOCAL_WORKER"  # index of an MPI worker among the workers of its node
 LOCAL_WORKERS_ENV = "EXP_LOCAL_WORKERS"  # MPI workers on this node
@@ -134,7 +134,7 @@ def run_trial(job, ctx: RunContext) -> dict:
         # A device is one worker: on CPU the trial holds 1 whatever its threads; on GPUs
         # trust the trainable (data-parallel training reports several).
         return run.epoch(int(m["epoch"]), float(m["val_loss"]),
-                         float(m.get("train_loss", math.nan)), m.get("epoch_seconds"),
+                         float(m.get("train_loss", math.nan)), device_seconds(m, on_gpu),
                          int(m.get("devices", 1)) if on_gpu else None,
                          extra={k: m.get(k) for k in logs.LC_EXTRA})
 

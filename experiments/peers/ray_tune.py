@@ -95,7 +95,7 @@ from experiments.peers.simulate import results_columns
 from experiments.provenance import git_commit, iso, machine_info, versions
 from experiments.space import FLOAT, INT, INT_GRID, dimensions, problem_for
 from experiments.trainables import get_trainable
-from experiments.trial import Diverged, Ledger, TrialRun
+from experiments.trial import Diverged, Ledger, TrialRun, device_seconds
 
 EVALUATOR = "ray_tune"  # metadata.json "evaluator" of these searches
 MAX_FAILURES = 10  # consecutive failed trials that end a search, as our searches
@@ -274,7 +274,7 @@ def train_trial(config: dict, ctx: TrialContext) -> None:
         last[0] = int(m["epoch"])
         report({logs.EPOCH: int(m["epoch"]), logs.VAL_LOSS: float(m["val_loss"]),
                 logs.TRAIN_LOSS: float(m.get("train_loss", math.nan)),
-                logs.EPOCH_SECONDS: m.get("epoch_seconds"),
+                logs.EPOCH_SECONDS: device_seconds(m, bool(ctx.gpus)),
                 logs.DEVICES: int(m.get("devices", 1)) if ctx.gpus else 1,
                 # what the trainable reported of LC_EXTRA; Ray's results hold no None
                 **{k: m[k] for k in logs.LC_EXTRA if m.get(k) is not None},

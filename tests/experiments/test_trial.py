@@ -105,3 +105,15 @@ def test_replay_epochs_fails_where_the_recording_failed():
         next(steps)
     assert stop.value.value["objective"] == "F_oom" and len(rows) == 1
     assert stop.value.value["metadata"][logs.TRIAL_END] == 1.25
+
+
+def test_device_seconds_are_cpu_seconds_on_a_cpu_worker_wall_on_a_gpu():
+    from experiments.trial import device_seconds
+
+    m = {"epoch_seconds": 6.8, "epoch_cpu_seconds": 3.4}
+    assert device_seconds(m, on_gpu=False) == 3.4  # a loaded CPU: its own CPU time counts
+    assert device_seconds(m, on_gpu=True) == 6.8  # a GPU's wall time
+    assert device_seconds({"epoch_seconds": 2.0}, on_gpu=False) == 2.0  # no CPU seconds
+    assert device_seconds({"epoch_seconds": 2.0, "epoch_cpu_seconds": None}, False) == 2.0
+    assert device_seconds({"epoch_seconds": 2.0, "epoch_cpu_seconds": 0.0}, False) == 2.0
+    assert device_seconds({}, on_gpu=False) is None
