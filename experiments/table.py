@@ -500,6 +500,56 @@ def replay_budget(table: Table, trainings: int, first: int = 512) -> float:
     return float(math.ceil(trainings * float(np.median(full)) / 100.0) * 100)
 
 
+def data_card(table: Table) -> str:
+    """A data card of the table (Markdown), every number read from the table and its JSON:
+    what it is, how it was made, what it holds, its noise and cost, and its licence."""
+    from collections import Counter
+
+    m = table.meta
+    loss = m.get(logs.LOSS) or {}
+    reps = m.get("replicates") or []
+    fails = Counter(e.failure for e in table.entries if e.failure)
+    sampled = [e for e in table.entries if e.config_id != 0]
+    noise = table.seed_noise()
+    machine = m.get("machine") or {}
+    lines = [
+        f"# Data card: `{table.path.parent.name}/{table.path.name}`", "",
+        "Learning curves of MLPF (particle-flow reconstruction, arXiv:2101.08578) trained on "
+        f"Pythia8 ttbar events in the Delphes format at scale `{table.scale}`: configurations "
+        "of the search space of arXiv:2203.01112 (`experiments/space.py`), each trained to "
+        f"max_t = {table.max_t} epochs, every epoch's validation loss and components, wall and "
+        "CPU seconds recorded. Made by `make lctable` (`experiments/lctable.py`); read with "
+        "`experiments.table.load_table`; this card by `python -m experiments.table --card`.",
+        "",
+        "| field | value |", "|---|---|",
+        f"| status | {m.get('status', '?')} (a table being built is committed as it grows) |",
+        f"| loss | {loss.get('name', 'not recorded')} "
+        f"(coefficients {loss.get('coefs', '?')}, Huber deltas {loss.get('huber_deltas', '?')}) |",
+        f"| sampler | {m.get('sampler', '?')}, seed {m.get('seed', '?')}, "
+        f"{m.get('n_configs', '?')} configurations planned + the untuned default (config 0) |",
+        f"| training seeds | default x {reps[0] if reps else '?'}, the first "
+        f"{reps[2] if len(reps) > 2 else '?'} configurations x {reps[1] if len(reps) > 1 else '?'}"
+        f", the rest x 1 (seed of replicate r: seed + r x "
+        f"{m.get('replicate_seed_stride', '?')}) |",
+        f"| complete configurations | {len(sampled)} sampled + "
+        f"{len(table.entries) - len(sampled)} default; {table.n_incomplete} in progress |",
+        f"| failed trainings (first seed) | {sum(fails.values())}"
+        + (f" ({', '.join(f'{k} {v}' for k, v in sorted(fails.items()))})" if fails else "")
+        + " |",
+        f"| replicated configurations | {len(table.replicates)} |",
+        "| seed noise (median SD of the final val_loss over replicated configurations) | "
+        + (f"{noise:.4g}" if noise is not None else "n/a") + " |",
+        f"| device-hours of the complete trainings | {table.core_hours():.2f} "
+        f"({m.get('clock', EPOCH_SECONDS)}) |",
+        f"| machine | {machine.get('cpu_model', '?')}, {machine.get('cores_usable', '?')} "
+        f"cores, {m.get('threads', '?')} torch thread(s) per training |",
+        f"| trainable | {m.get('trainable', '?')} {m.get('trainable_options') or ''} |",
+        f"| columns | {', '.join(m.get('columns') or [])} |",
+        "| licence | MIT, as the repository (LICENSE) |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def print_check(table: Table) -> None:
     """The held-out error of the lookup, one quantity per line."""
     h = table.heldout_error()
@@ -540,6 +590,8 @@ def main(argv=None) -> int:
                    help="print K median full trainings in device-seconds (of configurations "
                         "1..--first), rounded up to 100: a replay budget")
     p.add_argument("--first", type=int, default=512, help="with --replay-budget (default 512)")
+    p.add_argument("--card", action="store_true",
+                   help="write DATACARD.md next to the table (and print it)")
 
     def body() -> int:
         a = p.parse_args(argv)
@@ -547,6 +599,11 @@ def main(argv=None) -> int:
             table = load_table(Path(a.table) if a.table else table_path(a.scale), a.scale)
         except TableError as e:
             raise CliError(str(e)) from None
+        if a.card:
+            text = data_card(table)
+            logs.write_atomic(table.path.with_name("DATACARD.md"), text)
+            print(text, end="")
+            return 0
         if a.replay_budget is not None:
             if a.replay_budget < 1 or a.first < 1:
                 raise CliError("--replay-budget and --first must be at least 1")

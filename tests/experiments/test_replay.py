@@ -561,3 +561,21 @@ def test_i_epoch_baselines_train_rounds_and_continue_the_best(tmp_path, method, 
         round_ = rung0[rung0["p:hb_trial"] // 9 == trial // 9]
         assert -first["objective"].astype(float).iloc[0] == pytest.approx(
             (-round_["objective"].astype(float)).min())
+
+
+def test_data_card_reads_its_numbers_from_the_table(tmp_path, capsys):
+    from experiments.table import main
+
+    t = write_table(tmp_path / "t.csv", [(DEFAULT, curve(0.5), 1.0, None),
+                                         ({**DEFAULT, "lr": 1e-3}, curve(0.4), 2.0, None),
+                                         ({**DEFAULT, "lr": 2e-3}, curve(0.4)[:2], 1.0,
+                                          "diverged")])
+    assert main(["--scale", "smoke", "--table", str(t), "--card"]) == 0
+    card = (tmp_path / "DATACARD.md").read_text()
+    assert card == capsys.readouterr().out
+    assert "| complete configurations | 2 sampled + 1 default" in card
+    assert "| failed trainings (first seed) | 1 (diverged 1) |" in card
+    # 9 epochs x 1 s + 9 x 2 s + 2 x 1 s + the failed epoch's 0.5 s = 29.5 s
+    assert load_table(t).core_hours() * 3600 == pytest.approx(29.5)
+    assert f"| device-hours of the complete trainings | {29.5 / 3600:.2f} (epoch_seconds)" \
+        in card
