@@ -2,6 +2,10 @@
 held-out check of that lookup.
 
     python -m experiments.table --scale small --check   # how well the table predicts a config
+    python -m experiments.table --scale small --table results/small/upstream-loss/lctable.csv \
+        --card                     # DATACARD.md next to the table: what it is, how made, counts
+    ... --require 512              # exit 2 unless 512 sampled configurations are complete
+    ... --replay-budget 32         # 32 median full trainings in device-seconds (a replay budget)
 
 A table (``results/<scale>/lctable.csv``, built by :mod:`experiments.lctable`) holds sampled
 configurations of the scale's search space trained to max_t, one row per (configuration,
