@@ -115,9 +115,9 @@ def replay_outdated(name: str, meta: dict, summary: dict, settings) -> str | Non
                                                       settings.device_budget))
 
 
-def other_designs(folders: list[tuple[str, Path]], want) -> list[str]:
+def other_designs(folders: list[tuple[str, Path]], want, loss: str | None = None) -> list[str]:
     """``folder (what differs)`` for each (name, folder) whose metadata.json records a search
-    of another design than ``want(name)``."""
+    of another design than ``want(name)``, or (with ``loss``) made with another loss."""
     out = []
     for name, folder in folders:
         path = folder / logs.METADATA_JSON
@@ -127,6 +127,10 @@ def other_designs(folders: list[tuple[str, Path]], want) -> list[str]:
             raise CliError(f"{path} is not readable JSON ({e.__class__.__name__}); move it "
                            "aside to resume from the CSV logs") from None
         diff = meta is not None and logs.design_difference(meta, want(name))
+        if meta is not None and not diff and loss is not None:
+            have = (meta.get(logs.LOSS) or {}).get("name") if isinstance(meta, dict) else None
+            if have != loss:
+                diff = f"loss {have or 'not recorded'}, not {loss}"
         if diff:
             out.append(f"{folder} ({diff})")
     return out
@@ -150,7 +154,8 @@ def run_live(a) -> int:
     folders = [(m, Path(a.out) / m / f"seed{s}" if a.out else results_dir(a.scale, m, s))
                for m, s in jobs]
     stale = other_designs(folders, lambda m: wanted_design(
-        m, a.scale, a.budget, a.time_budget, a.device_budget))
+        m, a.scale, a.budget, a.time_budget, a.device_budget),
+        loss=get_trainable(a.trainable).loss_spec(a.scale).get("name"))
     if stale:
         more = f" and {len(stale) - 1} more" if len(stale) > 1 else ""
         raise CliError(f"a search of another design in {stale[0]}{more}: move "

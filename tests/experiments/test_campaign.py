@@ -82,3 +82,24 @@ def test_live_campaign_names_an_unreadable_metadata_file(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == f"error: {bad} is not readable JSON (JSONDecodeError); move it aside to " \
         "resume from the CSV logs"
+
+
+def test_live_campaign_refuses_logs_of_another_loss(tmp_path, capsys):
+    from experiments import logs
+    from experiments.campaign import main
+    from experiments.driver import design
+    from experiments.methods import settings_for
+
+    old = tmp_path / "asha" / "seed0"
+    old.mkdir(parents=True)
+    settings = design("asha", settings_for("smoke"))  # the same design, another loss
+    meta = {"method": "asha", "scale": "smoke", "seed": 0, "status": "complete",
+            "method_settings": {"settings": settings}, logs.LOSS: {"name": "mlpf-unit-weights"}}
+    (old / logs.METADATA_JSON).write_text(json.dumps(meta))
+    argv = ["--scale", "smoke", "--methods", "asha", "--trainable", "synthetic",
+            "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: a search of another design in {old} (loss "
+                          "mlpf-unit-weights, not synthetic)")
+    assert not (tmp_path / "default").exists()
