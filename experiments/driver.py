@@ -45,6 +45,7 @@ from experiments.schedulers import ASHAStopper
 from experiments.space import problem_for
 from experiments.trainables import get_trainable
 from experiments.trial import StorageLedger
+from mlpf.paths import command_line
 
 RESUME_SEED_STRIDE = 7919  # a resumed segment reseeds its sampler: no replay of old configs
 META_WRITE_INTERVAL = 30.0  # seconds between metadata writes while running (survive SIGKILL)
@@ -192,7 +193,7 @@ def new_metadata(plan: Plan, workers: int, now: float) -> dict:
         "budget_device_s": described["budget_device_s"],
         "versions": versions(), "git_commit": git_commit(), "host": socket.gethostname(),
         "machine": machine_info(),
-        "command": [sys.executable, *sys.argv],
+        "command": command_line(sys.argv),
         "start_time": now, "start_iso": iso(now), "end_time": None, "end_iso": None,
         "status": logs.RUN_RUNNING, "segments": [segment],
         "decision_times": [], "decision_summary": logs.summarize_times([]),

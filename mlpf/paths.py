@@ -17,6 +17,26 @@ FIGURES_DIR = Path(os.environ.get("MLPF_FIGURES_DIR", ROOT / "paper_figures"))
 SPLITS = ("train", "val", "test")
 
 
+def shown(path) -> str:
+    """A path as logs record it: relative to the repository root when it lies inside it (a
+    clone elsewhere records the same), else as it is; other text unchanged."""
+    p = Path(str(path))
+    if p.is_absolute():
+        for q in (p, p.resolve()):  # as written (a venv's python is a link), then resolved
+            try:
+                return q.relative_to(ROOT).as_posix()
+            except (ValueError, OSError):
+                continue
+    return str(path)
+
+
+def command_line(argv: list[str]) -> list[str]:
+    """The command that ran (interpreter and arguments), each path shown by :func:`shown`."""
+    import sys
+
+    return [shown(a) for a in (sys.executable, *argv)]
+
+
 def data_dir(scale: str, split: str) -> Path:
     """Folder of generated Delphes-format files: ``data/<scale>/<split>/``."""
     return DATA_DIR / scale / split

@@ -47,7 +47,7 @@ from mlpf.loss import (
     loss_sums,
 )
 from mlpf.model import ACTIVATIONS, MLPF, decode
-from mlpf.paths import ROOT, data_dir
+from mlpf.paths import ROOT, data_dir, shown
 from mlpf.scales import DEFAULT_SCALE, get_scale
 
 # Per-epoch metrics. epoch is 1-based; train_loss is the mean over the epoch's batches;
@@ -704,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     (out / "config.json").write_text(json.dumps(
         {"config": cfg.to_dict(), "scale": args.scale, "epochs": epochs, "seed": args.seed,
-         "data": str(args.data or data_dir(args.scale, "")),
+         "data": shown(args.data or data_dir(args.scale, "")),
          "n_train": len(data.train), "n_val": len(data.val)}, indent=2) + "\n")
 
     def write_curve(m):
@@ -747,7 +747,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"MLPF        {summary_line(metrics['mlpf'])}")
     print(f"rule-based  {summary_line(metrics['reference_pf'])}")
-    print(f"wrote {out}/learning_curve.csv, config.json, metrics.json, model.pt")
+    print(f"wrote {shown(out)}/learning_curve.csv, config.json, metrics.json, model.pt")
     return 0
 
 

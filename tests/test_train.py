@@ -236,3 +236,15 @@ def test_cli_mistakes_are_one_line_exit_2(argv, needle, capsys):
         rc = e.code
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_logs_show_paths_inside_the_repository_relative_to_it():
+    import sys
+
+    from mlpf.paths import ROOT, command_line, shown
+
+    assert shown(ROOT / "data" / "small") == "data/small"
+    assert shown("/elsewhere/x.pkl.bz2") == "/elsewhere/x.pkl.bz2" and shown("a/b") == "a/b"
+    cmd = command_line([str(ROOT / "experiments" / "search.py"), "--scale", "small"])
+    assert cmd[1:] == ["experiments/search.py", "--scale", "small"]
+    assert str(ROOT) not in cmd[0] or not sys.executable.startswith(str(ROOT))

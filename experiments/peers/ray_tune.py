@@ -96,6 +96,7 @@ from experiments.provenance import git_commit, iso, machine_info, versions
 from experiments.space import FLOAT, INT, INT_GRID, dimensions, problem_for
 from experiments.trainables import get_trainable
 from experiments.trial import Diverged, Ledger, TrialRun, device_seconds
+from mlpf.paths import command_line
 
 EVALUATOR = "ray_tune"  # metadata.json "evaluator" of these searches
 MAX_FAILURES = 10  # consecutive failed trials that end a search, as our searches
@@ -615,7 +616,7 @@ def new_metadata(peer: RayPeer, s: Settings, seed: int, workers: int, trainable,
         "budget_device_s": s.device_budget,
         "versions": versions(("ray",)), "git_commit": git_commit(),
         "host": socket.gethostname(), "machine": machine_info(),
-        "command": [sys.executable, *sys.argv],
+        "command": command_line(sys.argv),
         "start_time": now, "start_iso": iso(now), "end_time": None, "end_iso": None,
         "status": logs.RUN_RUNNING, "segments": [segment],
         "decision_times": [], "decision_summary": logs.summarize_times([]),

@@ -37,6 +37,7 @@ from experiments.methods import Settings
 from experiments.provenance import git_commit, versions
 from experiments.trainables import SyntheticTrainable, unit_hash
 from experiments.trial import Ledger, Recorded, TrialRun, replay_epochs
+from mlpf.paths import command_line
 
 BACKEND = "replay"
 DEVICES = 1  # devices a trial holds unless the table says (Table.devices)
@@ -171,7 +172,7 @@ def write_logs(run: Run, log_dir: Path, method_settings: dict, s: Settings, seed
         "budget_epochs": s.budget, "time_budget_s": s.time_budget,
         "budget_device_s": s.device_budget,
         "versions": versions(), "git_commit": git_commit(), "host": socket.gethostname(),
-        "command": [sys.executable, *sys.argv],
+        "command": command_line(sys.argv),
         "start_time": 0.0, "start_iso": None, "end_time": run.end_time, "end_iso": None,
         "status": logs.RUN_COMPLETE, "segments": [segment],
         "decision_times": run.decision_times,
