@@ -124,50 +124,41 @@ def analyse(per_seed: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
         ps[c] = pd.to_numeric(ps[c], errors="coerce")
     ps = ps.drop_duplicates(["method", "seed"])
     rng = np.random.default_rng(BOOT_SEED)
+    present = set(ps["method"])
+
+    def compare(f: str, fl: pd.DataFrame, m: str) -> list[dict]:
+        """Flavour ``f`` (its rows ``fl``) against method ``m``, per target, paired by seed
+        (the bootstrap draws continue one RNG stream, in this order)."""
+        ref = ps[ps["method"] == m].set_index("seed")
+        seeds = fl.index.intersection(ref.index).sort_values()
+        out = []
+        for tname, col in TARGETS.items():
+            r, cens = log_ratios(ref.loc[seeds, col], fl.loc[seeds, col],
+                                 ref.loc[seeds, "budget_dh"], fl.loc[seeds, "budget_dh"])
+            pos, neg, p = sign_test(r)
+            med, lo, hi = bootstrap_median(r, rng)
+            out.append({"flavour": f, "versus": m, "target": tname, "seeds": len(seeds),
+                        "faster_seeds": pos, "slower_seeds": neg, "ties": len(r) - pos - neg,
+                        "censored_seeds": int(cens.sum()), "speedup": math.exp(med),
+                        "lo95": math.exp(lo), "hi95": math.exp(hi), "p_sign": p})
+        return out
+
     rows, verdicts = [], {}
-    for f in FLAVOURS:
-        if f not in set(ps["method"]):
-            continue
+    for f in (f for f in FLAVOURS if f in present):
         fl = ps[ps["method"] == f].set_index("seed")
-        mine = []
-        for m in OTHERS:
-            if m not in set(ps["method"]):
-                continue
-            ref = ps[ps["method"] == m].set_index("seed")
-            seeds = fl.index.intersection(ref.index).sort_values()
-            for tname, col in TARGETS.items():
-                r, cens = log_ratios(ref.loc[seeds, col], fl.loc[seeds, col],
-                                     ref.loc[seeds, "budget_dh"], fl.loc[seeds, "budget_dh"])
-                pos, neg, p = sign_test(r)
-                med, lo, hi = bootstrap_median(r, rng)
-                mine.append({"flavour": f, "versus": m, "target": tname, "seeds": len(seeds),
-                             "faster_seeds": pos, "slower_seeds": neg,
-                             "ties": len(r) - pos - neg, "censored_seeds": int(cens.sum()),
-                             "speedup": math.exp(med), "lo95": math.exp(lo),
-                             "hi95": math.exp(hi), "p_sign": p})
+        mine = [row for m in OTHERS if m in present for row in compare(f, fl, m)]
         for row, pa in zip(mine, holm([x["p_sign"] for x in mine])):
             row["p_holm"] = pa
             row["outcome"] = outcome(pa, row["lo95"], row["hi95"])
         rows += mine
         if mine:
             verdicts[f] = verdict(pd.DataFrame(mine))
-        for m in SECONDARY:  # secondary: the same statistics, unadjusted, not in the verdict
-            if m not in set(ps["method"]):
-                continue
-            ref = ps[ps["method"] == m].set_index("seed")
-            seeds = fl.index.intersection(ref.index).sort_values()
-            for tname, col in TARGETS.items():
-                r, cens = log_ratios(ref.loc[seeds, col], fl.loc[seeds, col],
-                                     ref.loc[seeds, "budget_dh"], fl.loc[seeds, "budget_dh"])
-                pos, neg, p = sign_test(r)
-                med, lo, hi = bootstrap_median(r, rng)
-                rows.append({"flavour": f, "versus": m, "target": tname, "seeds": len(seeds),
-                             "faster_seeds": pos, "slower_seeds": neg,
-                             "ties": len(r) - pos - neg, "censored_seeds": int(cens.sum()),
-                             "speedup": math.exp(med), "lo95": math.exp(lo),
-                             "hi95": math.exp(hi), "p_sign": p, "p_holm": math.nan,
-                             "outcome": "secondary (unadjusted): "
-                                        + outcome(p, math.exp(lo), math.exp(hi))})
+        for m in (m for m in SECONDARY if m in present):  # unadjusted, not in the verdict
+            for row in compare(f, fl, m):
+                row["p_holm"] = math.nan
+                row["outcome"] = "secondary (unadjusted): " + outcome(row["p_sign"],
+                                                                      row["lo95"], row["hi95"])
+                rows.append(row)
     cols = ["flavour", "versus", "target", "seeds", "faster_seeds", "slower_seeds", "ties",
             "censored_seeds", "speedup", "lo95", "hi95", "p_sign", "p_holm", "outcome"]
     return pd.DataFrame(rows, columns=cols), verdicts
