@@ -1,13 +1,16 @@
-"""Raw HPO logs -> tidy pandas tables. The only module that knows the log layout.
+"""Raw HPO logs -> tidy pandas tables.
 
 One search writes ``results/<scale>/<method>/seed<k>/`` with
     results.csv          DeepHyper 0.13: one row per trial (p:<hp>, objective, job_id, m:<meta>)
     learning_curves.csv  one row per trial and epoch (written by the search driver)
     metadata.json        method, settings, workers, start/end time, status, decision_times
 
-Every column and key name of that contract is defined once, below. The loader is tolerant:
-missing metadata columns, a missing learning_curves.csv, an interrupted search without
-end_time all give a :class:`LogWarning` and the best table that can still be built.
+The layout, every column and key name, their types and valid ranges are the log schema of
+:mod:`experiments.logs` (the one module the analysis imports from experiments/); this module
+reads it. The loader is tolerant: missing metadata columns, a missing learning_curves.csv, an
+interrupted search without end_time all give a :class:`LogWarning` and the best table that can
+still be built; a damaged row (a cut line, text in a numeric cell, a negative time) is reported
+by its line and skipped.
 
 Usage:
     runs = load_scale(RESULTS_DIR / "small")     # {method: {seed: Search}}
@@ -19,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import re
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -28,82 +30,72 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-# ---- file names ---------------------------------------------------------------------------
-RESULTS_CSV = "results.csv"
-CURVES_CSV = "learning_curves.csv"
-METADATA_JSON = "metadata.json"
-SEED_DIR = re.compile(r"^seed(\d+)$")
-DEFAULT_METHOD = "default"  # the untuned reference configuration, one trial trained to max_t
-# results/<scale>/replay/<method>/seed<k>/: the same searches replayed on recorded learning
-# curves with simulated time (analysis.replay). Never a method of the live searches; neither
-# are files beside the method folders (the learning-curve table lctable.csv / lctable.json).
-REPLAY_DIR = "replay"
-NOT_METHOD_DIRS = (REPLAY_DIR,)
+from experiments import logs
+from experiments.logs import (  # noqa: F401 - the schema, re-exported for analysis modules
+    DEFAULT_METHOD,
+    DEVICES,
+    EPOCH,
+    EPOCH_SECONDS,
+    FAILED_PREFIX,
+    HP_PREFIX,
+    JOB_ID,
+    LCTABLE_CSV,
+    LCTABLE_JSON,
+    LEARNING_CURVES_CSV,
+    M_BEST_VAL_LOSS,
+    M_BUDGET,
+    M_EPOCHS,
+    M_REASON,
+    M_STATUS,
+    M_TIMESTAMP_GATHER,
+    M_TIMESTAMP_SUBMIT,
+    M_TRIAL_END,
+    M_TRIAL_START,
+    MAX_T,
+    MD_BACKEND,
+    MD_DECISIONS,
+    MD_END,
+    MD_EVALUATOR,
+    MD_METHOD,
+    MD_SCALE,
+    MD_SEED,
+    MD_SEGMENTS,
+    MD_SETTINGS,
+    MD_SETTINGS_ALIASES,
+    MD_START,
+    MD_STATUS,
+    MD_TRAINABLE,
+    MD_WORKERS,
+    META_PREFIX,
+    METADATA_JSON,
+    OBJECTIVE,
+    REFERENCE_CSV,
+    REPLAY_DIR,
+    RESULTS_CSV,
+    SCHEDULE_KEYS,
+    SEED_DIR,
+    T_END,
+    T_START,
+    TABLE_CONFIG_ID,
+    TABLE_REPLICATE,
+    TABLE_STATUS,
+    TRAIN_LOSS,
+    VAL_LOSS,
+    WORKER,
+)
 
-# ---- results.csv (DeepHyper 0.13) ---------------------------------------------------------
-HP_PREFIX = "p:"  # one column per hyperparameter
-# p: columns that schedule a job rather than configure the model (Hyperband's budget, bracket,
-# rung and trial number): never hyperparameters.
-SCHEDULE_KEYS = ("budget", "hb_bracket", "hb_rung", "hb_trial")
-META_PREFIX = "m:"  # metadata columns
-OBJECTIVE = "objective"  # -final val_loss, or a string starting with "F" for a failed trial
-FAILED_PREFIX = "F"
-JOB_ID = "job_id"
-SUBMIT = "m:timestamp_submit"
-GATHER = "m:timestamp_gather"
-STATUS = "m:status"
-REASON = "m:reason"
-EPOCHS = "m:epochs"
-BUDGET = "m:budget"
-BEST_VAL_LOSS = "m:best_val_loss"
-TRIAL_START = "m:trial_start"  # seconds since the search began, measured in the worker
-TRIAL_END = "m:trial_end"
+# Never a method of the live searches: the replay folder; neither are files beside the method
+# folders (the learning-curve table lctable.csv / lctable.json).
+NOT_METHOD_DIRS = (REPLAY_DIR,)
+MD_COMPLETE = logs.RUN_COMPLETE  # metadata status of a search that ended as planned
 
 # Trial status values written in m:status, plus one the loader adds for trials that have
 # epochs in learning_curves.csv but no row in results.csv (an interrupted search).
-OK, STOPPED, FAILED, UNFINISHED = "ok", "stopped", "failed", "unfinished"
+OK, STOPPED, FAILED = logs.STATUS_OK, logs.STATUS_STOPPED, logs.STATUS_FAILED
+UNFINISHED = "unfinished"
 STATUSES = (OK, STOPPED, FAILED, UNFINISHED)
-
-# ---- learning_curves.csv ------------------------------------------------------------------
-EPOCH = "epoch"
-VAL_LOSS = "val_loss"
-TRAIN_LOSS = "train_loss"
-EPOCH_SECONDS = "epoch_seconds"  # wall seconds of this epoch
-T_START = "t_start"  # seconds since the search began
-T_END = "t_end"
-WORKER = "worker"
-DEVICES = "devices"  # devices the trial held; compute = epoch_seconds x devices
 CURVE_COLUMNS = (JOB_ID, EPOCH, VAL_LOSS, TRAIN_LOSS, EPOCH_SECONDS, T_START, T_END, WORKER,
-                 DEVICES)
-
-# ---- metadata.json ------------------------------------------------------------------------
-MD_METHOD = "method"
-MD_SETTINGS = "settings"  # dict: max_t, grace, eta, ...
-MD_SETTINGS_ALIASES = ("settings", "method_settings", "method_config")
-MD_TRAINABLE = "trainable"  # what was trained: "mlpf", or "synthetic" (a test function)
-MD_SCALE = "scale"
-MD_SEED = "seed"
-MD_EVALUATOR = "evaluator"
-MD_WORKERS = "workers"
-MD_START = "start_time"  # epoch seconds
-MD_END = "end_time"
-MD_STATUS = "status"  # complete / interrupted
-MD_BACKEND = "backend"  # "replay" for replayed searches (simulated time); absent when live
-MD_DECISIONS = "decision_times"  # seconds the search spent per decision
-MD_COMPLETE = "complete"
-MD_SEGMENTS = "segments"  # one dict per run of a resumed search: start_time, end_time, workers
-MAX_T = "max_t"
-
-# ---- lctable.csv: the learning-curve table replayed searches look up (one row per
-# configuration and epoch; configuration 0 is the untuned default)
-LCTABLE_CSV = "lctable.csv"
-LCTABLE_JSON = "lctable.json"  # its metadata: "max_t" = epochs every configuration trains
-LCTABLE_CONFIG = "config_id"
-LCTABLE_STATUS = "status"  # ok | failed
-LCTABLE_REPLICATE = "replicate"  # training seed index; absent in tables from before: all 0
-# in a replay folder on a surrogate: the surrogate's own final losses in the table's format
-# (experiments.surrogate.write_reference), the reference for targets and the best known loss
-REFERENCE_CSV = "reference.csv"
+                 DEVICES)  # the columns every learning_curves.csv has (logs.LC_COLUMNS' first)
 
 # ---- derived columns of the tidy tables ---------------------------------------------------
 DEVICE_HOURS = "device_hours"  # epoch_seconds * devices / 3600
@@ -219,12 +211,32 @@ def hp_columns(df: pd.DataFrame) -> list[str]:
             if c.startswith(HP_PREFIX) and c[len(HP_PREFIX):] not in SCHEDULE_KEYS]
 
 
+def _job_numbers(ids: pd.Series) -> pd.Series:
+    """Job ids as logs.job_number reads them (``"<search>.<n>"`` or ``n``), NaN where a cell
+    is not one or lies outside the schema's range."""
+    def one(v):
+        try:
+            n = logs.job_number(v)
+        except (TypeError, ValueError):
+            return math.nan
+        return math.nan if logs.out_of_range(JOB_ID, n) else n
+
+    return ids.map(one).astype(float)
+
+
 def _read_results(path: Path) -> pd.DataFrame:
-    df = pd.read_csv(path, on_bad_lines="skip")
+    df = logs.read_checked_csv(path, warn=warn)  # cut lines and undecodable bytes reported
     if JOB_ID not in df.columns:
         df[JOB_ID] = np.arange(len(df))
-    if df[JOB_ID].dtype == object:  # "<search>.<n>" -> n, as learning_curves.csv has it
-        df[JOB_ID] = df[JOB_ID].astype(str).str.split(".").str[-1].astype(int)
+    jobs = _job_numbers(df[JOB_ID])
+    if jobs.isna().any():
+        warn(f"{path}: {int(jobs.isna().sum())} row(s) whose {JOB_ID} is not a job number; "
+             "skipped")
+    df = df[jobs.notna()].assign(**{JOB_ID: jobs[jobs.notna()].astype(int)})
+    if df[JOB_ID].duplicated().any():
+        warn(f"{path}: {int(df[JOB_ID].duplicated().sum())} duplicated {JOB_ID} row(s); the "
+             "last of each kept")
+        df = df.drop_duplicates(JOB_ID, keep="last")
     if OBJECTIVE not in df.columns:
         warn(f"{path}: no '{OBJECTIVE}' column; every trial counts as failed")
         df[OBJECTIVE] = FAILED_PREFIX
@@ -235,12 +247,19 @@ def _read_results(path: Path) -> pd.DataFrame:
 
 
 def _read_curves(path: Path) -> pd.DataFrame:
-    # A line cut by a killed search has too few fields: skip it rather than fail.
-    df = pd.read_csv(path, on_bad_lines="skip").dropna(subset=[JOB_ID, EPOCH])
-    missing = [c for c in (JOB_ID, EPOCH, VAL_LOSS, EPOCH_SECONDS, T_END) if c not in df.columns]
-    if missing:
-        warn(f"{path}: missing columns {missing}; learning curves ignored")
+    # A line cut by a killed search, text in a numeric cell, a value outside the schema's
+    # range (a negative time or loss): reported by line and skipped, as the resume does.
+    try:
+        df = logs.read_checked_csv(path, (JOB_ID, EPOCH), (VAL_LOSS, EPOCH_SECONDS, T_END),
+                                   warn=warn, optional=tuple(logs.LC_TYPES))
+    except logs.LogError as e:
+        warn(f"{e}; learning curves ignored")
         return _empty_curves()
+    key = [JOB_ID, EPOCH]
+    if df.duplicated(key).any():
+        warn(f"{path}: {int(df.duplicated(key).sum())} duplicated ({JOB_ID}, {EPOCH}) row(s); "
+             "the first of each kept")
+        df = df.drop_duplicates(key, keep="first")
     if DEVICES not in df.columns:
         warn(f"{path}: no '{DEVICES}' column; assuming 1 device per trial")
         df[DEVICES] = 1
@@ -266,24 +285,33 @@ def load_search(path: Path, method: str | None = None, seed: int | None = None) 
     if seed is None:
         m = SEED_DIR.match(path.name)
         seed = int(m.group(1)) if m else 0
-    files = {n: path / n for n in (RESULTS_CSV, CURVES_CSV, METADATA_JSON)}
+    files = {n: path / n for n in (RESULTS_CSV, LEARNING_CURVES_CSV, METADATA_JSON)}
     if not any(f.exists() for f in files.values()):
         raise MissingLogsError(f"no HPO logs in {path}")
     metadata = {}
     if files[METADATA_JSON].exists():
         try:
-            metadata = json.loads(files[METADATA_JSON].read_text())
-        except json.JSONDecodeError as e:
+            metadata = json.loads(files[METADATA_JSON].read_bytes().decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             warn(f"{files[METADATA_JSON]}: unreadable ({e}); metadata ignored")
+        if not isinstance(metadata, dict):
+            warn(f"{files[METADATA_JSON]}: not a JSON object; metadata ignored")
+            metadata = {}
     else:
         warn(f"{path}: no {METADATA_JSON}; workers, times and settings unknown")
-    curves = _read_curves(files[CURVES_CSV]) if files[CURVES_CSV].exists() else _empty_curves()
-    if not files[CURVES_CSV].exists():
-        warn(f"{path}: no {CURVES_CSV}; compute and best-so-far curves unavailable")
+    curves = _read_curves(files[LEARNING_CURVES_CSV]) \
+        if files[LEARNING_CURVES_CSV].exists() else _empty_curves()
+    if not files[LEARNING_CURVES_CSV].exists():
+        warn(f"{path}: no {LEARNING_CURVES_CSV}; compute and best-so-far curves unavailable")
+    results = None
     if files[RESULTS_CSV].exists():
-        results = _read_results(files[RESULTS_CSV])
-    else:
-        warn(f"{path}: no {RESULTS_CSV}; trials taken from {CURVES_CSV}")
+        try:
+            results = _read_results(files[RESULTS_CSV])
+        except logs.LogError as e:
+            warn(f"{e}; trials taken from {LEARNING_CURVES_CSV}")
+    if results is None:
+        if not files[RESULTS_CSV].exists():
+            warn(f"{path}: no {RESULTS_CSV}; trials taken from {LEARNING_CURVES_CSV}")
         results = pd.DataFrame({JOB_ID: pd.Series(dtype=curves[JOB_ID].dtype),
                                 OBJECTIVE: pd.Series(dtype=float),
                                 "failed": pd.Series(dtype=bool)})
@@ -334,11 +362,11 @@ def _read_lctable(path: Path, what: str) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     df = pd.read_csv(path, on_bad_lines="skip")
-    if not {LCTABLE_CONFIG, EPOCH, VAL_LOSS}.issubset(df.columns):
+    if not {TABLE_CONFIG_ID, EPOCH, VAL_LOSS}.issubset(df.columns):
         warn(f"{path}: not a learning-curve table; no {what} taken from it")
         return None
-    if LCTABLE_REPLICATE in df.columns:
-        df = df[pd.to_numeric(df[LCTABLE_REPLICATE], errors="coerce") == 0]
+    if TABLE_REPLICATE in df.columns:
+        df = df[pd.to_numeric(df[TABLE_REPLICATE], errors="coerce") == 0]
     return df
 
 
@@ -349,9 +377,9 @@ def table_default_loss(path: Path) -> float | None:
     df = _read_lctable(path, "default loss")
     if df is None:
         return None
-    d = df[df[LCTABLE_CONFIG] == 0]
-    if LCTABLE_STATUS in d.columns:
-        d = d[d[LCTABLE_STATUS].astype(str) == OK]
+    d = df[df[TABLE_CONFIG_ID] == 0]
+    if TABLE_STATUS in d.columns:
+        d = d[d[TABLE_STATUS].astype(str) == OK]
     d = d.dropna(subset=[VAL_LOSS]).sort_values(EPOCH, kind="mergesort")
     return float(d[VAL_LOSS].iloc[-1]) if len(d) else None
 
@@ -374,11 +402,11 @@ def table_final_losses(path: Path) -> pd.Series:
     if max_t is None:
         max_t = int(df[EPOCH].max())
     d = df[df[EPOCH] == max_t]
-    if LCTABLE_STATUS in d.columns:
-        d = d[d[LCTABLE_STATUS].astype(str) == OK]
+    if TABLE_STATUS in d.columns:
+        d = d[d[TABLE_STATUS].astype(str) == OK]
     d = d.assign(**{VAL_LOSS: pd.to_numeric(d[VAL_LOSS], errors="coerce")})
-    d = d[np.isfinite(d[VAL_LOSS])].drop_duplicates(LCTABLE_CONFIG, keep="last")
-    out = d.set_index(LCTABLE_CONFIG)[VAL_LOSS].sort_index()
+    d = d[np.isfinite(d[VAL_LOSS])].drop_duplicates(TABLE_CONFIG_ID, keep="last")
+    out = d.set_index(TABLE_CONFIG_ID)[VAL_LOSS].sort_index()
     out.attrs[MAX_T] = max_t
     return out
 
@@ -434,13 +462,13 @@ def trial_table(s: Search) -> pd.DataFrame:
     for col in (N_EPOCHS, DEVICE_HOURS, T_START, T_END, LAST_EPOCH):
         if col not in df.columns:
             df[col] = np.nan
-    if EPOCHS in df.columns:  # the writer's count wins only where no curve exists
-        df[N_EPOCHS] = df[N_EPOCHS].fillna(pd.to_numeric(df[EPOCHS], errors="coerce"))
+    if M_EPOCHS in df.columns:  # the writer's count wins only where no curve exists
+        df[N_EPOCHS] = df[N_EPOCHS].fillna(pd.to_numeric(df[M_EPOCHS], errors="coerce"))
     df[N_EPOCHS] = df[N_EPOCHS].fillna(0).astype(int)
     df[DEVICE_HOURS] = df[DEVICE_HOURS].fillna(0.0)
 
     # Status: trust the writer, derive it where missing.
-    budget_col = BUDGET if BUDGET in df.columns else HP_PREFIX + "budget"
+    budget_col = M_BUDGET if M_BUDGET in df.columns else HP_PREFIX + "budget"
     budget = pd.to_numeric(df[budget_col], errors="coerce") if budget_col in df.columns else None
     if budget is None or budget.isna().all():
         budget = pd.Series(s.max_t, index=df.index)
@@ -451,19 +479,19 @@ def trial_table(s: Search) -> pd.DataFrame:
     derived = np.where(failed, FAILED,
                        np.where(budget.isna() | (df[LAST_EPOCH] >= budget), OK, STOPPED))
     status = pd.Series(derived, index=df.index, dtype=object)
-    if STATUS in df.columns:
-        given = df[STATUS].astype(object).where(df[STATUS].notna())
+    if M_STATUS in df.columns:
+        given = df[M_STATUS].astype(object).where(df[M_STATUS].notna())
         status = given.where(given.isin(STATUSES), status)
     status[~in_results] = UNFINISHED
     df["status"] = status
-    df[BUDGET] = budget
-    if REASON not in df.columns:
-        df[REASON] = ""
+    df[M_BUDGET] = budget
+    if M_REASON not in df.columns:
+        df[M_REASON] = ""
     df["method"], df["seed"] = s.method, s.seed
     hps = [c for c in df.columns if c.startswith(HP_PREFIX)]
     df["max_t"] = s.max_t
     cols = ["method", "seed", JOB_ID, "status", FINAL_LOSS, BEST_LOSS, N_EPOCHS, LAST_EPOCH,
-            DEVICE_HOURS, T_START, T_END, REASON, BUDGET, "max_t", *hps]
+            DEVICE_HOURS, T_START, T_END, M_REASON, M_BUDGET, "max_t", *hps]
     return df[cols].sort_values(JOB_ID, kind="mergesort").reset_index(drop=True)
 
 

@@ -65,9 +65,9 @@ import pandas as pd  # noqa: E402
 
 from analysis import figures, tables  # noqa: E402
 from analysis.logs import (  # noqa: E402
-    CURVES_CSV,
     DEFAULT_METHOD,
     LCTABLE_CSV,
+    LEARNING_CURVES_CSV,
     MD_BACKEND,
     MD_COMPLETE,
     MD_STATUS,
@@ -137,7 +137,8 @@ def check_logs(root: Path, required=EXPECTED, min_seeds: int = MIN_SEEDS,
     for m, sdirs in found.items():
         bad = []
         for sd in sdirs:
-            lacks = [f for f in (RESULTS_CSV, CURVES_CSV, METADATA_JSON) if not (sd / f).exists()]
+            lacks = [f for f in (RESULTS_CSV, LEARNING_CURVES_CSV,
+                                        METADATA_JSON) if not (sd / f).exists()]
             if lacks:
                 bad.append(f"{sd.name} lacks {', '.join(lacks)}")
                 continue

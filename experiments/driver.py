@@ -37,19 +37,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from experiments import dhcompat, logs
-from experiments.cli import duration
+from experiments import bookkeeping, dhcompat, logs
+from experiments.bookkeeping import Books, Budget, Progress
 from experiments.methods import build, get_method, method_metadata, settings_for
-from experiments.provenance import git_commit, iso, machine_info, versions
 from experiments.schedulers import ASHAStopper
 from experiments.space import problem_for
 from experiments.trainables import get_trainable
 from experiments.trial import StorageLedger
-from mlpf.paths import command_line
 
 RESUME_SEED_STRIDE = 7919  # a resumed segment reseeds its sampler: no replay of old configs
 META_WRITE_INTERVAL = 30.0  # seconds between metadata writes while running (survive SIGKILL)
-MAX_FAILURES = 10  # consecutive failed trials that end a search (0: never)
+MAX_FAILURES = bookkeeping.MAX_FAILURES  # consecutive failed trials that end a search
 
 
 class PlanError(ValueError):
@@ -173,93 +171,29 @@ def design(method: str, settings) -> dict:
 
 def new_metadata(plan: Plan, workers: int, now: float) -> dict:
     """metadata.json of a new search, or of a new segment of a resumed one."""
-    segment = {"start_time": now, "end_time": None, "status": logs.RUN_RUNNING,
-               "workers": workers, "evaluator": plan.evaluator, "host": socket.gethostname()}
     if plan.previous is not None:  # resume: keep the search's start, add a segment
         meta = dict(plan.previous)
         meta["segments"] = [dict(sg) for sg in meta.get("segments", [])]
         # a segment that crashed still spent its time: charge it against the time budget
         logs.close_crashed_segments(meta, logs.last_activity(plan.log_dir, meta))
-        meta["segments"].append(segment)
+        meta["segments"].append({"start_time": now, "end_time": None,
+                                 "status": logs.RUN_RUNNING, "workers": workers,
+                                 "evaluator": plan.evaluator, "host": socket.gethostname()})
         meta.update(status=logs.RUN_RUNNING, workers=workers, evaluator=plan.evaluator)
         return meta
     described = method_metadata(plan.method, plan.settings)
-    return {
-        "method": plan.method, "scale": plan.scale, "seed": plan.seed,
-        "evaluator": plan.evaluator, "workers": workers, "trainable": plan.trainable,
-        "trainable_options": plan.meta.get("trainable_options", {}),
-        logs.LOSS: plan.meta.get(logs.LOSS), "method_settings": described,
-        "budget_epochs": described["budget_epochs"], "time_budget_s": described["time_budget_s"],
-        "budget_device_s": described["budget_device_s"],
-        "versions": versions(), "git_commit": git_commit(), "host": socket.gethostname(),
-        "machine": machine_info(),
-        "command": command_line(sys.argv),
-        "start_time": now, "start_iso": iso(now), "end_time": None, "end_iso": None,
-        "status": logs.RUN_RUNNING, "segments": [segment],
-        "decision_times": [], "decision_summary": logs.summarize_times([]),
-    }
+    return bookkeeping.new_metadata(
+        method=plan.method, scale=plan.scale, seed=plan.seed, evaluator=plan.evaluator,
+        workers=workers, trainable=plan.trainable, method_settings=described,
+        budget_epochs=described["budget_epochs"], time_budget_s=described["time_budget_s"],
+        budget_device_s=described["budget_device_s"], start_time=now,
+        trainable_options=plan.meta.get("trainable_options", {}),
+        loss=plan.meta.get(logs.LOSS))
 
 
 def finish_meta(meta: dict, status: str, epochs: int, n_trials: int, now: float) -> None:
-    meta.update(status=status, end_time=now, end_iso=iso(now), epochs_trained=epochs,
-                n_trials=n_trials, decision_summary=logs.summarize_times(meta["decision_times"]))
-    meta["segments"][-1].update(end_time=now, status=status)
-
-
-# ------------------------------------------------------------------------------ progress
-class Progress:
-    """One status line on stderr: redrawn on a terminal, a plain line every 30 s otherwise.
-
-    It shows the trials, the budget used (device-seconds where that budget is set, and
-    epochs), the best loss, the elapsed wall time and an ETA (elapsed x left / used of the
-    budget that binds first); the closing line says what stopped the search."""
-
-    def __init__(self, label: str, budget: int, stream=sys.stderr,
-                 device_budget: float | None = None):
-        self.label, self.budget, self.stream = label, budget, stream
-        self.device_budget = device_budget
-        self.tty = stream.isatty() and not os.environ.get("CI")
-        self.interval = 0.2 if self.tty else 30.0
-        self.last = -math.inf
-        self.last_line = ""
-        self.t0 = time.monotonic()
-
-    def due(self) -> bool:
-        """Whether the next :meth:`update` would draw (the interval has passed)."""
-        return time.monotonic() - self.last >= self.interval
-
-    def fraction(self, epochs: int, device: float) -> float:
-        """The share of the binding budget used, in [0, 1]."""
-        f = epochs / self.budget if self.budget else 0.0
-        if self.device_budget:
-            f = max(f, device / self.device_budget)
-        return min(1.0, max(0.0, f))
-
-    def update(self, counts: dict, best: float, epochs: int, running: int, final=False,
-               device: float = 0.0, reason: str | None = None):
-        now = time.monotonic()
-        if not final and now - self.last < self.interval:
-            return
-        self.last = now
-        best_s = f"{best:.4g}" if math.isfinite(best) else "-"
-        used = f"epochs {epochs}/{self.budget}"
-        if self.device_budget:
-            used = f"device {device:.0f}/{self.device_budget:.0f} s, " + used
-        elapsed = now - self.t0
-        line = (f"[{self.label}] trials {sum(counts.values())} (ok {counts['ok']}, stopped "
-                f"{counts['stopped']}, failed {counts['failed']}), running {running} | "
-                f"{used} | best val_loss {best_s} | elapsed {duration(elapsed)}")
-        f = self.fraction(epochs, device)
-        if final:
-            line += f" | done: {reason or 'complete'}"
-        elif 0.0 < f < 1.0:
-            line += f", ETA {duration(elapsed * (1.0 - f) / f)}"
-        if final and line == self.last_line and not self.tty:
-            return  # already printed
-        self.last_line = line
-        end = "\n" if (final or not self.tty) else ""
-        self.stream.write(("\r\033[K" if self.tty else "") + line + end)
-        self.stream.flush()
+    bookkeeping.close_metadata(meta, status, end_time=now, epochs=epochs, n_trials=n_trials,
+                               stopped_by=meta.get(logs.MD_STOPPED_BY))
 
 
 # ------------------------------------------------------------------------------ restore
@@ -341,11 +275,8 @@ class Manager:
         self.log_dir = plan.log_dir
         self.pending: list = []
         self.stop_requested = self.waiting = False
-        self.counts = {logs.STATUS_OK: 0, logs.STATUS_STOPPED: 0, logs.STATUS_FAILED: 0}
-        self.best = math.inf
-        self.failures = 0  # consecutive failed trials
+        self.books: Books | None = None  # after prepare
         self.write_error: OSError | None = None  # a log write failed (disk full)
-        self.last_failure = ""
         self.bar = Progress(f"{plan.method} {plan.scale} seed{plan.seed}",
                             meta["budget_epochs"], device_budget=meta.get("budget_device_s")) \
             if progress else None
@@ -374,38 +305,21 @@ class Manager:
         dhcompat.attach(self.ev, self.search)
         self.epochs = restore(self.search, self.ev, results_df, lc_df)
 
-        self.budget = self.meta["budget_epochs"]
-        self.device_budget = self.meta.get("budget_device_s")
         self.ledger = StorageLedger(dhcompat.storage(self.ev), dhcompat.search_id(self.ev))
-        self.deadline = logs.deadline(self.meta)
-        self.meta.pop("stopped_by", None)
+        self.books = Books(Budget(self.meta["budget_epochs"], logs.deadline(self.meta),
+                                  self.meta.get("budget_device_s"), self.plan.max_failures))
+        self.meta.pop(logs.MD_STOPPED_BY, None)
         for job in self.search.history.jobs:
-            self._count(job)
-        self.failures = 0  # a resume is a new attempt: failures count from here
-
-    def _count(self, job) -> None:
-        status = job.metadata.get(logs.STATUS) or logs.STATUS_FAILED
-        self.counts[status] += 1
-        v = job.metadata.get(logs.BEST_VAL_LOSS)
-        if isinstance(v, (int, float)) and math.isfinite(v):
-            self.best = min(self.best, v)
-        if status == logs.STATUS_FAILED:
-            self.failures += 1
-            self.last_failure = job.metadata.get(logs.REASON) or str(job.objective)
-        else:
-            self.failures = 0
+            self.books.record(job.metadata, job.objective)
+        self.books.restart()  # a resume is a new attempt: its stop and failures count anew
 
     # ---------------------------------------------------------------- loop
     def _budget_left(self) -> bool:
-        if self.epochs >= self.budget:
-            self.meta["stopped_by"] = "epochs"
-        elif self.deadline is not None and self.clock() >= self.deadline:
-            self.meta["stopped_by"] = "time"
-        if self.device_budget and self.ledger.total() >= self.device_budget:
-            self.meta["stopped_by"] = "device_budget"
-        if self.plan.max_failures and self.failures >= self.plan.max_failures:
-            self.meta["stopped_by"] = "failures"
-        return not self.meta.get("stopped_by")
+        left = self.books.check(epochs=self.epochs, now=self.clock(),
+                                device=self.ledger.total(),
+                                trials=self.books.trials + len(dhcompat.running(self.ev)))
+        self.meta[logs.MD_STOPPED_BY] = self.books.stopped_by
+        return left
 
     def loop(self) -> None:
         """tell -> ask -> submit -> gather until no trial runs and the budget is spent."""
@@ -440,10 +354,10 @@ class Manager:
             self.pending = got[0] + got[1] if isinstance(got, tuple) else got
             for job in self.pending:
                 self.epochs += int(job.metadata.get(logs.EPOCHS) or 0)
-                self._count(job)
+                self.books.record(job.metadata, job.objective)
             if self.bar and self.bar.due():
-                self.bar.update(self.counts, self.best, self.epochs, len(dhcompat.running(ev)),
-                                device=self.ledger.total())
+                self.bar.update(self.books.counts, self.books.best, self.epochs,
+                                len(dhcompat.running(ev)), device=self.ledger.total())
             if self.durable and time.monotonic() - last_meta_write > META_WRITE_INTERVAL:
                 finish_meta(self.meta, logs.RUN_RUNNING, self.epochs,
                             len(search.history) + len(self.pending), self.clock())
@@ -469,10 +383,10 @@ class Manager:
         search = self.search
         if self.pending:
             search.history.extend(self.pending)
-        if status == logs.RUN_COMPLETE and self.meta.get("stopped_by") == "failures":
-            status = logs.RUN_FAILED
-            self.meta["failure"] = (f"{self.failures} consecutive trials failed (last: "
-                                    f"{self.last_failure})")
+        status = bookkeeping.final_status(status == logs.RUN_INTERRUPTED,
+                                          self.meta.get(logs.MD_STOPPED_BY))
+        if status == logs.RUN_FAILED:
+            self.meta["failure"] = self.books.failure_text()
         if status != logs.RUN_INTERRUPTED:
             self.ev.close()
         if status == logs.RUN_COMPLETE:
@@ -484,22 +398,20 @@ class Manager:
             logs.write_json(self.log_dir / logs.METADATA_JSON, self.meta)
         except OSError as e:
             self.write_error = self.write_error or e
-        if self.bar:
-            reason = {logs.RUN_INTERRUPTED: "interrupted (resume with --resume)",
-                      logs.RUN_FAILED: "ended by failed trials"}.get(status)
-            if reason is None:
-                reason = f"stopped by {self.meta.get('stopped_by') or 'its searcher'}"
-            self.bar.update(self.counts, self.best, self.epochs, 0, final=True,
-                            device=self._spent(), reason=reason)
+        if self.bar and self.books is not None:
+            self.bar.update(self.books.counts, self.books.best, self.epochs, 0, final=True,
+                            device=self._spent(),
+                            reason=bookkeeping.closing_reason(status,
+                                                              self.meta.get(logs.MD_STOPPED_BY)))
         if self.write_error is not None:
             print(f"error: cannot write the logs in {self.log_dir} ({self.write_error}); the "
                   "files there hold everything up to their last complete write: free space "
                   "and continue with --resume", file=sys.stderr)
-            return 1
+            return bookkeeping.exit_code(logs.RUN_FAILED)
         if status == logs.RUN_FAILED:
             print(f"error: {self.plan.log_dir}: search stopped: {self.meta['failure']}",
                   file=sys.stderr)
-        return {logs.RUN_COMPLETE: 0, logs.RUN_FAILED: 1}.get(status, 143)
+        return bookkeeping.exit_code(status)
 
     def _spent(self) -> float:
         try:

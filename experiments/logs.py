@@ -9,7 +9,12 @@
 - ``metadata.json``: the method and its settings, scale, seed, evaluator, workers, versions,
   git commit, host, start/end times and the manager's decision times.
 
-The column names below are the contract with the analysis: they are defined here only.
+This module is the log schema, written once: file names, the columns of every CSV with their
+types and valid ranges (:data:`LC_TYPES`, :data:`RANGES`), the prefixed columns of results.csv
+(``p:``, ``m:``), the keys of metadata.json (``MD_*``), the learning-curve table's columns
+(``TABLE_*``) and how a job id reads (:func:`job_number`). Every writer (the driver, the
+workers, the simulated and Ray Tune peers, the table builder) and the analysis' reader
+(:mod:`analysis.logs`) import their names from here.
 """
 
 from __future__ import annotations
@@ -29,6 +34,11 @@ import pandas as pd
 RESULTS_CSV = "results.csv"
 LEARNING_CURVES_CSV = "learning_curves.csv"
 METADATA_JSON = "metadata.json"
+# results/<scale>/<method>/seed<k>/: one search; results/<scale>/replay/<method>/seed<k>/: the
+# same searches replayed on a learning-curve table in simulated time
+SEED_DIR = re.compile(r"^seed(\d+)$")
+REPLAY_DIR = "replay"
+DEFAULT_METHOD = "default"  # the untuned reference configuration, one trial trained to max_t
 
 # learning_curves.csv
 JOB_ID = "job_id"  # int, DeepHyper's job id (the number after the dot), unique in a search
@@ -67,7 +77,31 @@ CLAIM1_RUN_COLUMNS = (REFERENCE, LR, SEED, "epochs", VAL_LOSS, VAL_LOSS_REG, *VA
 CLAIM1_LC_COLUMNS = (REFERENCE, LR, SEED, EPOCH, VAL_LOSS, VAL_LOSS_REG, *VAL_COMPONENTS,
                      TRAIN_LOSS, EPOCH_SECONDS, EPOCH_CPU_SECONDS)
 
-# results.csv metadata written by the run-function (DeepHyper prefixes them with "m:")
+# ---- results.csv (DeepHyper 0.13's layout): one row per trial
+HP_PREFIX = "p:"  # p:<hyperparameter>, and p:<schedule key> for scheduled jobs
+META_PREFIX = "m:"  # m:<trial metadata>
+OBJECTIVE = "objective"  # -final val_loss, or "F_<reason>" for a failed trial
+FAILED_PREFIX = "F"
+JOB_STATUS = "job_status"  # DeepHyper's: DONE
+# Keys a scheduled job carries next to the hyperparameters (p:<key> in results.csv): never
+# hyperparameters of the model.
+BUDGET_KEY = "budget"  # epochs to train this job for (a Hyperband rung's budget)
+HB_KEYS = ("hb_bracket", "hb_rung", "hb_trial")  # bracket number, rung index, trial number
+SCHEDULE_KEYS = (BUDGET_KEY, *HB_KEYS)
+
+
+def job_number(job_id) -> int:
+    """A job id as DeepHyper writes it (``"<search>.<n>"``) or as the logs keep it (``n``)
+    -> n."""
+    return int(str(job_id).rpartition(".")[2])
+
+
+def job_search(job_id) -> str:
+    """The search part of a DeepHyper job id: ``"0.17"`` -> ``"0"``."""
+    return str(job_id).partition(".")[0]
+
+
+# the trial metadata the run-function writes (DeepHyper prefixes them with "m:")
 STATUS = "status"  # ok | stopped | failed
 STATUS_OK, STATUS_STOPPED, STATUS_FAILED = "ok", "stopped", "failed"
 REASON = "reason"  # failure reason ("diverged", "oom", "error:ValueError", ...) or ""
@@ -80,10 +114,99 @@ TRIAL_WORKER = "worker"
 TRIAL_METADATA = (STATUS, REASON, EPOCHS, BUDGET, BEST_VAL_LOSS, TRIAL_START, TRIAL_END,
                   TRIAL_WORKER)
 
+
+def meta_column(name: str) -> str:
+    """The results.csv column of trial metadata ``name``: ``status`` -> ``m:status``."""
+    return META_PREFIX + name
+
+
+M_STATUS, M_REASON, M_EPOCHS, M_BUDGET = map(meta_column, (STATUS, REASON, EPOCHS, BUDGET))
+M_BEST_VAL_LOSS, M_TRIAL_START, M_TRIAL_END = map(meta_column, (BEST_VAL_LOSS, TRIAL_START,
+                                                                TRIAL_END))
+M_TIMESTAMP_SUBMIT = meta_column("timestamp_submit")  # DeepHyper's: when the job was sent
+M_TIMESTAMP_GATHER = meta_column("timestamp_gather")  # and when its result was gathered
+
+
+def results_columns(names, extra=()) -> list[str]:
+    """results.csv columns in DeepHyper's order: p:<hyperparameter> sorted, the objective,
+    job id and status, the submit time, m:<trial metadata> (:data:`TRIAL_METADATA`, then
+    ``extra``), the gather time."""
+    return ([HP_PREFIX + n for n in sorted(names)] + [OBJECTIVE, JOB_ID, JOB_STATUS,
+                                                      M_TIMESTAMP_SUBMIT]
+            + [meta_column(k) for k in (*TRIAL_METADATA, *extra)] + [M_TIMESTAMP_GATHER])
+
+
+def results_row(config: dict, outcome: dict, number: int, submitted: float,
+                gathered: float) -> dict:
+    """One results.csv row (:func:`results_columns`) of a finished trial: its configuration,
+    the outcome its trial contract returned (``objective`` and ``metadata``), its job number
+    and the times it was sent and gathered."""
+    return {**{HP_PREFIX + k: v for k, v in config.items()}, OBJECTIVE: outcome["objective"],
+            JOB_ID: number, JOB_STATUS: "DONE", M_TIMESTAMP_SUBMIT: submitted,
+            **{meta_column(k): v for k, v in outcome["metadata"].items()},
+            M_TIMESTAMP_GATHER: gathered}
+
+
+# ---- types and valid ranges of the numeric columns: a reader skips a row (with a warning
+# naming its line) whose cell is not of the type or outside the range; empty cells are NaN
+INT, FLOAT = "int", "float"
+LC_TYPES = {JOB_ID: INT, EPOCH: INT, VAL_LOSS: FLOAT, TRAIN_LOSS: FLOAT, EPOCH_SECONDS: FLOAT,
+            T_START: FLOAT, T_END: FLOAT, DEVICES: FLOAT,
+            **{c: FLOAT for c in LC_EXTRA}}
+MAX_JOB_ID = 10**9  # far above any search: a larger id is a damaged cell, not a trial
+# (low, high), None for no limit; losses may be +inf or empty (a diverged epoch)
+RANGES = {JOB_ID: (0, MAX_JOB_ID), EPOCH: (1, 10**6), VAL_LOSS: (0.0, None),
+          TRAIN_LOSS: (0.0, None), EPOCH_SECONDS: (0.0, None), DEVICES: (0.0, None),
+          EPOCH_CPU_SECONDS: (0.0, None), VAL_LOSS_REG: (0.0, None),
+          **{c: (0.0, None) for c in VAL_COMPONENTS}}
+
+
+def out_of_range(column: str, value: float) -> bool:
+    """Whether a (non-NaN) ``value`` of ``column`` lies outside :data:`RANGES`."""
+    low, high = RANGES.get(column, (None, None))
+    return (low is not None and value < low) or (high is not None and value > high)
+
+
+# ---- metadata.json keys
+MD_METHOD = "method"
+MD_SCALE = "scale"
+MD_SEED = "seed"
+MD_EVALUATOR = "evaluator"
+MD_WORKERS = "workers"
+MD_TRAINABLE = "trainable"  # what was trained: "mlpf", or "synthetic" (a test function)
+MD_SETTINGS = "method_settings"  # the method's record; its "settings": max_t, grace, eta, ...
+MD_SETTINGS_ALIASES = ("settings", "method_settings", "method_config")  # older layouts
+MD_START = "start_time"  # seconds since 1970 (0 in simulated time)
+MD_END = "end_time"
+MD_STATUS = "status"  # running | complete | interrupted | failed
+MD_STOPPED_BY = "stopped_by"  # what ended it: experiments.bookkeeping.STOP_REASONS
+MD_BACKEND = "backend"  # "replay" for replayed searches (simulated time); absent when live
+MD_DECISIONS = "decision_times"  # seconds the manager spent per decision
+MD_SEGMENTS = "segments"  # one dict per run of a resumed search: start_time, end_time, workers
+MAX_T = "max_t"
+
 # metadata.json status (a segment that ended without writing its end says "crashed")
 RUN_RUNNING, RUN_COMPLETE, RUN_INTERRUPTED = "running", "complete", "interrupted"
 RUN_FAILED, RUN_CRASHED = "failed", "crashed"
 REASON_WORKER_DIED = "worker_died"  # m:reason of a trial whose worker process died
+
+# ---- lctable.csv: the learning-curve table (experiments.lctable writes it, experiments.table
+# reads it). One row per (configuration, replicate, epoch). A failed training adds one row with
+# status "failed" at the epoch it failed in: val_loss and train_loss empty, epoch_seconds the
+# time that epoch ran until the failure. A configuration is complete when it has ok rows for
+# epochs 1..max_t, or ok rows 1..k-1 and a failed row at epoch k.
+LCTABLE_CSV = "lctable.csv"
+LCTABLE_JSON = "lctable.json"  # its metadata: "max_t" = epochs every configuration trains
+TABLE_CONFIG_ID = "config_id"  # 0 = untuned default, 1..N = sampled
+TABLE_REPLICATE = "replicate"  # training seed index: 0 for every configuration, 1.. replicates
+TABLE_STATUS = STATUS  # ok | failed
+TABLE_REASON = REASON  # failed rows: diverged | oom | error:<Exception>; empty otherwise
+TABLE_BASE_COLUMNS = (TABLE_CONFIG_ID, TABLE_REPLICATE, EPOCH, VAL_LOSS, TRAIN_LOSS,
+                      EPOCH_SECONDS, TABLE_STATUS, TABLE_REASON, *LC_EXTRA)
+# then one column p:<hyperparameter> (HP_PREFIX) per searched hyperparameter. Tables from
+# before replicates lack TABLE_REPLICATE (all replicate 0); tables from before the loss
+# components lack LC_EXTRA (read as empty). epoch_seconds: wall seconds of the epoch; a table
+# that records EPOCH_CPU_SECONDS replays those instead.
 
 
 class FolderLocked(RuntimeError):
@@ -123,6 +246,7 @@ def clear_logs(log_dir: Path) -> None:
 
 def fmt_cell(v) -> str:
     """One CSV cell: floats with full precision, NaN/None as empty."""
+    v = native(v)
     if v is None:
         return ""
     if isinstance(v, float):
@@ -201,13 +325,16 @@ def _warn(msg: str) -> None:
 
 
 def read_checked_csv(path: Path, ints: tuple[str, ...] = (), floats: tuple[str, ...] = (),
-                     warn=_warn) -> pd.DataFrame | None:
+                     warn=_warn, optional: tuple[str, ...] = ()) -> pd.DataFrame | None:
     """A log CSV whose damaged rows are reported by line number and skipped.
 
     A row is damaged when it has another number of fields than the header, or a cell of
-    ``ints`` that is not an integer, or of ``floats`` that is not a number (empty is NaN).
-    Returns None when the file is missing; raises :class:`LogError` when it exists but has no
-    header (empty, or not text), or lacks a column of ``ints``/``floats``.
+    ``ints`` that is not an integer, or of ``floats`` that is not a number (empty is NaN), or
+    a cell of either outside its valid range (:data:`RANGES`: a negative time or loss, a job
+    id past :data:`MAX_JOB_ID`).
+    Columns of ``optional`` are checked by their type in :data:`LC_TYPES` where the header has
+    them. Returns None when the file is missing; raises :class:`LogError` when it exists but
+    has no header (empty, or not text), or lacks a column of ``ints``/``floats``.
     """
     path = Path(path)
     if not path.exists():
@@ -222,8 +349,9 @@ def read_checked_csv(path: Path, ints: tuple[str, ...] = (), floats: tuple[str, 
     missing = [c for c in (*ints, *floats) if c not in header]
     if missing:
         raise LogError(f"{path}: not a log of this format (no column {', '.join(missing)})")
-    idx_i = [header.index(c) for c in ints]
-    idx_f = [header.index(c) for c in floats]
+    present = [c for c in optional if c in header and c not in (*ints, *floats)]
+    idx_i = [header.index(c) for c in (*ints, *(c for c in present if LC_TYPES.get(c) == INT))]
+    idx_f = [header.index(c) for c in (*floats, *(c for c in present if LC_TYPES.get(c) != INT))]
     good = [lines[0]]
     for n, line in enumerate(lines[1:], 2):
         if not line.strip():
@@ -240,18 +368,29 @@ def read_checked_csv(path: Path, ints: tuple[str, ...] = (), floats: tuple[str, 
             for i in idx_i:
                 if not re.fullmatch(r"-?\d+", row[i].strip()):
                     problem = f"{header[i]}={row[i]!r} is not an integer"
+                elif out_of_range(header[i], int(row[i])):
+                    problem = f"{header[i]}={row[i]!r} is outside {_range_text(header[i])}"
+                if problem:
                     break
             for i in idx_f if problem is None else ():
                 try:
-                    float(row[i]) if row[i].strip() else None
+                    v = float(row[i]) if row[i].strip() else math.nan
                 except ValueError:
                     problem = f"{header[i]}={row[i]!r} is not a number"
+                    break
+                if not math.isnan(v) and out_of_range(header[i], v):
+                    problem = f"{header[i]}={row[i]!r} is outside {_range_text(header[i])}"
                     break
         if problem:
             warn(f"{path}, line {n}: {problem}; skipped")
             continue
         good.append(line)
     return pd.read_csv(io.StringIO("\n".join(good) + "\n"))
+
+
+def _range_text(column: str) -> str:
+    low, high = RANGES[column]
+    return f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
 
 
 def read_learning_curves(log_dir: Path, warn=_warn) -> pd.DataFrame:
@@ -261,7 +400,7 @@ def read_learning_curves(log_dir: Path, warn=_warn) -> pd.DataFrame:
     path = Path(log_dir) / LEARNING_CURVES_CSV
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame(columns=list(LC_COLUMNS))
-    df = read_checked_csv(path, (JOB_ID, EPOCH), (VAL_LOSS,), warn)
+    df = read_checked_csv(path, (JOB_ID, EPOCH), (VAL_LOSS,), warn, optional=tuple(LC_TYPES))
     return df.astype({JOB_ID: int, EPOCH: int})
 
 

@@ -7,6 +7,15 @@ held-out check of that lookup.
     ... --require 512              # exit 2 unless 512 sampled configurations are complete
     ... --replay-budget 32         # 32 median full trainings in device-seconds (a replay budget)
 
+The table as a benchmark for others (any configuration and epoch -> losses, cost, failure;
+seeded samples of the space; the Syne Tune blackbox-repository export) is
+:mod:`experiments.lcbench`, which can also use the surrogate (this module depends on the search
+space only):
+
+    python -m experiments.lcbench --scale small --query '{"lr": 0.001}' --epoch 4 \
+        [--lookup nearest|surrogate]   # one JSON line
+    python -m experiments.lcbench --scale small --export-syne DIR
+
 A table (``results/<scale>/lctable.csv``, built by :mod:`experiments.lctable`) holds sampled
 configurations of the scale's search space trained to max_t, one row per (configuration,
 epoch); configuration 0 is the untuned default. Replayed searches
@@ -39,31 +48,27 @@ import numpy as np
 from experiments import logs
 
 # ----------------------------------------------------------------------------- table columns
-# One row per (configuration, epoch). A failed training adds one row with status "failed" at
-# the epoch it failed in: val_loss and train_loss empty, epoch_seconds the time that epoch ran
-# until the failure. A configuration is complete when it has ok rows for epochs 1..max_t, or ok
-# rows 1..k-1 and a failed row at epoch k.
-CONFIG_ID = "config_id"  # 0 = untuned default, 1..N = sampled
-REPLICATE = "replicate"  # training seed index: 0 for every configuration, 1.. for replicates
+# The table's schema is the log schema's (experiments.logs, TABLE_*): one row per
+# (configuration, replicate, epoch); these are its names here.
+CONFIG_ID = logs.TABLE_CONFIG_ID  # 0 = untuned default, 1..N = sampled
+REPLICATE = logs.TABLE_REPLICATE  # training seed index: 0 for every configuration, 1.. replicates
 EPOCH = logs.EPOCH  # 1-based
 VAL_LOSS = logs.VAL_LOSS
 TRAIN_LOSS = logs.TRAIN_LOSS
 EPOCH_SECONDS = logs.EPOCH_SECONDS  # wall seconds of the epoch (training + validation); a
 # table that records logs.EPOCH_CPU_SECONDS replays those instead (:func:`_device_seconds`)
-STATUS = "status"  # ok | failed
+STATUS = logs.TABLE_STATUS  # ok | failed
 STATUS_OK, STATUS_FAILED = logs.STATUS_OK, logs.STATUS_FAILED
-REASON = "reason"  # failed rows: diverged | oom | error:<Exception>; empty otherwise
-PARAM_PREFIX = "p:"  # then one column p:<hyperparameter> per searched hyperparameter
-BASE_COLUMNS = (CONFIG_ID, REPLICATE, EPOCH, VAL_LOSS, TRAIN_LOSS, EPOCH_SECONDS, STATUS,
-                REASON, *logs.LC_EXTRA)  # tables from before replicates lack REPLICATE (all
-# replicate 0); tables from before the loss components lack logs.LC_EXTRA (read as empty)
+REASON = logs.TABLE_REASON  # failed rows: diverged | oom | error:<Exception>; empty otherwise
+PARAM_PREFIX = logs.HP_PREFIX  # then one column p:<hyperparameter> per searched hyperparameter
+BASE_COLUMNS = logs.TABLE_BASE_COLUMNS
 
 
 def table_path(scale: str) -> Path:
     """Default location of a scale's table: ``results/<scale>/lctable.csv``."""
     from mlpf.paths import RESULTS_DIR
 
-    return RESULTS_DIR / scale / "lctable.csv"
+    return RESULTS_DIR / scale / logs.LCTABLE_CSV
 
 
 def meta_path(table: Path) -> Path:

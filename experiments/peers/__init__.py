@@ -1,11 +1,24 @@
 """Peers: other teams' HPO tools on the same problem, budgets and logs as our methods.
 
-Each adapter (:mod:`experiments.peers.optuna_peers`, :mod:`experiments.peers.syne_peers`) runs
-its library in simulated time on a learning-curve table, through the same trial contract and
-clock as our replayed searches (:mod:`experiments.peers.simulate`). :data:`PEERS` holds every
-peer whose library is installed (the Syne Tune peers need ``make peers``); :func:`run_peer`
-runs one peer and seed; ``python -m experiments.campaign --backend replay`` runs them with our
+Each adapter (:mod:`experiments.peers.optuna_peers`, :mod:`experiments.peers.syne_peers`,
+:mod:`experiments.peers.neps_peers`) runs its library in simulated time on a learning-curve
+table, through the same trial contract and clock as our replayed searches
+(:mod:`experiments.peers.simulate`). :data:`PEERS` holds every peer whose library is installed
+(the Syne Tune peers need ``make peers``, the NePS peer ``make neps``); :func:`run_peer` runs
+one peer and seed; ``python -m experiments.campaign --backend replay`` runs them with our
 methods.
+
+The field's newer methods, and whether they run here (beside the pins of requirements.txt,
+requirements-peers.txt and requirements-ray.txt; checked with ``pip install --dry-run``):
+- PriorBand (neural-pipeline-search 0.17.0): runs, ``neps_priorband``. Installed with
+  ``--no-deps`` (requirements-neps.txt): its declared pins would pull torch 2.14.1 with CUDA
+  wheels, torchvision 0.29.1 and pandas 2.3.3, and it declares pandas<3.0 and networkx<3.0
+  (we have 3.1.1 and 3.6.1); it imports and runs beside ours without torchvision.
+- ifBO (ifbo 0.4.1, and NePS's ``neps.algorithms.ifbo``): installs (NePS imports it) but cannot
+  run here (:data:`UNAVAILABLE`): the wheel ships no FT-PFN weights; the first ``ask``
+  downloads them from api.figshare.com (ifbo/download.py, through NePS's
+  ``models/ftpfn.py``), which fails with ``requests.exceptions.ConnectionError`` on these
+  machines (no internet).
 """
 
 from __future__ import annotations
@@ -27,9 +40,20 @@ if importlib.util.find_spec("syne_tune") is not None:
 else:
     syne_peers = None
 
-PEERS: dict = {**optuna_peers.PEERS, **(syne_peers.PEERS if syne_peers else {})}
+# NePS is optional (requirements-neps.txt); neps_peers imports it only when a peer runs.
+if importlib.util.find_spec("neps") is not None:
+    from experiments.peers import neps_peers
+else:
+    neps_peers = None
 
-__all__ = ["PEERS", "get_peer", "run_peer", "simulate_peer"]
+PEERS: dict = {**optuna_peers.PEERS, **(syne_peers.PEERS if syne_peers else {}),
+               **(neps_peers.PEERS if neps_peers else {})}
+UNAVAILABLE = {  # peers of the field that cannot run here, and why
+    "neps_ifbo": "ifBO's FT-PFN weights are downloaded at first use from api.figshare.com "
+                 "(ifbo/download.py); these machines have no internet",
+}
+
+__all__ = ["PEERS", "UNAVAILABLE", "get_peer", "run_peer", "simulate_peer"]
 
 
 def get_peer(name: str):
@@ -38,7 +62,11 @@ def get_peer(name: str):
         return PEERS[name]
     except KeyError:
         hint = ""
-        if name.startswith("syne_"):
+        if name in UNAVAILABLE:
+            hint = f" ({UNAVAILABLE[name]})"
+        elif name.startswith("neps_") and neps_peers is None:
+            hint = " (NePS is not installed: make neps)"
+        elif name.startswith("syne_"):
             hint = " (Syne Tune is not installed: make peers)" if syne_peers is None else \
                 f" ({syne_peers.UNAVAILABLE[name]}: {syne_peers.WHY_UNAVAILABLE})" \
                 if name in syne_peers.UNAVAILABLE else ""
@@ -59,6 +87,9 @@ def simulate_with_info(peer, s, seed: int, curve_fn: CurveFn, workers: int = 2,
     peer = get_peer(peer) if isinstance(peer, str) else peer
     if syne_peers is not None and isinstance(peer, syne_peers.SynePeer):
         return syne_peers.simulate_syne(peer, s, seed, curve_fn, workers, devices)
+    if neps_peers is not None and isinstance(peer, neps_peers.NepsPeer):
+        session = peer.session(s, seed)
+        return simulate(session, s, curve_fn, workers, devices), session.info()
     session = make_session(peer, s, seed)
     return simulate(session, s, curve_fn, workers, devices), session.info()
 
@@ -86,7 +117,9 @@ def run_peer(name: str, scale: str, seed: int, curve_fn: CurveFn, log_dir: Path,
     peer = get_peer(name)
     table = table or {}
     previous = logs.read_json(log_dir / logs.METADATA_JSON)
-    if previous is not None and previous.get("status") == logs.RUN_COMPLETE and \
+    # a search that ended (complete, or stopped by its failed trials) on the same table
+    ended = (logs.RUN_COMPLETE, logs.RUN_FAILED)
+    if previous is not None and previous.get("status") in ended and \
             previous.get("replay", {}).get("sha256") == table.get("sha256"):
         return None
     logs.clear_logs(log_dir)

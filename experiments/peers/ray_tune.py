@@ -70,7 +70,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -78,7 +77,8 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from experiments import logs
+from experiments import bookkeeping, logs
+from experiments.bookkeeping import Books, Budget, Progress
 from experiments.cli import (
     CliError,
     Parser,
@@ -86,22 +86,16 @@ from experiments.cli import (
     add_scale,
     add_seed,
     add_workers,
-    duration,
     run_main,
 )
 from experiments.methods import Settings, settings_for
 from experiments.peers.optuna_peers import PEERS as OPTUNA_PEERS
-from experiments.peers.simulate import results_columns
-from experiments.provenance import git_commit, iso, machine_info, versions
 from experiments.space import FLOAT, INT, INT_GRID, dimensions, problem_for
 from experiments.trainables import get_trainable
 from experiments.trial import Diverged, Ledger, TrialRun, device_seconds
-from mlpf.paths import command_line
 
 EVALUATOR = "ray_tune"  # metadata.json "evaluator" of these searches
-MAX_FAILURES = 10  # consecutive failed trials that end a search, as our searches
 META_WRITE_INTERVAL = 30.0  # seconds between metadata writes while running
-PROGRESS_INTERVAL = 30.0  # seconds between progress lines
 # Reported with every epoch (the names of learning_curves.csv, plus the times of the epoch)
 SEGMENT_START = "segment_start"  # seconds since the search began when this actor started
 T_REPORT = "t_end"  # seconds since the search began when the epoch ended
@@ -345,25 +339,29 @@ class Search:
         self.rows: list[dict] = []
         self.epochs_ended = 0  # epochs of ended trials (the epoch budget)
         self.epochs = 0  # every reported epoch
-        self.counts = {logs.STATUS_OK: 0, logs.STATUS_STOPPED: 0, logs.STATUS_FAILED: 0}
-        self.failures = 0  # consecutive failed trials
-        self.best = math.inf
-        self.closed_by: str | None = None  # epochs | time | device_budget | failures
+        # our budgets and stop rule (experiments.bookkeeping), as every method and peer
+        self.books = Books(Budget(s.budget, s.time_budget or None, s.device_budget))
         self.interrupted = False
         self.ending = False  # stop_all said yes: what ends now was ended by the search
         self.running = 0
         self.decision_times: list[float] = []
-        self.progress = progress
-        self.last_line = self.last_meta = time.monotonic()
+        self.bar = Progress(f"{peer.name} {s.scale} seed{seed}", s.budget,
+                            device_budget=s.device_budget) if progress else None
+        self.last_meta = time.monotonic()
         self.meta: dict = {}
 
     def now(self) -> float:
         return time.time() - self.t0
 
-    def close(self, why: str) -> None:
-        """No trial starts or resumes from now on."""
-        if self.closed_by is None:
-            self.closed_by = why
+    @property
+    def closed_by(self) -> str | None:
+        """What closed the search (no trial starts or resumes from then on), or None."""
+        return self.books.stopped_by
+
+    def check(self) -> None:
+        """Our budget rule on the search's state now (:meth:`Books.check`)."""
+        self.books.check(epochs=self.epochs_ended, now=self.now(), device=self.ledger.total(),
+                         trials=len(self.flights))
 
     # ---------------------------------------------------------------- trials
     def start(self, trial_id: str, config: dict) -> Flight:
@@ -411,10 +409,7 @@ class Search:
                                        extra={k: result.get(k) for k in logs.LC_EXTRA})
         except Diverged:
             f.failure, f.asked_stop = "diverged", True
-        if f.run.deadline_hit:
-            self.close("time")
-        if f.run.cut_hit:
-            self.close("device_budget")
+        self.check()
         return f.asked_stop
 
     def end(self, trial_id: str, died: bool = False) -> None:
@@ -442,48 +437,28 @@ class Search:
                     run.cut_hit = self.closed_by == "device_budget"
             outcome = run.outcome()
         meta = outcome["metadata"]
-        self.rows.append({
-            **{f"p:{k}": v for k, v in f.config.items()}, "objective": outcome["objective"],
-            "job_id": f.number, "job_status": "DONE", "m:timestamp_submit": f.submitted,
-            **{f"m:{k}": v for k, v in meta.items()}, "m:timestamp_gather": self.now()})
+        self.rows.append(logs.results_row(f.config, outcome, f.number, f.submitted, self.now()))
         self.epochs_ended += int(meta[logs.EPOCHS])
-        self.counts[meta[logs.STATUS]] += 1
-        if meta[logs.BEST_VAL_LOSS] is not None:
-            self.best = min(self.best, float(meta[logs.BEST_VAL_LOSS]))
-        self.failures = self.failures + 1 if meta[logs.STATUS] == logs.STATUS_FAILED else 0
-        if self.epochs_ended >= self.s.budget:
-            self.close("epochs")
-        if self.failures >= MAX_FAILURES:
-            self.close("failures")
+        self.books.record(meta, outcome["objective"])
+        self.check()
         self.write_results()
 
     # ---------------------------------------------------------------- logs
     def write_results(self) -> None:
-        logs.write_csv(self.log_dir / logs.RESULTS_CSV, results_columns(self.names), self.rows)
+        logs.write_csv(self.log_dir / logs.RESULTS_CSV, logs.results_columns(self.names),
+                       self.rows)
 
     def update_meta(self, status: str) -> None:
-        now = time.time()
-        self.meta.update(status=status, end_time=now, end_iso=iso(now),
-                         epochs_trained=self.epochs, n_trials=len(self.rows),
-                         stopped_by=self.closed_by,
-                         decision_times=self.decision_times,
-                         decision_summary=logs.summarize_times(self.decision_times))
-        self.meta["segments"][-1].update(end_time=now, status=status)
+        self.meta[logs.MD_DECISIONS] = self.decision_times
+        bookkeeping.close_metadata(self.meta, status, end_time=time.time(),
+                                   epochs=self.epochs, n_trials=len(self.rows),
+                                   stopped_by=self.closed_by)
         logs.write_json(self.log_dir / logs.METADATA_JSON, self.meta)
 
     def show(self, final: str | None = None) -> None:
-        if not self.progress:
-            return
-        used = f"epochs {self.epochs}/{self.s.budget}"
-        if self.s.device_budget:
-            used = f"device {self.ledger.total():.0f}/{self.s.device_budget:.0f} s, " + used
-        best = f"{self.best:.4g}" if math.isfinite(self.best) else "-"
-        c = self.counts
-        line = (f"[{self.peer.name} {self.s.scale} seed{self.seed}] trials {len(self.rows)} "
-                f"(ok {c['ok']}, stopped {c['stopped']}, failed {c['failed']}), running "
-                f"{self.running} | {used} | best val_loss {best} | elapsed "
-                f"{duration(self.now())}")
-        print(line + (f" | done: {final}" if final else ""), file=sys.stderr, flush=True)
+        if self.bar is not None:
+            self.bar.update(self.books.counts, self.books.best, self.epochs, self.running,
+                            final=final is not None, device=self.ledger.total(), reason=final)
 
     # ---------------------------------------------------------------- each step
     def step(self, trials) -> None:
@@ -496,12 +471,9 @@ class Search:
                 self.running += 1
             elif t.status in ("PAUSED", "TERMINATED", "ERROR") and f is not None:
                 self.release(f)  # its worker is free
-        if self.s.time_budget and self.now() >= self.s.time_budget:
-            self.close("time")
+        self.check()
+        self.show()
         mono = time.monotonic()
-        if mono - self.last_line >= PROGRESS_INTERVAL:
-            self.last_line = mono
-            self.show()
         if mono - self.last_meta >= META_WRITE_INTERVAL:
             self.last_meta = mono
             self.update_meta(logs.RUN_RUNNING)
@@ -602,26 +574,18 @@ def _gpus(trainable) -> int:
 
 def new_metadata(peer: RayPeer, s: Settings, seed: int, workers: int, trainable,
                  now: float, ray_info: dict) -> dict:
-    """metadata.json of a new search (the keys of our live searches' metadata)."""
-    segment = {"start_time": now, "end_time": None, "status": logs.RUN_RUNNING,
-               "workers": workers, "evaluator": EVALUATOR, "host": socket.gethostname()}
-    described = {"name": peer.name, "summary": peer.summary, "settings": asdict(s),
-                 **peer.describe(s, workers)}
-    return {
-        "method": peer.name, "scale": s.scale, "seed": seed, "evaluator": EVALUATOR,
-        "workers": workers, "trainable": trainable.name,
-        "trainable_options": trainable.options(), logs.LOSS: trainable.loss_spec(s.scale),
-        "method_settings": described,
-        "budget_epochs": s.budget, "time_budget_s": s.time_budget,
-        "budget_device_s": s.device_budget,
-        "versions": versions(("ray",)), "git_commit": git_commit(),
-        "host": socket.gethostname(), "machine": machine_info(),
-        "command": command_line(sys.argv),
-        "start_time": now, "start_iso": iso(now), "end_time": None, "end_iso": None,
-        "status": logs.RUN_RUNNING, "segments": [segment],
-        "decision_times": [], "decision_summary": logs.summarize_times([]),
-        "peer": ray_info,
-    }
+    """metadata.json of a new search (:func:`experiments.bookkeeping.new_metadata`, as our
+    searches), with Ray's settings under ``method_settings`` and its cluster under ``peer``."""
+    meta = bookkeeping.new_metadata(
+        method=peer.name, scale=s.scale, seed=seed, evaluator=EVALUATOR, workers=workers,
+        trainable=trainable.name,
+        method_settings={"name": peer.name, "summary": peer.summary, "settings": asdict(s),
+                         **peer.describe(s, workers)},
+        budget_epochs=s.budget, time_budget_s=s.time_budget, budget_device_s=s.device_budget,
+        start_time=now, trainable_options=trainable.options(),
+        loss=trainable.loss_spec(s.scale), versions_of=("ray",))
+    meta["peer"] = ray_info
+    return meta
 
 
 def plan(name: str, scale: str, seed: int, workers: int, out, trainable: str,
@@ -727,14 +691,14 @@ def run(peer: RayPeer, s: Settings, seed: int, workers: int, trainable, log_dir:
         search.ending = True
         for trial_id in list(search.flights):  # trials left paused or running at the end
             search.end(trial_id)
-        status = logs.RUN_INTERRUPTED if search.interrupted else \
-            logs.RUN_FAILED if search.closed_by == "failures" else logs.RUN_COMPLETE
+        status = bookkeeping.final_status(search.interrupted, search.closed_by)
+        if status == logs.RUN_FAILED:
+            search.meta["failure"] = search.books.failure_text()
         search.write_results()
         search.update_meta(status)
-        search.show(final={logs.RUN_INTERRUPTED: "interrupted (start again with --resume)",
-                           logs.RUN_FAILED: f"{MAX_FAILURES} consecutive trials failed"}
-                    .get(status, f"stopped by {search.closed_by or 'its scheduler'}"))
-        return {logs.RUN_COMPLETE: 0, logs.RUN_FAILED: 1}.get(status, 143)
+        search.show(final=bookkeeping.closing_reason(status, search.closed_by,
+                                                     "--resume, which starts it again"))
+        return bookkeeping.exit_code(status)
     finally:
         for sg, h in old.items():
             signal.signal(sg, h)

@@ -12,10 +12,12 @@ A peer adapter (:mod:`experiments.peers.optuna_peers`) gives a *session*:
 recorded training (a learning-curve table, or synthetic curves) and run through the same
 per-epoch contract as our live and replayed trials; once every event of an instant is
 processed, the trials that ended are told and free workers ask (the order of our replay
-evaluator and manager loop). Budgets are those of our replayed searches: the scale's epoch
-budget (no trial asked once the epochs of finished trials reach it, running trials finish); a
-deadline only with a time budget (simulated seconds; running trials then stop after their
-current epoch). The library's decisions cost no simulated time; their real seconds are logged.
+evaluator and manager loop). Budgets and the stop are those of our searches, by the same code
+(:class:`experiments.bookkeeping.Books`): the scale's epoch budget (no trial asked once the
+epochs of finished trials reach it, running trials finish), its device-seconds, consecutive
+failed trials; a deadline only with a time budget (simulated seconds; running trials then
+stop after their current epoch). The library's decisions cost no simulated time; their real
+seconds are logged.
 
 Logs use the live-search layout (:mod:`experiments.logs`), so :mod:`analysis.logs` reads peers
 and our methods alike: results.csv, learning_curves.csv (times in simulated seconds) and
@@ -24,24 +26,20 @@ metadata.json (``backend: "replay"``). The same seed and table give byte-identic
 
 from __future__ import annotations
 
-import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from experiments import logs
+from experiments import bookkeeping, logs
+from experiments.bookkeeping import Books, Budget
 from experiments.clock import Clock
 from experiments.methods import Settings
-from experiments.provenance import git_commit, versions
 from experiments.trainables import SyntheticTrainable, unit_hash
 from experiments.trial import Ledger, Recorded, TrialRun, replay_epochs
-from mlpf.paths import command_line
 
 BACKEND = "replay"
 DEVICES = 1  # devices a trial holds unless the table says (Table.devices)
-MAX_TRIALS_PER_EPOCH = 10  # guard: trials that fail before epoch 1 consume no epochs
 
 CurveFn = Callable[[dict], Recorded]
 
@@ -55,8 +53,10 @@ class Run:
     meta_keys: list[str] = field(default_factory=list)  # the curves' extra m: columns
     end_time: float = 0.0  # simulated seconds
     epochs: int = 0  # epochs of finished trials
-    stopped_by: str | None = None  # epochs | time | max_trials
+    stopped_by: str | None = None  # experiments.bookkeeping.STOP_REASONS
     decision_times: list[float] = field(default_factory=list)  # real seconds: tell + ask
+    best: float | None = None  # best val_loss of a finished trial
+    status: str = logs.RUN_COMPLETE  # failed when its failed trials stopped it
 
 
 @dataclass
@@ -70,23 +70,15 @@ class _Flight:
     steps: object
 
 
-def results_columns(names: list[str], extra: list[str] = ()) -> list[str]:
-    """results.csv columns in DeepHyper's order (p: sorted, objective, job_id, ...)."""
-    m = [*logs.TRIAL_METADATA, *extra]
-    return ([f"p:{n}" for n in sorted(names)] + ["objective", "job_id", "job_status",
-                                                 "m:timestamp_submit"]
-            + [f"m:{k}" for k in m] + ["m:timestamp_gather"])
-
-
 def simulate(session, s: Settings, curve_fn: CurveFn, workers: int = 2,
-             devices: int = DEVICES) -> Run:
+             devices: int = DEVICES, max_failures: int = bookkeeping.MAX_FAILURES) -> Run:
     """Run ``session`` for one search on ``curve_fn`` with ``workers`` simulated workers,
     each trial holding ``devices`` devices."""
     run = Run()
     clock = Clock(workers)
     ledger = Ledger() if s.device_budget else None
-    max_trials = MAX_TRIALS_PER_EPOCH * s.budget
     deadline = s.time_budget
+    books = Books(Budget(s.budget, deadline, s.device_budget, max_failures))
     ended: list[tuple[_Flight, dict]] = []
 
     def advance(f: _Flight) -> None:
@@ -103,29 +95,23 @@ def simulate(session, s: Settings, curve_fn: CurveFn, workers: int = 2,
         dt = time.perf_counter() - tic
         meta = outcome["metadata"]
         run.epochs += meta[logs.EPOCHS]
+        books.record(meta, outcome["objective"])
         run.end_time = max(run.end_time, clock.now)
         for k in f.run.extra_meta:
             if k not in run.meta_keys:
                 run.meta_keys.append(k)
-        run.results.append({
-            **{f"p:{k}": v for k, v in f.config.items()}, "objective": outcome["objective"],
-            "job_id": f.number, "job_status": "DONE", "m:timestamp_submit": f.run.t_start,
-            **{f"m:{k}": v for k, v in meta.items()}, "m:timestamp_gather": clock.now})
+        run.results.append(logs.results_row(f.config, outcome, f.number, f.run.t_start,
+                                            clock.now))
         clock.release_worker(f.run.worker)
         return dt
 
     def fill(tell_seconds: float = 0.0) -> None:
         """Give every free worker a trial while the budget lasts (as our manager loop)."""
         while clock.free_workers and run.stopped_by is None:
-            if run.epochs >= s.budget:
-                run.stopped_by = "epochs"
-            elif deadline is not None and clock.now >= deadline:
-                run.stopped_by = "time"
-            elif ledger is not None and ledger.total() >= s.device_budget:
-                run.stopped_by = "device_budget"
-            elif len(run.decision_times) >= max_trials:
-                run.stopped_by = "max_trials"
-            if run.stopped_by:
+            if not books.check(epochs=run.epochs, now=clock.now,
+                               device=ledger.total() if ledger is not None else 0.0,
+                               trials=len(run.decision_times)):
+                run.stopped_by = books.stopped_by
                 break
             tic = time.perf_counter()
             handle, config = session.ask()
@@ -143,6 +129,8 @@ def simulate(session, s: Settings, curve_fn: CurveFn, workers: int = 2,
         ended.clear()
         clock.advance(advance)
         fill(sum(finish(f, outcome) for f, outcome in list(ended)))
+    run.best = None if books.best == float("inf") else books.best
+    run.status = bookkeeping.final_status(False, run.stopped_by)
     return run
 
 
@@ -156,35 +144,24 @@ def write_logs(run: Run, log_dir: Path, method_settings: dict, s: Settings, seed
     ``backend`` "replay", the table under ``replay``; ``peer`` names the library and version.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
-    logs.write_csv(log_dir / logs.RESULTS_CSV, results_columns(names, run.meta_keys),
+    logs.write_csv(log_dir / logs.RESULTS_CSV, logs.results_columns(names, run.meta_keys),
                    run.results)
     logs.write_csv(log_dir / logs.LEARNING_CURVES_CSV, list(logs.LC_COLUMNS), run.curves)
-    best = f"m:{logs.BEST_VAL_LOSS}"
-    segment = {"start_time": 0.0, "end_time": run.end_time, "status": logs.RUN_COMPLETE,
-               "workers": workers, "evaluator": BACKEND, "host": socket.gethostname()}
-    name = method_settings["name"]
-    meta = {
-        "method": name, "scale": s.scale, "seed": seed, "evaluator": BACKEND,
-        "workers": workers,
+    meta = bookkeeping.new_metadata(
+        method=method_settings["name"], scale=s.scale, seed=seed, evaluator=BACKEND,
+        workers=workers,
         # what the recorded curves trained: analysis flags anything but "mlpf"
-        "trainable": table.get("trainable") or "mlpf",
-        "method_settings": {**method_settings, "settings": asdict(s)},
-        "budget_epochs": s.budget, "time_budget_s": s.time_budget,
-        "budget_device_s": s.device_budget,
-        "versions": versions(), "git_commit": git_commit(), "host": socket.gethostname(),
-        "command": command_line(sys.argv),
-        "start_time": 0.0, "start_iso": None, "end_time": run.end_time, "end_iso": None,
-        "status": logs.RUN_COMPLETE, "segments": [segment],
-        "decision_times": run.decision_times,
-        "decision_summary": logs.summarize_times(run.decision_times),
-        "stopped_by": run.stopped_by, "epochs_trained": run.epochs,
-        "n_trials": len(run.results),
-        "best_val_loss": min((r[best] for r in run.results if r[best] is not None),
-                             default=None),
-        "backend": BACKEND,
-        "replay": {**table, "clock": "simulated seconds", "real_seconds": real_seconds},
-        "peer": peer_info,
-    }
+        trainable=table.get("trainable") or "mlpf",
+        method_settings={**method_settings, "settings": asdict(s)}, budget_epochs=s.budget,
+        time_budget_s=s.time_budget, budget_device_s=s.device_budget, start_time=0.0,
+        simulated=True)
+    meta[logs.MD_DECISIONS] = run.decision_times
+    bookkeeping.close_metadata(meta, run.status, end_time=run.end_time, epochs=run.epochs,
+                               n_trials=len(run.results), stopped_by=run.stopped_by,
+                               simulated=True)
+    meta.update({"best_val_loss": run.best, logs.MD_BACKEND: BACKEND,
+                 "replay": {**table, "clock": "simulated seconds", "real_seconds": real_seconds},
+                 "peer": peer_info})
     logs.write_json(log_dir / logs.METADATA_JSON, meta)
     return meta
 

@@ -2,17 +2,18 @@
 
 :func:`write_search` writes exactly the trials it is given, so tests can compute the expected
 metrics by hand; :func:`synthetic_scale` writes a few plausible searches for the figure test.
+They are written through the log schema and writers of :mod:`experiments.logs`, as the
+searches write theirs, and read back by :mod:`analysis.logs`.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from analysis import logs as L
+from experiments import logs as schema
 
 
 def write_search(root: Path, scale: str, method: str, seed: int, trials: list[dict],
@@ -44,13 +45,17 @@ def write_search(root: Path, scale: str, method: str, seed: int, trials: list[di
         r = {f"{L.HP_PREFIX}{k}": v for k, v in t.get("hp", {}).items()}
         r[L.OBJECTIVE] = t.get("objective", -t["losses"][-1] if t["losses"] else "F_empty")
         r[L.JOB_ID] = t["job_id"]
-        r[L.SUBMIT], r[L.GATHER] = start + t.get("t0", 0.0), start + t_end
+        r[schema.M_TIMESTAMP_SUBMIT] = start + t.get("t0", 0.0)
+        r[schema.M_TIMESTAMP_GATHER] = start + t_end
         if meta_columns:
-            r[L.STATUS], r[L.REASON] = t.get("status", L.OK), t.get("reason", "")
-            r[L.EPOCHS], r[L.BUDGET] = len(t["losses"]), t.get("budget", np.nan)
+            r[schema.M_STATUS], r[schema.M_REASON] = t.get("status", L.OK), t.get("reason", "")
+            r[schema.M_EPOCHS], r[schema.M_BUDGET] = len(t["losses"]), t.get("budget", np.nan)
         res.append(r)
-    pd.DataFrame(res).to_csv(d / L.RESULTS_CSV, index=False)
-    pd.DataFrame(rows, columns=list(L.CURVE_COLUMNS)).to_csv(d / L.CURVES_CSV, index=False)
+    hps = list(dict.fromkeys(k for r in res for k in r if k.startswith(schema.HP_PREFIX)))
+    columns = hps + [c for c in schema.results_columns([]) if any(c in r for r in res)] \
+        if res else [schema.OBJECTIVE, schema.JOB_ID]
+    schema.write_csv(d / schema.RESULTS_CSV, columns, res)
+    schema.write_csv(d / schema.LEARNING_CURVES_CSV, list(L.CURVE_COLUMNS), rows)
     if duration is None:
         duration = max((r[L.T_END] for r in rows), default=0.0)
     md = {L.MD_METHOD: method, L.MD_SETTINGS: settings or {"max_t": 3}, L.MD_SCALE: scale,
@@ -59,7 +64,7 @@ def write_search(root: Path, scale: str, method: str, seed: int, trials: list[di
           L.MD_DECISIONS: [0.01, 0.02, 0.03], L.MD_BACKEND: backend}
     md.update(metadata or {})
     md = {k: v for k, v in md.items() if v is not None}
-    (d / L.METADATA_JSON).write_text(json.dumps(md))
+    schema.write_json(d / schema.METADATA_JSON, md)
     return d
 
 

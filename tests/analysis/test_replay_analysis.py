@@ -263,7 +263,7 @@ def test_missing_logs_exit_2(tmp_path, capsys):
 def test_partial_logs_name_what_is_missing(tmp_path, capsys):
     root = _hand(tmp_path)
     shutil.rmtree(root / "bo")
-    (root / "asha_bo" / "seed1" / L.CURVES_CSV).unlink()
+    (root / "asha_bo" / "seed1" / L.LEARNING_CURVES_CSV).unlink()
     md = root / "random" / "seed1" / L.METADATA_JSON
     md.write_text(json.dumps({**json.loads(md.read_text()), L.MD_STATUS: "interrupted"}))
     live = _search(tmp_path, "optuna_tpe", 0, [3.0]) / L.METADATA_JSON  # a live log put there

@@ -37,8 +37,8 @@ def test_reads_what_the_search_writes(tmp_path, capsys):
     out = tmp_path / "out" / "smoke"
     raw = pd.read_csv(tmp_path / "results" / "smoke" / "asha" / "seed0" / L.RESULTS_CSV)
     per = pd.read_csv(out / "per_seed.csv").iloc[0]
-    assert per["started"] >= len(raw) and per["stopped"] == (raw[L.STATUS] == L.STOPPED).sum()
-    assert per["epochs"] == raw[L.EPOCHS].sum()  # learning_curves.csv agrees with results.csv
+    assert per["started"] >= len(raw) and per["stopped"] == (raw[L.M_STATUS] == L.STOPPED).sum()
+    assert per["epochs"] == raw[L.M_EPOCHS].sum()  # learning_curves.csv agrees with results.csv
     assert 0 < per["utilisation"] <= 1 and per["device_hours"] > 0
     summary = (out / "summary.md").read_text()
     assert "synthetic" in summary and "(default run, final loss)" in summary

@@ -7,7 +7,7 @@ import json
 
 from experiments.campaign import how_it_ended
 from experiments.cli import duration
-from experiments.driver import Progress
+from experiments.bookkeeping import Progress
 
 
 def test_duration_reads_like_a_clock():
@@ -17,7 +17,7 @@ def test_duration_reads_like_a_clock():
 
 def test_progress_line_shows_budget_elapsed_eta_and_stop_reason(monkeypatch):
     now = [100.0]
-    monkeypatch.setattr("experiments.driver.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("experiments.bookkeeping.time.monotonic", lambda: now[0])
     out = io.StringIO()
     bar = Progress("asha small seed0", 1024, out, device_budget=2880.0)
     counts = {"ok": 2, "stopped": 5, "failed": 0}
