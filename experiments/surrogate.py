@@ -4,6 +4,10 @@ curve, epoch seconds and failure, with the training noise the table's replicates
     python -m experiments.surrogate --scale small --table results/small/lctable.csv
         # 5-fold held-out validation: Spearman and MAE per rung against the seed noise;
         # writes <table>.surrogate.json (the report) and <table>.surrogate_heldout.csv
+    ... --variants      # the same for every model of MODELS, compared; in the report too
+    python -m experiments.surrogate --scale small --table results/small/lctable.csv \
+        --rank-check results/small/replay results/small/replay_surrogate
+        # Kendall's tau of the methods' rankings in the two replays (nearest row, surrogate)
 
 Model (scikit-learn): extremely randomised trees (``ExtraTreesRegressor``) on the
 configuration's coordinates in [0, 1] (:meth:`experiments.table.Table.features`) and two
@@ -13,6 +17,18 @@ is an average of recorded curves and keeps their shape), one for the log of the 
 seconds (times the table's median profile over epochs), and a classifier for a failed training
 (diverged, out of memory). Losses are capped at :data:`LOSS_CAP` before the log: a training at
 10 or at 1e9 is equally useless, and the cap keeps such curves from dominating the fit.
+
+Variants (:data:`MODELS`, the issue's "per-rung models and rank or log targets"): the forest
+above (``forest``, the default: what replays and :func:`open_lookup` use unless a model is
+named), or one forest per epoch on the log val_loss (``per_rung_log``) or on its rank
+(``per_rung_rank``: the rank of the loss among the training configurations at that epoch,
+scaled to [0, 1]; a predicted rank is mapped back to a loss by the quantiles of the training
+configurations' log losses at that epoch, so its MAE is reportable). The per-epoch models are
+fitted at every epoch so that a world has whole curves; validation scores those of the rungs,
+so they are the per-rung models. Train loss, epoch seconds and failures are modelled the same
+in every variant. ``Surrogate(table, model=...)`` and ``open_lookup(..., model=...)`` select
+one; ``--variants`` validates each with the same folds and seeds and records the comparison
+in the report (``variants``), where :func:`open_lookup` finds whether a variant is accepted.
 
 Noise: the replicates of the table (the same configuration trained with other seeds) give
 residual curves (a replicate's log curve minus the mean log curve of its configuration, scaled
@@ -48,6 +64,11 @@ configurations recorded in the top 5 %, the share the surrogate also puts in its
 mean absolute error is reported beside its noise ceiling, the MAE of a perfect predictor of each
 configuration's seed mean against single trainings (:func:`noise_ceiling`), not gated on: no
 model of one training's outcome can go below that ceiling.
+
+Judged by its use (:func:`method_rank_check`): the same searches replayed on the nearest-row
+lookup and on the surrogate (``experiments.campaign --backend replay --lookup nearest|surrogate
+--out DIR``) should rank the methods alike; Kendall's tau over the methods of their medians over
+seeds (best loss reached, or device-seconds until a target loss), read from the raw logs.
 """
 
 from __future__ import annotations
@@ -62,7 +83,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments import logs
-from experiments.table import TABLE_CONFIG, TABLE_DISTANCE, Entry, Table, TableError
+from experiments.table import STATUS, TABLE_CONFIG, TABLE_DISTANCE, Entry, Table, TableError
 
 LOSS_CAP = 10.0  # losses above it count as 10 (an untrained model is at ~3)
 N_TREES = 200
@@ -70,6 +91,13 @@ ACCEPT = {"spearman": 0.8, "spearman_best_quarter": 0.5, "top5_recall": 0.5}
 LOOKUPS = ("nearest", "surrogate")
 NOISE_NEIGHBOURS = 5  # replicated configurations, nearest in final loss, a residual comes from
 BISTABLE_RATIO = 3.0  # replicates' final losses further apart than this: two outcomes, no noise
+MODELS = {  # name -> what models the val_loss curve (see the module docstring)
+    "forest": "one forest, 2 max_t outputs: log val_loss and log train_loss at every epoch",
+    "per_rung_log": "one forest per epoch on log val_loss",
+    "per_rung_rank": "one forest per epoch on the rank of val_loss among the training "
+                     "configurations, mapped back by their loss quantiles",
+}
+DEFAULT_MODEL = "forest"  # what replays use
 
 
 SCHEDULE = ("lr", "batch_size", "lr_decay_rate", "lr_decay_steps")
@@ -91,6 +119,15 @@ def log_curves(entries, max_t: int, column: int = 0) -> np.ndarray:
     :data:`LOSS_CAP`."""
     return np.log(np.clip([[c[column] for c in e.curve[:max_t]] for e in entries], 1e-12,
                           LOSS_CAP))
+
+
+def rank_targets(logv: np.ndarray) -> np.ndarray:
+    """(n, max_t) losses -> each one's rank among the n at its epoch, scaled to [0, 1] (0 the
+    lowest; ties share their mean rank)."""
+    from scipy.stats import rankdata
+
+    n = len(logv)
+    return (rankdata(logv, axis=0) - 1.0) / max(1, n - 1)
 
 
 def _key(config: dict) -> str:
@@ -154,11 +191,14 @@ class Prediction:
 
 class Surrogate:
     """Fitted on a :class:`experiments.table.Table` (replicate 0 of every configuration; the
-    replicates give the noise)."""
+    replicates give the noise); ``model`` one of :data:`MODELS`."""
 
     def __init__(self, table: Table, seed: int = 0, n_trees: int = N_TREES,
-                 exclude: set[int] | None = None):
-        self.table, self.seed, self.n_trees = table, int(seed), int(n_trees)
+                 exclude: set[int] | None = None, model: str = DEFAULT_MODEL):
+        if model not in MODELS:
+            raise ValueError(f"unknown surrogate model {model!r}; choose one of "
+                             f"{', '.join(MODELS)}")
+        self.table, self.seed, self.n_trees, self.model = table, int(seed), int(n_trees), model
         self.max_t = table.max_t
         self._n_train = None
         if set(SCHEDULE) <= set(table.names):
@@ -189,13 +229,25 @@ class Surrogate:
             raise TableError(f"{self.table.path}: {len(ok)} complete curves; the surrogate "
                              "needs at least 2")
         x = np.array([self.features(e.params) for e in ok])
-        y = np.hstack([log_curves(ok, t, 0), log_curves(ok, t, 1)])
+        logv, logt = log_curves(ok, t, 0), log_curves(ok, t, 1)  # (n_ok, max_t) each
         secs = np.array([[c[2] for c in e.curve[:t]] for e in ok])
         med = np.median(secs, axis=1)
         self.profile = np.median(secs / med[:, None], axis=0)  # epoch 1 is slower, ...
         kw = dict(n_estimators=self.n_trees, random_state=self.seed, n_jobs=1)
-        self._curves = _Trees(ExtraTreesRegressor(min_samples_leaf=2, max_features=1.0,
-                                                  **kw).fit(x, y))
+
+        def forest(y):
+            return _Trees(ExtraTreesRegressor(min_samples_leaf=2, max_features=1.0,
+                                              **kw).fit(x, y))
+
+        self._per_epoch, self._levels = None, None
+        if self.model == "forest":
+            self._curves = forest(np.hstack([logv, logt]))
+        else:  # train curves as one forest, val_loss one forest per epoch
+            self._curves = forest(logt)
+            target = logv if self.model == "per_rung_log" else rank_targets(logv)
+            self._per_epoch = [forest(target[:, j]) for j in range(t)]
+            if self.model == "per_rung_rank":
+                self._levels = logv  # (n_ok, max_t): the quantiles a rank maps back to
         self._seconds = _Trees(ExtraTreesRegressor(min_samples_leaf=1, max_features=1.0,
                                                    **kw).fit(x, np.log(med)))
         usable = [e for e in entries if e.failure is not None or len(e.curve) >= t]
@@ -245,6 +297,12 @@ class Surrogate:
         x = self.features(config)
         y = self._curves.predict(x)
         t = self.max_t
+        if self._per_epoch is not None:
+            v = np.array([float(f.predict(x)[0]) for f in self._per_epoch])  # (max_t,)
+            if self._levels is not None:
+                v = np.array([np.quantile(self._levels[:, j], min(max(v[j], 0.0), 1.0))
+                              for j in range(t)])
+            y = np.concatenate([v, y])
         secs = math.exp(float(self._seconds.predict(x)[0])) * self.profile
         p = self._p_fail_const if self._fail is None else float(self._fail.predict(x)[1])
         return Prediction(y[:t], y[t:], secs, p)
@@ -309,10 +367,15 @@ class World:
             "n_fit": s.n_fit, "loss_cap": LOSS_CAP, "n_residuals": len(s.residuals),
             "noise_neighbours": NOISE_NEIGHBOURS, "bistable_ratio": BISTABLE_RATIO,
             "n_bistable": s.n_bistable})
+        if s.model != DEFAULT_MODEL:  # only then: replays made before keep their metadata
+            out["surrogate"]["variant"] = s.model
         report = _read_report(self.table)
         if report is not None:
-            out["surrogate"]["validation"] = {k: report.get(k) for k in
-                                              ("accepted", "folds", "rungs")}
+            v = report if s.model == DEFAULT_MODEL else \
+                (report.get("variants") or {}).get(s.model) or {}
+            out["surrogate"]["validation"] = {"accepted": v.get("accepted"),
+                                              "folds": report.get("folds"),
+                                              "rungs": v.get("rungs")}
         return out
 
     def heldout_error(self) -> dict:
@@ -432,8 +495,12 @@ def accepted_by(rungs: dict, max_t: int) -> bool:
                                         ACCEPT["top5_recall"])
 
 
-def validate(table: Table, folds: int = 5, seed: int = 0, n_trees: int = N_TREES):
-    """K-fold held-out validation (see the module docstring): (report, held-out rows)."""
+def validate(table: Table, folds: int = 5, seed: int = 0, n_trees: int = N_TREES,
+             model: str = DEFAULT_MODEL):
+    """K-fold held-out validation of ``model`` (see the module docstring): (report, held-out
+    rows). The folds depend on ``seed`` only, so every model is scored on the same folds."""
+    from mlpf.paths import shown
+
     t = table.max_t
     ok = [e for e in table.entries if e.failure is None and len(e.curve) >= t]
     if len(ok) < 2 * folds:
@@ -442,7 +509,7 @@ def validate(table: Table, folds: int = 5, seed: int = 0, n_trees: int = N_TREES
     rows, rungs_at = [], None
     for k in range(folds):
         held = [ok[i] for i in order[k::folds]]
-        s = Surrogate(table, seed, n_trees, exclude={e.config_id for e in held})
+        s = Surrogate(table, seed, n_trees, exclude={e.config_id for e in held}, model=model)
         rungs_at = s.rungs()
         for e in held:
             p = s.predict(e.params)
@@ -469,13 +536,47 @@ def validate(table: Table, folds: int = 5, seed: int = 0, n_trees: int = N_TREES
     ts = np.array([x["true_seconds"] for x in rows if x["epoch"] == t])
     ps = np.array([x["pred_seconds"] for x in rows if x["epoch"] == t])
     accepted = accepted_by(rungs, t)
-    report = {"table": str(table.path), "table_sha256": table.sha256, "scale": table.scale,
-              "folds": folds, "seed": seed, "n_trees": n_trees, "n_configs": len(ok),
+    report = {"table": shown(table.path), "table_sha256": table.sha256, "scale": table.scale,
+              "model": model, "folds": folds, "seed": seed, "n_trees": n_trees,
+              "n_configs": len(ok),
               "n_replicated": len(table.replicates), "loss_cap": LOSS_CAP,
               "criteria": ACCEPT, "accepted": accepted, "rungs": rungs,
               "seconds": {"spearman": _spearman(ps, ts),
                           "mae_rel": float(np.mean(np.abs(ps / ts - 1)))}}
     return report, rows
+
+
+VARIANT_SCORES = ("n", "spearman", "spearman_best_quarter", "top5_recall", "top5_k", "mae",
+                  "mae_log", "mae_ceiling", "mae_over_ceiling")  # per rung, in "variants"
+
+
+def _rounded(obj, digits: int = 6):
+    """Floats to ``digits`` significant digits (a report's numbers, not its noise)."""
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}") if math.isfinite(obj) else obj
+    if isinstance(obj, dict):
+        return {k: _rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_rounded(v, digits) for v in obj]
+    return obj
+
+
+def validate_variants(table: Table, folds: int = 5, seed: int = 0, n_trees: int = N_TREES,
+                      models=tuple(MODELS)):
+    """:func:`validate` of every model in ``models`` on the same folds: (the default model's
+    report with ``variants``: {model: {description, accepted, rungs: {rung: VARIANT_SCORES}}}
+    added, the default model's held-out rows). Acceptance is :func:`accepted_by`, the same
+    rule for every model."""
+    report, rows, variants = None, None, {}
+    for m in dict.fromkeys([DEFAULT_MODEL, *models]):  # the default first: its report gates
+        rep, r = validate(table, folds, seed, n_trees, model=m)
+        if m == DEFAULT_MODEL:
+            report, rows = rep, r
+        if m in models:
+            variants[m] = {"description": MODELS[m], "accepted": rep["accepted"],
+                           "rungs": {k: {c: v.get(c) for c in VARIANT_SCORES}
+                                     for k, v in rep["rungs"].items()}}
+    return {**report, "variants": _rounded(variants)}, rows
 
 
 def write_validation(table: Table, report: dict, rows: list[dict]) -> tuple[Path, Path]:
@@ -508,26 +609,182 @@ def print_report(report: dict) -> None:
           f"{ACCEPT['top5_recall']}): {'yes' if report['accepted'] else 'no'}")
 
 
+def print_variants(report: dict) -> None:
+    """The ``variants`` of a report, one line per model and rung."""
+    def f(v, d=3):
+        return "-" if v is None else f"{v:.{d}f}"
+
+    print(f"surrogate variants, {report['folds']}-fold held out on the same folds, "
+          f"{report['n_configs']} configurations (accepted: every rung Spearman >= "
+          f"{ACCEPT['spearman']} and >= {ACCEPT['spearman_best_quarter']} within the best "
+          f"quarter, top-5 % recall at max_t >= {ACCEPT['top5_recall']})")
+    print("  model          rung  Spearman  best 1/4  top-5% recall    MAE  ceiling  "
+          "MAE/ceiling  accepted")
+    for name, v in report["variants"].items():
+        for i, (r, x) in enumerate(v["rungs"].items()):
+            verdict = "" if i < len(v["rungs"]) - 1 else "yes" if v["accepted"] else "no"
+            print(f"  {name if i == 0 else '':<13s}  {r:>4s}  {f(x['spearman']):>8s}  "
+                  f"{f(x['spearman_best_quarter']):>8s}  {f(x['top5_recall'], 2):>13s}  "
+                  f"{f(x['mae']):>5s}  {f(x['mae_ceiling'], 4):>7s}  "
+                  f"{f(x['mae_over_ceiling'], 1):>11s}  {verdict}".rstrip())
+
+
+def _accepted(report: dict | None, model: str) -> bool | None:
+    """Whether ``report`` accepts ``model`` (the default: its own verdict; another: the one in
+    its ``variants``); None when the report has no verdict on it."""
+    if report is None:
+        return None
+    if model == DEFAULT_MODEL:
+        return bool(report.get("accepted"))
+    v = (report.get("variants") or {}).get(model)
+    return None if v is None else bool(v.get("accepted"))
+
+
 def surrogate_accepted(table: Table) -> bool:
     """Whether the validation report next to ``table`` (same sha256) accepts the surrogate."""
     report = _read_report(table)
     return bool(report and report.get("accepted"))
 
 
-def open_lookup(table: Table, lookup: str, seed: int = 0, force: bool = False):
+def open_lookup(table: Table, lookup: str, seed: int = 0, force: bool = False,
+                model: str = DEFAULT_MODEL):
     """What replays read for ``lookup``: the table itself (``nearest``) or a surrogate
-    fitted on it (``surrogate``; its worlds via ``.world(seed)``). A surrogate whose
-    validation report is missing or not accepted raises TableError unless ``force``."""
+    fitted on it (``surrogate``; its worlds via ``.world(seed)``; ``model`` one of
+    :data:`MODELS`). A surrogate whose validation report is missing or does not accept it
+    raises TableError unless ``force``."""
     if lookup == "nearest":
         return table
     if lookup != "surrogate":
         raise ValueError(f"unknown lookup {lookup!r}; choose one of {', '.join(LOOKUPS)}")
+    if model not in MODELS:
+        raise ValueError(f"unknown surrogate model {model!r}; choose one of "
+                         f"{', '.join(MODELS)}")
     report = _read_report(table)
-    if not force and (report is None or not report.get("accepted")):
-        why = "no validation report" if report is None else "its validation failed"
+    verdict = _accepted(report, model)
+    if not force and not verdict:
+        why = "no validation report" if report is None else \
+            f"no validation of model {model}" if verdict is None else "its validation failed"
+        how = "" if model == DEFAULT_MODEL else " --variants"
         raise TableError(f"surrogate of {table.path}: {why}; run python -m experiments."
-                         f"surrogate --table {table.path} (or --force-surrogate)")
-    return Surrogate(table, seed)
+                         f"surrogate --table {table.path}{how} (or --force-surrogate)")
+    return Surrogate(table, seed, model=model)
+
+
+# ---------------------------------------------------------------------------- judged by use
+BEST_LOSS = "best_loss"  # the lowest final loss of a trial that ended: the search's result
+TO_TARGET = "device_seconds_to_target"  # device-seconds until the incumbent reached the target
+RANK_COLUMNS = (BEST_LOSS, TO_TARGET)
+TARGET_QUANTILE = 0.05  # default target: the top 5 % of the world's final losses
+
+
+def search_metrics(folder: Path, target: float) -> dict:
+    """One search's :data:`RANK_COLUMNS` from its raw logs (``learning_curves.csv``,
+    ``results.csv``), as the analysis defines them: a trial enters the incumbent at the end of
+    its last epoch with that epoch's val_loss, if results.csv says it ended ok or stopped;
+    compute is the sum of epoch_seconds x devices over every epoch, in order of t_end.
+    Never reaching ``target``: inf; no trial ended: best loss inf."""
+    lc = logs.read_learning_curves(folder)
+    res = logs.read_results(folder)
+    if len(lc) == 0:
+        return {BEST_LOSS: math.inf, TO_TARGET: math.inf}
+    lc = lc.sort_values(logs.T_END, kind="mergesort") if logs.T_END in lc else lc
+    ended = None
+    if res is not None and logs.M_STATUS in res.columns:
+        ok = res[res[logs.M_STATUS].isin((logs.STATUS_OK, logs.STATUS_STOPPED))]
+        ended = set(ok["job_id"].map(logs.job_number))
+    devices = lc[logs.DEVICES].fillna(1).to_numpy(float) if logs.DEVICES in lc else 1.0
+    cum = np.cumsum(lc[logs.EPOCH_SECONDS].fillna(0).to_numpy(float) * devices)  # (n_epochs,)
+    last = ~lc[logs.JOB_ID].duplicated(keep="last").to_numpy()
+    val = lc[logs.VAL_LOSS].to_numpy(float)
+    enters = last & np.isfinite(val)
+    if ended is not None:
+        enters &= lc[logs.JOB_ID].isin(ended).to_numpy()
+    inc = np.minimum.accumulate(np.where(enters, val, np.inf))  # incumbent after each epoch
+    hit = np.flatnonzero(inc <= target)
+    return {BEST_LOSS: float(inc[-1]), TO_TARGET: float(cum[hit[0]]) if len(hit) else math.inf}
+
+
+def world_target(root: Path, table: Table, q: float = TARGET_QUANTILE) -> tuple[float, str]:
+    """(the ``q`` quantile of a world's final losses, where they come from): the surrogate's
+    own sample (``reference.csv`` that the campaign writes into a surrogate replay's folder),
+    else the table's configurations trained to max_t (first training seed)."""
+    import pandas as pd
+
+    ref = Path(root) / logs.REFERENCE_CSV
+    if ref.is_file():
+        df = pd.read_csv(ref)
+        finals = pd.to_numeric(df.loc[df[STATUS] == logs.STATUS_OK, logs.VAL_LOSS],
+                               errors="coerce").dropna().to_numpy()
+        where = logs.REFERENCE_CSV
+    else:
+        finals = np.array([e.curve[table.max_t - 1][0] for e in table.entries
+                           if e.failure is None and len(e.curve) >= table.max_t])
+        where = "table"
+    if not len(finals):
+        raise TableError(f"{root}: no final loss to take a target from ({where})")
+    return float(np.quantile(finals, q)), where
+
+
+def replay_metrics(root: Path, target: float):
+    """Per-seed :data:`RANK_COLUMNS` of every search under ``root`` (the layout of
+    ``experiments.campaign --out``: ``<method>/seed<k>/``): a DataFrame with columns
+    method, seed and RANK_COLUMNS, one row per search."""
+    import pandas as pd
+
+    rows = []
+    for mdir in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        for sdir in sorted(mdir.glob("seed*")):
+            if sdir.name[4:].isdigit() and (sdir / logs.LEARNING_CURVES_CSV).is_file():
+                rows.append({"method": mdir.name, "seed": int(sdir.name[4:]),
+                             **search_metrics(sdir, target)})
+    return pd.DataFrame(rows, columns=["method", "seed", *RANK_COLUMNS])
+
+
+def method_rank_check(nearest, surrogate, column: str = BEST_LOSS) -> dict:
+    """Do two worlds rank the methods alike? ``nearest``, ``surrogate``: per-seed metrics
+    (DataFrames with columns method, seed and ``column``, lower is better; e.g.
+    :func:`replay_metrics`). Each method is summarised by its median of ``column`` over the
+    seeds both worlds have for it (paired); over the methods both have, Kendall's tau-b
+    (``scipy.stats.kendalltau``) of the two worlds' medians. Returns {column, methods,
+    n_seeds, medians: {nearest: {method: v}, surrogate: {...}}, kendall_tau, p_value}; tau and
+    p are None with fewer than 2 methods or a ranking without any order."""
+    from scipy.stats import kendalltau
+
+    a = nearest[["method", "seed", column]]
+    b = surrogate[["method", "seed", column]]
+    both = a.merge(b, on=["method", "seed"], suffixes=("_n", "_s"))
+    med = both.groupby("method", sort=True)[[f"{column}_n", f"{column}_s"]].median()
+    methods = list(med.index)
+    tau = p = None
+    x, y = med[f"{column}_n"].to_numpy(float), med[f"{column}_s"].to_numpy(float)
+    if len(methods) >= 2 and len(set(x)) > 1 and len(set(y)) > 1:
+        t, pv = kendalltau(x, y)
+        tau, p = (float(t), float(pv)) if np.isfinite(t) else (None, None)
+    return {"column": column, "methods": methods,
+            "n_seeds": {m: int(n) for m, n in both.groupby("method", sort=True).size().items()},
+            "medians": {"nearest": dict(zip(methods, map(float, x))),
+                        "surrogate": dict(zip(methods, map(float, y)))},
+            "kendall_tau": tau, "p_value": p}
+
+
+def print_rank_check(checks: list[dict], roots, targets) -> None:
+    def f(v):
+        return "-" if v is None else ("never" if v == math.inf else f"{v:.4g}")
+
+    print(f"methods ranked by their median over seeds (paired), nearest row ({roots[0]}) vs "
+          f"surrogate ({roots[1]})")
+    print(f"  target loss: {f(targets[0][0])} ({targets[0][1]}) / {f(targets[1][0])} "
+          f"({targets[1][1]})")
+    print(f"  {'method':<22s} seeds  " + "  ".join(f"{c + ' (n / s)':>36s}" for c in
+                                                  (x["column"] for x in checks)))
+    for m in checks[0]["methods"]:
+        print(f"  {m:<22s} {checks[0]['n_seeds'][m]:>5d}  " + "  ".join(
+            f"{f(x['medians']['nearest'][m]) + ' / ' + f(x['medians']['surrogate'][m]):>36s}"
+            for x in checks))
+    for x in checks:
+        tau = "-" if x["kendall_tau"] is None else \
+            f"{x['kendall_tau']:.3f} (p {x['p_value']:.3g})"
+        print(f"  Kendall's tau by {x['column']}: {tau} over {len(x['methods'])} methods")
 
 
 def main(argv=None) -> int:
@@ -539,6 +796,20 @@ def main(argv=None) -> int:
     p.add_argument("--table", default=None, help="default results/<scale>/lctable.csv")
     p.add_argument("--folds", type=positive_int, default=5)
     p.add_argument("--trees", type=positive_int, default=N_TREES)
+    p.add_argument("--variants", action="store_true",
+                   help=f"validate every model ({', '.join(MODELS)}) on the same folds, "
+                        f"compare them and record the comparison in the report (replays "
+                        f"keep the default, {DEFAULT_MODEL})")
+    p.add_argument("--rank-check", nargs=2, type=Path, default=None,
+                   metavar=("NEAREST", "SURROGATE"),
+                   help="two replay folders (<method>/seed<k>/): Kendall's tau of the "
+                        "methods' rankings; validates nothing")
+    p.add_argument("--target", type=float, default=None,
+                   help="with --rank-check: the loss target (default: the top --top of each "
+                        "world's final losses)")
+    p.add_argument("--top", type=float, default=TARGET_QUANTILE,
+                   help=f"with --rank-check: quantile of the target (default "
+                        f"{TARGET_QUANTILE})")
 
     def body() -> int:
         a = p.parse_args(argv)
@@ -546,12 +817,35 @@ def main(argv=None) -> int:
             raise CliError("--folds must be at least 2")
         try:
             table = load_table(Path(a.table) if a.table else table_path(a.scale), a.scale)
-            report, rows = validate(table, a.folds, 0, a.trees)
+            if a.rank_check is not None:
+                return rank_check(table, a)
+            report, rows = (validate_variants if a.variants else validate)(
+                table, a.folds, 0, a.trees)
         except TableError as e:
             raise CliError(str(e)) from None
         print_report(report)
+        if a.variants:
+            print_variants(report)
         for path in write_validation(table, report, rows):
             print(f"wrote {path}")
+        return 0
+
+    def rank_check(table, a) -> int:
+        if not 0 < a.top < 1:
+            raise CliError(f"--top must be between 0 and 1, got {a.top}")
+        for root in a.rank_check:
+            if not root.is_dir():
+                raise CliError(f"--rank-check: no folder {root}")
+        targets = [(a.target, "--target") if a.target is not None else
+                   world_target(root, table, a.top) for root in a.rank_check]
+        try:
+            worlds = [replay_metrics(root, t) for root, (t, _) in zip(a.rank_check, targets)]
+        except logs.LogError as e:
+            raise CliError(str(e)) from None
+        checks = [method_rank_check(*worlds, column=c) for c in RANK_COLUMNS]
+        if not checks[0]["methods"]:
+            raise CliError("--rank-check: no method with the same seed in both folders")
+        print_rank_check(checks, a.rank_check, targets)
         return 0
 
     return run_main(body)

@@ -89,3 +89,43 @@ def hp_values(hp) -> set | None:
         if hasattr(hp, attr):
             return {v.item() if hasattr(v, "item") else v for v in getattr(hp, attr)}
     return None
+
+
+def tiny_table(path: Path, n_configs: int = 24, failed: int = 2, replicated: int = 3) -> Path:
+    """Write a small learning-curve table of the smoke space (max_t 9) and its lctable.json:
+    the default (config 0, x 3 seeds) and ``n_configs`` Sobol configurations; the first
+    ``replicated`` x 2 seeds; the last ``failed`` diverge at epoch 3. Losses follow the
+    learning rate's distance to 3e-3 and the dropout, each row's components are fixed shares
+    of its val_loss, epoch seconds grow with the graph layers. Returns the CSV path."""
+    import math
+
+    from experiments import logs
+    from experiments import table as tb
+    from experiments.space import sobol_configs
+
+    configs = [tb.default_values("smoke"), *sobol_configs("smoke", n_configs, seed=0)]
+    rows = []
+    for cid, c in enumerate(configs):
+        final = 0.3 + 0.2 * abs(math.log10(c["lr"] / 3e-3)) + 0.4 * c["dropout"]
+        secs = 1.0 + 0.25 * c["num_graph_layers_common"]
+        seeds = 3 if cid == 0 else 2 if cid <= replicated else 1
+        for rep in range(seeds):
+            noise = 1.0 + 0.02 * rep * (-1) ** cid
+            for e in range(1, 10):
+                base = {tb.CONFIG_ID: cid, tb.REPLICATE: rep, tb.EPOCH: e,
+                        **{tb.PARAM_PREFIX + k: v for k, v in c.items()}}
+                if cid > n_configs - failed and e == 3:
+                    rows.append({**base, tb.EPOCH_SECONDS: 0.5 * secs,
+                                 tb.STATUS: tb.STATUS_FAILED, tb.REASON: "diverged"})
+                    break
+                v = final * noise * (1.0 + 2.0 / e)
+                comps = {k: v * (i + 1) / 28.0 for i, k in enumerate(logs.VAL_COMPONENTS)}
+                rows.append({**base, tb.VAL_LOSS: v, tb.TRAIN_LOSS: 1.1 * v,
+                             tb.EPOCH_SECONDS: secs * (1.2 if e == 1 else 1.0),
+                             tb.STATUS: tb.STATUS_OK, tb.REASON: "",
+                             logs.VAL_LOSS_REG: 0.5 * v, **comps})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logs.write_csv(path, tb.columns_for(configs[0]), rows)
+    logs.write_json(tb.meta_path(path), {"scale": "smoke", "max_t": 9})
+    return path

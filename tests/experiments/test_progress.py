@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 import json
 
+from experiments.bookkeeping import Progress
 from experiments.campaign import how_it_ended
 from experiments.cli import duration
-from experiments.bookkeeping import Progress
 
 
 def test_duration_reads_like_a_clock():

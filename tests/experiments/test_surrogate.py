@@ -268,3 +268,182 @@ def test_reference_is_the_default_and_sobol_points_of_world_0(table, tmp_path):
             assert float(cells[3]) == pytest.approx(entry.curve[-1][0], rel=1e-9)
         else:
             assert cells[6] == "failed" and cells[7] == entry.failure
+
+
+# ------------------------------------------------------------------ variants, judged by use
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A hand-made smoke table (conftest.tiny_table): 40 configurations + the default."""
+    from .conftest import tiny_table
+
+    return load_table(tiny_table(tmp_path_factory.mktemp("tiny") / "lc.csv", n_configs=40))
+
+
+def test_rank_targets_are_per_epoch_ranks_in_0_1():
+    from experiments.surrogate import rank_targets
+
+    r = rank_targets(np.array([[3.0, 1.0], [1.0, 1.0], [2.0, 5.0]]))
+    assert np.allclose(r, [[1.0, 0.25], [0.0, 0.25], [0.5, 1.0]])  # ties share their mean
+
+
+def test_every_model_predicts_whole_curves(tiny):
+    from experiments.surrogate import MODELS
+
+    e = tiny.entries[7]
+    for model in MODELS:
+        s = Surrogate(tiny, n_trees=20, model=model)
+        p = s.predict(e.params)
+        assert p.log_val.shape == p.log_train.shape == (tiny.max_t,)
+        assert np.isfinite(p.log_val).all() and np.isfinite(p.log_train).all()
+        entry, _ = s.world(1).replay(e.params)
+        assert len(entry.curve) == tiny.max_t
+        if model == "per_rung_rank":  # a rank maps back into the training losses' range
+            ok = [x for x in tiny.entries if x.failure is None]
+            logv = np.log([[c[0] for c in x.curve] for x in ok])
+            assert np.all(p.log_val >= logv.min(axis=0) - 1e-12)
+            assert np.all(p.log_val <= logv.max(axis=0) + 1e-12)
+    with pytest.raises(ValueError, match="unknown surrogate model"):
+        Surrogate(tiny, model="gp")
+
+
+def test_variants_are_validated_alike_and_reproducibly(tiny):
+    from experiments.surrogate import MODELS, accepted_by, validate_variants
+
+    report, rows = validate_variants(tiny, folds=3, n_trees=20)
+    assert report["model"] == "forest" and list(report["variants"]) == list(MODELS)
+    plain, plain_rows = validate(tiny, folds=3, n_trees=20)
+    assert rows == plain_rows and report["accepted"] == plain["accepted"]
+    assert {k: v for k, v in report.items() if k != "variants"} == plain
+    for v in report["variants"].values():
+        assert set(v["rungs"]) == {"1", "3", "9"}
+        assert v["accepted"] == accepted_by(v["rungs"], tiny.max_t)  # the same rule
+    f = report["variants"]["forest"]["rungs"]["9"]
+    assert f["spearman"] == pytest.approx(plain["rungs"]["9"]["spearman"], rel=1e-5)
+    again, _ = validate_variants(tiny, folds=3, n_trees=20)
+    assert json.dumps(again) == json.dumps(report)  # fixed seeds: the same numbers
+
+
+def test_open_lookup_takes_a_variant_only_when_its_validation_accepts_it(tiny):
+    from experiments.surrogate import write_validation
+
+    report, rows = validate(tiny, folds=3, n_trees=20)
+    report = {**report, "accepted": False,
+              "variants": {"per_rung_rank": {"accepted": True, "rungs": {}}}}
+    jpath, cpath = write_validation(tiny, report, rows)
+    try:
+        s = open_lookup(tiny, "surrogate", model="per_rung_rank")
+        assert s.model == "per_rung_rank"
+        summary = s.world(0).summary()["surrogate"]
+        assert summary["variant"] == "per_rung_rank" and summary["validation"]["accepted"]
+        with pytest.raises(TableError, match="its validation failed"):
+            open_lookup(tiny, "surrogate")
+        with pytest.raises(TableError, match="no validation of model per_rung_log"):
+            open_lookup(tiny, "surrogate", model="per_rung_log")
+        assert "variant" not in Surrogate(tiny, n_trees=5).world(0).summary()["surrogate"]
+    finally:
+        jpath.unlink()
+        cpath.unlink()
+
+
+def test_cli_variants_print_and_record_the_comparison(tiny):
+    cmd = [sys.executable, "-m", "experiments.surrogate", "--scale", "smoke", "--table",
+           str(tiny.path), "--variants", "--folds", "3", "--trees", "20"]
+    jpath, cpath = report_paths(tiny)
+    try:
+        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        for name in ("forest", "per_rung_log", "per_rung_rank"):
+            assert name in r.stdout
+        report = json.loads(jpath.read_text())
+        assert set(report["variants"]) == {"forest", "per_rung_log", "per_rung_rank"}
+        first = (jpath.read_bytes(), cpath.read_bytes())
+        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert (jpath.read_bytes(), cpath.read_bytes()) == first  # byte for byte
+    finally:
+        jpath.unlink(missing_ok=True)
+        cpath.unlink(missing_ok=True)
+
+
+def _fake_search(folder, trials, devices=1, status=None):
+    """learning_curves.csv and results.csv of a search: ``trials`` {job: [(val_loss,
+    epoch_seconds, t_end), ...]}; ``status`` {job: m:status} (default ok)."""
+    from experiments import logs
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lc = [{logs.JOB_ID: j, logs.EPOCH: e, logs.VAL_LOSS: v, logs.TRAIN_LOSS: v,
+           logs.EPOCH_SECONDS: s, logs.T_START: t - s, logs.T_END: t, logs.WORKER: 0,
+           logs.DEVICES: devices}
+          for j, rows in trials.items() for e, (v, s, t) in enumerate(rows, 1)]
+    logs.write_csv(folder / logs.LEARNING_CURVES_CSV, logs.LC_COLUMNS, lc)
+    res = [{"job_id": j, logs.M_STATUS: (status or {}).get(j, "ok")} for j in trials]
+    logs.write_csv(folder / logs.RESULTS_CSV, ("job_id", logs.M_STATUS), res)
+
+
+def test_search_metrics_follow_the_incumbent_over_compute(tmp_path):
+    from experiments.surrogate import BEST_LOSS, TO_TARGET, search_metrics
+
+    trials = {1: [(3.0, 10, 10), (2.0, 10, 20)], 2: [(1.5, 5, 15)], 3: [(0.5, 4, 12)]}
+    _fake_search(tmp_path / "a", trials, status={3: "failed"})
+    # epochs by t_end: job1 e1 (10 s), job3 (failed: spends 4 s, never enters), job2 (5 s,
+    # enters 1.5), job1 e2 (10 s, enters 2.0): incumbent 1.5 after 19 s
+    assert search_metrics(tmp_path / "a", 1.6) == {BEST_LOSS: 1.5, TO_TARGET: 19.0}
+    assert search_metrics(tmp_path / "a", 1.0)[TO_TARGET] == float("inf")
+    _fake_search(tmp_path / "b", trials, devices=2, status={3: "failed"})
+    assert search_metrics(tmp_path / "b", 1.6)[TO_TARGET] == 38.0
+
+
+def test_method_rank_check_is_kendalls_tau_of_the_medians():
+    import pandas as pd
+
+    from experiments.surrogate import method_rank_check
+
+    def world(values):  # {method: [per-seed values]}
+        return pd.DataFrame([{"method": m, "seed": s, "best_loss": v}
+                             for m, vs in values.items() for s, v in enumerate(vs)])
+
+    near = world({"a": [1, 2, 3], "b": [2, 3, 4], "c": [5, 6, 7], "d": [9, 9, 9]})
+    same = method_rank_check(near, world({"a": [0, 1, 1], "b": [2, 2, 2], "c": [3, 3, 3],
+                                          "d": [4, 4, 4]}))
+    assert same["kendall_tau"] == pytest.approx(1.0) and same["methods"] == list("abcd")
+    flipped = method_rank_check(near, world({"a": [4, 4], "b": [3, 3, 3], "c": [2, 2, 2],
+                                             "d": [1, 1, 1]}))
+    assert flipped["kendall_tau"] == pytest.approx(-1.0)
+    assert flipped["n_seeds"]["a"] == 2  # seeds paired: the surrogate world lacks seed 2
+    assert flipped["medians"]["nearest"]["a"] == 1.5  # median over the paired seeds only
+    inf = float("inf")  # a method that never reaches the target ranks last
+    never = method_rank_check(near, world({"a": [1, 1, 1], "b": [2, 2, 2], "c": [3, 3, 3],
+                                           "d": [inf, inf, inf]}))
+    assert never["kendall_tau"] == pytest.approx(1.0)
+    assert method_rank_check(near, world({"a": [1]}))["kendall_tau"] is None
+
+
+def test_cli_rank_check_reads_two_replay_folders(tiny, tmp_path):
+    for world, order in (("near", (1.0, 2.0, 3.0)), ("sur", (1.1, 2.2, 3.3))):
+        for m, v in zip(("random", "asha", "hyperband"), order):
+            for seed in (0, 1):
+                _fake_search(tmp_path / world / m / f"seed{seed}",
+                             {1: [(v + seed, 10, 10)], 2: [(v + 0.5, 10, 20)]})
+    cmd = [sys.executable, "-m", "experiments.surrogate", "--scale", "smoke", "--table",
+           str(tiny.path), "--rank-check", str(tmp_path / "near"), str(tmp_path / "sur")]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "Kendall's tau by best_loss: 1.000" in r.stdout
+    assert "target loss" in r.stdout and "(table)" in r.stdout
+    r = subprocess.run([*cmd[:-1], str(tmp_path / "none")], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_surrogate_world_takes_its_target_from_its_own_sample(tiny, tmp_path):
+    from experiments import logs
+    from experiments import table as tb
+    from experiments.surrogate import world_target
+
+    finals = [e.curve[-1][0] for e in tiny.entries if e.failure is None]
+    assert world_target(tmp_path, tiny, 0.5) == (pytest.approx(np.quantile(finals, 0.5)),
+                                                  "table")
+    rows = [dict(zip(tb.BASE_COLUMNS, (i, 0, 9, v, v, 1.0, tb.STATUS_OK, "")))
+            for i, v in enumerate([0.1, 0.2, 0.3, 0.4, 0.5])]
+    rows.append(dict(zip(tb.BASE_COLUMNS, (5, 0, 3, "", "", 1.0, tb.STATUS_FAILED, "oom"))))
+    logs.write_csv(tmp_path / logs.REFERENCE_CSV, tb.BASE_COLUMNS, rows)
+    assert world_target(tmp_path, tiny, 0.5) == (pytest.approx(0.3), "reference.csv")
