@@ -24,18 +24,19 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PEERS_STAMP := $(VENV)/.peers-installed
 RAY_STAMP := $(VENV)/.ray-installed
+NEPS_STAMP := $(VENV)/.neps-installed
 NPROC := $(shell nproc 2>/dev/null || echo 2)
 
 ifeq ($(filter $(SCALE),smoke small paper),)
 $(error SCALE must be one of smoke, small, paper (got '$(SCALE)'))
 endif
 
-.PHONY: help setup peers ray test lint data benchmark claim1 claim2 lctable replay replay-surrogate replay-power figures physics clean distclean
+.PHONY: help setup peers ray neps test lint data benchmark claim1 claim2 claim2-sensitivity lctable replay replay-surrogate replay-power figures physics clean distclean
 
 help: ## show this help
 	@echo "usage: make TARGET [SCALE=smoke|small|paper] (default SCALE=small)"
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | \
-	  awk 'BEGIN {FS = ":.*## "}; {printf "  %-17s %s\n", $$1, $$2}'
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  %-19s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## create .venv (Python 3.11) and install requirements.txt
 
@@ -61,7 +62,14 @@ $(RAY_STAMP): requirements-ray.txt $(STAMP)
 	$(PY) -c "import ray.tune, ray.tune.search.optuna, ray.tune.schedulers"
 	touch $@
 
-test: setup $(PEERS_STAMP) $(RAY_STAMP) data/smoke/.complete ## run the test suite on generated smoke events (slow and MPI tests included; PYTEST_ARGS="-m 'not slow'" skips them)
+neps: $(NEPS_STAMP) ## install NePS 0.17.0 (requirements-neps.txt, --no-deps) into .venv: the neps_priorband peer
+
+$(NEPS_STAMP): requirements-neps.txt $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-neps.txt
+	$(PY) -c "import neps; neps.algorithms.priorband"
+	touch $@
+
+test: setup $(PEERS_STAMP) $(RAY_STAMP) $(NEPS_STAMP) data/smoke/.complete ## run the test suite on generated smoke events (slow and MPI tests included; PYTEST_ARGS="-m 'not slow'" skips them)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup ## ruff
@@ -87,7 +95,7 @@ lctable: setup data ## train CONFIGS sampled configurations + the default to max
 	  $(if $(CONFIGS),--configs $(CONFIGS))
 
 REPLAY_SEED_LIST = $(shell seq 0 $$(( $(REPLAY_SEEDS) - 1 )))
-replay: setup $(PEERS_STAMP) ## validate the surrogate of LCTABLE, replay every method and peer x REPLAY_SEEDS on it (simulated time), then their figures
+replay: setup $(PEERS_STAMP) $(NEPS_STAMP) ## validate the surrogate of LCTABLE, replay every method and peer x REPLAY_SEEDS on it (simulated time), then their figures
 	$(PY) -m experiments.surrogate --scale $(SCALE) --table $(LCTABLE)
 	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table $(LCTABLE) \
 	  --seeds "$(REPLAY_SEED_LIST)" --processes $(NPROC)
@@ -121,7 +129,17 @@ claim2: setup ## the pre-registered claim-2 test (analysis/preregistration.md) o
 	  --results $(dir $(LCTABLE_NEXT))claim2 --out paper_figures/$(SCALE)/claim2
 	$(PY) -m analysis.claim2 --per-seed paper_figures/$(SCALE)/claim2/per_seed.csv
 
-replay-surrogate: setup $(PEERS_STAMP) ## after make replay: the same replays on the surrogate (accepted or not), and whether both rank the methods alike
+SENSITIVITY_DIR = $(dir $(LCTABLE_NEXT))sensitivity
+claim2-sensitivity: setup ## claim 2's verdict with each top-1 % configuration left out, in the other world, with 8 workers (about 61 core-h at 200 seeds: experiments/sensitivity.py)
+	$(PY) -m experiments.table --scale $(SCALE) --table $(LCTABLE_NEXT) --require $(CLAIM2_MIN_CONFIGS)
+	$(PY) -m experiments.surrogate --scale $(SCALE) --table $(LCTABLE_NEXT)
+	$(PY) -m experiments.sensitivity --scale $(SCALE) --table $(LCTABLE_NEXT) \
+	  --seeds "$$(seq -s ' ' 0 $$(( $(CLAIM2_SEEDS) - 1 )))" --processes $(NPROC) \
+	  --out $(SENSITIVITY_DIR)
+	$(PY) -m analysis.sensitivity --scale $(SCALE) --manifest $(SENSITIVITY_DIR)/scenarios.json \
+	  --out paper_figures/$(SCALE)/claim2_sensitivity
+
+replay-surrogate: setup $(PEERS_STAMP) $(NEPS_STAMP) ## after make replay: the same replays on the surrogate (accepted or not), and whether both rank the methods alike
 	$(PY) -m experiments.surrogate --scale $(SCALE) --table $(LCTABLE)
 	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table $(LCTABLE) \
 	  --lookup surrogate --seeds "$(REPLAY_SEED_LIST)" --processes $(NPROC) \

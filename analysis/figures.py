@@ -8,7 +8,7 @@
     utilisation           worker utilisation over time
     best_hyperparameters  parallel coordinates of the trials with the lowest final loss
 
-Each function takes ``runs`` ({method: {seed: Search}}) and the tidy ``trials`` table and
+Each function takes ``runs`` ({method: {seed: SearchLogs}}) and the tidy ``trials`` table and
 returns a Figure; :func:`save` writes it as PDF and PNG with fixed metadata (no dates, no
 software string) so that reruns give the same bytes.
 """

@@ -13,7 +13,7 @@ still be built; a damaged row (a cut line, text in a numeric cell, a negative ti
 by its line and skipped.
 
 Usage:
-    runs = load_scale(RESULTS_DIR / "small")     # {method: {seed: Search}}
+    runs = load_scale(RESULTS_DIR / "small")     # {method: {seed: SearchLogs}}
     trials, epochs = tidy(runs)                  # two long DataFrames
 """
 
@@ -132,7 +132,7 @@ def warnings_to_stderr():
 
 
 @dataclass
-class Search:
+class SearchLogs:
     """The raw logs of one search (one method, one seed), lightly normalised.
 
     results: one row per trial (results.csv), objective as float (NaN where failed)
@@ -278,7 +278,7 @@ def _empty_curves() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=float) for c in (*CURVE_COLUMNS, DEVICE_HOURS)})
 
 
-def load_search(path: Path, method: str | None = None, seed: int | None = None) -> Search:
+def load_search(path: Path, method: str | None = None, seed: int | None = None) -> SearchLogs:
     """Read one ``<method>/seed<k>/`` folder. Raises MissingLogsError if it holds no log."""
     path = Path(path)
     method = method or path.parent.name
@@ -320,7 +320,7 @@ def load_search(path: Path, method: str | None = None, seed: int | None = None) 
              f"duration taken from the last epoch")
     if metadata.get(MD_STATUS) not in (None, MD_COMPLETE):
         warn(f"{path}: search status is {metadata.get(MD_STATUS)!r}")
-    return Search(method, seed, path, results, curves, metadata)
+    return SearchLogs(method, seed, path, results, curves, metadata)
 
 
 def _method_order(name: str) -> tuple:
@@ -329,12 +329,12 @@ def _method_order(name: str) -> tuple:
     return (known.index(name) if name in known else len(known), name)
 
 
-def load_scale(scale_dir: Path) -> dict[str, dict[int, Search]]:
-    """All searches under ``results/<scale>/``: {method: {seed: Search}}, methods in the
+def load_scale(scale_dir: Path) -> dict[str, dict[int, SearchLogs]]:
+    """All searches under ``results/<scale>/``: {method: {seed: SearchLogs}}, methods in the
     paper's order, seeds ascending. Raises MissingLogsError if there are none. The replay
     folder (:data:`NOT_METHOD_DIRS`) and plain files are not methods and are skipped."""
     scale_dir = Path(scale_dir)
-    runs: dict[str, dict[int, Search]] = {}
+    runs: dict[str, dict[int, SearchLogs]] = {}
     if scale_dir.is_dir():
         for mdir in sorted(p for p in scale_dir.iterdir()
                            if p.is_dir() and p.name not in NOT_METHOD_DIRS):
@@ -428,7 +428,7 @@ def table_for(runs: dict, path: Path) -> tuple[pd.Series, str]:
     return finals, name
 
 
-def trial_table(s: Search) -> pd.DataFrame:
+def trial_table(s: SearchLogs) -> pd.DataFrame:
     """One row per trial (job) of one search: method, seed, job_id, status, final_loss,
     best_loss (min over its epochs), epochs (trained), last_epoch, device_hours, t_start,
     t_end, reason, budget, max_t and every p:<hp> column.
@@ -495,7 +495,7 @@ def trial_table(s: Search) -> pd.DataFrame:
     return df[cols].sort_values(JOB_ID, kind="mergesort").reset_index(drop=True)
 
 
-def tidy(runs: dict[str, dict[int, Search]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def tidy(runs: dict[str, dict[int, SearchLogs]]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(trials, epochs): all trials and all epoch rows of every search, with method and seed
     columns. Hyperparameter columns keep their p: prefix."""
     trials, epochs = [], []

@@ -49,7 +49,7 @@ from analysis.logs import (
     T_START,
     UNFINISHED,
     VAL_LOSS,
-    Search,
+    SearchLogs,
 )
 
 BUDGET_FRACTIONS = (0.125, 0.25, 0.5, 1.0)  # of each search's budget B
@@ -99,7 +99,7 @@ def incumbent_trace(curves: pd.DataFrame, final_losses: pd.Series) -> pd.DataFra
     })
 
 
-def search_trace(s: Search, trials: pd.DataFrame) -> pd.DataFrame:
+def search_trace(s: SearchLogs, trials: pd.DataFrame) -> pd.DataFrame:
     """:func:`incumbent_trace` of search ``s``; ``trials``: the tidy trial table (any
     searches; the rows of s are picked by method and seed)."""
     t = trials[(trials["method"] == s.method) & (trials["seed"] == s.seed)]
@@ -129,7 +129,7 @@ def incumbent_on_grid(trace: pd.DataFrame, grid) -> np.ndarray:
     return inc[np.searchsorted(cum, np.asarray(grid, dtype=float), side="right")]
 
 
-def search_budget(s: Search) -> tuple[float, str]:
+def search_budget(s: SearchLogs) -> tuple[float, str]:
     """(B in device-hours, where it came from): metadata "budget_device_s", else the
     search's total compute."""
     b = s.metadata.get(MD_BUDGET_DEVICE_S)
@@ -206,7 +206,7 @@ def default_reference(runs: dict, which: str = "final") -> float | None:
     return float(np.median(values)) if values else None
 
 
-def utilisation(s: Search) -> float:
+def utilisation(s: SearchLogs) -> float:
     """Busy fraction of the workers: sum(epoch_seconds) / (workers x duration), with the
     worker-seconds summed over the segments of a resumed search."""
     denom = s.capacity

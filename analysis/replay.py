@@ -100,7 +100,7 @@ from mlpf.paths import FIGURES_DIR, RESULTS_DIR  # noqa: E402
 PAPER_METHODS = ("random", "hyperband", "asha", "asha_bo")  # drawn thick
 EXPECTED = (DEFAULT_METHOD, "random", "hyperband", "asha", "asha_bo", "async_hyperband",
             "bohb", "bo")  # asha_deephyper and Optuna peers (optuna_*) are optional
-PEER_PREFIXES = ("optuna_", "syne_", "ray_")  # other libraries
+PEER_PREFIXES = ("optuna_", "syne_", "ray_", "neps_")  # other libraries
 MIN_SEEDS = 20
 GOAL_METHOD, GOAL_SPEEDUP = "asha_bo", 4.0  # the goal: <= 1/4 of random's compute
 GOAL_QUANTILE = 0.05  # ... to reach the top 5 % target
@@ -180,7 +180,7 @@ def analyse(runs: dict, default_loss: float | None = None, n_grid: int = GRID_PO
             default_source: str = "", table: pd.Series | None = None,
             table_name: str = "lctable.csv") -> dict:
     """Everything the outputs show, from the loaded replay searches ({method: {seed:
-    Search}}). ``default_loss`` replaces the replayed default run's loss (``default_source``
+    SearchLogs}}). ``default_loss`` replaces the replayed default run's loss (``default_source``
     says where it came from); ``table``: the learning-curve table's final losses
     (:func:`analysis.logs.table_final_losses`) for L_ref and the targets. Returns a dict of
     tables and references."""

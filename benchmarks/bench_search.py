@@ -39,8 +39,8 @@ from experiments.search import search_command  # noqa: E402
 
 
 def run_one(method, evaluator, trainable, out, budget=None, sleep=0.0, workers=2) -> dict:
-    cmd, env = search_command(method, "smoke", 0, workers, evaluator, trainable, False,
-                              budget, out)
+    cmd, env = search_command(method, "smoke", 0, workers=workers, evaluator=evaluator,
+                              trainable=trainable, budget=budget, out=out)
     cmd.append("--quiet")
     env["EXP_SYNTHETIC"] = json.dumps({"sleep": sleep})
     t0 = time.time()

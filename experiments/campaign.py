@@ -33,6 +33,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from experiments import driver, logs, search
@@ -136,20 +137,41 @@ def other_designs(folders: list[tuple[str, Path]], want, loss: str | None = None
     return out
 
 
+@dataclass
+class Child:
+    """A live search running as a subprocess of the campaign."""
+
+    method: str
+    seed: int
+    process: subprocess.Popen
+    started: float  # time.time() when it started
+    log_dir: Path
+
+
+@dataclass
+class Ended:
+    """How one search of the campaign ended: its status in words and its wall seconds."""
+
+    method: str
+    seed: int
+    status: str
+    wall: float
+
+
 def run_live(a) -> int:
     """Live searches as subprocesses, ``a.processes`` at a time."""
     from mlpf.paths import results_dir
 
     jobs = [("default", s) for s in a.seeds if "default" not in a.methods] + \
         [(m, s) for s in a.seeds for m in a.methods]
-    running: list[tuple[str, int, subprocess.Popen, float, Path]] = []
+    running: list[Child] = []
     stop = {"signal": None}
 
     def on_signal(signum, frame):  # pass SIGTERM/SIGINT on to the running searches, then stop
         stop["signal"] = signum
-        for _, _, child, *_ in running:
-            if child.poll() is None:
-                child.send_signal(signum)
+        for r in running:
+            if r.process.poll() is None:
+                r.process.send_signal(signum)
 
     folders = [(m, Path(a.out) / m / f"seed{s}" if a.out else results_dir(a.scale, m, s))
                for m, s in jobs]
@@ -162,22 +184,24 @@ def run_live(a) -> int:
                        f"{'them' if more else 'it'} aside (e.g. to results/{a.scale}/archive/) "
                        "or pass --out")
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    summary = []
+    summary: list[Ended] = []
     t_all = time.time()
 
     def wait_one() -> None:
         """Wait until one running search ends and note how it ended."""
         while True:
             for r in running:
-                rc = r[2].poll()
+                rc = r.process.poll()
                 if rc is not None:
                     running.remove(r)
-                    summary.append((r[0], r[1], how_it_ended(rc, r[4]), time.time() - r[3]))
-                    ran = [w for *_, st, w in summary if not st.startswith("skipped")]
+                    end = Ended(r.method, r.seed, how_it_ended(rc, r.log_dir),
+                                time.time() - r.started)
+                    summary.append(end)
+                    ran = [e.wall for e in summary if not e.status.startswith("skipped")]
                     left = len(jobs) - len(summary) + len(running)
                     eta = (sum(ran) / len(ran)) * left / max(1, a.processes)
-                    print(f"== [{len(summary)}/{len(jobs)}] {r[0]} seed{r[1]}: "
-                          f"{summary[-1][2]} in {duration(summary[-1][3])}; campaign "
+                    print(f"== [{len(summary)}/{len(jobs)}] {r.method} seed{r.seed}: "
+                          f"{end.status} in {duration(end.wall)}; campaign "
                           f"elapsed {duration(time.time() - t_all)}, ETA {duration(eta)}",
                           file=sys.stderr, flush=True)
                     return
@@ -192,7 +216,7 @@ def run_live(a) -> int:
                 results_dir(a.scale, method, seed)
             meta = logs.read_json(out / logs.METADATA_JSON)
             if meta and meta.get("status") == logs.RUN_COMPLETE:
-                summary.append((method, seed, "skipped (complete)", 0.0))
+                summary.append(Ended(method, seed, "skipped (complete)", 0.0))
                 continue
             while running and (method == "default" or len(running) >= a.processes):
                 wait_one()
@@ -200,13 +224,14 @@ def run_live(a) -> int:
                 break
             resume = meta is not None or (out / logs.RESULTS_CSV).exists()
             workers = 1 if method == "default" else a.workers
-            cmd, env = search.search_command(method, a.scale, seed, workers, a.evaluator,
-                                             a.trainable, resume, a.budget,
-                                             out if a.out else None, a.time_budget,
-                                             a.device_budget)
+            cmd, env = search.search_command(
+                method, a.scale, seed, workers=workers, evaluator=a.evaluator,
+                trainable=a.trainable, resume=resume, budget=a.budget,
+                out=out if a.out else None, time_budget=a.time_budget,
+                device_budget=a.device_budget)
             print(f"== {method} seed{seed}{' (resume)' if resume else ''}: {' '.join(cmd)}",
                   file=sys.stderr, flush=True)
-            running.append((method, seed, subprocess.Popen(cmd, env=env), time.time(), out))
+            running.append(Child(method, seed, subprocess.Popen(cmd, env=env), time.time(), out))
             while method == "default" and running:
                 wait_one()
         while running:
@@ -217,11 +242,12 @@ def run_live(a) -> int:
     print(f"\ncampaign live {a.scale} ({a.evaluator}, {a.workers} workers, "
           f"{duration(time.time() - t_all)}"
           f"{', interrupted' if stop['signal'] else ''}):", file=sys.stderr)
-    for method, seed, status, wall in summary:
-        print(f"  {method:16s} seed{seed}  {status:44s} {duration(wall):>8s}", file=sys.stderr)
+    for e in summary:
+        print(f"  {e.method:16s} seed{e.seed}  {e.status:44s} {duration(e.wall):>8s}",
+              file=sys.stderr)
     if stop["signal"]:
         return 128 + stop["signal"]
-    return 0 if all(s.startswith(("complete", "skipped")) for _, _, s, _ in summary) else 1
+    return 0 if all(e.status.startswith(("complete", "skipped")) for e in summary) else 1
 
 
 def how_it_ended(rc: int, log_dir: Path) -> str:
@@ -269,8 +295,9 @@ def simulate_one(task: tuple[str, int]) -> dict:
         curves, summary = table_curves(table), table.summary()
     try:
         if name in PEERS:
-            run_peer(name, c["scale"], seed, curves, log_dir, c["workers"], summary,
-                     c["budget"], c["time_budget"], c["devices"], c["device_budget"])
+            run_peer(name, c["scale"], seed, curves, log_dir, workers=c["workers"],
+                     table=summary, budget=c["budget"], time_budget=c["time_budget"],
+                     devices=c["devices"], device_budget=c["device_budget"])
         else:
             search.replay(name, c["scale"], seed, table, c["workers"], log_dir,
                           c["budget"], c["time_budget"], progress=False,

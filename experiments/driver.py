@@ -11,18 +11,9 @@ decision, (c) stop cleanly on SIGTERM/SIGINT (finished trials written, metadata 
 kept and told to the method (surrogate, Hyperband rungs, ASHA rung values), job ids continue
 after the largest logged one, trials that were running are not counted as finished.
 
-A backend has (duck-typed):
-
-- ``name``: what metadata records as the evaluator;
-- ``start(plan) -> (workers, start time)``: the time is ``time.time()`` live (shared by every
-  MPI rank), 0 in simulated time;
-- ``annotate(meta)``: backend-specific metadata;
-- ``evaluator(plan, meta)``: a context manager giving the evaluator, or None on a process that
-  only serves trials (an MPI worker rank);
-- ``finish(code, ev, meta, plan) -> int``: after the loop (stop workers, final metadata).
-
-An evaluator with a ``clock()`` method (the replay's) gives the search's time; otherwise it is
-``time.time()``.
+A backend is a :class:`Backend` (a ``typing.Protocol``: what the driver calls, checked by
+``tests/experiments/test_search.py`` for every backend). An evaluator with a ``clock()`` method
+(the replay's) gives the search's time; otherwise it is ``time.time()``.
 """
 
 from __future__ import annotations
@@ -34,8 +25,10 @@ import signal
 import socket
 import sys
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from experiments import bookkeeping, dhcompat, logs
 from experiments.bookkeeping import Books, Budget, Progress
@@ -78,8 +71,32 @@ class Plan:
         return bool(self.previous) and self.previous.get("status") == logs.RUN_COMPLETE
 
 
+@runtime_checkable
+class Backend(Protocol):
+    """What the driver needs of a backend (:mod:`experiments.backends`). Optional:
+    ``is_manager`` (False on MPI worker ranks: they take no folder lock), ``share(value)``
+    (every MPI rank learns the manager's value) and ``durable`` (False: results.csv is written
+    once, at the end, as in simulated time)."""
+
+    name: str  # what metadata records as the evaluator
+
+    def start(self, plan: Plan) -> tuple[int, float]:
+        """(workers, start time): ``time.time()`` live (shared by every MPI rank), 0 in
+        simulated time."""
+
+    def annotate(self, meta: dict) -> None:
+        """Add the backend's own metadata."""
+
+    def evaluator(self, plan: Plan, meta: dict) -> AbstractContextManager:
+        """A context manager giving the DeepHyper evaluator, or None on a process that only
+        serves trials (an MPI worker rank)."""
+
+    def finish(self, code: int, ev, meta: dict, plan: Plan) -> int:
+        """After the loop: stop the workers, final metadata; returns the exit code."""
+
+
 # ------------------------------------------------------------------------------ plan
-def plan_search(method: str, scale: str, seed: int, evaluator: str = "process",
+def plan_search(method: str, scale: str, seed: int, *, evaluator: str = "process",
                 workers: int = 2, out: str | Path | None = None, resume: bool = False,
                 trainable: str = "mlpf", budget: int | None = None,
                 time_budget: float | None = None, check_ready: bool = True,
@@ -462,7 +479,7 @@ def drive(plan: Plan, ev, workers: int, meta: dict, progress: bool = True,
     return m.finish(status)
 
 
-def run(plan: Plan, backend, progress: bool = True) -> int:
+def run(plan: Plan, backend: Backend, progress: bool = True) -> int:
     """Run the search of ``plan`` on ``backend``; returns the exit code (0 on worker ranks).
 
     The manager holds an exclusive lock on the log folder while the search runs: a second

@@ -86,7 +86,8 @@ JOB_STATUS = "job_status"  # DeepHyper's: DONE
 # Keys a scheduled job carries next to the hyperparameters (p:<key> in results.csv): never
 # hyperparameters of the model.
 BUDGET_KEY = "budget"  # epochs to train this job for (a Hyperband rung's budget)
-HB_KEYS = ("hb_bracket", "hb_rung", "hb_trial")  # bracket number, rung index, trial number
+HB_BRACKET, HB_RUNG, HB_TRIAL = "hb_bracket", "hb_rung", "hb_trial"  # Hyperband's bracket
+HB_KEYS = (HB_BRACKET, HB_RUNG, HB_TRIAL)  # number, rung index, trial number (its checkpoint)
 SCHEDULE_KEYS = (BUDGET_KEY, *HB_KEYS)
 
 

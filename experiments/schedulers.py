@@ -30,10 +30,9 @@ from deephyper.hpo import CBO
 from experiments import logs
 from experiments.dhcompat import Search, Stopper, SuccessiveHalvingStopper
 
-# Keys a scheduled job carries next to the hyperparameters (they become p:<key> in results.csv).
-BUDGET_KEY = "budget"  # epochs to train this job for
-HB_KEYS = ("hb_bracket", "hb_rung", "hb_trial")  # bracket number, rung index, trial number
-SCHEDULE_KEYS = (BUDGET_KEY, *HB_KEYS)
+# Keys a scheduled job carries next to the hyperparameters (p:<key> in results.csv), from the
+# log schema: the epochs to train it for, Hyperband's bracket number, rung index, trial number.
+from experiments.logs import BUDGET_KEY, HB_BRACKET, HB_RUNG, HB_TRIAL, SCHEDULE_KEYS
 
 
 def asha_bracket(job_number: int, brackets: int) -> int:
@@ -101,7 +100,7 @@ class ASHAStopper(SuccessiveHalvingStopper):
 
     @property
     def bracket(self) -> int:
-        return asha_bracket(int(self.job.id.split(".")[-1]), self.brackets)
+        return asha_bracket(logs.job_number(self.job.id), self.brackets)
 
     @staticmethod
     def rung_key(bracket: int, rung: int) -> str:
@@ -111,7 +110,7 @@ class ASHAStopper(SuccessiveHalvingStopper):
         return self.grace * self.eta ** (self.bracket + self._rung)
 
     def _get_competiting_objectives(self) -> list:
-        search_id = self.job.id.split(".")[0]
+        search_id = logs.job_search(self.job.id)
         values = self.job.storage.load_metadata_from_all_jobs(
             search_id, self.rung_key(self.bracket, self._rung))
         return [v for v in values if isinstance(v, Number)]
@@ -126,7 +125,7 @@ class ASHAStopper(SuccessiveHalvingStopper):
 
     def restore(self, storage, job_id: str, curve: dict[int, float]) -> None:
         """Store the rung values of a logged job (``curve``: epoch -> objective) on resume."""
-        s = asha_bracket(int(job_id.split(".")[-1]), self.brackets)
+        s = asha_bracket(logs.job_number(job_id), self.brackets)
         for k, r in enumerate(asha_rungs(self.max_steps, self.grace, self.eta, s)):
             if r in curve and np.isfinite(curve[r]):
                 storage.store_job_metadata(job_id, self.rung_key(s, k), float(curve[r]))
@@ -318,15 +317,15 @@ class HyperbandSearch(Search):
             trial, rung = b.queue.popleft()
             b.issued[rung].add(trial)
             out.append({**b.configs[trial], BUDGET_KEY: b.rungs[rung][1],
-                        "hb_bracket": b.index, "hb_rung": rung, "hb_trial": trial})
+                        HB_BRACKET: b.index, HB_RUNG: rung, HB_TRIAL: trial})
         return out
 
     def _tell(self, results) -> None:
         for cfg, obj in results:
-            b = self.brackets[int(cfg["hb_bracket"])]
+            b = self.brackets[int(cfg[HB_BRACKET])]
             hp = {k: v for k, v in cfg.items() if k not in SCHEDULE_KEYS}
             self.sampler.observe(int(cfg[BUDGET_KEY]), hp, obj)
-            b.record(int(cfg["hb_trial"]), int(cfg["hb_rung"]), obj)
+            b.record(int(cfg[HB_TRIAL]), int(cfg[HB_RUNG]), obj)
 
     def restore(self, results) -> None:
         """Rebuild brackets and rungs from logged ``(config, objective)`` pairs of finished jobs.
@@ -335,10 +334,10 @@ class HyperbandSearch(Search):
         configurations of a first rung are drawn anew.
         """
         for cfg, obj in results:
-            i = int(cfg["hb_bracket"])
+            i = int(cfg[HB_BRACKET])
             b = self.brackets[i] if i < len(self.brackets) and self.brackets[i] else \
                 self._new_bracket(i)
-            t, r = int(cfg["hb_trial"]), int(cfg["hb_rung"])
+            t, r = int(cfg[HB_TRIAL]), int(cfg[HB_RUNG])
             b.configs[t] = {k: v for k, v in cfg.items() if k not in SCHEDULE_KEYS}
             b.results[r][t] = obj
             self.sampler.observe(int(cfg[BUDGET_KEY]), b.configs[t], obj)

@@ -61,8 +61,9 @@ def plan_replay(method: str, scale: str, seed: int, table: Table, workers: int =
     """
     time_budget = time_budget or 0  # 0: none
     log_dir = Path(out) if out else replay_dir(scale, method, seed)
-    plan = driver.plan_search(method, scale, seed, ReplayBackend.name, workers, log_dir,
-                              resume, "mlpf", budget, time_budget, check_ready=False,
+    plan = driver.plan_search(method, scale, seed, evaluator=ReplayBackend.name,
+                              workers=workers, out=log_dir, resume=resume, trainable="mlpf",
+                              budget=budget, time_budget=time_budget, check_ready=False,
                               device_budget=device_budget)
     if table.max_t < plan.settings.max_t:
         raise driver.PlanError(f"{table.path} records {table.max_t} epochs per configuration, "
@@ -88,8 +89,8 @@ def replay(method: str, scale: str, seed: int, table: Table, workers: int = 2,
     return driver.run(plan, ReplayBackend(table), progress)
 
 
-def search_command(method: str, scale: str, seed: int, workers: int, evaluator: str,
-                   trainable: str, resume: bool, budget: int | None = None,
+def search_command(method: str, scale: str, seed: int, *, workers: int, evaluator: str,
+                   trainable: str, resume: bool = False, budget: int | None = None,
                    out: Path | None = None, time_budget: float | None = None,
                    device_budget: float | None = None) -> tuple[list[str], dict]:
     """The command line and environment of one live search (``mpiexec -n workers+1`` for
@@ -175,9 +176,11 @@ def main(argv=None) -> int:
                                    replay_device_budget(a.scale, a.device_budget))
                 backend = ReplayBackend(table)
             else:
-                plan = driver.plan_search(a.method, a.scale, a.seed, a.evaluator, a.workers,
-                                          a.out, a.resume, a.trainable, a.budget,
-                                          a.time_budget, device_budget=a.device_budget)
+                plan = driver.plan_search(a.method, a.scale, a.seed, evaluator=a.evaluator,
+                                          workers=a.workers, out=a.out, resume=a.resume,
+                                          trainable=a.trainable, budget=a.budget,
+                                          time_budget=a.time_budget,
+                                          device_budget=a.device_budget)
                 backend = None if plan.complete else \
                     open_backend(a.evaluator, a.ray_address)
             plan.max_failures = max(0, a.max_failures)

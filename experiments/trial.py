@@ -32,7 +32,6 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
 from experiments import logs
-from experiments.schedulers import BUDGET_KEY, SCHEDULE_KEYS
 
 SPENT_KEY = "_device_s"  # job metadata in the evaluator's storage: device-seconds so far
 
@@ -72,7 +71,7 @@ class StorageLedger(Ledger):
 
 def job_ledger(job) -> StorageLedger:
     """The ledger of the search a DeepHyper running job belongs to."""
-    return StorageLedger(job.storage, str(job.id).split(".")[0])
+    return StorageLedger(job.storage, logs.job_search(job.id))
 
 
 class Diverged(Exception):
@@ -112,16 +111,26 @@ def checkpoint_dir(log_dir: str, trial) -> str:
     return os.path.join(log_dir, "checkpoints", f"trial{int(trial)}")
 
 
-def job_number(job_id) -> int:
-    """``"0.17"`` or ``17`` -> 17."""
-    return int(str(job_id).split(".")[-1])
-
-
 def split_parameters(params: dict, max_t: int) -> tuple[dict, int]:
     """A job's parameters -> (hyperparameters, epoch budget): scheduler keys removed, the
     budget is the Hyperband rung's (``budget``) or ``max_t``."""
-    return ({k: v for k, v in params.items() if k not in SCHEDULE_KEYS},
-            int(params.get(BUDGET_KEY, max_t)))
+    return ({k: v for k, v in params.items() if k not in logs.SCHEDULE_KEYS},
+            int(params.get(logs.BUDGET_KEY, max_t)))
+
+
+class NullJob:
+    """A job of the trial contract that records nothing and is never stopped by it: the
+    trial's stopper decided elsewhere (Ray Tune's scheduler), or its epochs are only counted
+    again (a trial whose worker died)."""
+
+    def __init__(self, job_id, parameters: dict):
+        self.id, self.parameters = job_id, parameters
+
+    def record(self, epoch, objective) -> None:
+        pass
+
+    def stopped(self) -> bool:
+        return False
 
 
 class TrialRun:
@@ -136,7 +145,7 @@ class TrialRun:
         worker: the worker's stable id; devices: devices the trial holds.
     """
 
-    def __init__(self, job, max_t: int, now: Callable[[], float], deadline: float | None,
+    def __init__(self, job, max_t: int, now: Callable[[], float], *, deadline: float | None,
                  write_row: Callable[[dict], None], worker: int, devices: int = 1,
                  extra_meta: dict | None = None, ledger: Ledger | None = None,
                  device_budget: float | None = None):
@@ -145,7 +154,7 @@ class TrialRun:
         self.device_s = 0.0  # this trial's compute so far
         self.write_row, self.worker, self.devices = write_row, worker, devices
         self.hp, self.budget = split_parameters(dict(job.parameters), max_t)
-        self.number = job_number(job.id)
+        self.number = logs.job_number(job.id)
         self.extra_meta = dict(extra_meta or {})
         self.epochs = 0  # epochs trained by this job
         self.best, self.last = math.inf, None

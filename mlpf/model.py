@@ -49,6 +49,8 @@ matmuls run in bf16.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -418,6 +420,33 @@ class Heads(nn.Module):
         return list(y.split(self.out_dims, dim=-1))
 
 
+@dataclass(frozen=True)
+class ModelConfig:
+    """The hyperparameters of the model (arXiv:2203.01112) and their untuned defaults: the one
+    place they are written. :class:`MLPF` takes them as keywords;
+    :class:`mlpf.train.TrainConfig` repeats the names with these defaults and derives its model
+    keys from :func:`dataclasses.fields` of this class."""
+
+    width: int = 64  # input encoding and output-head hidden width
+    layernorm: bool = False
+    ffn_dist_hidden_dim: int = 64  # FFN to the LSH coordinates: width ...
+    ffn_dist_num_layers: int = 1  # ... and depth
+    distance_dim: int = 64
+    num_node_messages: int = 1
+    num_graph_layers_common: int = 2
+    num_graph_layers_energy: int = 2
+    dropout: float = 0.0
+    bin_size: int = 64  # elements per LSH bin
+    clip_value_low: float = 0.0
+    dist_mult: float = 0.1
+    normalize_degrees: bool = True
+    output_dim: int = 64  # width of the graph layers
+    activation: str = "elu"
+
+
+MODEL_DEFAULTS = ModelConfig()
+
+
 class MLPF(nn.Module):
     """PFNetDense: input encoding, a "common" stack for classification and an "energy" stack
     for regression, both of CombinedGraphLayers with skip connections, then output heads.
@@ -435,13 +464,21 @@ class MLPF(nn.Module):
     bin_size -> dict of cls (B, N, 6), charge (B, N, 3), reg (B, N, 5); zero on padding.
     """
 
-    def __init__(self, *, width: int = 64, layernorm: bool = False,
-                 ffn_dist_hidden_dim: int = 64, ffn_dist_num_layers: int = 1,
-                 distance_dim: int = 64, num_node_messages: int = 1,
-                 num_graph_layers_common: int = 2, num_graph_layers_energy: int = 2,
-                 dropout: float = 0.0, bin_size: int = 64, clip_value_low: float = 0.0,
-                 dist_mult: float = 0.1, normalize_degrees: bool = True, output_dim: int = 64,
-                 activation: str = "elu"):
+    def __init__(self, *, width: int = MODEL_DEFAULTS.width,
+                 layernorm: bool = MODEL_DEFAULTS.layernorm,
+                 ffn_dist_hidden_dim: int = MODEL_DEFAULTS.ffn_dist_hidden_dim,
+                 ffn_dist_num_layers: int = MODEL_DEFAULTS.ffn_dist_num_layers,
+                 distance_dim: int = MODEL_DEFAULTS.distance_dim,
+                 num_node_messages: int = MODEL_DEFAULTS.num_node_messages,
+                 num_graph_layers_common: int = MODEL_DEFAULTS.num_graph_layers_common,
+                 num_graph_layers_energy: int = MODEL_DEFAULTS.num_graph_layers_energy,
+                 dropout: float = MODEL_DEFAULTS.dropout,
+                 bin_size: int = MODEL_DEFAULTS.bin_size,
+                 clip_value_low: float = MODEL_DEFAULTS.clip_value_low,
+                 dist_mult: float = MODEL_DEFAULTS.dist_mult,
+                 normalize_degrees: bool = MODEL_DEFAULTS.normalize_degrees,
+                 output_dim: int = MODEL_DEFAULTS.output_dim,
+                 activation: str = MODEL_DEFAULTS.activation):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")

@@ -46,7 +46,7 @@ from mlpf.loss import (
     combine,
     loss_sums,
 )
-from mlpf.model import ACTIVATIONS, MLPF, decode
+from mlpf.model import ACTIVATIONS, MLPF, MODEL_DEFAULTS, ModelConfig, decode
 from mlpf.paths import ROOT, data_dir, shown
 from mlpf.scales import DEFAULT_SCALE, get_scale
 
@@ -79,22 +79,22 @@ class TrainConfig:
     with slow exponential decay, no dropout) that the searches must beat. Scale presets
     (mlpf/scales.py) resize the model on top of it; see :func:`config_for_scale`."""
 
-    # model (mlpf/model.py: MLPF)
-    width: int = 64  # input encoding and output-head hidden width
-    layernorm: bool = False
-    ffn_dist_hidden_dim: int = 64  # FFN to the LSH coordinates: width ...
-    ffn_dist_num_layers: int = 1  # ... and depth
-    distance_dim: int = 64
-    num_node_messages: int = 1
-    num_graph_layers_common: int = 2
-    num_graph_layers_energy: int = 2
-    dropout: float = 0.0
-    bin_size: int = 64  # elements per LSH bin
-    clip_value_low: float = 0.0
-    dist_mult: float = 0.1
-    normalize_degrees: bool = True
-    output_dim: int = 64  # width of the graph layers
-    activation: str = "elu"
+    # model (mlpf/model.py: ModelConfig holds the defaults; MODEL_KEYS below derives from it)
+    width: int = MODEL_DEFAULTS.width
+    layernorm: bool = MODEL_DEFAULTS.layernorm
+    ffn_dist_hidden_dim: int = MODEL_DEFAULTS.ffn_dist_hidden_dim
+    ffn_dist_num_layers: int = MODEL_DEFAULTS.ffn_dist_num_layers
+    distance_dim: int = MODEL_DEFAULTS.distance_dim
+    num_node_messages: int = MODEL_DEFAULTS.num_node_messages
+    num_graph_layers_common: int = MODEL_DEFAULTS.num_graph_layers_common
+    num_graph_layers_energy: int = MODEL_DEFAULTS.num_graph_layers_energy
+    dropout: float = MODEL_DEFAULTS.dropout
+    bin_size: int = MODEL_DEFAULTS.bin_size
+    clip_value_low: float = MODEL_DEFAULTS.clip_value_low
+    dist_mult: float = MODEL_DEFAULTS.dist_mult
+    normalize_degrees: bool = MODEL_DEFAULTS.normalize_degrees
+    output_dim: int = MODEL_DEFAULTS.output_dim
+    activation: str = MODEL_DEFAULTS.activation
     # optimiser: AdamW; learning rate per optimiser step
     lr: float = 3e-4
     batch_size: int = 8  # events per step
@@ -128,10 +128,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-MODEL_KEYS = ("width", "layernorm", "ffn_dist_hidden_dim", "ffn_dist_num_layers",
-              "distance_dim", "num_node_messages", "num_graph_layers_common",
-              "num_graph_layers_energy", "dropout", "bin_size", "clip_value_low", "dist_mult",
-              "normalize_degrees", "output_dim", "activation")
+MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig))
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 

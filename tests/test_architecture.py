@@ -18,9 +18,10 @@ import pytest
 from mlpf.paths import ROOT
 
 PACKAGES = ("mlpf", "experiments", "analysis", "benchmarks")
-# Leaf helpers any experiments module may use: flags, provenance, the log schema, DeepHyper.
+# Leaf helpers any experiments module may use: flags, provenance, the log schema, DeepHyper,
+# the local Ray cluster's loopback switch.
 LEAVES = {"experiments.cli", "experiments.provenance", "experiments.logs",
-          "experiments.dhcompat"}
+          "experiments.dhcompat", "experiments.local_ray"}
 
 
 def _modules() -> dict[str, Path]:
@@ -161,3 +162,27 @@ def test_the_contract_sees_the_project():
             "mlpf.train", "analysis.logs"} <= set(MODULES)
     assert "experiments.driver" in GRAPH["experiments.search"]
     assert "experiments.trial" in GRAPH["experiments.backends.worker"]
+
+
+def test_analysis_reads_the_log_schema_of_experiments():
+    """The log schema is written once: analysis.logs imports experiments.logs, and every name
+    the two share is the same value (no copy that could drift)."""
+    import analysis.logs as reader
+    import experiments.logs as schema
+
+    assert ("experiments.logs", None) in _imports("analysis.logs") or any(
+        m == "experiments.logs" for m, _ in _imports("analysis.logs"))
+    shared = [n for n in vars(reader) if n.isupper() and n in vars(schema)]
+    assert len(shared) >= 30, shared
+    assert all(getattr(reader, n) is getattr(schema, n) for n in shared), [
+        n for n in shared if getattr(reader, n) is not getattr(schema, n)]
+    # no constant of the reader spells out, as a literal, a name or value the schema defines
+    names = {v for n, v in vars(schema).items() if n.isupper() and isinstance(v, str)}
+    literal = {}
+    for node in ast.parse(MODULES["analysis.logs"].read_text()).body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+            for t in node.targets:
+                if isinstance(t, ast.Name) and t.id.isupper():
+                    literal[t.id] = node.value.value
+    # the tidy tables' own columns ("epochs" = epochs trained) are the reader's, not the logs'
+    assert not {n: v for n, v in literal.items() if v in names and n != "N_EPOCHS"}, literal

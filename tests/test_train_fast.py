@@ -131,3 +131,19 @@ def test_subnormals_are_flushed_only_during_an_epoch(data):  # noqa: F811
           device="cpu")
     assert seen and seen[0] != 0  # on_epoch runs with the default again
     assert (torch.tensor([1e-39]) * 1.0).item() != 0
+
+
+def test_model_defaults_are_written_once():
+    """TrainConfig's model fields are ModelConfig's, with its defaults; MLPF's keywords too."""
+    import dataclasses
+    import inspect
+
+    from mlpf.model import MLPF, ModelConfig
+    from mlpf.train import MODEL_KEYS, TrainConfig
+
+    model = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    train = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    assert MODEL_KEYS == tuple(model)
+    assert {k: train[k] for k in MODEL_KEYS} == model
+    sig = inspect.signature(MLPF.__init__).parameters
+    assert {k: sig[k].default for k in MODEL_KEYS} == model and set(sig) == {"self", *model}

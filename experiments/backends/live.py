@@ -28,6 +28,7 @@ from experiments.backends.worker import (
     run_trial_async,
 )
 from experiments.dhcompat import Evaluator, JobStatus, ProcessPoolEvaluator
+from experiments.local_ray import LOOPBACK, ray_loopback_only
 
 EVALUATORS = ("process", "mpi", "serial", "ray")
 MPI_STORAGE_MB = int(os.environ.get("EXP_MPI_STORAGE_MB", "16"))  # one-sided window size
@@ -108,29 +109,14 @@ class SurvivingPoolEvaluator(ProcessPoolEvaluator):
             return self._update_job_when_done(job, output)
 
 
-def ray_loopback_only() -> None:
-    """Make a local Ray cluster take 127.0.0.1 as its node's address, so that every Ray server
-    binds to loopback only: ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (what Ray does on macOS
-    and Windows), for its processes and in this one, where Ray read it when DeepHyper imported
-    ray (Ray 2.60 reads ``ray_constants.ENABLE_RAY_CLUSTER`` when it picks the node's address;
-    ``tests/experiments/test_ray.py`` checks what a cluster listens on). A value set by the
-    user is kept. Usage statistics are off: nothing leaves the machine."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    from ray._private import ray_constants
-
-    ray_constants.ENABLE_RAY_CLUSTER = ray_constants.env_bool(
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", True)
-
-
 def ray_init_options(address: str | None, workers: int) -> dict:
     """DeepHyper's RayEvaluator options: connect to the Ray cluster at ``address`` (``--ray-
     address``, else ``RAY_ADDRESS``), or start a local one of ``workers`` CPUs on loopback
-    (:func:`ray_loopback_only`)."""
+    (:func:`experiments.local_ray.ray_loopback_only`)."""
     if address:
         return {"address": address}
     return {"num_cpus": workers, "ray_kwargs": {"address": "local",
-                                                "_node_ip_address": "127.0.0.1"}}
+                                                "_node_ip_address": LOOPBACK}}
 
 
 class LocalBackend:

@@ -67,14 +67,15 @@ def replay_trial(job, ctx: ReplayContext, clock: Clock, worker: int):
     ``table_config`` and ``table_distance`` (the recorded configuration replayed) in its
     metadata."""
     params = dict(job.parameters)
-    ckpt = params["hb_trial"] if ctx.checkpoints and "hb_trial" in params else None
+    ckpt = params[logs.HB_TRIAL] if ctx.checkpoints and logs.HB_TRIAL in params else None
 
     def write_row(row: dict) -> None:
         ctx.lc_lines.append(logs.format_row(row))
         if ckpt is not None:
             ctx.trained[ckpt] = row[logs.EPOCH]
 
-    run = TrialRun(job, ctx.max_t, clock, ctx.deadline, write_row, worker, ctx.devices,
+    run = TrialRun(job, ctx.max_t, clock, deadline=ctx.deadline, write_row=write_row,
+                   worker=worker, devices=ctx.devices,
                    ledger=job_ledger(job) if ctx.device_budget else None,
                    device_budget=ctx.device_budget)
     entry, run.extra_meta = ctx.table.replay(run.hp)
@@ -139,7 +140,7 @@ class ReplayEvaluator(Evaluator):
         for args in args_list:
             worker = self.sim.take_worker()
             job = dhcompat.new_job(self, args)
-            task = _Task(job, int(str(job.id).split(".")[-1]), worker,
+            task = _Task(job, logs.job_number(job.id), worker,
                          self.run_function(dhcompat.running_job(self, job), clock=self.sim,
                                            worker=worker, **self.run_function_kwargs))
             dhcompat.running(self).append(task)

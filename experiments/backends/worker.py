@@ -28,7 +28,14 @@ from pathlib import Path
 
 from experiments import logs
 from experiments.trainables import get_trainable
-from experiments.trial import Diverged, TrialRun, checkpoint_dir, device_seconds, job_ledger
+from experiments.trial import (
+    Diverged,
+    NullJob,
+    TrialRun,
+    checkpoint_dir,
+    device_seconds,
+    job_ledger,
+)
 
 LOCAL_RANK_ENV = "EXP_LOCAL_WORKER"  # index of an MPI worker among the workers of its node
 LOCAL_WORKERS_ENV = "EXP_LOCAL_WORKERS"  # MPI workers on this node
@@ -124,9 +131,9 @@ def run_trial(job, ctx: RunContext) -> dict:
     w = _setup(ctx)
     lc_path = Path(ctx.log_dir) / logs.LEARNING_CURVES_CSV
     run = TrialRun(job, ctx.max_t, lambda: time.time() - ctx.t0,
-                   None if ctx.deadline is None else ctx.deadline - ctx.t0,
-                   lambda row: logs.append_row(lc_path, row), w["slot"], w["devices"],
-                   ledger=job_ledger(job) if ctx.device_budget else None,
+                   deadline=None if ctx.deadline is None else ctx.deadline - ctx.t0,
+                   write_row=lambda row: logs.append_row(lc_path, row), worker=w["slot"],
+                   devices=w["devices"], ledger=job_ledger(job) if ctx.device_budget else None,
                    device_budget=ctx.device_budget)
     on_gpu = w["device"] not in (None, "cpu")
 
@@ -139,8 +146,8 @@ def run_trial(job, ctx: RunContext) -> dict:
                          extra={k: m.get(k) for k in logs.LC_EXTRA})
 
     params = dict(job.parameters)
-    ckpt = checkpoint_dir(ctx.log_dir, params["hb_trial"]) \
-        if ctx.checkpoints and "hb_trial" in params else None
+    ckpt = checkpoint_dir(ctx.log_dir, params[logs.HB_TRIAL]) \
+        if ctx.checkpoints and logs.HB_TRIAL in params else None
     try:
         history = w["trainable"].train(ctx.scale, run.hp, run.budget, on_epoch,
                                        device=w["device"], seed=ctx.seed, threads=w["threads"],
@@ -153,29 +160,17 @@ def run_trial(job, ctx: RunContext) -> dict:
     return run.outcome(last_known=float(history[-1]["val_loss"]) if history else None)
 
 
-class _Replayed:
-    """A job whose epochs are only re-counted (no stopper to tell)."""
-
-    def __init__(self, job):
-        self.parameters, self.id = job.parameters, job.id
-
-    def record(self, epoch, objective):
-        pass
-
-    def stopped(self):
-        return False
-
-
 def lost_trial(job, ctx: RunContext, reason: str) -> dict:
     """The outcome of a trial whose worker died: failed with ``reason``, its epochs those
     its worker logged before dying (they were trained: their compute counts)."""
     lc = logs.read_learning_curves(ctx.log_dir, warn=lambda msg: None)
-    rows = lc[lc[logs.JOB_ID] == int(str(job.id).split(".")[-1])].sort_values(logs.EPOCH)
+    rows = lc[lc[logs.JOB_ID] == logs.job_number(job.id)].sort_values(logs.EPOCH)
     times = iter([float(t) for t in rows[logs.T_START][:1]] + [float(t) for t in
                                                                 rows[logs.T_END]])
     now = time.time() - ctx.t0
-    run = TrialRun(_Replayed(job), ctx.max_t, lambda: next(times, now), None,
-                   lambda row: None, int(rows[logs.WORKER].iloc[0]) if len(rows) else -1)
+    run = TrialRun(NullJob(job.id, job.parameters), ctx.max_t, lambda: next(times, now),
+                   deadline=None, write_row=lambda row: None,
+                   worker=int(rows[logs.WORKER].iloc[0]) if len(rows) else -1)
     for _, r in rows.iterrows():
         try:
             run.epoch(int(r[logs.EPOCH]), float(r[logs.VAL_LOSS]))

@@ -107,7 +107,7 @@ def peer_dir(scale: str, name: str, seed: int) -> Path:
     return RESULTS_DIR / scale / "replay" / name / f"seed{seed}"
 
 
-def run_peer(name: str, scale: str, seed: int, curve_fn: CurveFn, log_dir: Path,
+def run_peer(name: str, scale: str, seed: int, curve_fn: CurveFn, log_dir: Path, *,
              workers: int = 2, table: dict | None = None, budget: int | None = None,
              time_budget: float | None = None, devices: int = DEVICES,
              device_budget: float | None = None) -> dict | None:
@@ -128,5 +128,6 @@ def run_peer(name: str, scale: str, seed: int, curve_fn: CurveFn, log_dir: Path,
     run, info = simulate_with_info(peer, s, seed, curve_fn, workers, devices)
     real = time.perf_counter() - tic
     described = {"name": peer.name, "summary": peer.summary, **peer.describe(s)}
-    return write_logs(run, log_dir, described, s, seed, workers, table, real,
-                      problem_for(scale).hyperparameter_names, info)
+    return write_logs(run, log_dir, method_settings=described, s=s, seed=seed, workers=workers,
+                      table=table, real_seconds=real,
+                      names=problem_for(scale).hyperparameter_names, peer_info=info)

@@ -92,7 +92,7 @@ from experiments.methods import Settings, settings_for
 from experiments.peers.optuna_peers import PEERS as OPTUNA_PEERS
 from experiments.space import FLOAT, INT, INT_GRID, dimensions, problem_for
 from experiments.trainables import get_trainable
-from experiments.trial import Diverged, Ledger, TrialRun, device_seconds
+from experiments.trial import Diverged, Ledger, NullJob, TrialRun, device_seconds
 
 EVALUATOR = "ray_tune"  # metadata.json "evaluator" of these searches
 META_WRITE_INTERVAL = 30.0  # seconds between metadata writes while running
@@ -297,20 +297,6 @@ def train_trial(config: dict, ctx: TrialContext) -> None:
 
 
 # ------------------------------------------------------------------------------ the search
-class _Job:
-    """A Ray trial as a job of the trial contract: Ray's scheduler has the reports already
-    and stops the trial itself, so there is nothing to record and nothing to ask."""
-
-    def __init__(self, number: int, parameters: dict):
-        self.id, self.parameters = number, parameters
-
-    def record(self, epoch, objective) -> None:
-        pass
-
-    def stopped(self) -> bool:
-        return False
-
-
 @dataclass
 class Flight:
     """One Ray trial: its configuration, its trial contract, its worker slot, its end."""
@@ -326,7 +312,7 @@ class Flight:
     ended: bool = False
 
 
-class Search:
+class RaySearch:
     """The state of one search, read and written by the Stopper, the Callback and the
     scheduler's gate, all in the driver process (Ray Tune calls them from one thread)."""
 
@@ -387,11 +373,11 @@ class Search:
         if result.get(SEGMENT_START) is not None:
             f.clock = float(result[SEGMENT_START])
             if f.run is None:
-                f.run = TrialRun(_Job(f.number, f.config), self.s.max_t, lambda: f.clock,
-                                 self.s.time_budget,
-                                 lambda row: logs.append_row(
+                f.run = TrialRun(NullJob(f.number, f.config), self.s.max_t, lambda: f.clock,
+                                 deadline=self.s.time_budget,
+                                 write_row=lambda row: logs.append_row(
                                      self.log_dir / logs.LEARNING_CURVES_CSV, row),
-                                 f.slot if f.slot is not None else -1, 1,
+                                 worker=f.slot if f.slot is not None else -1, devices=1,
                                  ledger=self.ledger, device_budget=self.s.device_budget)
             else:  # a resumed trial: its next epoch started with this actor
                 f.run.t_prev = f.clock
@@ -423,8 +409,9 @@ class Search:
         if self.interrupted and not f.asked_stop and f.failure is None:
             return  # cut by the interrupt: unfinished, as in our searches
         f.ended = True
-        run = f.run or TrialRun(_Job(f.number, f.config), self.s.max_t, lambda: f.clock,
-                                None, lambda row: None, f.slot if f.slot is not None else -1)
+        run = f.run or TrialRun(NullJob(f.number, f.config), self.s.max_t, lambda: f.clock,
+                                deadline=None, write_row=lambda row: None,
+                                worker=f.slot if f.slot is not None else -1)
         if died:
             outcome = run.outcome(failure=logs.REASON_WORKER_DIED)
         elif f.failure is not None:
@@ -485,7 +472,7 @@ class Search:
         return self.ending
 
 
-def ray_classes(search: Search):
+def ray_classes(search: RaySearch):
     """Ray Tune's Stopper and Callback for ``search``, and its scheduler class gated by it
     (no trial starts or resumes once the search is closed; decision times are logged)."""
     from ray.tune import Callback, Stopper
@@ -534,22 +521,12 @@ def ray_classes(search: Search):
 
 # ------------------------------------------------------------------------------ run
 def start_ray(workers: int, temp_dir: str, gpus: int = 0) -> float:
-    """A local Ray cluster of ``workers`` CPUs on loopback only; returns its start seconds.
-
-    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (what Ray does on macOS and Windows) makes Ray
-    take 127.0.0.1 as the node's address, and then every Ray server binds to it: set for Ray's
-    processes, and in this one, where Ray read it when DeepHyper imported ray (Ray 2.60 reads
-    ``ray_constants.ENABLE_RAY_CLUSTER`` when it picks the node's address; the same switch as
-    the engine's, ``experiments.backends.live.ray_loopback_only``; the tests check what the
-    cluster listens on). Usage statistics are off: nothing leaves the machine."""
+    """A local Ray cluster of ``workers`` CPUs on loopback only (the engine's switch,
+    :func:`experiments.local_ray.ray_loopback_only`); returns its start seconds."""
+    from experiments.local_ray import LOOPBACK, ray_loopback_only
     from mlpf.paths import ROOT
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    from ray._private import ray_constants
-
-    ray_constants.ENABLE_RAY_CLUSTER = ray_constants.env_bool(
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", True)
+    ray_loopback_only()
     # the actors import this project: they inherit this environment from the raylet
     path = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(ROOT) + (os.pathsep + path if path else "")
@@ -559,7 +536,7 @@ def start_ray(workers: int, temp_dir: str, gpus: int = 0) -> float:
 
     tic = time.perf_counter()
     ray.init(address="local", num_cpus=workers, num_gpus=gpus, include_dashboard=False,
-             _node_ip_address="127.0.0.1", _temp_dir=temp_dir, log_to_driver=False,
+             _node_ip_address=LOOPBACK, _temp_dir=temp_dir, log_to_driver=False,
              logging_level=logging.ERROR)
     return time.perf_counter() - tic
 
@@ -661,7 +638,7 @@ def run(peer: RayPeer, s: Settings, seed: int, workers: int, trainable, log_dir:
         cloudpickle.register_pickle_by_value(sys.modules[__name__])
         t0 = time.time()
         names = problem_for(s.scale).hyperparameter_names
-        search = Search(peer, s, seed, workers, log_dir, t0, names, progress)
+        search = RaySearch(peer, s, seed, workers, log_dir, t0, names, progress)
         search.meta = new_metadata(peer, s, seed, workers, trainable, t0, {
             "library": "ray[tune]", "version": ray.__version__, "ray_init_s": init_s,
             "cluster": f"local, {workers} CPUs{f', {gpus} GPUs' if gpus else ''}, loopback",

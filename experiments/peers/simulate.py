@@ -119,9 +119,10 @@ def simulate(session, s: Settings, curve_fn: CurveFn, workers: int = 2,
             tell_seconds = 0.0
             number = len(run.decision_times) - 1
             rec = curve_fn(config)
-            tr = TrialRun(session.job(handle, number, config), s.max_t, clock, deadline,
-                          run.curves.append, clock.take_worker(), devices, rec.meta, ledger,
-                          s.device_budget)
+            tr = TrialRun(session.job(handle, number, config), s.max_t, clock,
+                          deadline=deadline, write_row=run.curves.append,
+                          worker=clock.take_worker(), devices=devices, extra_meta=rec.meta,
+                          ledger=ledger, device_budget=s.device_budget)
             advance(_Flight(number, handle, config, tr, replay_epochs(tr, rec)))
 
     fill()
@@ -135,7 +136,7 @@ def simulate(session, s: Settings, curve_fn: CurveFn, workers: int = 2,
 
 
 # ------------------------------------------------------------------------------ logs
-def write_logs(run: Run, log_dir: Path, method_settings: dict, s: Settings, seed: int,
+def write_logs(run: Run, log_dir: Path, *, method_settings: dict, s: Settings, seed: int,
                workers: int, table: dict, real_seconds: float, names: list[str],
                peer_info: dict) -> dict:
     """Write results.csv, learning_curves.csv and (last) metadata.json; return the metadata.

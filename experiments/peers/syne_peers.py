@@ -59,6 +59,26 @@ How the peers differ from our methods (:mod:`experiments.methods`):
   every trial, whatever epoch it reached; random proposals until 36 trials have results (a
   "good" set of d + 1 = 18, :func:`kde_min_points`, and as many others), then a third of them;
   ours is synchronous Hyperband with a model fitted on the largest budget with d + 1 results.
+  When the model starts is in the logs: metadata.json ``peer.model`` counts the replayed trials
+  whose configuration the KDE proposed (:func:`_watch_model`), ``method_settings`` holds the
+  searcher's settings as constructed (:func:`bohb_settings`).
+
+Why BOHB needs 36 trials here, and why Syne Tune's defaults never start the model within our
+budgets (Syne Tune 0.16.0, ``optimizer/schedulers/searchers/``). ``BOHB`` is ASHA with the
+searcher ``"kde"``, which ASHA wraps in ``LastValueMultiFidelitySearcher``: random draws until
+``num_init_random_draws`` = 5 trials have a result (not exposed by ``BOHB``), then at every
+new result a fresh ``KernelDensityEstimator`` fitted on each trial's last value. That KDE
+proposes from its model only when ``_check_data_shape_and_good_size`` passes: with N trials,
+``n_good = max(num_min_data_points, top_n_percent * N // 100)`` and both ``n_good`` and
+``N - n_good`` must exceed the number of hyperparameters d = 17 (its comment: "to meet the
+input constraints of statsmodels.KDEMultivariate"); otherwise it draws at random.
+``num_min_data_points`` defaults to d and may not be lower (an assert), so with the default
+``n_good > d`` waits for ``15 % of N >= 18``: N >= 120 trials with a result, more than a
+search holds within the pre-registered budget (50 to 90). With ``num_min_data_points = d + 1``
+(HpBandSter's ``min_points_in_model``, ours) the model starts at N = 2 (d + 1) = 36
+(:func:`kde_first_fit`), the earliest any setting ``BOHB`` exposes allows: no
+``top_n_percent`` can make both sets exceed d with fewer trials, and ``points_to_evaluate``
+only replaces random draws by fixed ones.
 
 Decisions of the ASHA rules on the same recorded rung arrivals (``python
 benchmarks/syne_asha_decisions.py``: both rules decide every arrival given the values recorded
@@ -113,8 +133,9 @@ from syne_tune.optimizer.scheduler import SchedulerDecision
 from syne_tune.tuner_logger import TunerLogger
 
 from experiments import logs
+from experiments.bookkeeping import MAX_TRIALS_PER_EPOCH
 from experiments.methods import Settings
-from experiments.peers.simulate import DEVICES, MAX_TRIALS_PER_EPOCH, CurveFn, Run, simulate
+from experiments.peers.simulate import DEVICES, CurveFn, Run, simulate
 from experiments.space import FLOAT, GRID, INT, INT_GRID, dimensions, problem_for
 from experiments.trial import Recorded
 
@@ -189,6 +210,36 @@ def kde_min_points(space: dict) -> int:
     return sum(isinstance(d, sp.Domain) for d in space.values()) + 1
 
 
+def kde_first_fit(d: int, num_min_data_points: int | None, top_n_percent: int = 15,
+                  num_init_random_draws: int = 5) -> int:
+    """The number of trials with a result from which Syne Tune's BOHB proposes from its KDE:
+    the smallest N >= ``num_init_random_draws`` where ``n_good = max(num_min_data_points,
+    top_n_percent * N // 100)`` and ``N - n_good`` both exceed d (its
+    ``KernelDensityEstimator._check_data_shape_and_good_size``; ``None``: its default, d)."""
+    n_min = d if num_min_data_points is None else num_min_data_points
+    n = max(num_init_random_draws, 1)
+    while True:
+        good = max(n_min, top_n_percent * n // 100)
+        if min(good, n - good) > d:
+            return n
+        n += 1
+
+
+def bohb_settings(scheduler) -> dict:
+    """What a Syne Tune BOHB scheduler was built with (read back from it, so the log says
+    what ran): its KDE's settings, the wrapper's random draws, and when the model can start
+    (:func:`kde_first_fit`)."""
+    searcher = scheduler.searcher  # LastValueMultiFidelitySearcher around the KDE
+    kw = {k: v for k, v in searcher.searcher_kwargs.items() if k != "points_to_evaluate"}
+    d = sum(isinstance(v, sp.Domain) for v in scheduler.config_space.values())
+    return {"searcher": "kde", "multi_fidelity": type(searcher).__name__,
+            "num_init_random_draws": searcher.num_init_random_draws,
+            "update_frequency": searcher.update_frequency, **kw, "hyperparameters": d,
+            "model_from_trials": kde_first_fit(d, kw.get("num_min_data_points"),
+                                               kw.get("top_n_percent", 15),
+                                               searcher.num_init_random_draws)}
+
+
 @dataclass(frozen=True)
 class SynePeer:
     """A Syne Tune scheduler, set from our ``Settings``."""
@@ -223,9 +274,9 @@ class SynePeer:
         out.update(scheduler="ASHA" if self.scheduler == "asha" else "BOHB", type="stopping",
                    grace_period=s.grace, reduction_factor=s.eta, brackets=self.n_brackets(s))
         if self.scheduler == "bohb":
-            d = kde_min_points(syne_space(problem_for(s.scale)))
-            out.update(searcher="kde", num_min_data_points=d, top_n_percent=15,
-                       random_fraction=0.33)
+            with _seeded_and_quiet(0):  # building it draws nothing that a run would see
+                out.update(bohb_settings(self.make_scheduler(syne_space(problem_for(
+                    s.scale)), s, 0)))
         return out
 
 
@@ -323,6 +374,7 @@ class Trace:
     exhausted_at: float | None = None  # when our budgets are spent on Syne Tune's clock
     suggest_seconds: list[float] = field(default_factory=list)  # real seconds per trial
     scheduler_seconds: dict[str, list[float]] = field(default_factory=dict)
+    from_model: list[bool] = field(default_factory=list)  # BOHB: trial proposed by its KDE
 
 
 class _Callback(SimulatorCallback):
@@ -416,6 +468,24 @@ def _timed(scheduler, trace: Trace) -> None:
         setattr(scheduler, name, call)
 
 
+def _watch_model(scheduler, trace: Trace) -> None:
+    """Note for every trial of a BOHB scheduler whether its KDE proposed it: the KDE sets
+    ``good_kde`` only on the model's branch of its ``suggest`` (cleared before each call; a
+    refit builds a new KDE without one), random draws leave it None."""
+    outer = scheduler.searcher
+    suggest = outer.suggest
+
+    def call(*args, **kwargs):
+        if outer.searcher is not None:
+            outer.searcher.good_kde = None
+        config = suggest(*args, **kwargs)
+        if config is not None:
+            trace.from_model.append(getattr(outer.searcher, "good_kde", None) is not None)
+        return config
+
+    outer.suggest = call
+
+
 @contextlib.contextmanager
 def _seeded_and_quiet(seed: int):
     """numpy's global generator seeded (Syne Tune's random searcher and bracket draws use it)
@@ -446,6 +516,8 @@ def run_tuner(peer: SynePeer, s: Settings, seed: int, curve_fn: CurveFn, workers
     with _seeded_and_quiet(seed), tempfile.TemporaryDirectory(prefix="syne-") as tmp:
         scheduler = peer.make_scheduler(space, s, seed)
         _timed(scheduler, callback.trace)
+        if peer.scheduler == "bohb":
+            _watch_model(scheduler, callback.trace)
         tuner = Tuner(trial_backend=backend, scheduler=scheduler, stop_criterion=callback.done,
                       n_workers=workers, sleep_time=0, callbacks=[callback],
                       max_failures=callback.max_trials + 1, save_tuner=False,
@@ -517,4 +589,8 @@ def simulate_syne(peer: SynePeer, s: Settings, seed: int, curve_fn: CurveFn, wor
             "tuner_real_seconds": tuner_seconds,
             "scheduler_real_seconds": float(sum(map(sum, trace.scheduler_seconds.values()))),
             "scheduler_calls": per_call, "timeline_drift_s": drift}
+    if peer.scheduler == "bohb":  # of the trials replayed on our clock and budgets
+        asked = trace.from_model[: len(run.decision_times)]
+        info["model"] = {"trials": len(asked), "from_model": int(sum(asked)),
+                         "first_from_model": asked.index(True) if any(asked) else None}
     return run, info

@@ -58,8 +58,8 @@ def run_search(tmp_path, monkeypatch):
              time_budget=0, max_failures=None, **opts):
         monkeypatch.setenv("EXP_SYNTHETIC", json.dumps(opts))
         out = tmp_path / method
-        plan = plan_search(method, scale, 0, evaluator, workers, str(out), False, "synthetic",
-                           budget, time_budget)
+        plan = plan_search(method, scale, 0, evaluator=evaluator, workers=workers, out=str(out),
+                           trainable="synthetic", budget=budget, time_budget=time_budget)
         if max_failures is not None:
             plan.max_failures = max_failures
         assert run(plan, open_backend(evaluator), progress=False) == 0

@@ -108,7 +108,7 @@ def _ray_books(tmp_path) -> dict:
 
     s = settings_for("smoke", time_budget=0)
     names = problem_for("smoke").hyperparameter_names
-    search = ray_tune.Search(ray_tune.RAY_PEERS["ray_asha"], s, 0, 1, tmp_path, 0.0, names,
+    search = ray_tune.RaySearch(ray_tune.RAY_PEERS["ray_asha"], s, 0, 1, tmp_path, 0.0, names,
                              progress=False)
     config = {n: 1 for n in names}
     n = 0
@@ -142,7 +142,8 @@ def test_epoch_budget_stops_every_search_alike(tmp_path, monkeypatch, budget):
 
     monkeypatch.setenv("EXP_SYNTHETIC", json.dumps({}))
     out = tmp_path / f"driver{budget}"
-    plan = plan_search("random", "smoke", 0, "process", 1, str(out), False, "synthetic", budget)
+    plan = plan_search("random", "smoke", 0, evaluator="process", workers=1, out=str(out),
+                       trainable="synthetic", budget=budget)
     assert run(plan, open_backend("process"), progress=False) == 0
     res, _, meta = load(out)
     want = -(-budget // 9)
@@ -150,7 +151,7 @@ def test_epoch_budget_stops_every_search_alike(tmp_path, monkeypatch, budget):
 
     s = settings_for("smoke", budget=budget, time_budget=0)
     names = problem_for("smoke").hyperparameter_names
-    search = ray_tune.Search(ray_tune.RAY_PEERS["ray_asha"], s, 0, 1, tmp_path, 0.0, names,
+    search = ray_tune.RaySearch(ray_tune.RAY_PEERS["ray_asha"], s, 0, 1, tmp_path, 0.0, names,
                              progress=False)
     n = 0
     while search.closed_by is None:

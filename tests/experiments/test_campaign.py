@@ -40,7 +40,8 @@ def test_campaign_rejects_unknown_method_in_one_line(capsys):
 def test_mpi_command_uses_workers_plus_one_ranks():
     from experiments.search import search_command
 
-    cmd, env = search_command("asha", "smoke", 3, 4, "mpi", "mlpf", True)
+    cmd, env = search_command("asha", "smoke", 3, workers=4, evaluator="mpi", trainable="mlpf",
+                              resume=True)
     assert cmd[1:3] == ["-n", "5"] and cmd[0].endswith("mpiexec")
     assert env["MPIR_CVAR_NOLOCAL"] == "1"
     assert cmd[cmd.index("--seed") + 1] == "3" and "--resume" in cmd

@@ -105,14 +105,16 @@ def check_peer_logs(out, method: str):
 
 # ------------------------------------------------------------------------------ no ray needed
 def test_search_command_launches_the_ray_tune_cli_for_ray_peers(tmp_path):
-    cmd, _ = search_command("ray_asha", "smoke", 3, 4, "mpi", "mlpf", True, 27, tmp_path,
-                            50.0, 100.0)
+    cmd, _ = search_command("ray_asha", "smoke", 3, workers=4, evaluator="mpi", trainable="mlpf",
+                            resume=True, budget=27, out=tmp_path, time_budget=50.0,
+                            device_budget=100.0)
     assert cmd[:3] == [PY, "-m", "experiments.peers.ray_tune"]  # never under mpiexec
     assert cmd[3:] == ["--method", "ray_asha", "--scale", "smoke", "--seed", "3",
                        "--workers", "4", "--trainable", "mlpf", "--resume", "--budget", "27",
                        "--time-budget", "50.0", "--device-budget", "100.0", "--out",
                        str(tmp_path)]
-    cmd, _ = search_command("asha", "smoke", 0, 2, "ray", "synthetic", False)
+    cmd, _ = search_command("asha", "smoke", 0, workers=2, evaluator="ray",
+                            trainable="synthetic")
     assert cmd[1:3] == ["-m", "experiments.search"] and "--evaluator" in cmd
 
 
@@ -169,7 +171,8 @@ def test_ray_space_gives_optuna_the_optuna_peers_distributions(scale):
 def _engine_plan(tmp_path):
     from experiments.driver import new_metadata, plan_search
 
-    plan = plan_search("asha", "smoke", 0, "ray", 2, tmp_path / "o", False, "synthetic")
+    plan = plan_search("asha", "smoke", 0, evaluator="ray", workers=2, out=tmp_path / "o",
+                       trainable="synthetic")
     return plan, new_metadata(plan, 2, time.time())
 
 

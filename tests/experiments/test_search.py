@@ -252,8 +252,8 @@ def test_mpi_ranks_share_the_node_cores_and_devices(tmp_path):
         "from experiments import driver\n"
         "from experiments.backends.live import MPIBackend\n"
         "driver.drive = lambda *a, **k: 0\n"
-        "plan = driver.plan_search('asha', 'smoke', 0, 'mpi', 2, sys.argv[1], False, "
-        "'synthetic')\n"
+        "plan = driver.plan_search('asha', 'smoke', 0, evaluator='mpi', workers=2, "
+        "out=sys.argv[1], trainable='synthetic')\n"
         "driver.run(plan, MPIBackend(), progress=False)\n"
         "from mpi4py import MPI\n"
         "r = MPI.COMM_WORLD.Get_rank()\n"
@@ -281,3 +281,18 @@ def test_out_of_range_flags_are_one_line_errors_before_any_folder(tmp_path, caps
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and not out.exists()
+
+
+def test_every_backend_is_what_the_driver_calls():
+    """The driver's Backend protocol, met by every backend (the MPI one by its class: making
+    one starts MPI)."""
+    from experiments.backends.live import LocalBackend, MPIBackend
+    from experiments.backends.replay import ReplayBackend
+    from experiments.driver import Backend
+
+    assert isinstance(LocalBackend("process"), Backend)
+    assert isinstance(ReplayBackend(table=None), Backend)
+    members = ("start", "annotate", "evaluator", "finish")
+    assert all(callable(getattr(MPIBackend, m, None)) for m in members)
+    assert MPIBackend.name == "mpi"
+    assert not isinstance(object(), Backend)

@@ -15,9 +15,20 @@ from analysis.logs import LogWarning, load_search, trial_table  # noqa: E402
 from experiments import logs  # noqa: E402
 from experiments.campaign import main as campaign_main  # noqa: E402
 from experiments.methods import settings_for  # noqa: E402
-from experiments.peers import PEERS, get_peer, run_peer, simulate_with_info  # noqa: E402
+from experiments.peers import (  # noqa: E402
+    PEERS,
+    get_peer,
+    run_peer,
+    simulate_with_info,
+    syne_peers,
+)
 from experiments.peers.simulate import synthetic_curves  # noqa: E402
-from experiments.peers.syne_peers import domain_values, syne_space  # noqa: E402
+from experiments.peers.syne_peers import (  # noqa: E402
+    domain_values,
+    kde_first_fit,
+    kde_min_points,
+    syne_space,
+)
 from experiments.schedulers import asha_rungs, ray_continues  # noqa: E402
 from experiments.space import problem_for  # noqa: E402
 from experiments.trial import Recorded  # noqa: E402
@@ -109,6 +120,39 @@ def test_same_seed_gives_identical_csvs(tmp_path, peer):
         a, b, c = ((tmp_path / d / name).read_bytes() for d in "abc")
         assert a == b
         assert a != c
+
+
+def test_kde_first_fit_is_syne_tunes_own_rule():
+    from syne_tune.optimizer.schedulers.searchers.kde.kde_searcher import (
+        KernelDensityEstimator,
+    )
+
+    space = syne_space(problem_for("smoke"))
+    d = kde_min_points(space) - 1
+    for n_min in (None, d + 1, d + 4):
+        kde = KernelDensityEstimator(space, num_min_data_points=n_min, random_seed=0)
+        first = next(n for n in range(1, 400)
+                     if kde._check_data_shape_and_good_size([n, d]) is not None)
+        assert kde_first_fit(d, n_min, num_init_random_draws=0) == first
+    assert (d, kde_first_fit(d, None), kde_first_fit(d, d + 1)) == (17, 120, 36)
+
+
+def test_bohb_model_proposes_within_the_budget_and_the_log_says_so(tmp_path, monkeypatch):
+    out = tmp_path / "bohb"
+    # 250 epochs at smoke: 56 trials; the KDE may propose from trial 36 on
+    meta = run_peer("syne_bohb", "smoke", 0, synthetic_curves(SMOKE.max_t), out, budget=250,
+                    time_budget=0)
+    ms, model = meta["method_settings"], meta["peer"]["model"]
+    assert (ms["num_min_data_points"], ms["model_from_trials"]) == (18, 36)
+    assert ms["random_fraction"] == 0.33 and ms["num_init_random_draws"] == 5
+    assert model["trials"] == meta["n_trials"] == 56
+    assert model["first_from_model"] >= 36 and model["from_model"] >= 5
+    # Syne Tune's default (num_min_data_points = d) on the same replay: random to the end
+    monkeypatch.setattr(syne_peers, "kde_min_points", lambda space: None)
+    s = settings_for("smoke", budget=250, time_budget=0)
+    assert get_peer("syne_bohb").describe(s)["model_from_trials"] == 120
+    _, info = simulate_with_info("syne_bohb", s, 0, synthetic_curves(SMOKE.max_t))
+    assert info["model"]["from_model"] == 0 and info["model"]["first_from_model"] is None
 
 
 @pytest.mark.parametrize("peer", SYNE)

@@ -28,7 +28,8 @@ class Job:
 def _trial(job, max_t=5, deadline=None, now=None):
     rows = []
     clock = now or (lambda: 0.0)
-    return TrialRun(job, max_t, clock, deadline, rows.append, worker=3, devices=2), rows
+    return TrialRun(job, max_t, clock, deadline=deadline, write_row=rows.append, worker=3,
+                    devices=2), rows
 
 
 def test_ok_trial_runs_to_its_budget_and_logs_every_epoch():

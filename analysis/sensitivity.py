@@ -1,0 +1,190 @@
+"""Sensitivity of the claim-2 verdict (analysis/preregistration.md, "Sensitivity"): the
+pre-registered test of :mod:`analysis.claim2` on every scenario of
+:mod:`experiments.sensitivity`, in one table.
+
+    python -m analysis.sensitivity --scale small \\
+        --manifest results/small/upstream-loss/sensitivity/scenarios.json
+    python -m analysis.sensitivity --per-seed primary=paper_figures/small/claim2/per_seed.csv \\
+        --per-seed without-17=.../per_seed.csv --out paper_figures/small/claim2_sensitivity
+
+With ``--manifest`` (the plan the replays were run from) each scenario's replay logs go
+through :func:`analysis.replay.build` first (its per_seed.csv and figures under
+``<out>/<scenario>/``; the targets are the quantiles of that scenario's world); with
+``--per-seed NAME=PATH`` the per-seed metrics are read as they are. Then, per scenario and
+BO flavour, :func:`analysis.claim2.analyse` (sign test, Holm over the flavour's 6 tests,
+paired bootstrap) gives the verdict and the 6 pre-registered comparisons (the secondary rows
+are left out: they decide nothing).
+
+Writes ``sensitivity.csv`` (one row per scenario, flavour and comparison: scenario, what,
+flavour, verdict, same_as_primary, versus, target, seeds, speedup, lo95, hi95, p_holm,
+outcome) and ``sensitivity.md`` (one row per scenario and flavour: the verdict and the six
+speedups with their intervals and Holm p; then, per flavour, whether the verdict is robust: the
+same in every scenario as in ``primary``). A scenario whose logs are missing or partial is
+listed as not run, with the reason (exit 1); no usable scenario at all: one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import claim2
+
+PRIMARY = "primary"
+CSV, MD = "sensitivity.csv", "sensitivity.md"
+COLUMNS = ["scenario", "what", "flavour", "verdict", "same_as_primary", "versus", "target",
+           "seeds", "speedup", "lo95", "hi95", "p_holm", "outcome"]
+NOT_RUN = "not run"
+
+
+def scenario_rows(name: str, what: str, per_seed: pd.DataFrame) -> pd.DataFrame:
+    """The pre-registered comparisons of every flavour in one scenario, with its verdict."""
+    res, verdicts = claim2.analyse(per_seed)
+    res = res[res["p_holm"].notna()].copy()  # the Holm family: the verdict's rows only
+    res.insert(0, "scenario", name)
+    res.insert(1, "what", what)
+    res.insert(3, "verdict", res["flavour"].map(verdicts))
+    return res
+
+
+def combine(rows: list[pd.DataFrame], missing: dict[str, str] | None = None,
+            whats: dict[str, str] | None = None) -> pd.DataFrame:
+    """One long table; ``same_as_primary``: the flavour's verdict equals its verdict in the
+    primary scenario (empty without a primary); scenarios in ``missing`` get one row each."""
+    df = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=COLUMNS)
+    ref = df[df["scenario"] == PRIMARY].groupby("flavour")["verdict"].first().to_dict()
+    df["same_as_primary"] = [
+        (ref[f] == v) if f in ref else None for f, v in zip(df["flavour"], df["verdict"])]
+    for name, why in (missing or {}).items():
+        df = pd.concat([df, pd.DataFrame([{
+            "scenario": name, "what": (whats or {}).get(name, ""),
+            "verdict": f"{NOT_RUN}: {why}"}])], ignore_index=True)
+    order = {n: i for i, n in enumerate(whats or [])}  # the plan's order where known
+    df = df.sort_values("scenario", key=lambda c: c.map(lambda n: order.get(n, len(order))),
+                        kind="stable", ignore_index=True)
+    return df.reindex(columns=COLUMNS)
+
+
+def _cell(r) -> str:
+    p = f"{r['p_holm']:.2g}" if math.isfinite(r["p_holm"]) else "-"
+    return f"{r['speedup']:.2f} [{r['lo95']:.2f}, {r['hi95']:.2f}], p {p}"
+
+
+def robustness(df: pd.DataFrame) -> list[str]:
+    """Per flavour: robust, or the scenarios whose verdict differs from the primary's."""
+    run = df[df["flavour"].notna()]
+    if PRIMARY not in set(run["scenario"]):
+        return ["No primary scenario: the verdicts are not compared."]
+    out = []
+    for f, g in run.groupby("flavour", sort=False):
+        primary = g[g["scenario"] == PRIMARY]["verdict"].iloc[0]
+        per = g.groupby("scenario", sort=False)["verdict"].first()
+        changed = [f"{s} ({v})" for s, v in per.items() if v != primary]
+        out.append(f"**{f}**: {primary} in the primary scenario; " + (
+            f"robust (the same in all {len(per)} scenarios)." if not changed else
+            f"not robust: {', '.join(changed)}."))
+    n_missing = int(df["flavour"].isna().sum())
+    if n_missing:
+        out.append(f"{n_missing} scenario(s) not run: robustness holds only over those run.")
+    return out
+
+
+def report(df: pd.DataFrame, source: str) -> str:
+    comps = [(m, t) for m in claim2.OTHERS for t in claim2.TARGETS]
+    head = ["scenario", "flavour", "verdict", *[f"vs {m}, {t}" for m, t in comps]]
+    lines = ["# Claim 2: sensitivity of the verdict", "",
+             f"Source: {source}. Per scenario (analysis/preregistration.md, \"Sensitivity\") "
+             "and ASHA + BO flavour, the pre-registered test (analysis/claim2.py): speedup "
+             "exp(median log(c_method / c_ASHA+BO)) [95 % paired bootstrap], sign-test p "
+             "Holm-adjusted over the flavour's 6 tests.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s, gs in df.groupby("scenario", sort=False):
+        if gs["flavour"].isna().all():  # not run
+            lines.append("| " + " | ".join([s, "-", gs["verdict"].iloc[0],
+                                             *["-"] * len(comps)]) + " |")
+            continue
+        for f, g in gs.groupby("flavour", sort=False):
+            by = {(r["versus"], r["target"]): _cell(r) for _, r in g.iterrows()}
+            lines.append("| " + " | ".join([s, f, g["verdict"].iloc[0],
+                                             *[by.get(c, "-") for c in comps]]) + " |")
+    whats = [f"`{s}` {w}" for s, w in df.drop_duplicates("scenario")[["scenario", "what"]]
+             .itertuples(index=False) if isinstance(w, str) and w]
+    lines += ["", *([f"Scenarios: {'; '.join(whats)}.", ""] if whats else [])]
+    lines += robustness(df)
+    return "\n".join(lines) + "\n"
+
+
+def from_manifest(path: Path, scale: str, out: Path) -> tuple[list, dict, dict]:
+    """Each scenario of the plan through analysis.replay (per_seed.csv under
+    ``out/<scenario>/``), then claim 2; returns (rows, missing {name: why}, whats)."""
+    from analysis.replay import ReplayLogsError, build
+
+    plan = json.loads(path.read_text())
+    methods, n = tuple(plan["methods"]), len(plan["seeds"])
+    rows, missing, whats = [], {}, {}
+    for sc in plan["scenarios"]:
+        whats[sc["name"]] = sc["what"]
+        try:
+            build(scale, Path(sc["results"]), out / sc["name"], methods, n)
+        except (ReplayLogsError, ValueError, OSError) as e:
+            missing[sc["name"]] = str(e).splitlines()[0] if str(e) else type(e).__name__
+            continue
+        ps = pd.read_csv(out / sc["name"] / "per_seed.csv")
+        rows.append(scenario_rows(sc["name"], sc["what"], ps))
+    return rows, missing, whats
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m analysis.sensitivity",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scale", default="small", help="smoke | small | paper (with --manifest)")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--manifest", type=Path, help="scenarios.json of experiments.sensitivity")
+    src.add_argument("--per-seed", action="append", metavar="NAME=PATH",
+                     help="a scenario's per_seed.csv (analysis.replay); repeat per scenario")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="output folder (default paper_figures/<scale>/claim2_sensitivity)")
+    a = ap.parse_args(argv)
+    if a.out is None:
+        from mlpf.paths import FIGURES_DIR
+
+        a.out = FIGURES_DIR / a.scale / "claim2_sensitivity"
+    try:
+        if a.manifest is not None:
+            if not a.manifest.is_file():
+                raise claim2.Claim2Error(f"{a.manifest}: no plan; run `make claim2-sensitivity`"
+                                         " (python -m experiments.sensitivity) first")
+            rows, missing, whats = from_manifest(a.manifest, a.scale, a.out)
+            source = f"`{a.manifest.as_posix()}`"
+        else:
+            rows, missing, whats = [], {}, {}
+            for item in a.per_seed:
+                name, sep, path = item.partition("=")
+                if not sep or not name or not Path(path).is_file():
+                    raise claim2.Claim2Error(f"--per-seed {item}: want NAME=PATH to a file")
+                rows.append(scenario_rows(name, "", pd.read_csv(path)))
+            source = "per-seed metrics " + ", ".join(f"`{p}`" for p in a.per_seed)
+        rows = [r for r in rows if len(r)]
+        if not rows:
+            raise claim2.Claim2Error("no scenario with an ASHA + BO flavour beside the other "
+                                     "paper methods" + (f" ({len(missing)} not run)"
+                                                        if missing else ""))
+    except claim2.Claim2Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    df = combine(rows, missing, whats)
+    a.out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(a.out / CSV, index=False, float_format="%.6g")
+    text = report(df, source)
+    (a.out / MD).write_text(text)
+    print(text)
+    return 1 if missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

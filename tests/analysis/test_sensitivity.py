@@ -1,0 +1,103 @@
+"""The claim-2 sensitivity table (analysis/sensitivity.py) on per-seed metrics made up here."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+
+from analysis import replay, sensitivity
+
+
+def per_seed(factor: dict[str, float], n=60, seed=0) -> pd.DataFrame:
+    """Device-hours to each target: method m's = base x factor[m] x noise (as in
+    test_claim2)."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.2, 0.5, n)
+    rows = []
+    for m, f in factor.items():
+        noise = rng.lognormal(0, 0.1, n)
+        for s in range(n):
+            c = base[s] * f * noise[s]
+            rows.append({"method": m, "seed": s, "budget_dh": 2.0, "dh_to_top5": c,
+                         "dh_to_top1": 2 * c if 2 * c <= 2.0 else math.inf})
+    return pd.DataFrame(rows)
+
+
+FAST = {"asha_bo": 0.5, "random": 1, "hyperband": 1, "asha": 1}  # supported
+SLOW = {"asha_bo": 1, "random": 2, "hyperband": 2, "asha": 0.5}  # refuted (slower than asha)
+
+
+def test_one_row_per_comparison_and_the_verdict_compared_with_the_primary(tmp_path, capsys):
+    args = []
+    for name, factor in [("primary", FAST), ("without-7", FAST), ("workers-8", SLOW)]:
+        path = tmp_path / f"{name}.csv"
+        per_seed(factor).to_csv(path, index=False)
+        args += ["--per-seed", f"{name}={path}"]
+    assert sensitivity.main([*args, "--out", str(tmp_path / "out")]) == 0
+    df = pd.read_csv(tmp_path / "out" / sensitivity.CSV)
+    assert list(df.columns) == sensitivity.COLUMNS
+    assert len(df) == 3 * 6  # scenarios x (3 methods x 2 targets); no secondary rows
+    assert df["p_holm"].notna().all()
+    verdict = df.groupby("scenario")["verdict"].first()
+    assert verdict.to_dict() == {"primary": "supported", "without-7": "supported",
+                                 "workers-8": "refuted"}
+    same = df.groupby("scenario")["same_as_primary"].first()
+    assert same.to_dict() == {"primary": True, "without-7": True, "workers-8": False}
+    md = (tmp_path / "out" / sensitivity.MD).read_text()
+    assert md in capsys.readouterr().out  # printed as written
+    assert "| workers-8 | asha_bo | refuted |" in md
+    assert "**asha_bo**: supported in the primary scenario; not robust: workers-8 (refuted)." \
+        in md
+    # the cells are the claim-2 numbers: speedup [interval], Holm p
+    r = df[(df["scenario"] == "primary") & (df["versus"] == "random")].iloc[0]
+    assert f"{r['speedup']:.2f} [{r['lo95']:.2f}, {r['hi95']:.2f}], p {r['p_holm']:.2g}" in md
+
+
+def test_the_same_verdict_everywhere_is_robust():
+    rows = [sensitivity.scenario_rows(n, "", per_seed(FAST, seed=i))
+            for i, n in enumerate(["primary", "world-surrogate"])]
+    df = sensitivity.combine(rows)
+    assert sensitivity.robustness(df) == [
+        "**asha_bo**: supported in the primary scenario; robust (the same in all 2 scenarios)."]
+
+
+def test_manifest_runs_replay_analysis_per_scenario_and_lists_the_missing(tmp_path,
+                                                                         monkeypatch):
+    plan = {"methods": ["random", "hyperband", "asha", "asha_bo"], "seeds": list(range(60)),
+            "scenarios": [{"name": n, "what": f"what {n}", "results": str(tmp_path / n)}
+                          for n in ("primary", "without-3", "workers-8")]}
+    (tmp_path / "scenarios.json").write_text(json.dumps(plan))
+    seen = []
+
+    def build(scale, results, out, required, min_seeds):  # analysis.replay.build's stand-in
+        seen.append((scale, results.name, tuple(required), min_seeds))
+        if results.name == "workers-8":
+            raise replay.ReplayLogsError("no replay logs under workers-8")
+        out.mkdir(parents=True)
+        per_seed(FAST if results.name == "primary" else SLOW).to_csv(out / "per_seed.csv",
+                                                                     index=False)
+        return []
+
+    monkeypatch.setattr(replay, "build", build)
+    out = tmp_path / "out"
+    assert sensitivity.main(["--manifest", str(tmp_path / "scenarios.json"), "--scale",
+                             "smoke", "--out", str(out)]) == 1  # one scenario not run
+    assert seen[0] == ("smoke", "primary", tuple(plan["methods"]), 60) and len(seen) == 3
+    df = pd.read_csv(out / sensitivity.CSV)
+    assert df[df["scenario"] == "workers-8"]["verdict"].tolist() == [
+        "not run: no replay logs under workers-8"]
+    md = (out / sensitivity.MD).read_text()
+    assert "not robust: without-3 (refuted)" in md and "1 scenario(s) not run" in md
+    assert "`without-3` what without-3" in md
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    assert sensitivity.main(["--manifest", str(tmp_path / "nope.json")]) == 2
+    assert sensitivity.main(["--per-seed", f"x={tmp_path / 'nope.csv'}"]) == 2
+    (tmp_path / "x.csv").write_text("method,seed\nasha_bo,0\n")
+    assert sensitivity.main(["--per-seed", f"x={tmp_path / 'x.csv'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(e.startswith("error: ") for e in err)
