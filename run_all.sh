@@ -6,8 +6,19 @@
 # skipped, interrupted searches resume from their logs.
 set -euo pipefail
 cd "$(dirname "$0")"
+case "${1:-}" in
+    -h|--help)
+        sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+        exit 0 ;;
+esac
 scale=${1:-small}
 shift || true
+case "$scale" in
+    smoke|small|paper) ;;
+    *) echo "run_all.sh: unknown scale '${scale//[^a-zA-Z0-9_.-]/?}'; choose smoke, small or paper" \
+           "(./run_all.sh --help)" >&2
+       exit 2 ;;
+esac
 local_ok=${ALLOW_PAPER_LOCAL:-0}
 args=()
 for a in "$@"; do

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mlpf.paths import shown
+
 FLAVOURS = ("asha_bo", "asha_gp", "asha_tpe")  # ASHA + BO: ours (CBO, extra trees), GP, TPE
 OTHERS = ("random", "hyperband", "asha")
 SECONDARY = ("epoch1", "epoch4", "bohb")  # the field's baselines: reported, outside the family
@@ -208,7 +210,7 @@ def main(argv=None) -> int:
     out = Path(a.out) if a.out else src.parent
     out.mkdir(parents=True, exist_ok=True)
     res.to_csv(out / "claim2.csv", index=False, float_format="%.6g")
-    text = report(res, verdicts, src.as_posix())
+    text = report(res, verdicts, shown(src))  # relative to the repository: no machine's path
     (out / "claim2.md").write_text(text)
     print(text)
     return 0

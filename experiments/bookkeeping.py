@@ -198,13 +198,14 @@ class Progress:
 
     It shows the trials, the budget used (device-seconds where that budget is set, and
     epochs), the best loss, the elapsed wall time and an ETA (elapsed x left / used of the
-    budget that binds first); the closing line says what stopped the search."""
+    budget that binds first: epochs, device-seconds, or the wall-time cap ``time_budget`` in
+    seconds of this segment); the closing line says what stopped the search."""
 
     def __init__(self, label: str, budget: int, stream=None,
-                 device_budget: float | None = None):
+                 device_budget: float | None = None, time_budget: float | None = None):
         self.label, self.budget = label, budget
         self.stream = sys.stderr if stream is None else stream
-        self.device_budget = device_budget
+        self.device_budget, self.time_budget = device_budget, time_budget
         self.tty = self.stream.isatty() and not os.environ.get("CI")
         self.interval = 0.2 if self.tty else 30.0
         self.last = -math.inf
@@ -215,11 +216,13 @@ class Progress:
         """Whether the next :meth:`update` would draw (the interval has passed)."""
         return time.monotonic() - self.last >= self.interval
 
-    def fraction(self, epochs: int, device: float) -> float:
+    def fraction(self, epochs: int, device: float, elapsed: float = 0.0) -> float:
         """The share of the binding budget used, in [0, 1]."""
         f = epochs / self.budget if self.budget else 0.0
         if self.device_budget:
             f = max(f, device / self.device_budget)
+        if self.time_budget:
+            f = max(f, elapsed / self.time_budget)
         return min(1.0, max(0.0, f))
 
     def update(self, counts: dict, best: float, epochs: int, running: int, final=False,
@@ -236,7 +239,7 @@ class Progress:
         line = (f"[{self.label}] trials {sum(counts.values())} (ok {counts['ok']}, stopped "
                 f"{counts['stopped']}, failed {counts['failed']}), running {running} | "
                 f"{used} | best val_loss {best_s} | elapsed {duration(elapsed)}")
-        f = self.fraction(epochs, device)
+        f = self.fraction(epochs, device, elapsed)
         if final:
             line += f" | done: {reason or 'complete'}"
         elif 0.0 < f < 1.0:

@@ -295,7 +295,9 @@ class Manager:
         self.books: Books | None = None  # after prepare
         self.write_error: OSError | None = None  # a log write failed (disk full)
         self.bar = Progress(f"{plan.method} {plan.scale} seed{plan.seed}",
-                            meta["budget_epochs"], device_budget=meta.get("budget_device_s")) \
+                            meta["budget_epochs"], device_budget=meta.get("budget_device_s"),
+                            time_budget=None if getattr(ev, "clock", None) else
+                            meta.get("time_budget_s")) \
             if progress else None
 
     # ---------------------------------------------------------------- prepare

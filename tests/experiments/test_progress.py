@@ -40,3 +40,13 @@ def test_campaign_summary_says_what_stopped_a_search(tmp_path):
         "complete, stopped by time (wall-time safety cap)"
     assert how_it_ended(143, tmp_path).startswith("exit 143: ")
     assert how_it_ended(1, tmp_path / "none") == "exit 1: no metadata"
+
+
+def test_eta_follows_the_wall_time_cap_when_it_binds_first(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr("experiments.bookkeeping.time.monotonic", lambda: now[0])
+    out = io.StringIO()
+    bar = Progress("random small seed0", 1024, out, device_budget=2880.0, time_budget=240.0)
+    now[0] = 120.0  # half the 240 s cap, a tenth of the device-seconds: 120 s left, not 18 min
+    bar.update({"ok": 1, "stopped": 0, "failed": 0}, 0.4, 10, 2, device=288.0)
+    assert "elapsed 2m00s, ETA 2m00s" in out.getvalue()

@@ -1,0 +1,57 @@
+"""The shipped tables are what the commands make from the shipped logs: `make figures`, the
+claim-1 report and the pre-registered claim-2 test rebuilt into a temporary folder give the
+same text files, byte for byte (figures are images: left out)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlpf.paths import FIGURES_DIR, RESULTS_DIR, ROOT
+
+TEXT = (".md", ".csv", ".tex", ".json")
+
+
+def _run(*args):
+    r = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600, env={"MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def _differ(made: Path, shipped: Path) -> list[str]:
+    out = []
+    for f in sorted(p for p in made.rglob("*") if p.suffix in TEXT):
+        rel = f.relative_to(made)
+        if not (shipped / rel).is_file() or (shipped / rel).read_bytes() != f.read_bytes():
+            out.append(str(rel))
+    return out
+
+
+@pytest.mark.skipif(not (RESULTS_DIR / "small").is_dir(), reason="no shipped small logs")
+def test_make_figures_rebuilds_the_shipped_tables(tmp_path):
+    _run("analysis.make_figures", "--scale", "small", "--out", str(tmp_path))
+    made = tmp_path / "small"
+    assert any(made.glob("*.md"))
+    # the sub-reports (claim1/, replay*/, physics) are other commands' outputs
+    top = [f for f in _differ(made, FIGURES_DIR / "small") if "/" not in f]
+    assert not top, f"stale shipped outputs (make figures): {top}"
+
+
+@pytest.mark.skipif(not (FIGURES_DIR / "small" / "replay_power" / "per_seed.csv").is_file(),
+                    reason="no shipped claim-2 replays")
+def test_claim2_verdict_rebuilds_from_the_shipped_per_seed_metrics(tmp_path):
+    shipped = FIGURES_DIR / "small" / "replay_power"
+    _run("analysis.claim2", "--per-seed", str(shipped / "per_seed.csv"), "--out", str(tmp_path))
+    assert not [f for f in _differ(tmp_path, shipped)], "stale claim2.md / claim2.csv"
+
+
+@pytest.mark.skipif(not (RESULTS_DIR / "small" / "claim1").is_dir(),
+                    reason="no shipped claim-1 references")
+def test_claim1_report_rebuilds_from_the_shipped_references_and_table(tmp_path):
+    _run("analysis.claim1", "--scale", "small", "--table",
+         str(RESULTS_DIR / "small" / "upstream-loss" / "lctable.csv"), "--out", str(tmp_path))
+    stale = _differ(tmp_path / "small" / "claim1", FIGURES_DIR / "small" / "claim1")
+    assert not stale, f"stale claim-1 report (python -m analysis.claim1 ...): {stale}"
