@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from analysis import claim2
+from tests.analysis.fakelogs import per_seed_metrics
 
 
 def test_holm_matches_the_step_down_by_hand():
@@ -27,18 +28,8 @@ def test_log_ratios_censor_at_the_budget_and_tie_double_misses():
     assert claim2.sign_test(r)[:2] == (2, 1)
 
 
-def _per_seed(factor: dict[str, float], n=200, seed=0):
-    """Device-hours to each target: method m's = base x factor[m] x noise."""
-    rng = np.random.default_rng(seed)
-    base = rng.uniform(0.2, 0.5, n)
-    rows = []
-    for m, f in factor.items():
-        noise = rng.lognormal(0, 0.1, n)
-        for s in range(n):
-            c = base[s] * f * noise[s]
-            rows.append({"method": m, "seed": s, "budget_dh": 2.0, "dh_to_top5": c,
-                         "dh_to_top1": 2 * c if 2 * c <= 2.0 else math.inf})
-    return pd.DataFrame(rows)
+def _per_seed(factor: dict[str, float], n=200, seed=0) -> pd.DataFrame:
+    return per_seed_metrics(factor, n, seed)
 
 
 def test_a_flavour_twice_as_fast_as_every_method_is_supported():

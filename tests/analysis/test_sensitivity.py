@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import json
-import math
 
-import numpy as np
 import pandas as pd
 
 from analysis import replay, sensitivity
+from tests.analysis.fakelogs import per_seed_metrics
 
 
 def per_seed(factor: dict[str, float], n=60, seed=0) -> pd.DataFrame:
-    """Device-hours to each target: method m's = base x factor[m] x noise (as in
-    test_claim2)."""
-    rng = np.random.default_rng(seed)
-    base = rng.uniform(0.2, 0.5, n)
-    rows = []
-    for m, f in factor.items():
-        noise = rng.lognormal(0, 0.1, n)
-        for s in range(n):
-            c = base[s] * f * noise[s]
-            rows.append({"method": m, "seed": s, "budget_dh": 2.0, "dh_to_top5": c,
-                         "dh_to_top1": 2 * c if 2 * c <= 2.0 else math.inf})
-    return pd.DataFrame(rows)
+    return per_seed_metrics(factor, n, seed)
 
 
 FAST = {"asha_bo": 0.5, "random": 1, "hyperband": 1, "asha": 1}  # supported
