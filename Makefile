@@ -27,11 +27,42 @@ RAY_STAMP := $(VENV)/.ray-installed
 NEPS_STAMP := $(VENV)/.neps-installed
 NPROC := $(shell nproc 2>/dev/null || echo 2)
 
-ifeq ($(filter $(SCALE),smoke small paper),)
-$(error SCALE must be one of smoke, small, paper (got '$(SCALE)'))
+# Every variable a recipe hands to a shell is checked here, at parse time, on its text as typed
+# ($(value V) expands nothing) when it comes from the command line or the environment: a value
+# such as '$(shell ...)' or '2; rm ...' stops make with one line before any shell (or make's own
+# $(shell)) sees it, even under `make -n`. The defaults in this file are trusted as written.
+# PYTHON, PY, VENV and PYTEST_ARGS are the developer's own commands and stay free.
+DIGITS := 0 1 2 3 4 5 6 7 8 9
+NAME_CHARS := $(DIGITS) a b c d e f g h i j k l m n o p q r s t u v w x y z _
+PATH_CHARS := $(NAME_CHARS) A B C D E F G H I J K L M N O P Q R S T U V W X Y Z . / - +
+EMPTY :=
+SPACE := $(EMPTY) $(EMPTY)
+COMMA := ,
+# $(call without,CHARS,TEXT): TEXT with every character listed in CHARS removed
+without = $(if $(1),$(call without,$(wordlist 2,$(words $(1)),$(1)),$(subst $(firstword $(1)),,$(2))),$(2))
+# $(call check,VAR,CHARS,WHAT[,spaces|empty]): if the user set VAR, stop unless its text is
+# made of CHARS only (and spaces, with "spaces") and is not empty (unless "empty")
+check = $(if $(filter command environment,$(origin $(1))),$(if $(or \
+  $(call without,$(2),$(if $(filter spaces,$(4)),$(subst $(SPACE),,$(value $(1))),$(value $(1)))),\
+  $(if $(filter empty,$(4))$(strip $(value $(1))),,empty)),$(error $(1) must be $(3))))
+$(foreach v,WORKERS REPLAY_SEEDS POWER_SEEDS PHYSICS_SEEDS CLAIM1_SEEDS CLAIM2_SEEDS CLAIM2_MIN_CONFIGS NPROC,\
+  $(call check,$(v),$(DIGITS),a whole number (digits only)$(COMMA) e.g. $(v)=2))
+$(call check,CONFIGS,$(DIGITS),empty or a whole number (digits only),empty)
+$(call check,SEEDS,$(DIGITS),seeds separated by spaces$(COMMA) e.g. SEEDS="0 1 2",spaces)
+$(foreach v,METHODS POWER_METHODS CLAIM2_METHODS,$(call check,$(v),$(NAME_CHARS),method \
+  names (a-z 0-9 _) separated by spaces$(COMMA) e.g. $(v)="random asha",spaces))
+$(foreach v,LCTABLE LCTABLE_NEXT RELEASE_CLONE,\
+  $(call check,$(v),$(PATH_CHARS),a path of letters$(COMMA) digits and . / _ - + (no spaces)))
+$(call check,SCALE,$(NAME_CHARS),one of smoke small paper)
+ifneq ($(filter-out smoke small paper,$(SCALE))$(words $(SCALE)),1)
+$(error SCALE must be one of smoke small paper)
+endif
+$(call check,EVALUATOR,$(NAME_CHARS),one of process mpi serial ray)
+ifneq ($(filter-out process mpi serial ray,$(EVALUATOR))$(words $(EVALUATOR)),1)
+$(error EVALUATOR must be one of process mpi serial ray)
 endif
 
-.PHONY: help setup peers ray neps test lint data benchmark claim1 claim2 claim2-sensitivity lctable replay replay-surrogate replay-power figures physics clean distclean
+.PHONY: help setup peers ray neps test lint lock sums release-check data benchmark claim1 claim2 claim2-sensitivity lctable replay replay-surrogate replay-power figures physics clean distclean
 
 help: ## show this help
 	@echo "usage: make TARGET [SCALE=smoke|small|paper] (default SCALE=small)"
@@ -78,38 +109,38 @@ lint: setup ## ruff
 data: data/$(SCALE)/.complete ## generate train/val/test events for SCALE (only when missing)
 
 data/%/.complete: | $(STAMP)
-	$(PY) -m mlpf.data.prepare --scale $* --workers $(NPROC)
+	$(PY) -m mlpf.data.prepare --scale $* --workers '$(NPROC)'
 	touch $@
 
 benchmark: setup data ## run the searches for SCALE: METHODS, SEEDS, WORKERS, EVALUATOR=process|mpi
-	$(PY) -m experiments.campaign --backend live --scale $(SCALE) --methods "$(METHODS)" \
-	  --seeds "$(SEEDS)" --workers $(WORKERS) --evaluator $(EVALUATOR)
+	$(PY) -m experiments.campaign --backend live --scale $(SCALE) --methods '$(METHODS)' \
+	  --seeds '$(SEEDS)' --workers '$(WORKERS)' --evaluator '$(EVALUATOR)'
 
 CLAIM1_SEEDS ?= 5
 claim1: setup data ## claim-1 references (default, hand-set lr, 4 x max_t, the study's best) x CLAIM1_SEEDS: results/SCALE/claim1/ (resumable), then their report
-	$(PY) -m experiments.claim1 --scale $(SCALE) --seeds $(CLAIM1_SEEDS) --workers $(WORKERS)
-	$(PY) -m analysis.claim1 --scale $(SCALE) --table $(LCTABLE_NEXT)
+	$(PY) -m experiments.claim1 --scale $(SCALE) --seeds '$(CLAIM1_SEEDS)' --workers '$(WORKERS)'
+	$(PY) -m analysis.claim1 --scale $(SCALE) --table '$(LCTABLE_NEXT)'
 
 lctable: setup data ## train CONFIGS sampled configurations + the default to max_t on upstream's loss: LCTABLE_NEXT (resumable)
-	$(PY) -m experiments.lctable --scale $(SCALE) --workers $(WORKERS) --out $(LCTABLE_NEXT) \
-	  $(if $(CONFIGS),--configs $(CONFIGS))
+	$(PY) -m experiments.lctable --scale $(SCALE) --workers '$(WORKERS)' --out '$(LCTABLE_NEXT)' \
+	  $(if $(CONFIGS),--configs '$(CONFIGS)')
 
 REPLAY_SEED_LIST = $(shell seq 0 $$(( $(REPLAY_SEEDS) - 1 )))
 replay: setup $(PEERS_STAMP) $(NEPS_STAMP) ## validate the surrogate of LCTABLE, replay every method and peer x REPLAY_SEEDS on it (simulated time), then their figures
-	$(PY) -m experiments.surrogate --scale $(SCALE) --table $(LCTABLE)
-	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table $(LCTABLE) \
-	  --seeds "$(REPLAY_SEED_LIST)" --processes $(NPROC)
-	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds $(REPLAY_SEEDS)
+	$(PY) -m experiments.surrogate --scale $(SCALE) --table '$(LCTABLE)'
+	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table '$(LCTABLE)' \
+	  --seeds "$(REPLAY_SEED_LIST)" --processes '$(NPROC)'
+	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds '$(REPLAY_SEEDS)'
 
 POWER_SEEDS ?= 200
 POWER_SEED_LIST = $(shell seq 0 $$(( $(POWER_SEEDS) - 1 )))
 POWER_METHODS = default random hyperband asha asha_bo
 replay-power: setup ## claim 2 with more seeds: the paper's four methods and the default x POWER_SEEDS (200) on LCTABLE, then the pre-registered test (analysis/preregistration.md)
-	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table $(LCTABLE) \
-	  --methods "$(POWER_METHODS)" --seeds "$(POWER_SEED_LIST)" \
-	  --processes $(NPROC) --out results/$(SCALE)/replay_power
-	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds $(POWER_SEEDS) \
-	  --methods "$(shell echo $(POWER_METHODS) | tr ' ' ',')" \
+	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table '$(LCTABLE)' \
+	  --methods '$(POWER_METHODS)' --seeds "$(POWER_SEED_LIST)" \
+	  --processes '$(NPROC)' --out results/$(SCALE)/replay_power
+	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds '$(POWER_SEEDS)' \
+	  --methods '$(subst $(SPACE),$(COMMA),$(strip $(POWER_METHODS)))' \
 	  --results results/$(SCALE)/replay_power --out paper_figures/$(SCALE)/replay_power
 	$(PY) -m analysis.claim2 --per-seed paper_figures/$(SCALE)/replay_power/per_seed.csv
 
@@ -117,34 +148,34 @@ CLAIM2_METHODS = default random hyperband asha asha_bo asha_gp asha_tpe epoch1 e
 CLAIM2_SEEDS ?= 200
 CLAIM2_MIN_CONFIGS ?= 512
 claim2: setup ## the pre-registered claim-2 test (analysis/preregistration.md) on LCTABLE_NEXT (the table next to its logs): CLAIM2_METHODS x 200 seeds (about 2 h on 2 cores), then its verdict
-	$(PY) -m experiments.table --scale $(SCALE) --table $(LCTABLE_NEXT) --require $(CLAIM2_MIN_CONFIGS)
-	$(PY) -m experiments.surrogate --scale $(SCALE) --table $(LCTABLE_NEXT)
-	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table $(LCTABLE_NEXT) \
-	  --methods "$(CLAIM2_METHODS)" --seeds "$$(seq -s ' ' 0 $$(( $(CLAIM2_SEEDS) - 1 )))" \
-	  --device-budget "$$($(PY) -m experiments.table --scale $(SCALE) --table $(LCTABLE_NEXT) \
-	    --replay-budget 32 --first $(CLAIM2_MIN_CONFIGS))" \
-	  --processes $(NPROC) --out $(dir $(LCTABLE_NEXT))claim2
-	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds $(CLAIM2_SEEDS) \
-	  --methods "$(shell echo $(CLAIM2_METHODS) | tr ' ' ',')" \
+	$(PY) -m experiments.table --scale $(SCALE) --table '$(LCTABLE_NEXT)' --require '$(CLAIM2_MIN_CONFIGS)'
+	$(PY) -m experiments.surrogate --scale $(SCALE) --table '$(LCTABLE_NEXT)'
+	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table '$(LCTABLE_NEXT)' \
+	  --methods '$(CLAIM2_METHODS)' --seeds "$$(seq -s ' ' 0 $$(( $(CLAIM2_SEEDS) - 1 )))" \
+	  --device-budget "$$($(PY) -m experiments.table --scale $(SCALE) --table '$(LCTABLE_NEXT)' \
+	    --replay-budget 32 --first '$(CLAIM2_MIN_CONFIGS)')" \
+	  --processes '$(NPROC)' --out $(dir $(LCTABLE_NEXT))claim2
+	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds '$(CLAIM2_SEEDS)' \
+	  --methods '$(subst $(SPACE),$(COMMA),$(strip $(CLAIM2_METHODS)))' \
 	  --results $(dir $(LCTABLE_NEXT))claim2 --out paper_figures/$(SCALE)/claim2
 	$(PY) -m analysis.claim2 --per-seed paper_figures/$(SCALE)/claim2/per_seed.csv
 
 SENSITIVITY_DIR = $(dir $(LCTABLE_NEXT))sensitivity
 claim2-sensitivity: setup ## claim 2's verdict with each top-1 % configuration left out, in the other world, with 8 workers (about 61 core-h at 200 seeds: experiments/sensitivity.py)
-	$(PY) -m experiments.table --scale $(SCALE) --table $(LCTABLE_NEXT) --require $(CLAIM2_MIN_CONFIGS)
-	$(PY) -m experiments.surrogate --scale $(SCALE) --table $(LCTABLE_NEXT)
-	$(PY) -m experiments.sensitivity --scale $(SCALE) --table $(LCTABLE_NEXT) \
-	  --seeds "$$(seq -s ' ' 0 $$(( $(CLAIM2_SEEDS) - 1 )))" --processes $(NPROC) \
+	$(PY) -m experiments.table --scale $(SCALE) --table '$(LCTABLE_NEXT)' --require '$(CLAIM2_MIN_CONFIGS)'
+	$(PY) -m experiments.surrogate --scale $(SCALE) --table '$(LCTABLE_NEXT)'
+	$(PY) -m experiments.sensitivity --scale $(SCALE) --table '$(LCTABLE_NEXT)' \
+	  --seeds "$$(seq -s ' ' 0 $$(( $(CLAIM2_SEEDS) - 1 )))" --processes '$(NPROC)' \
 	  --out $(SENSITIVITY_DIR)
 	$(PY) -m analysis.sensitivity --scale $(SCALE) --manifest $(SENSITIVITY_DIR)/scenarios.json \
 	  --out paper_figures/$(SCALE)/claim2_sensitivity
 
 replay-surrogate: setup $(PEERS_STAMP) $(NEPS_STAMP) ## after make replay: the same replays on the surrogate (accepted or not), and whether both rank the methods alike
-	$(PY) -m experiments.surrogate --scale $(SCALE) --table $(LCTABLE)
-	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table $(LCTABLE) \
-	  --lookup surrogate --seeds "$(REPLAY_SEED_LIST)" --processes $(NPROC) \
+	$(PY) -m experiments.surrogate --scale $(SCALE) --table '$(LCTABLE)'
+	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table '$(LCTABLE)' \
+	  --lookup surrogate --seeds "$(REPLAY_SEED_LIST)" --processes '$(NPROC)' \
 	  --out results/$(SCALE)/replay_surrogate
-	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds $(REPLAY_SEEDS) \
+	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds '$(REPLAY_SEEDS)' \
 	  --results results/$(SCALE)/replay_surrogate --out paper_figures/$(SCALE)/replay_surrogate \
 	  --compare paper_figures/$(SCALE)/replay
 
@@ -152,7 +183,25 @@ figures: setup ## rebuild paper_figures/SCALE/ from the raw logs in results/SCAL
 	$(PY) -m analysis.make_figures --scale $(SCALE)
 
 physics: setup data ## retrain the default and each method's incumbent (PHYSICS_SEEDS seeds, test split); physics table and figure
-	$(PY) -m analysis.physics --scale $(SCALE) --seeds $(PHYSICS_SEEDS) --jobs $(NPROC)
+	$(PY) -m analysis.physics --scale $(SCALE) --seeds '$(PHYSICS_SEEDS)' --jobs '$(NPROC)'
+
+lock: setup ## rewrite requirements.lock: every package of .venv with its sha256 (needs the package index)
+	$(PY) release/lock.py
+
+sums: ## rewrite SHA256SUMS: the sha256 of every shipped log, table and figure (results/, paper_figures/)
+	git ls-files -z results paper_figures | LC_ALL=C sort -z | xargs -0 sha256sum > SHA256SUMS
+
+RELEASE_CLONE ?= /tmp/mlpf-hpo-release-check
+release-check: setup ## before a tag (RELEASE.md): clean tree, SHA256SUMS and requirements.lock agree, CI on a clean clone (about 20 min)
+	@test -z "$$(git status --porcelain)" || { echo "release-check: the tree is not clean (git status)" >&2; exit 1; }
+	@git ls-files -z results paper_figures | LC_ALL=C sort -z | xargs -0 sha256sum | cmp -s - SHA256SUMS || \
+	  { echo "release-check: SHA256SUMS is not the sha256 of the shipped files: make sums" >&2; exit 1; }
+	$(PY) release/lock.py --check
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_release.py
+	rm -rf "$(RELEASE_CLONE)" && git clone -q . "$(RELEASE_CLONE)"
+	cd "$(RELEASE_CLONE)" && CI=true .ci/run
+	rm -rf "$(RELEASE_CLONE)"
+	@echo "release-check: ok ($$(git rev-parse --short HEAD))"
 
 clean: ## remove generated data, runs, caches (keeps .venv and the shipped logs)
 	rm -rf data runs benchmarks/out .pytest_cache .ruff_cache

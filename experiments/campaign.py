@@ -21,7 +21,9 @@ starts again. ``--lookup``: ``nearest`` (every trial replays the nearest table r
 of the surrogate, the same for every method: common random numbers), ``auto`` (default: the
 surrogate when its validation report on this table accepts it, else nearest).
 
-``--processes`` searches run at once (live: beware that they share the machine's cores).
+``--processes`` searches run at once (live: they share the machine's cores, so ``--processes``
+x ``--workers`` is capped by them, as ``--processes`` is for replays; ``--allow-oversubscribe``
+lifts the cap; under ``--evaluator mpi`` the ranks are the launcher's).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ from experiments.cli import (
     add_scale,
     add_seeds,
     add_workers,
+    check_simulated_workers,
+    check_workers,
     duration,
     positive_int,
     run_main,
@@ -228,7 +232,7 @@ def run_live(a) -> int:
                 method, a.scale, seed, workers=workers, evaluator=a.evaluator,
                 trainable=a.trainable, resume=resume, budget=a.budget,
                 out=out if a.out else None, time_budget=a.time_budget,
-                device_budget=a.device_budget)
+                device_budget=a.device_budget, oversubscribe=a.allow_oversubscribe)
             print(f"== {method} seed{seed}{' (resume)' if resume else ''}: {' '.join(cmd)}",
                   file=sys.stderr, flush=True)
             running.append(Child(method, seed, subprocess.Popen(cmd, env=env), time.time(), out))
@@ -416,6 +420,17 @@ def main(argv=None) -> int:
         a = build_parser().parse_args(argv)
         replay = a.backend == "replay"
         a.processes = a.processes or (2 if replay else 1)
+        if replay:
+            check_simulated_workers(a.workers)
+            check_workers(a.processes, "--processes", allow=a.allow_oversubscribe)
+        elif search.workers_here(a.evaluator):
+            both = a.processes > 1
+            check_workers(a.processes * a.workers,
+                          f"--processes {a.processes} x --workers {a.workers} =" if both
+                          else "--workers",
+                          allow=a.allow_oversubscribe)
+        else:  # mpi: each search's ranks are the launcher's; the searches are ours
+            check_workers(a.processes, "--processes", allow=a.allow_oversubscribe)
         default = [*METHODS, *PEERS] if replay else list(PAPER_METHODS)
         a.methods = a.methods.split() if a.methods else default
         try:

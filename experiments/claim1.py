@@ -37,8 +37,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiments import logs
-from experiments.cli import CliError, Parser, add_scale, add_workers, duration, run_main
-from experiments.provenance import git_commit, iso, machine_info, usable_cores, versions
+from experiments.cli import (
+    CliError,
+    Parser,
+    add_scale,
+    add_workers,
+    check_workers,
+    duration,
+    run_main,
+)
+from experiments.provenance import git_commit, iso, machine_info, versions
 
 REFERENCES = ("default", "default_lr", "converged", "paper_best")
 HAND_LRS = (1e-4, 3e-4, 1e-3, 3e-3)  # the learning rates a physicist tries by hand
@@ -334,8 +342,7 @@ def main(argv=None) -> int:
         if bad or not refs:
             raise CliError(f"unknown reference {', '.join(bad) or '(none)'}; choose from "
                            f"{', '.join(REFERENCES)}")
-        if a.workers > max(1, usable_cores()):
-            raise CliError(f"--workers {a.workers}: this machine has {usable_cores()} cores")
+        check_workers(a.workers, allow=a.allow_oversubscribe, per_core=1)  # a core a training
         return run(a.scale, seeds=a.seeds, workers=a.workers, out=a.out,
                    trainable=a.trainable, checkpoints=a.checkpoints, references=refs)
 

@@ -1,9 +1,12 @@
 """What every command line of :mod:`experiments` shares: the error type, the parser, the flags.
 
 A user's mistake is a :class:`CliError`: the entry point prints ``error: <one line>`` and
-returns 2, never a traceback or a usage dump. Flags with the same meaning have the same
-spelling and checks everywhere (``--scale``, ``--out``, ``--workers``, ``--seed``/``--seeds``,
-``--budget``, ``--time-budget``).
+returns 2, never a traceback or a usage dump; text the user supplied cannot break that line
+(:func:`mlpf.cli.one_line`). Flags with the same meaning have the same spelling and checks
+everywhere (``--scale``, ``--out``, ``--workers``, ``--seed``/``--seeds``, ``--budget``,
+``--time-budget``). Live workers are capped by the machine (:func:`check_workers`, lifted by
+``--allow-oversubscribe``), simulated ones by :data:`MAX_SIMULATED_WORKERS`; MPI ranks are the
+launcher's.
 """
 
 from __future__ import annotations
@@ -14,9 +17,20 @@ import os
 import sys
 from collections.abc import Callable
 
-from mlpf.cli import duration, positive_int  # noqa: F401 - duration is re-exported
+from mlpf.cli import (  # noqa: F401 - duration, seed_value, MAX_SEED are re-exported
+    MAX_SEED,
+    OVERSUBSCRIBE,
+    duration,
+    error_line,
+    positive_int,
+    seed_value,
+    too_many_workers,
+)
+from mlpf.scales import SCALES as _PRESETS
 
-SCALES = ("smoke", "small", "paper")
+SCALES = tuple(_PRESETS)  # smoke, small, paper: a name, never a path
+# Simulated (replayed) workers cost memory and time, not cores: many, but a bounded many.
+MAX_SIMULATED_WORKERS = 4096
 
 
 class CliError(Exception):
@@ -42,20 +56,6 @@ def seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not math.isfinite(v) or v < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return v
-
-
-MAX_SEED = 2**32 - 1  # numpy's and DeepHyper's seeds are 32-bit
-
-
-def seed_value(text: str) -> int:
-    """One seed: an integer from 0 to 2**32 - 1 (argparse type)."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a seed must be an integer, got {text!r}") from None
-    if not 0 <= v <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"a seed must be 0 to 2**32 - 1, got {text}")
     return v
 
 
@@ -88,6 +88,30 @@ def add_scale(p: argparse.ArgumentParser) -> None:
 
 def add_workers(p: argparse.ArgumentParser, what: str = "parallel trials") -> None:
     p.add_argument("--workers", type=positive_int, default=2, help=f"{what} (default 2)")
+    add_oversubscribe(p)
+
+
+def add_oversubscribe(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-oversubscribe", action="store_true",
+                   help=f"run more than {OVERSUBSCRIBE} live workers or processes per usable "
+                   "core (refused otherwise, so that a typo cannot start thousands)")
+
+
+def check_workers(n: int, flag: str = "--workers", *, allow: bool = False,
+                  per_core: int = OVERSUBSCRIBE) -> None:
+    """CliError if ``n`` live workers or processes (``flag``) are more than ``per_core`` per
+    usable core and ``allow`` (``--allow-oversubscribe``) is not given."""
+    why = None if allow else too_many_workers(n, flag, per_core=per_core)
+    if why:
+        raise CliError(why)
+
+
+def check_simulated_workers(n: int, flag: str = "--workers") -> None:
+    """CliError if ``n`` simulated workers exceed :data:`MAX_SIMULATED_WORKERS` (no override:
+    the bound is the replay's, not the machine's)."""
+    if n > MAX_SIMULATED_WORKERS:
+        raise CliError(f"{flag} {n}: a replay simulates at most {MAX_SIMULATED_WORKERS} "
+                       "workers")
 
 
 def add_seed(p: argparse.ArgumentParser) -> None:
@@ -124,5 +148,5 @@ def run_main(body: Callable[[], int]) -> int:
         return body()
     except CliError as e:
         if launcher_rank() == 0:
-            print(f"error: {e}", file=sys.stderr)
+            print(error_line(e), file=sys.stderr)
         return 2

@@ -22,6 +22,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mlpf.cli import usable_cores  # one definition: the command lines cap workers with it
+
 PACKAGES = ("deephyper", "mpi4py", "numpy", "pandas", "scikit-learn", "ConfigSpace", "torch",
             "torch_geometric", "optuna")
 
@@ -93,14 +95,6 @@ def _gpus() -> list[str]:
     if not torch.cuda.is_available():
         return []
     return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def machine_info() -> dict:

@@ -30,6 +30,8 @@ from experiments.cli import (
     add_scale,
     add_seed,
     add_workers,
+    check_simulated_workers,
+    check_workers,
     non_negative_int,
     run_main,
 )
@@ -89,13 +91,24 @@ def replay(method: str, scale: str, seed: int, table: Table, workers: int = 2,
     return driver.run(plan, ReplayBackend(table), progress)
 
 
+def workers_here(evaluator: str, ray_address: str | None = None) -> bool:
+    """Whether a live search's workers run on this machine, so that its cores cap them: not
+    under mpi (the launcher places the ranks) nor on a Ray cluster (``ray_address`` or
+    ``$RAY_ADDRESS``)."""
+    if evaluator == "mpi":
+        return False
+    return not (evaluator == "ray" and (ray_address or os.environ.get("RAY_ADDRESS")))
+
+
 def search_command(method: str, scale: str, seed: int, *, workers: int, evaluator: str,
                    trainable: str, resume: bool = False, budget: int | None = None,
                    out: Path | None = None, time_budget: float | None = None,
-                   device_budget: float | None = None) -> tuple[list[str], dict]:
+                   device_budget: float | None = None,
+                   oversubscribe: bool = False) -> tuple[list[str], dict]:
     """The command line and environment of one live search (``mpiexec -n workers+1`` for
     the mpi evaluator). A Ray Tune peer (``ray_*``) runs as its own command,
-    ``python -m experiments.peers.ray_tune`` (its own local Ray cluster; ``evaluator`` unused)."""
+    ``python -m experiments.peers.ray_tune`` (its own local Ray cluster; ``evaluator`` unused).
+    ``oversubscribe``: pass ``--allow-oversubscribe`` on."""
     if method.startswith("ray_"):
         args = ["-m", "experiments.peers.ray_tune", "--method", method, "--scale", scale,
                 "--seed", str(seed), "--workers", str(workers), "--trainable", trainable]
@@ -105,6 +118,8 @@ def search_command(method: str, scale: str, seed: int, *, workers: int, evaluato
                 "--trainable", trainable]
     if resume:
         args.append("--resume")
+    if oversubscribe:
+        args.append("--allow-oversubscribe")
     if budget:
         args += ["--budget", str(budget)]
     if time_budget is not None:
@@ -160,6 +175,10 @@ def build_parser() -> Parser:
 def main(argv=None) -> int:
     def body() -> int:
         a = build_parser().parse_args(argv)
+        if a.backend == "replay":
+            check_simulated_workers(a.workers)
+        elif workers_here(a.evaluator, a.ray_address):
+            check_workers(a.workers, allow=a.allow_oversubscribe)
         try:
             if a.backend == "replay":
                 table = open_table(a.table, a.scale)

@@ -65,7 +65,16 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.cli import CliError, Parser, add_scale, add_seeds, positive_int, run_main
+from experiments.cli import (
+    CliError,
+    Parser,
+    add_oversubscribe,
+    add_scale,
+    add_seeds,
+    check_workers,
+    positive_int,
+    run_main,
+)
 from experiments.table import (
     CONFIG_ID,
     Table,
@@ -174,12 +183,13 @@ def plan(table: Table, root: Path, lookup: str, top: list[int]) -> list[Scenario
 
 
 def campaign_argv(sc: Scenario, scale: str, seeds: list[int], device_budget: float,
-                  processes: int, methods=METHODS) -> list[str]:
+                  processes: int, methods=METHODS, oversubscribe: bool = False) -> list[str]:
     """The replay campaign of one scenario (``python -m experiments.campaign`` arguments)."""
     return ["--backend", "replay", "--scale", scale, "--table", sc.table, "--lookup",
             sc.lookup, "--workers", str(sc.workers), "--methods", " ".join(methods),
             "--seeds", " ".join(map(str, seeds)), "--device-budget", f"{device_budget:g}",
-            "--processes", str(processes), "--out", sc.results]
+            "--processes", str(processes), "--out", sc.results,
+            *(["--allow-oversubscribe"] if oversubscribe else [])]
 
 
 def select(scenarios: list[Scenario], only: str | None) -> list[Scenario]:
@@ -203,6 +213,7 @@ def build_parser() -> Parser:
                    "test (make claim2: results/<scale>/upstream-loss/lctable.csv)")
     add_seeds(p)
     p.add_argument("--processes", type=positive_int, default=2, help="searches at once")
+    add_oversubscribe(p)
     p.add_argument("--out", default=None,
                    help="root of the reduced tables and the plan (default <table dir>/"
                    "sensitivity)")
@@ -216,6 +227,7 @@ def build_parser() -> Parser:
 def main(argv=None) -> int:
     def body() -> int:
         a = build_parser().parse_args(argv)
+        check_workers(a.processes, "--processes", allow=a.allow_oversubscribe)
         try:
             table = load_table(Path(a.table), a.scale)
             budget = replay_budget(table, BUDGET_TRAININGS, BUDGET_FIRST)
@@ -243,7 +255,8 @@ def main(argv=None) -> int:
         failed = []
         for i, sc in enumerate(todo, 1):
             cmd = [sys.executable, "-m", "experiments.campaign",
-                   *campaign_argv(sc, a.scale, a.seeds, budget, a.processes)]
+                   *campaign_argv(sc, a.scale, a.seeds, budget, a.processes,
+                                  oversubscribe=a.allow_oversubscribe)]
             print(f"[{i}/{len(todo)}] {sc.name}: {sc.what}", file=sys.stderr, flush=True)
             if a.dry_run:
                 print(" ".join(f"'{c}'" if " " in c else c for c in cmd))

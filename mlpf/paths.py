@@ -37,11 +37,20 @@ def command_line(argv: list[str]) -> list[str]:
     return [shown(a) for a in (sys.executable, *argv)]
 
 
+def name_part(name: str, what: str = "scale") -> str:
+    """``name`` if it is one plain folder name (a scale, a method), else ValueError: a value
+    with a path separator, ``..`` or nothing at all never becomes part of a path."""
+    text = str(name)
+    if text in ("", ".", "..") or "/" in text or os.sep in text or "\0" in text:
+        raise ValueError(f"{what} {text!r} is not a name (no path separators)")
+    return text
+
+
 def data_dir(scale: str, split: str) -> Path:
     """Folder of generated Delphes-format files: ``data/<scale>/<split>/``."""
-    return DATA_DIR / scale / split
+    return DATA_DIR / name_part(scale) / split
 
 
 def results_dir(scale: str, method: str, seed: int) -> Path:
     """Raw logs of one search: ``results/<scale>/<method>/seed<k>/``."""
-    return RESULTS_DIR / scale / method / f"seed{seed}"
+    return RESULTS_DIR / name_part(scale) / name_part(method, "method") / f"seed{seed}"

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from mlpf.cli import positive_int
+from mlpf.cli import error_line, positive_int, seed_value
 from mlpf.data.format import Event
 from mlpf.data.io import DataError, load_events
 from mlpf.loss import (
@@ -48,7 +48,7 @@ from mlpf.loss import (
 )
 from mlpf.model import ACTIVATIONS, MLPF, MODEL_DEFAULTS, ModelConfig, decode
 from mlpf.paths import ROOT, data_dir, shown
-from mlpf.scales import DEFAULT_SCALE, get_scale
+from mlpf.scales import DEFAULT_SCALE, SCALES, get_scale
 
 # Per-epoch metrics. epoch is 1-based; train_loss is the mean over the epoch's batches;
 # val_loss is the weighted total and val_loss_<term> each unweighted component (per-element
@@ -635,7 +635,7 @@ def _parse_sets(items: Sequence[str]) -> dict:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, no usage dump
-        self.exit(2, f"error: {message}\n")
+        self.exit(2, error_line(message) + "\n")
 
 
 def _check_device(name: str | None) -> None:
@@ -657,13 +657,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = _Parser(prog="python -m mlpf.train",
                  description="Train MLPF and write learning_curve.csv, config.json and "
                  "metrics.json into --out.")
-    ap.add_argument("--scale", default=DEFAULT_SCALE, help="preset (default %(default)s)")
+    ap.add_argument("--scale", default=DEFAULT_SCALE, choices=tuple(SCALES),
+                    help=f"preset: {' | '.join(SCALES)} (default %(default)s)")
     ap.add_argument("--data", help="folder with train/ and val/ (default data/<scale>)")
     ap.add_argument("--epochs", type=positive_int, help="default: the scale's max_epochs")
     ap.add_argument("--out", help="run folder (default runs/train-<scale>)")
     ap.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                     help="TrainConfig overrides, e.g. lr=1e-3 bin_size=32 (repeatable)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=seed_value, default=0, help="0 to 2**32 - 1 (default 0)")
     ap.add_argument("--device", help="cpu, cuda, ... (default cuda if available)")
     ap.add_argument("--threads", type=positive_int, help="torch threads (default: torch's choice)")
     ap.add_argument("--max-events", type=positive_int, help="cap events per split (quick tries)")
@@ -681,10 +682,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--out {out} exists and is not a folder")
         out.mkdir(parents=True, exist_ok=True)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"error: cannot create {out}: {e.strerror}", file=sys.stderr)
+        print(error_line(f"cannot create {out}: {e.strerror}"), file=sys.stderr)
         return 2
     epochs = args.epochs or scale.max_epochs
     try:
@@ -697,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
             data = load_data(args.scale, max_events=args.max_events,
                              with_test=args.eval == "test")
     except (FileNotFoundError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return 2
     (out / "config.json").write_text(json.dumps(
         {"config": cfg.to_dict(), "scale": args.scale, "epochs": epochs, "seed": args.seed,
@@ -720,10 +721,11 @@ def main(argv: list[str] | None = None) -> int:
                              seed=args.seed, checkpoint_dir=out / "checkpoint",
                              progress=not args.no_progress, threads=args.threads)
     except (TrainingDiverged, DeviceOutOfMemory, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return 1
     except (MemoryError, RuntimeError) as e:  # e.g. a model too large to allocate
-        print(f"error: training failed: {str(e).splitlines()[0][:200]}", file=sys.stderr)
+        print(error_line(f"training failed: {(str(e).splitlines() or [''])[0][:200]}"),
+              file=sys.stderr)
         return 1
     if len(hist) < len(history):  # resumed: rewrite the curve with the earlier epochs too
         hist.clear()

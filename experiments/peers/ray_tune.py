@@ -86,6 +86,7 @@ from experiments.cli import (
     add_scale,
     add_seed,
     add_workers,
+    check_workers,
     run_main,
 )
 from experiments.methods import Settings, settings_for
@@ -704,6 +705,7 @@ def build_parser() -> Parser:
 def main(argv=None) -> int:
     def body() -> int:
         a = build_parser().parse_args(argv)
+        check_workers(a.workers, allow=a.allow_oversubscribe)  # a local Ray cluster
         peer, s, tr, log_dir, complete = plan(a.method, a.scale, a.seed, a.workers, a.out,
                                               a.trainable, a.resume, a.budget,
                                               a.time_budget, a.device_budget)

@@ -17,6 +17,7 @@ import argparse
 import multiprocessing
 import sys
 
+from mlpf.cli import error_line, positive_int, too_many_workers
 from mlpf.data.generate import FileJob, generate, generate_file, plan
 from mlpf.paths import data_dir
 from mlpf.scales import SCALES, get_scale
@@ -93,18 +94,21 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, no usage dump
-        self.exit(2, f"error: {message}\n")
+        self.exit(2, error_line(message) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = _Parser(prog="python -m mlpf.data.prepare", description=__doc__.splitlines()[0])
     ap.add_argument("--scale", required=True, choices=sorted(SCALES))
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=positive_int, default=1, help="processes (default 1)")
+    ap.add_argument("--allow-oversubscribe", action="store_true",
+                    help="more workers than the machine's cap (refused otherwise)")
     ap.add_argument("--shard", type=parse_shard, default=None, metavar="I/N",
                     help="make only the files k with k %% N == I (one task of N)")
     args = ap.parse_args(argv)
-    if args.workers < 1:
-        ap.error("--workers must be at least 1")
+    why = None if args.allow_oversubscribe else too_many_workers(args.workers)
+    if why:
+        ap.error(why)
     made = prepare(args.scale, args.workers, shard=args.shard)
     tag = f" (shard {args.shard[0]}/{args.shard[1]})" if args.shard else ""
     for split, n in made.items():
