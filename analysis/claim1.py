@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.tables import write_csv
 from experiments import logs
 from mlpf.paths import FIGURES_DIR, RESULTS_DIR
 
@@ -178,7 +179,7 @@ def build(scale: str, results: Path = RESULTS_DIR, out: Path = FIGURES_DIR,
         rows.append(r)
     refs = pd.DataFrame(rows)
     files = [dest / "references.csv", dest / "references.md"]
-    refs.to_csv(files[0], index=False, float_format="%.6g")
+    write_csv(refs, files[0])
     comp_cols = [c for c in COMPONENTS if c != logs.VAL_LOSS]
     md = [f"# Claim-1 references at {scale}", "",
           f"Loss: {loss_name}; max_t {meta.get('max_t')}; training seeds per reference: "
@@ -240,7 +241,7 @@ def build(scale: str, results: Path = RESULTS_DIR, out: Path = FIGURES_DIR,
     imp = pd.DataFrame(imp_rows, columns=["incumbent", "over", "reference", "improvement",
                                           "lo95", "hi95", "n_incumbent", "n_reference"])
     files += [dest / "improvement.csv", dest / "improvement.md"]
-    imp.to_csv(files[2], index=False, float_format="%.6g")
+    write_csv(imp, files[2])
     imd = [f"# Claim 1 at {scale}: improvement of the incumbents", "",
            "1 - mean(incumbent) / mean(reference), final val_loss, 95 % bootstrap interval over "
            f"training seeds ({N_BOOT} draws).", "",

@@ -7,6 +7,13 @@
     budget_per_trial      histogram of epochs per trial (the rungs a stopper uses)
     utilisation           worker utilisation over time
     best_hyperparameters  parallel coordinates of the trials with the lowest final loss
+    regret_vs_compute     median regret I(c) - L_ref over seeds (log y) vs device-hours, 95 %
+                          bootstrap band, targets labelled (analysis.summary_plots)
+    critical_difference   mean ranks of the methods over seeds, Friedman test and Nemenyi
+                          critical difference (analysis.summary_plots)
+
+Log axes take their limits from robust quantiles (analysis.summary_plots.robust_log_limits):
+a diverged trial (loss 1e24 or inf) never stretches one.
 
 Each function takes ``runs`` ({method: {seed: SearchLogs}}) and the tidy ``trials`` table and
 returns a Figure; :func:`save` writes it as PDF and PNG with fixed metadata (no dates, no
@@ -26,6 +33,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from analysis import summary_plots  # noqa: E402
 from analysis.logs import (  # noqa: E402
     DEFAULT_METHOD,
     EPOCH,
@@ -38,7 +46,14 @@ from analysis.logs import (  # noqa: E402
     VAL_LOSS,
     hp_columns,
 )
-from analysis.metrics import INCUMBENT, search_trace, utilisation_over_time  # noqa: E402
+from analysis.metrics import (  # noqa: E402
+    INCUMBENT,
+    per_seed_metrics,
+    reference_losses,
+    search_trace,
+    utilisation_over_time,
+)
+from analysis.summary_plots import log_axis, robust_log_limits  # noqa: E402
 
 FIGSIZE = (6.4, 4.0)  # inches, one column of a two-column paper at 2x
 PALETTE = plt.get_cmap("tab10").colors
@@ -118,7 +133,7 @@ def _best_vs(runs: dict, trials: pd.DataFrame, refs: dict, x: str, xlabel: str,
         factor, unit = time_unit(max(s.duration / 3600 for m in methods
                                      for s in runs[m].values()))
         xlabel = f"wall time [{unit}]"
-    finals = []
+    finals, steps = [], []
     for m in methods:
         for i, s in enumerate(runs[m].values()):
             inc = search_trace(s, trials).dropna(subset=[INCUMBENT])
@@ -132,6 +147,7 @@ def _best_vs(runs: dict, trials: pd.DataFrame, refs: dict, x: str, xlabel: str,
             if len(inc) == 0:
                 continue
             finals.append(float(inc[INCUMBENT].iloc[-1]))
+            steps.append(inc[INCUMBENT].to_numpy(float))
             for a in (ax, zoom):
                 a.step(inc[x], inc[INCUMBENT], where="post", color=color(m, methods),
                        lw=1.6, alpha=0.9 if len(runs[m]) == 1 else 0.65,
@@ -143,6 +159,18 @@ def _best_vs(runs: dict, trials: pd.DataFrame, refs: dict, x: str, xlabel: str,
         a.set_xlabel(xlabel)
         a.grid(alpha=0.3, which="both")
     ax.set_yscale("log")  # first-epoch losses are orders of magnitude above the best ones
+    refs = refs or {}
+    d = refs.get("default_loss", np.nan)
+    ylim = robust_log_limits(np.concatenate(steps) if steps else [], quantiles=(0.0, 1.0),
+                             include=[refs.get("l_ref", np.nan), d,
+                                      *refs.get("targets", {}).values()],
+                             scale=d if np.isfinite(d) else None)
+    if ylim:
+        ax.set_ylim(*ylim)
+        log_axis(ax.yaxis, *ylim)
+    if logx:
+        for a in (ax, zoom):
+            log_axis(a.xaxis, *a.get_xlim())
     ax.set_ylabel("incumbent's final validation loss")
     ax.set_title("whole search (log scale)", fontsize="medium")
     limits = _zoom(refs, np.array(finals))
@@ -184,8 +212,9 @@ def learning_curves(runs: dict, trials: pd.DataFrame, refs: dict):
     searches = _searches(runs)
     methods = list(searches)
     fig, axes = _grid(len(methods))
+    values = []  # every epoch's loss, for the shared y range
     for ax, m in zip(axes, methods):
-        cut, failed = [], []
+        cut, failed, losses = [], [], []
         for k, s in searches[m].items():
             first = k == next(iter(searches[m]))
             status = trials[(trials["method"] == m) & (trials["seed"] == k)] \
@@ -195,6 +224,7 @@ def learning_curves(runs: dict, trials: pd.DataFrame, refs: dict):
                 c = c.sort_values(EPOCH)
                 xy = c[[EPOCH, VAL_LOSS]].to_numpy(float)  # (epochs, 2)
                 lines.append(xy)
+                losses.append(xy[:, 1])
                 st = status.get(jid, OK)
                 if st == FAILED:
                     failed.append(xy[-1])
@@ -209,12 +239,24 @@ def learning_curves(runs: dict, trials: pd.DataFrame, refs: dict):
             ax.plot(*np.array(failed).T, "o", ms=3, mfc="none", color="k", ls="none")
         ax.autoscale_view()
         ax.set_yscale("log")
+        values.append(np.concatenate(losses) if losses else np.empty(0))
         ax.set_title(m, fontsize="medium")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if refs and np.isfinite(refs.get("default_loss", np.nan)):
             ax.axhline(refs["default_loss"], color="k", ls="--", lw=0.8)
+    # Every loss in view but a diverged one (> DIVERGED x the median loss): the y axis is shared
+    ylim = robust_log_limits(np.concatenate(values) if values else [], quantiles=(0.0, 1.0))
+    if ylim:
+        axes[0].set_ylim(*ylim)
+        for ax, v in zip(axes, values):
+            log_axis(ax.yaxis, *ylim)
+            above = int((v > ylim[1]).sum())  # inf included
+            if above:
+                ax.text(0.98, 0.97, f"{above} epoch loss{'es' if above > 1 else ''} above "
+                        f"{ylim[1]:.3g} (diverged)", transform=ax.transAxes, ha="right",
+                        va="top", fontsize="x-small", color="C3")
     axes[0].set_ylabel("validation loss")
     fig.suptitle("learning curves (x: ended before max_t, o: failed, dashed: default)",
                  fontsize="medium")
@@ -312,6 +354,35 @@ def best_hyperparameters(runs: dict, trials: pd.DataFrame, refs: dict, top_k: in
     return fig
 
 
+def _with_references(runs: dict, trials: pd.DataFrame, refs: dict) -> dict:
+    """``refs`` when it has L_ref and the targets, else those of the logs alone
+    (:func:`analysis.metrics.reference_losses` without a table: no targets)."""
+    refs = refs or {}
+    return refs if "l_ref" in refs and "targets" in refs else \
+        {**reference_losses(runs, trials), **refs}
+
+
+def regret_vs_compute(runs: dict, trials: pd.DataFrame, refs: dict):
+    """Median regret I(c) - L_ref over seeds (log y) vs device-hours (log x), with the 95 %
+    bootstrap band of the median; targets labelled. The medians are taken at every epoch end
+    of every search, where some I(c) can change: the step curves exactly, no grid."""
+    refs = _with_references(runs, trials, refs)
+    traces = {m: [search_trace(s, trials) for s in seeds.values()]
+              for m, seeds in _searches(runs).items()}
+    ends = [t["device_hours"].to_numpy(float) for ts in traces.values() for t in ts]
+    grid = np.unique(np.concatenate(ends)) if ends else np.empty(0)
+    curves = summary_plots.median_curves(traces, grid) if len(grid) else pd.DataFrame()
+    return summary_plots.regret_vs_compute(
+        curves, refs, list(traces), _title(runs, "regret of the incumbent, median over seeds"))
+
+
+def critical_difference(runs: dict, trials: pd.DataFrame, refs: dict):
+    """Mean ranks of the methods over seeds on final regret and on device-hours to the top
+    5 % and 1 % targets, with the Nemenyi critical difference."""
+    per_seed, _ = per_seed_metrics(runs, trials, _with_references(runs, trials, refs))
+    return summary_plots.critical_difference(per_seed, _title(runs, "ranks over seeds"))
+
+
 FIGURES = {
     "best_vs_compute": best_vs_compute,
     "best_vs_wall": best_vs_wall,
@@ -319,6 +390,8 @@ FIGURES = {
     "budget_per_trial": budget_per_trial,
     "utilisation": utilisation,
     "best_hyperparameters": best_hyperparameters,
+    "regret_vs_compute": regret_vs_compute,
+    "critical_difference": critical_difference,
 }
 
 

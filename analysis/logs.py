@@ -9,8 +9,10 @@ The layout, every column and key name, their types and valid ranges are the log 
 :mod:`experiments.logs` (the one module the analysis imports from experiments/); this module
 reads it. The loader is tolerant: missing metadata columns, a missing learning_curves.csv, an
 interrupted search without end_time all give a :class:`LogWarning` and the best table that can
-still be built; a damaged row (a cut line, text in a numeric cell, a negative time) is reported
-by its line and skipped.
+still be built; a damaged row (a cut line, text in a numeric cell, a negative time, an
+objective that is neither -val_loss nor F_<reason>) is reported by its line (or job id) and
+skipped; a metadata.json key of the wrong type (workers "abc", segments not a list) is
+reported and left out (the schema's pydantic model, ``experiments.logs.SearchMetadata``).
 
 Usage:
     runs = load_scale(RESULTS_DIR / "small")     # {method: {seed: SearchLogs}}
@@ -20,7 +22,6 @@ Usage:
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sys
 import warnings
@@ -37,6 +38,7 @@ from experiments.logs import (  # noqa: F401 - the schema, re-exported for analy
     EPOCH,
     EPOCH_SECONDS,
     FAILED_PREFIX,
+    HELDOUT_COLUMNS,
     HP_PREFIX,
     JOB_ID,
     LCTABLE_CSV,
@@ -82,6 +84,10 @@ from experiments.logs import (  # noqa: F401 - the schema, re-exported for analy
     TRAIN_LOSS,
     VAL_LOSS,
     WORKER,
+    LogError,
+    SurrogateReport,
+    read_checked_csv,
+    read_checked_json,
 )
 
 # Never a method of the live searches: the replay folder; neither are files beside the method
@@ -225,7 +231,9 @@ def _job_numbers(ids: pd.Series) -> pd.Series:
 
 
 def _read_results(path: Path) -> pd.DataFrame:
-    df = logs.read_checked_csv(path, warn=warn)  # cut lines and undecodable bytes reported
+    # cut lines, undecodable bytes, text or a negative count in a numeric m: column: reported
+    # by line and skipped
+    df = logs.read_checked_csv(path, warn=warn, optional=logs.RESULTS_NUMERIC)
     if JOB_ID not in df.columns:
         df[JOB_ID] = np.arange(len(df))
     jobs = _job_numbers(df[JOB_ID])
@@ -242,8 +250,14 @@ def _read_results(path: Path) -> pd.DataFrame:
         df[OBJECTIVE] = FAILED_PREFIX
     raw = df[OBJECTIVE].astype(str)
     df["failed"] = raw.str.startswith(FAILED_PREFIX) | raw.str.lower().isin(("nan", ""))
-    df[OBJECTIVE] = pd.to_numeric(df[OBJECTIVE].where(~df["failed"]), errors="coerce")
-    return df
+    value = pd.to_numeric(df[OBJECTIVE].where(~df["failed"]), errors="coerce")
+    # -val_loss, so never above 0 (logs.RANGES); text that is no F_<reason> is no result
+    bad = ~df["failed"] & (value.isna() | value.map(lambda v: logs.out_of_range(OBJECTIVE, v)))
+    for job, v in zip(df.loc[bad, JOB_ID], raw[bad]):
+        warn(f"{path}, {JOB_ID} {job}: {OBJECTIVE}={v!r} is neither -val_loss (a number <= 0) "
+             f"nor {FAILED_PREFIX}_<reason>; skipped")
+    df[OBJECTIVE] = value
+    return df[~bad]
 
 
 def _read_curves(path: Path) -> pd.DataFrame:
@@ -278,6 +292,16 @@ def _empty_curves() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=float) for c in (*CURVE_COLUMNS, DEVICE_HOURS)})
 
 
+def read_metadata(path: Path, quiet: bool = False) -> dict:
+    """A search's metadata.json checked against its schema (:class:`experiments.logs.
+    SearchMetadata`): a key of the wrong type or range (workers "abc", a segments entry
+    without numbers, an end before the start) is reported, unless ``quiet``, and left out, so
+    that what needs it falls back as when it is missing. {} when there is no file; raises
+    :class:`experiments.logs.LogError` when it is not UTF-8 JSON holding an object."""
+    return logs.read_checked_json(path, logs.SearchMetadata,
+                                  (lambda msg: None) if quiet else warn) or {}
+
+
 def load_search(path: Path, method: str | None = None, seed: int | None = None) -> SearchLogs:
     """Read one ``<method>/seed<k>/`` folder. Raises MissingLogsError if it holds no log."""
     path = Path(path)
@@ -291,12 +315,9 @@ def load_search(path: Path, method: str | None = None, seed: int | None = None) 
     metadata = {}
     if files[METADATA_JSON].exists():
         try:
-            metadata = json.loads(files[METADATA_JSON].read_bytes().decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            warn(f"{files[METADATA_JSON]}: unreadable ({e}); metadata ignored")
-        if not isinstance(metadata, dict):
-            warn(f"{files[METADATA_JSON]}: not a JSON object; metadata ignored")
-            metadata = {}
+            metadata = read_metadata(files[METADATA_JSON])
+        except logs.LogError as e:
+            warn(f"{e}; metadata ignored")
     else:
         warn(f"{path}: no {METADATA_JSON}; workers, times and settings unknown")
     curves = _read_curves(files[LEARNING_CURVES_CSV]) \
@@ -361,9 +382,11 @@ def _read_lctable(path: Path, what: str) -> pd.DataFrame | None:
     path = Path(path)
     if not path.is_file():
         return None
-    df = pd.read_csv(path, on_bad_lines="skip")
-    if not {TABLE_CONFIG_ID, EPOCH, VAL_LOSS}.issubset(df.columns):
-        warn(f"{path}: not a learning-curve table; no {what} taken from it")
+    try:  # a cut line, text in a numeric cell, a negative loss or time: reported and skipped
+        df = logs.read_checked_csv(path, (TABLE_CONFIG_ID, EPOCH), (VAL_LOSS,), warn,
+                                   optional=tuple(logs.TABLE_TYPES), types=logs.TABLE_TYPES)
+    except logs.LogError as e:
+        warn(f"{e}: not a learning-curve table; no {what} taken from it")
         return None
     if TABLE_REPLICATE in df.columns:
         df = df[pd.to_numeric(df[TABLE_REPLICATE], errors="coerce") == 0]
@@ -394,11 +417,14 @@ def table_final_losses(path: Path) -> pd.Series:
     df = _read_lctable(path, "reference losses")
     if df is None:
         return pd.Series(dtype=float, name=VAL_LOSS)
-    max_t = None
-    meta = path.with_suffix(".json")  # lctable.csv -> lctable.json
-    if meta.is_file():
-        with contextlib.suppress(json.JSONDecodeError, TypeError, ValueError):
-            max_t = int(json.loads(meta.read_text()).get(MAX_T))
+    meta = {}
+    try:  # lctable.csv -> lctable.json; a damaged max_t is reported and left out
+        meta = logs.read_checked_json(path.with_suffix(".json"), logs.TableMetadata, warn) or {}
+    except logs.LogError as e:
+        warn(f"{e}; max_t taken from the table")
+    max_t = meta.get(MAX_T)
+    if max_t is None and not len(df):
+        return pd.Series(dtype=float, name=VAL_LOSS)
     if max_t is None:
         max_t = int(df[EPOCH].max())
     d = df[df[EPOCH] == max_t]
@@ -481,6 +507,10 @@ def trial_table(s: SearchLogs) -> pd.DataFrame:
     status = pd.Series(derived, index=df.index, dtype=object)
     if M_STATUS in df.columns:
         given = df[M_STATUS].astype(object).where(df[M_STATUS].notna())
+        odd = given.notna() & ~given.isin(STATUSES)
+        if odd.any():
+            warn(f"{s.path}: {int(odd.sum())} trial(s) whose {M_STATUS} is none of "
+                 f"{', '.join(STATUSES[:3])}; their status is derived from the curves")
         status = given.where(given.isin(STATUSES), status)
     status[~in_results] = UNFINISHED
     df["status"] = status

@@ -32,9 +32,9 @@ from analysis.logs import (
     warnings_to_stderr,
 )
 from analysis.metrics import incumbent_table, per_seed_metrics, reference_losses, summarize
+from analysis.summary_plots import PAPER_METHODS  # the four the paper compares
 from mlpf.paths import FIGURES_DIR, RESULTS_DIR
-
-PAPER_METHODS = ("random", "hyperband", "asha", "asha_bo")  # the four the paper compares
+from mlpf.scales import SCALES
 
 
 def build(scale: str, results: Path = RESULTS_DIR, out: Path = FIGURES_DIR,
@@ -60,10 +60,9 @@ def build(scale: str, results: Path = RESULTS_DIR, out: Path = FIGURES_DIR,
 
     written = tables.write_summary(summary, refs, scale, out)
     tables.write_best_configs(trials, out)
-    per_seed.to_csv(out / "per_seed.csv", index=False, float_format="%.6g")
-    trials.to_csv(out / "trials.csv", index=False, float_format="%.6g")
-    incumbent_table(runs, trials).to_csv(out / "incumbent.csv", index=False,
-                                         float_format="%.6g")
+    tables.write_csv(per_seed, out / "per_seed.csv")
+    tables.write_csv(trials, out / "trials.csv")
+    tables.write_csv(incumbent_table(runs, trials), out / "incumbent.csv")
     (out / "references.json").write_text(json.dumps(tables.jsonable(refs), indent=1,
                                                     sort_keys=True) + "\n")
     written += [out / f"best_configs.{e}" for e in ("md", "tex", "csv")]
@@ -77,7 +76,7 @@ def build(scale: str, results: Path = RESULTS_DIR, out: Path = FIGURES_DIR,
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scale", required=True, help="smoke | small | paper")
+    ap.add_argument("--scale", required=True, choices=tuple(SCALES), help="smoke | small | paper")
     ap.add_argument("--results", type=Path, default=RESULTS_DIR, help="root of the raw logs")
     ap.add_argument("--out", type=Path, default=FIGURES_DIR, help="root of the outputs")
     ap.add_argument("--default-ref", choices=("final", "best"), default="final",

@@ -55,9 +55,9 @@ from analysis.logs import (
 )
 from analysis.tables import best_configs, fmt_value, write_table
 from mlpf.cli import duration as clock
-from mlpf.cli import positive_int
+from mlpf.cli import positive_int, too_many_workers
 from mlpf.paths import FIGURES_DIR, RESULTS_DIR
-from mlpf.scales import get_scale
+from mlpf.scales import SCALES, get_scale
 
 # ---- files -------------------------------------------------------------------------------
 METRICS_JSON = "metrics.json"  # written by mlpf.train
@@ -661,7 +661,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="python -m analysis.physics", description=__doc__.splitlines()[0])
-    ap.add_argument("--scale", required=True, help="smoke | small | paper")
+    ap.add_argument("--scale", required=True, choices=tuple(SCALES), help="smoke | small | paper")
     ap.add_argument("--results", type=Path, default=RESULTS_DIR, help="root of the raw logs")
     ap.add_argument("--out", type=Path, default=FIGURES_DIR, help="root of the outputs")
     ap.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
@@ -674,6 +674,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-events", type=positive_int, help="passed to the trainer (quick tries)")
     ap.add_argument("--device", help="passed to the trainer: cpu, cuda, ...")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, train nothing")
+    ap.add_argument("--allow-oversubscribe", action="store_true",
+                    help="run more --jobs than 4 per usable core")
     return ap
 
 
@@ -681,6 +683,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser().parse_args(argv)
         scale = get_scale(args.scale)
+        too_many = None if args.allow_oversubscribe or args.jobs is None else \
+            too_many_workers(args.jobs, "--jobs")
+        if too_many:
+            raise ValueError(too_many)
     except (_ArgError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

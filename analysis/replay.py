@@ -11,6 +11,10 @@ Reads results/<scale>/replay/<method>/seed<k>/ (the live log layout, metadata "b
     best_vs_compute.{pdf,png}  median incumbent loss I(c) over seeds vs device-hours, 95 %
                                bootstrap bands; the paper's methods drawn thick
     rank_vs_compute.{pdf,png}  average rank of each method over compute
+    regret_vs_compute.{pdf,png}  median regret I(c) - L_ref (log y) vs device-hours, 95 %
+                               bootstrap bands, per group of methods, targets labelled
+    critical_difference.{pdf,png}  mean ranks over seeds (Friedman, Nemenyi critical
+                               difference) on final regret and device-h to the top 5 / 1 %
     summary.{md,tex,csv}       one row per method (analysis.tables: final loss, regret,
     fractions.{md,tex}         improvement; regret and improvement at 1/8 .. 1 of the budget;
     targets.{md,tex}           compute to the top 1 / 5 / 10 % targets, speedup vs random)
@@ -63,9 +67,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis import figures, tables  # noqa: E402
+from analysis import figures, summary_plots, tables  # noqa: E402
 from analysis.logs import (  # noqa: E402
     DEFAULT_METHOD,
+    HELDOUT_COLUMNS,
     LCTABLE_CSV,
     LEARNING_CURVES_CSV,
     MD_BACKEND,
@@ -76,11 +81,17 @@ from analysis.logs import (  # noqa: E402
     REPLAY_DIR,
     RESULTS_CSV,
     SEED_DIR,
+    LogError,
     MissingLogsError,
+    SurrogateReport,
     load_scale,
+    read_checked_csv,
+    read_checked_json,
+    read_metadata,
     table_default_loss,
     table_for,
     tidy,
+    warn,
     warnings_to_stderr,
 )
 from analysis.metrics import (  # noqa: E402
@@ -95,12 +106,18 @@ from analysis.metrics import (  # noqa: E402
     summarize,
     top_name,
 )
+from analysis.summary_plots import (  # noqa: E402
+    PAPER_METHODS,
+    label_lines,
+    log_axis,
+    method_groups,
+    styles,
+)
 from mlpf.paths import FIGURES_DIR, RESULTS_DIR  # noqa: E402
+from mlpf.scales import SCALES
 
-PAPER_METHODS = ("random", "hyperband", "asha", "asha_bo")  # drawn thick
 EXPECTED = (DEFAULT_METHOD, "random", "hyperband", "asha", "asha_bo", "async_hyperband",
             "bohb", "bo")  # asha_deephyper and Optuna peers (optuna_*) are optional
-PEER_PREFIXES = ("optuna_", "syne_", "ray_", "neps_")  # other libraries
 MIN_SEEDS = 20
 GOAL_METHOD, GOAL_SPEEDUP = "asha_bo", 4.0  # the goal: <= 1/4 of random's compute
 GOAL_QUANTILE = 0.05  # ... to reach the top 5 % target
@@ -142,9 +159,9 @@ def check_logs(root: Path, required=EXPECTED, min_seeds: int = MIN_SEEDS,
             if lacks:
                 bad.append(f"{sd.name} lacks {', '.join(lacks)}")
                 continue
-            try:
-                md = json.loads((sd / METADATA_JSON).read_text())
-            except json.JSONDecodeError:
+            try:  # its keys are reported when the searches are loaded
+                md = read_metadata(sd / METADATA_JSON, quiet=True)
+            except LogError:
                 bad.append(f"{sd.name} has an unreadable {METADATA_JSON}")
                 continue
             if md.get(MD_BACKEND) != BACKEND:
@@ -317,7 +334,7 @@ def write_tables(res: dict, scale: str, out: Path) -> list[Path]:
     tables.write_table(["method", *(f"rank @{100 * f:g} %" for f in RANK_FRACTIONS)],
                        [[row["method"], *(tables.fmt(row[c], 2) for c in cols)]
                         for _, row in r.iterrows()], out, "ranks", rank_notes(res["refs"]))
-    r.to_csv(out / "ranks.csv", index=False, float_format="%.6g")
+    tables.write_csv(r, out / "ranks.csv")
     for name, q in HEAD_TO_HEAD.items():
         h2h = head_to_head(res["per_seed"], q)
         ref_cols = [c for c in h2h.columns if c in PAPER_METHODS]
@@ -325,8 +342,8 @@ def write_tables(res: dict, scale: str, out: Path) -> list[Path]:
                            [[row["method"], *(tables.speedup_cell(row, c) for c in ref_cols)]
                             for _, row in h2h.iterrows()], out, name,
                            head_to_head_notes(h2h, q))
-    res["per_seed"].to_csv(out / "per_seed.csv", index=False, float_format="%.6g")
-    res["curves"].to_csv(out / "curves.csv", index=False, float_format="%.6g")
+    tables.write_csv(res["per_seed"], out / "per_seed.csv")
+    tables.write_csv(res["curves"], out / "curves.csv")
     (out / "references.json").write_text(json.dumps(tables.jsonable(res["refs"]), indent=1,
                                                     sort_keys=True) + "\n")
     return written + [out / f"{n}.{e}" for n in ("ranks", *HEAD_TO_HEAD)
@@ -472,26 +489,6 @@ def write_lookup_agreement(agree: dict, out: Path, name_a: str, name_b: str) -> 
 
 
 # ---- figures ------------------------------------------------------------------------------
-def _style(methods: list[str]) -> dict[str, dict]:
-    """A distinct colour per method within its group (tab10), paper methods thick."""
-    out = {}
-    for _, group in _groups(methods):
-        for i, m in enumerate(group):
-            out[m] = {"color": plt.get_cmap("tab10").colors[i % 10],
-                      "lw": 2.0 if m in PAPER_METHODS else 1.4, "ls": "-",
-                      "zorder": 3, "band": 0.15}
-    return out
-
-
-def _groups(methods: list[str]) -> list[tuple[str, list[str]]]:
-    """(title, methods) panels: the paper's four, our other methods, other libraries."""
-    peers = [m for m in methods if m.startswith(PEER_PREFIXES)]
-    paper = [m for m in PAPER_METHODS if m in methods]
-    others = [m for m in methods if m not in peers and m not in paper]
-    return [(t, g) for t, g in (("the paper's methods", paper), ("other methods", others),
-                                ("other libraries", peers)) if g]
-
-
 def _zoom(res: dict) -> tuple[float, float] | None:
     """Linear y range where the differences live: from just below the best known loss to
     just above the default's (or the 90th percentile of the medians at 1/8 of the grid)."""
@@ -510,19 +507,22 @@ def _zoom(res: dict) -> tuple[float, float] | None:
     return lo - pad, hi + 2 * pad
 
 
-def _references(ax, refs: dict, label: bool) -> None:
-    """The default (black, thick dashed) and the targets (thin grey, named at the right)."""
+def _references(ax, refs: dict) -> None:
+    """The default (black, thick dashed) and the targets (thin grey; named by
+    :func:`_target_labels` once the y range is set)."""
     d = refs.get("default_loss", math.nan)
     if np.isfinite(d):
         ax.axhline(d, color="k", ls=(0, (5, 2)), lw=1.6, zorder=4,
                    label=f"untuned default ({refs.get('default_ref', 'final')})")
-    for q, t in refs.get("targets", {}).items():
+    for t in refs.get("targets", {}).values():
         if np.isfinite(t):
             ax.axhline(t, color="0.55", ls=":", lw=0.9, zorder=1)
-            if label:
-                ax.annotate(f"top {100 * float(q):g} %", (1.0, t), xycoords=("axes fraction",
-                            "data"), xytext=(2, 0), textcoords="offset points",
-                            fontsize="x-small", color="0.4", va="center")
+
+
+def _target_labels(ax, refs: dict) -> None:
+    """The targets named at the right of ``ax``, apart however close their losses."""
+    label_lines(ax, {f"top {100 * float(q):g} %": t for q, t in refs.get("targets", {}).items()},
+                log=False, color="0.4")
 
 
 def _title(res: dict, what: str) -> str:
@@ -536,13 +536,13 @@ def _title(res: dict, what: str) -> str:
 def best_vs_compute(res: dict):
     """Median incumbent loss over seeds vs device-hours (log x), 95 % bands, one panel per
     group of methods, linear y zoomed between the best known loss and the default."""
-    groups = _groups(res["methods"])
+    groups = method_groups(res["methods"])
     fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 4.2), sharey=True,
                              squeeze=False, layout="constrained")
-    style = _style(res["methods"])
+    style = styles(res["methods"])
     curves = {m: c for m, c in res["curves"].groupby("method", sort=False)}
     limits = _zoom(res)
-    for k, (ax, (title, group)) in enumerate(zip(axes[0], groups)):
+    for ax, (title, group) in zip(axes[0], groups):
         for m in group:
             c, s = curves[m], style[m]
             y = c["median_incumbent"].where(np.isfinite(c["median_incumbent"]))
@@ -551,14 +551,16 @@ def best_vs_compute(res: dict):
                             lw=0, step="post")
             ax.step(c["device_hours"], y, where="post", color=s["color"], lw=s["lw"],
                     zorder=s["zorder"], label=m)
-        _references(ax, res["refs"], label=k == len(groups) - 1)
+        _references(ax, res["refs"])
         ax.set_xscale("log")
         if limits:
             ax.set_ylim(*limits)
+        log_axis(ax.xaxis, *_compute_range(res))
         ax.set_title(title, fontsize="medium")
         ax.set_xlabel("compute spent [device-hours]")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize="x-small", loc="best")
+    _target_labels(axes[0][-1], res["refs"])
     axes[0][0].set_ylabel("median incumbent's final val_loss\n(95 % bootstrap band)")
     fig.suptitle(_title(res, "best configuration so far"), fontsize="medium")
     return fig
@@ -567,10 +569,10 @@ def best_vs_compute(res: dict):
 def rank_vs_compute(res: dict):
     """Average rank of every method over device-hours (log x); 1 = best; one panel per
     group of methods, all ranked together."""
-    groups = _groups(res["methods"])
+    groups = method_groups(res["methods"])
     fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 4.0), sharey=True,
                              squeeze=False, layout="constrained")
-    style = _style(res["methods"])
+    style = styles(res["methods"])
     curves = {m: c for m, c in res["curves"].groupby("method", sort=False)}
     for ax, (title, group) in zip(axes[0], groups):
         for m in group:
@@ -580,6 +582,7 @@ def rank_vs_compute(res: dict):
         for f in RANK_FRACTIONS:  # where ranks.md quotes the ranks
             ax.axvline(f * res["refs"]["grid_end_device_hours"], color="0.75", lw=0.8, ls=":")
         ax.set_xscale("log")
+        log_axis(ax.xaxis, *_compute_range(res))
         ax.set_ylim(len(res["methods"]) + 0.5, 0.5)  # best rank on top
         ax.set_title(title, fontsize="medium")
         ax.set_xlabel("compute spent [device-hours]\n(dotted: where ranks.md reads them)")
@@ -590,7 +593,29 @@ def rank_vs_compute(res: dict):
     return fig
 
 
-FIGURES = {"best_vs_compute": best_vs_compute, "rank_vs_compute": rank_vs_compute}
+def _compute_range(res: dict) -> tuple[float, float]:
+    x = res["curves"]["device_hours"].to_numpy(float)
+    x = x[np.isfinite(x) & (x > 0)]
+    return (float(x.min()), float(x.max())) if len(x) else (1e-3, 1.0)
+
+
+def regret_vs_compute(res: dict):
+    """Median regret I(c) - L_ref over seeds (log y) vs device-hours (log x), 95 % bands,
+    per group of methods, the targets labelled: where claim 2 is decided
+    (:func:`analysis.summary_plots.regret_vs_compute`, on the curves of curves.csv)."""
+    return summary_plots.regret_vs_compute(res["curves"], res["refs"], res["methods"],
+                                           _title(res, "regret of the best configuration so far"))
+
+
+def critical_difference(res: dict):
+    """Mean ranks over seeds with the Nemenyi critical difference, on final regret and on
+    device-hours to the top 5 % and 1 % targets (:func:`analysis.summary_plots.critical_difference`,
+    on per_seed.csv)."""
+    return summary_plots.critical_difference(res["per_seed"], _title(res, "ranks over seeds"))
+
+
+FIGURES = {"best_vs_compute": best_vs_compute, "rank_vs_compute": rank_vs_compute,
+           "regret_vs_compute": regret_vs_compute, "critical_difference": critical_difference}
 
 
 # ---- entry point --------------------------------------------------------------------------
@@ -632,17 +657,48 @@ def build(scale: str, results: Path | None = None, out: Path | None = None,
     written += write_agreement(agree, out)
     for name, make in FIGURES.items():
         written += figures.save(make(res), out, name)
-    heldout = lctable.with_name(lctable.stem + ".surrogate_heldout.csv")
-    report = lctable.with_suffix(".surrogate.json")
-    if heldout.exists() and report.exists():  # python -m experiments.surrogate wrote them
-        fig = figures.surrogate_heldout(pd.read_csv(heldout), json.loads(report.read_text()))
+    validation = _surrogate_validation(lctable)
+    if validation is not None:  # python -m experiments.surrogate wrote it
+        fig = figures.surrogate_heldout(*validation)
         written += figures.save(fig, out, "surrogate_heldout")
     if compare is not None:
-        other = pd.read_csv(Path(compare) / "summary.csv")
-        agree = lookup_agreement(other, pd.read_csv(out / "summary.csv"))
-        written += write_lookup_agreement(agree, out, _lookup_name(Path(compare)),
-                                          res["refs"]["lookup"])
+        other = _read_summary(Path(compare) / "summary.csv")
+        if other is not None:
+            agree = lookup_agreement(other, pd.read_csv(out / "summary.csv"))
+            written += write_lookup_agreement(agree, out, _lookup_name(Path(compare)),
+                                              res["refs"]["lookup"])
     return written
+
+
+def _surrogate_validation(lctable: Path) -> tuple[pd.DataFrame, dict] | None:
+    """The surrogate's held-out rows and report next to ``lctable`` (their schemas:
+    ``HELDOUT_COLUMNS``, :class:`SurrogateReport`), None when there are none or they are
+    unusable (a warning); damaged rows are reported and skipped."""
+    heldout = lctable.with_name(lctable.stem + ".surrogate_heldout.csv")
+    report = lctable.with_suffix(".surrogate.json")
+    if not (heldout.exists() and report.exists()):
+        return None
+    try:
+        rep = read_checked_json(report, SurrogateReport, warn)
+        rows = read_checked_csv(heldout, HELDOUT_COLUMNS[:3], HELDOUT_COLUMNS[3:5], warn)
+    except LogError as e:
+        warn(f"{e}; no surrogate_heldout figure")
+        return None
+    return (rows, rep) if len(rows) else None
+
+
+def _read_summary(path: Path) -> pd.DataFrame | None:
+    """Another replay's summary.csv for --compare: rows whose metrics are not numbers are
+    reported and skipped; None (a warning) when it is no summary."""
+    try:
+        df = read_checked_csv(path, (), (), warn, optional=[c for c, _, _ in LOOKUP_METRICS])
+    except LogError as e:
+        warn(f"{e}; no lookups table")
+        return None
+    if "method" not in df.columns:
+        warn(f"{path}: no method column; no lookups table")
+        return None
+    return df
 
 
 def _lookup_name(folder: Path) -> str:
@@ -655,7 +711,7 @@ def _lookup_name(folder: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scale", required=True, help="smoke | small | paper")
+    ap.add_argument("--scale", required=True, choices=tuple(SCALES), help="smoke | small | paper")
     ap.add_argument("--results", type=Path, default=None,
                     help="replay logs (default results/<scale>/replay)")
     ap.add_argument("--out", type=Path, default=None,

@@ -34,6 +34,8 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import claim2
+from analysis.tables import write_csv
+from mlpf.scales import SCALES
 
 PRIMARY = "primary"
 CSV, MD = "sensitivity.csv", "sensitivity.md"
@@ -142,7 +144,8 @@ def from_manifest(path: Path, scale: str, out: Path) -> tuple[list, dict, dict]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m analysis.sensitivity",
                                  description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scale", default="small", help="smoke | small | paper (with --manifest)")
+    ap.add_argument("--scale", default="small", choices=tuple(SCALES),
+                    help="smoke | small | paper (with --manifest)")
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--manifest", type=Path, help="scenarios.json of experiments.sensitivity")
     src.add_argument("--per-seed", action="append", metavar="NAME=PATH",
@@ -179,7 +182,7 @@ def main(argv=None) -> int:
         return 2
     df = combine(rows, missing, whats)
     a.out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(a.out / CSV, index=False, float_format="%.6g")
+    write_csv(df, a.out / CSV)
     text = report(df, source)
     (a.out / MD).write_text(text)
     print(text)

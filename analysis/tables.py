@@ -194,7 +194,7 @@ def write_summary(summary: pd.DataFrame, refs: dict, scale: str, out: Path, what
         for row, u in zip(rows, summary["unfinished"]):
             row.insert(i, fmt(u, 0))
     write_table(headers, rows, out, "summary", summary_notes(refs, scale, what))
-    summary.to_csv(out / "summary.csv", index=False, float_format="%.6g")
+    write_csv(summary, out / "summary.csv")
     headers, rows, notes = fractions_table(summary, refs, scale, what)
     write_table(headers, rows, out, "fractions", notes)
     headers, rows, notes = targets_table(summary, refs, scale, what, target_notes)
@@ -249,8 +249,44 @@ def write_best_configs(trials: pd.DataFrame, out: Path) -> pd.DataFrame:
                 ["Incumbent per method over all seeds: the ended trial with the lowest final "
                  "loss (its loss at its last trained epoch); best loss: the lowest loss of any "
                  "of its epochs, for information."])
-    best.to_csv(out / "best_configs.csv", index=False, float_format="%.6g")
+    write_csv(best, out / "best_configs.csv")
     return best
+
+
+# A cell a spreadsheet would run as a formula: text that starts with one of these
+# (OWASP, "CSV injection"). Numbers (a negative regret) start with "-" and stay numbers.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _formula(v) -> bool:
+    if not isinstance(v, str) or not v.startswith(FORMULA_STARTS):
+        return False
+    try:
+        float(v)
+    except ValueError:
+        return True
+    return False
+
+
+def safe_cells(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every text cell (and column name) that would be a spreadsheet formula
+    prefixed by a single quote; numbers and other text as they were (``df`` itself when
+    nothing needs it). Text comes from the logs (a hyperparameter value, a method folder)."""
+    out = df
+    for c in df.columns:
+        if pd.api.types.is_numeric_dtype(df[c]) or not df[c].map(_formula).any():
+            continue
+        out = out.copy() if out is df else out
+        out[c] = df[c].map(lambda v: "'" + v if _formula(v) else v)
+    if any(_formula(c) for c in out.columns):
+        out = out.rename(columns=lambda c: "'" + c if _formula(c) else c)
+    return out
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    """Every CSV output of the analysis: :func:`safe_cells`, numbers to 6 significant digits,
+    no index."""
+    safe_cells(df).to_csv(path, index=False, float_format="%.6g")
 
 
 def jsonable(x):

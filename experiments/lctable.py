@@ -41,8 +41,9 @@ from experiments.cli import (
     CliError,
     Parser,
     add_scale,
+    add_workers,
+    check_workers,
     duration,
-    positive_int,
     run_main,
     seed_value,
 )
@@ -190,11 +191,26 @@ def merge(table: Path) -> int:
     """Join the shard files next to ``table`` into it: rows keyed by (config, replicate,
     epoch), the table's own first, then the shards in order; sorted; written at once
     (temp, fsync, rename). Shard files whose rows are all in the table are removed. Returns
-    the number of shards merged; ValueError when their columns differ."""
+    the number of shards merged; ValueError when their columns differ, or when a run still
+    writes a shard or the table (it holds the file's lock: :func:`_lock`), before anything is
+    changed. The locks are held until the merge is done, so no run starts on them meanwhile."""
     table = Path(table)
     shards = sorted(table.parent.glob(f"{table.stem}.shard*of*{table.suffix}"))
     if not shards:
         return 0
+    held = []
+    try:
+        for f in [table, *shards] if table.exists() else shards:
+            held.append(_lock(f, busy=f"{f} is still being written by a running lctable run; "
+                                      "wait for it to end, then --merge"))
+        return _merge(table, shards)
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+def _merge(table: Path, shards: list[Path]) -> int:
+    """:func:`merge` once it holds the locks."""
     header, rows = None, {}
     for f in [table, *shards] if table.exists() else shards:
         lines = f.read_text().splitlines()
@@ -306,8 +322,9 @@ def train_config(task: dict) -> tuple[int, str]:
 
 
 # ----------------------------------------------------------------------------- main
-def _lock(path: Path) -> int:
-    """An exclusive lock on the table for this run (a second run on it is refused)."""
+def _lock(path: Path, busy: str | None = None) -> int:
+    """An exclusive lock on the table (or shard) for this run (a second run on it, or a
+    merge of it, is refused with ValueError(``busy``))."""
     import fcntl
 
     fd = os.open(path, os.O_RDONLY)
@@ -315,7 +332,7 @@ def _lock(path: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise ValueError(f"{path}: another lctable run is writing this table") from None
+        raise ValueError(busy or f"{path}: another lctable run is writing this table") from None
     return fd
 
 
@@ -359,11 +376,16 @@ def run(scale: str, n_configs: int | None = None, workers: int = 2, seed: int = 
     params = [{**defaults, **c} for c in configs]
     columns = columns_for(defaults)
 
-    if old_meta is not None:
+    # a shard run skips what the table it is merged into already holds (a rerun after --merge)
+    merged = shard is not None and table.exists() and meta_path(table).exists()
+    for where, made in ((path, old_meta), (table, logs.read_json(meta_path(table)) if merged
+                                           else None)):
+        if made is None:
+            continue
         for key, want in (("scale", scale), ("seed", seed), ("trainable", trainable),
                           (logs.LOSS, tr.loss_spec(scale))):
-            if logs.native_json(old_meta.get(key)) != logs.native_json(want):
-                raise ValueError(f"{path} was made with {key}={old_meta.get(key)!r}, not "
+            if logs.native_json(made.get(key)) != logs.native_json(want):
+                raise ValueError(f"{where} was made with {key}={made.get(key)!r}, not "
                                  f"{want!r}; pass another --out")
     if path.exists() and not path.is_file():
         raise ValueError(f"{path} is not a regular file; pass --out a CSV file")
@@ -379,21 +401,24 @@ def run(scale: str, n_configs: int | None = None, workers: int = 2, seed: int = 
     lock = _lock(path)
     try:
         return _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable, tr,
-                     old_meta, ckpt_root, progress, sampler, replicates, shard)
+                     old_meta, ckpt_root, progress, sampler, replicates, shard,
+                     merged=read_progress(table, max_t) if merged else {})
     finally:
         os.close(lock)
 
 
 def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable, tr, old_meta,
-          ckpt_root, progress, sampler, replicates, shard) -> int:
-    """The part of :func:`run` that holds the table's lock."""
+          ckpt_root, progress, sampler, replicates, shard, merged) -> int:
+    """The part of :func:`run` that holds the table's lock. ``merged``: the progress of the
+    table a shard is merged into (:func:`read_progress`); its complete trainings are skipped."""
     n_configs = len(configs) - 1
     done = read_progress(path, max_t)
-    for (cid, _), d in done.items():
+    for (cid, _), d in [*done.items(), *merged.items()]:
         if cid < len(params) and not all(_same(d["params"].get(k), v)
                                          for k, v in params[cid].items()):
             raise ValueError(f"{path}: configuration {cid} differs from the one drawn with "
                              f"seed {seed}; pass another --out")
+    done.update({t: d for t, d in merged.items() if d["complete"]})  # already in the table
     logs.end_with_newline(path)
 
     now = time.time()
@@ -476,7 +501,8 @@ def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable
             if bar is not None:
                 bar.close()
     final = read_progress(path, max_t)
-    incomplete = [t for t in mine if not final.get(t, {}).get("complete")]
+    incomplete = [t for t in mine if not (final.get(t, {}).get("complete")
+                                          or merged.get(t, {}).get("complete"))]
     if status == "complete" and incomplete:
         status = "incomplete"
     meta["status"] = status
@@ -495,7 +521,7 @@ def main(argv=None) -> int:
     add_scale(p)
     p.add_argument("--configs", type=int, default=None,
                    help=f"sampled configurations besides the default ({DEFAULT_CONFIGS})")
-    p.add_argument("--workers", type=positive_int, default=2, help="parallel trainings")
+    add_workers(p, "parallel trainings")
     p.add_argument("--seed", type=seed_value, default=0, help="sampling and training seed")
     p.add_argument("--out", default=None, help="table CSV (default results/<scale>/lctable.csv)")
     p.add_argument("--trainable", default="mlpf", help="mlpf | synthetic")
@@ -517,6 +543,7 @@ def main(argv=None) -> int:
 
     def body() -> int:
         a = p.parse_args(argv)
+        check_workers(a.workers, allow=a.allow_oversubscribe)
         try:
             if a.configs is not None and a.configs < 0:
                 raise ValueError("--configs must be >= 0")

@@ -27,9 +27,11 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 RESULTS_CSV = "results.csv"
 LEARNING_CURVES_CSV = "learning_curves.csv"
@@ -155,11 +157,21 @@ LC_TYPES = {JOB_ID: INT, EPOCH: INT, VAL_LOSS: FLOAT, TRAIN_LOSS: FLOAT, EPOCH_S
             T_START: FLOAT, T_END: FLOAT, DEVICES: FLOAT,
             **{c: FLOAT for c in LC_EXTRA}}
 MAX_JOB_ID = 10**9  # far above any search: a larger id is a damaged cell, not a trial
+# Job ids are handed out one by one from 0 and every one is logged but those of trials that
+# were running, before their first epoch, when a segment ended (at most its workers): ids past
+# the logged trials' count + this gap are damaged cells (a resume would reserve every id).
+MAX_JOB_ID_GAP = 10_000
 # (low, high), None for no limit; losses may be +inf or empty (a diverged epoch)
 RANGES = {JOB_ID: (0, MAX_JOB_ID), EPOCH: (1, 10**6), VAL_LOSS: (0.0, None),
           TRAIN_LOSS: (0.0, None), EPOCH_SECONDS: (0.0, None), DEVICES: (0.0, None),
           EPOCH_CPU_SECONDS: (0.0, None), VAL_LOSS_REG: (0.0, None),
-          **{c: (0.0, None) for c in VAL_COMPONENTS}}
+          **{c: (0.0, None) for c in VAL_COMPONENTS},
+          # results.csv: the objective is -val_loss (or F_<reason>, text); counts never < 0
+          OBJECTIVE: (None, 0.0), M_EPOCHS: (0, 10**6), M_BUDGET: (0, None),
+          M_BEST_VAL_LOSS: (0.0, None)}
+# results.csv's numeric trial metadata: numbers (empty: NaN), checked as the curves' columns
+RESULTS_NUMERIC = (M_EPOCHS, M_BUDGET, M_BEST_VAL_LOSS, M_TRIAL_START, M_TRIAL_END,
+                   M_TIMESTAMP_SUBMIT, M_TIMESTAMP_GATHER)
 
 
 def out_of_range(column: str, value: float) -> bool:
@@ -184,12 +196,92 @@ MD_STOPPED_BY = "stopped_by"  # what ended it: experiments.bookkeeping.STOP_REAS
 MD_BACKEND = "backend"  # "replay" for replayed searches (simulated time); absent when live
 MD_DECISIONS = "decision_times"  # seconds the manager spent per decision
 MD_SEGMENTS = "segments"  # one dict per run of a resumed search: start_time, end_time, workers
+MD_N_TRIALS = "n_trials"  # finished trials; written after results.csv holds them, so a
+# results.csv with fewer rows lost some (a resume refuses it rather than drop them)
+MD_BUDGET_EPOCHS = "budget_epochs"
 MAX_T = "max_t"
 
 # metadata.json status (a segment that ended without writing its end says "crashed")
 RUN_RUNNING, RUN_COMPLETE, RUN_INTERRUPTED = "running", "complete", "interrupted"
 RUN_FAILED, RUN_CRASHED = "failed", "crashed"
 REASON_WORKER_DIED = "worker_died"  # m:reason of a trial whose worker process died
+
+
+# ---- the JSON files' schemas (pydantic, strict: a number written as text is damage). Only the
+# keys a reader uses are typed; others pass as they are. A reader (:func:`read_checked_json`)
+# reports a key of the wrong type or range and leaves it out, as if it were missing.
+Number = Annotated[float, Field(allow_inf_nan=False)]  # finite; an int is a number too
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class Span(_Record):
+    """A time span (start_time .. end_time, seconds) that cannot end before it starts."""
+
+    start_time: Number | None = None
+    end_time: Number | None = None
+
+    @field_validator("end_time")
+    @classmethod
+    def _not_before_start(cls, end, info):
+        start = info.data.get("start_time")
+        if end is not None and start is not None and end < start:
+            raise ValueError(f"ends before its start_time {start}")
+        return end
+
+
+class Segment(Span):
+    """One run of a (resumed) search: metadata ``segments``."""
+
+    workers: Positive | None = None
+    status: str | None = None
+
+
+class MethodSettings(_Record):
+    """A method's record or its settings (metadata ``method_settings`` and the older layouts
+    of :data:`MD_SETTINGS_ALIASES`, nested as they were written)."""
+
+    max_t: Positive | None = None
+    grace: Positive | None = None
+    eta: Positive | None = None
+    budget_device_s: Seconds | None = None
+    settings: MethodSettings | None = None
+    method_settings: MethodSettings | None = None
+    method_config: MethodSettings | None = None
+
+
+class ReplayRecord(_Record):
+    """metadata ``replay`` of a replayed search: the table it replayed (its sha256) and how."""
+
+    sha256: str | None = None
+    lookup: str | None = None
+
+
+class SearchMetadata(Span):
+    """metadata.json of one search (the ``MD_*`` keys)."""
+
+    method: str | MethodSettings | None = None
+    scale: str | None = None
+    seed: int | None = None
+    evaluator: str | None = None
+    workers: Positive | None = None
+    trainable: str | None = None
+    status: str | None = None
+    backend: str | None = None
+    method_settings: MethodSettings | None = None
+    settings: MethodSettings | None = None
+    method_config: MethodSettings | None = None
+    decision_times: list[Seconds] | None = None
+    segments: list[Segment] | None = None
+    budget_device_s: Seconds | None = None
+    time_budget_s: Seconds | None = None
+    replay: ReplayRecord | None = None
+    budget_epochs: Annotated[int, Field(gt=0)] | None = None
+    n_trials: Annotated[int, Field(ge=0)] | None = None
 
 # ---- lctable.csv: the learning-curve table (experiments.lctable writes it, experiments.table
 # reads it). One row per (configuration, replicate, epoch). A failed training adds one row with
@@ -210,24 +302,160 @@ TABLE_BASE_COLUMNS = (TABLE_CONFIG_ID, TABLE_REPLICATE, EPOCH, VAL_LOSS, TRAIN_L
 # that records EPOCH_CPU_SECONDS replays those instead.
 
 
+class TableMetadata(_Record):
+    """lctable.json (and reference.json beside a surrogate's reference.csv)."""
+
+    scale: str | None = None
+    seed: int | None = None
+    max_t: Annotated[int, Field(gt=0)] | None = None
+    n_configs: Annotated[int, Field(ge=0)] | None = None
+    replicates: list[Annotated[int, Field(ge=0)]] | None = None
+    devices: Annotated[int, Field(gt=0)] | None = None
+    threads: Annotated[int, Field(gt=0)] | None = None
+    n_train: Annotated[int, Field(gt=0)] | None = None
+    status: str | None = None
+    trainable: str | None = None
+    sampler: str | None = None
+
+
+# <table>.surrogate_heldout.csv: one row per held-out configuration and rung (its ids, then the
+# recorded and predicted val_loss, then the recorded and predicted median epoch seconds)
+HELDOUT_COLUMNS = ("fold", TABLE_CONFIG_ID, EPOCH, "true", "pred", "true_seconds",
+                   "pred_seconds")
+
+
+class SurrogateReport(_Record):
+    """<table>.surrogate.json, the surrogate's validation report (experiments.surrogate)."""
+
+    table_sha256: str | None = None
+    accepted: bool | None = None
+    folds: int | None = None
+    n_configs: int | None = None
+    rungs: dict[str, dict] | None = None
+    variants: dict[str, dict] | None = None
+
+
+TABLE_TYPES = {TABLE_CONFIG_ID: INT, TABLE_REPLICATE: INT, EPOCH: INT, VAL_LOSS: FLOAT,
+               TRAIN_LOSS: FLOAT, EPOCH_SECONDS: FLOAT, **{c: FLOAT for c in LC_EXTRA}}
+RANGES.update({TABLE_CONFIG_ID: (0, MAX_JOB_ID), TABLE_REPLICATE: (0, 10**6)})
+
+
 class FolderLocked(RuntimeError):
     """Another search holds the log folder."""
 
 
-def lock_folder(log_dir: Path) -> int:
-    """An exclusive lock on a log folder for as long as this process (and the worker
-    processes it forks) runs; a second search into the same folder gets
-    :class:`FolderLocked`. Returns the descriptor that holds the lock."""
+_HELD_LOCKS: dict[int, tuple[int, int]] = {}  # folder-lock descriptor -> (device, inode)
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child: close its copies of the parent's folder-lock descriptors. A flock
+    lasts until the last descriptor of its open file is closed, so a child's copy would keep
+    the folder locked after the manager died (a storage server orphaned by SIGKILL did); closing
+    a copy does not unlock the parent's."""
+    for fd, folder in _HELD_LOCKS.items():
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == folder:  # not a number reused after a plain close
+                os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
+def lock_folder(log_dir: Path, warn=None) -> int:
+    """An exclusive lock on a log folder for as long as the process that took it runs (its
+    forked children do not keep it: :func:`_drop_inherited_locks`); a second search into the
+    same folder gets :class:`FolderLocked`. Returns the descriptor that holds the lock.
+
+    A stale lock, held only by leftovers of a search whose locking process is gone (processes
+    of this project that inherited the descriptor before this rule), is taken over: they are
+    killed, with a ``warning:`` line naming them (:func:`_stale_holders`)."""
     import fcntl
 
     fd = os.open(log_dir, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        os.close(fd)
-        raise FolderLocked(f"{log_dir} is in use by another search (a running process "
-                           "holds its lock); wait for it or pass another --out") from None
+        stale = _stale_holders(Path(log_dir))
+        if not (stale and _take_over(fd, stale)):
+            os.close(fd)
+            raise FolderLocked(f"{log_dir} is in use by another search (a running process "
+                               "holds its lock); wait for it or pass another --out") from None
+        (warn or _warn)(f"{log_dir}: took over its lock from processes "
+                        f"{', '.join(map(str, stale))} left by a search that is gone")
+    st = os.fstat(fd)
+    _HELD_LOCKS[fd] = (st.st_dev, st.st_ino)
     return fd
+
+
+def unlock_folder(fd: int) -> None:
+    """Release a lock of :func:`lock_folder`."""
+    _HELD_LOCKS.pop(fd, None)
+    os.close(fd)
+
+
+def _stale_holders(log_dir: Path) -> list[int]:
+    """The processes holding a stale lock on ``log_dir``, or [] when the lock is live or
+    unknown (not Linux, or taken on another host of a shared file system).
+
+    The kernel (``/proc/locks``) names the process that took the lock. If it is gone, every
+    process that still holds an open descriptor of the folder inherited it from that one
+    (only a lock holder keeps the folder itself open); they are returned when each of them runs
+    a module of this project (its command line names ``experiments.``), else []."""
+    try:
+        st = log_dir.stat()
+        key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        lockers = [int(f[4]) for f in (line.split() for line in
+                                       Path("/proc/locks").read_text().splitlines())
+                   if len(f) > 5 and f[1] == "FLOCK" and f[5] == key]
+    except (OSError, ValueError):
+        return []
+    real = os.path.realpath(log_dir)
+    holders = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if any(os.readlink(fd) == real for fd in (proc / "fd").iterdir()):
+                holders.append(int(proc.name))
+        except OSError:
+            continue
+    if not lockers or any(pid in holders for pid in lockers):
+        return []  # the process that took the lock still holds it: a live search
+    for pid in holders:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        if b"experiments." not in cmd:
+            return []
+    return holders
+
+
+def _take_over(fd: int, pids: list[int], timeout: float = 5.0) -> bool:
+    """Kill ``pids`` (leftovers holding a stale lock) and lock ``fd`` once they are gone."""
+    import fcntl
+    import signal
+    import time
+
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    t0 = time.monotonic()
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() - t0 > timeout:
+                return False
+            time.sleep(0.05)
 
 
 def native(v):
@@ -326,16 +554,19 @@ def _warn(msg: str) -> None:
 
 
 def read_checked_csv(path: Path, ints: tuple[str, ...] = (), floats: tuple[str, ...] = (),
-                     warn=_warn, optional: tuple[str, ...] = ()) -> pd.DataFrame | None:
+                     warn=_warn, optional: tuple[str, ...] = (), types: dict | None = None,
+                     **read_kw) -> pd.DataFrame | None:
     """A log CSV whose damaged rows are reported by line number and skipped.
 
     A row is damaged when it has another number of fields than the header, or a cell of
     ``ints`` that is not an integer, or of ``floats`` that is not a number (empty is NaN), or
     a cell of either outside its valid range (:data:`RANGES`: a negative time or loss, a job
     id past :data:`MAX_JOB_ID`).
-    Columns of ``optional`` are checked by their type in :data:`LC_TYPES` where the header has
-    them. Returns None when the file is missing; raises :class:`LogError` when it exists but
-    has no header (empty, or not text), or lacks a column of ``ints``/``floats``.
+    Columns of ``optional`` are checked by their type in ``types`` (default :data:`LC_TYPES`;
+    a column it lacks is a float) where the header has them. ``read_kw`` go to
+    ``pandas.read_csv`` of the good lines. Returns None when the file is missing; raises
+    :class:`LogError` when it exists but has no header (empty, or not text), or lacks a column
+    of ``ints``/``floats``.
     """
     path = Path(path)
     if not path.exists():
@@ -350,9 +581,10 @@ def read_checked_csv(path: Path, ints: tuple[str, ...] = (), floats: tuple[str, 
     missing = [c for c in (*ints, *floats) if c not in header]
     if missing:
         raise LogError(f"{path}: not a log of this format (no column {', '.join(missing)})")
+    types = LC_TYPES if types is None else types
     present = [c for c in optional if c in header and c not in (*ints, *floats)]
-    idx_i = [header.index(c) for c in (*ints, *(c for c in present if LC_TYPES.get(c) == INT))]
-    idx_f = [header.index(c) for c in (*floats, *(c for c in present if LC_TYPES.get(c) != INT))]
+    idx_i = [header.index(c) for c in (*ints, *(c for c in present if types.get(c) == INT))]
+    idx_f = [header.index(c) for c in (*floats, *(c for c in present if types.get(c) != INT))]
     good = [lines[0]]
     for n, line in enumerate(lines[1:], 2):
         if not line.strip():
@@ -386,7 +618,7 @@ def read_checked_csv(path: Path, ints: tuple[str, ...] = (), floats: tuple[str, 
             warn(f"{path}, line {n}: {problem}; skipped")
             continue
         good.append(line)
-    return pd.read_csv(io.StringIO("\n".join(good) + "\n"))
+    return pd.read_csv(io.StringIO("\n".join(good) + "\n"), **read_kw)
 
 
 def _range_text(column: str) -> str:
@@ -420,6 +652,60 @@ def native_json(obj):
     """``obj`` as it reads back from JSON (tuples as lists, numpy scalars as numbers): what a
     recorded value is compared with."""
     return json.loads(json.dumps(obj, default=_json_default))
+
+
+def read_checked_json(path: Path, schema: type[BaseModel], warn=_warn,
+                      strict: bool = False) -> dict | None:
+    """A JSON log file checked against its ``schema`` (:class:`SearchMetadata`,
+    :class:`TableMetadata`, ...): None when the file is missing; :class:`LogError` when it is not
+    UTF-8 JSON holding an object. A key of the wrong type or range is reported (``warn``, one
+    line naming the file and the key) and left out, as if it were missing (``strict``: a
+    :class:`LogError` instead); a damaged item of a list leaves out the whole list. Returns the
+    file's own values, the damaged ones removed."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LogError(f"{path}: unreadable ({e})") from None
+    if not isinstance(data, dict):
+        raise LogError(f"{path}: not a JSON object")
+    while True:
+        try:
+            schema.model_validate(data)
+            return data
+        except ValidationError as e:
+            errors = e.errors()
+        # the keys the errors point at, down to the first list (or union member's name)
+        paths = {_key_path(data, err["loc"]): err["msg"].removeprefix("Value error, ")
+                 for err in errors}
+        paths = {p: m for p, m in paths.items() if p and not any(
+            q[:len(p)] == p and q != p for q in paths)}  # the deepest of nested ones
+        if not paths:
+            raise LogError(f"{path}: {errors[0]['msg']}")
+        for keys, msg in paths.items():
+            parent = data
+            for k in keys[:-1]:
+                parent = parent[k]
+            value = repr(parent.pop(keys[-1]))
+            value = value if len(value) <= 60 else value[:57] + "..."
+            if strict:
+                raise LogError(f"{path}: {'.'.join(keys)}={value}: {msg}")
+            warn(f"{path}: {'.'.join(keys)}={value}: {msg}; ignored")
+
+
+def _key_path(data: dict, loc: tuple) -> tuple[str, ...]:
+    """The keys of ``data`` that a pydantic error location walks, up to a list; the names
+    of union members it holds (``"str"``, ``"MethodSettings"``) are skipped."""
+    keys, node = [], data
+    for k in loc:
+        if not isinstance(node, dict) or not isinstance(k, str):
+            break
+        if k in node:
+            keys.append(k)
+            node = node[k]
+    return tuple(keys)
 
 
 def read_json(path: Path) -> dict | None:

@@ -430,9 +430,15 @@ def report_paths(table: Table) -> tuple[Path, Path]:
 
 
 def _read_report(table: Table) -> dict | None:
+    """The validation report of ``table`` (same sha256), None when there is none; one that is
+    not a report (``logs.SurrogateReport``) counts as none, with a warning."""
     if table.path is None:
         return None
-    rep = logs.read_json(report_paths(table)[0])
+    try:
+        rep = logs.read_checked_json(report_paths(table)[0], logs.SurrogateReport)
+    except logs.LogError as e:
+        print(f"warning: {e}; no validation report", file=sys.stderr)
+        return None
     return rep if rep and rep.get("table_sha256") == table.sha256 else None
 
 
@@ -582,7 +588,7 @@ def validate_variants(table: Table, folds: int = 5, seed: int = 0, n_trees: int 
 def write_validation(table: Table, report: dict, rows: list[dict]) -> tuple[Path, Path]:
     jpath, cpath = report_paths(table)
     logs.write_json(jpath, report)
-    cols = ["fold", "config_id", "epoch", "true", "pred", "true_seconds", "pred_seconds"]
+    cols = logs.HELDOUT_COLUMNS
     lines = [",".join(cols)] + [",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c])
                                          for c in cols) for r in rows]
     logs.write_atomic(cpath, "\n".join(lines) + "\n")
@@ -711,8 +717,14 @@ def world_target(root: Path, table: Table, q: float = TARGET_QUANTILE) -> tuple[
     import pandas as pd
 
     ref = Path(root) / logs.REFERENCE_CSV
-    if ref.is_file():
-        df = pd.read_csv(ref)
+    if ref.is_file():  # the table's format: damaged rows reported and skipped
+        try:
+            df = logs.read_checked_csv(ref, (logs.TABLE_CONFIG_ID, logs.EPOCH), (logs.VAL_LOSS,),
+                                       optional=tuple(logs.TABLE_TYPES), types=logs.TABLE_TYPES)
+        except logs.LogError as e:
+            raise TableError(str(e)) from None
+        if STATUS not in df.columns:
+            raise TableError(f"{ref}: not a learning-curve table (no column {STATUS})")
         finals = pd.to_numeric(df.loc[df[STATUS] == logs.STATUS_OK, logs.VAL_LOSS],
                                errors="coerce").dropna().to_numpy()
         where = logs.REFERENCE_CSV

@@ -161,6 +161,22 @@ class _Encoder:
                 except (TypeError, ValueError):
                     self.kind[n] = ("cat", sorted({_as_key(v) for v in vals}))
 
+    def problem(self, params: dict) -> str | None:
+        """What makes ``params`` impossible to encode (a hyperparameter of a numeric range that
+        is no finite number, or not > 0 on a log scale), None when nothing does."""
+        for n in self.names:
+            k, v = self.kind[n], params.get(n)
+            if k[0] == "cat":
+                continue
+            try:
+                x = float(v)
+            except (TypeError, ValueError):
+                x = math.nan
+            if not math.isfinite(x) or (k[0] == "log" and x <= 0):
+                need = "a number > 0 (a log-scale range)" if k[0] == "log" else "a finite number"
+                return f"{PARAM_PREFIX}{n}={v!r} is not {need}"
+        return None
+
     def encode(self, params: dict) -> tuple[np.ndarray, list[str]]:
         """(numeric coordinates in [0, 1] (NaN for categoricals), categorical keys)."""
         x = np.full(len(self.names), np.nan)
@@ -202,7 +218,7 @@ class Table:
 
     def __init__(self, entries: list[Entry], scale: str, max_t: int, path: Path | None = None,
                  sha256: str | None = None, meta: dict | None = None, n_incomplete: int = 0,
-                 replicates: dict[int, list[Entry]] | None = None):
+                 replicates: dict[int, list[Entry]] | None = None, *, warn=None):
         if not entries:
             raise TableError(f"{path}: no complete configuration in the table")
         from experiments.space import problem_for
@@ -219,6 +235,16 @@ class Table:
         except ValueError:
             problem = None
         self._enc = _Encoder(self.names, problem, self.entries)
+        # a configuration the space cannot hold (lr "abc", or <= 0 on its log scale): left out
+        bad = {e.config_id: why for e in self.entries if (why := self._enc.problem(e.params))}
+        if bad:
+            for cid, why in bad.items():
+                (warn or _warn)(f"{path}: config {cid}: {why}; configuration left out")
+            self.entries = [e for e in self.entries if e.config_id not in bad]
+            self.replicates = {c: r for c, r in self.replicates.items() if c not in bad}
+            if not self.entries:
+                raise TableError(f"{path}: no usable configuration in the table")
+            self._enc = _Encoder(self.names, problem, self.entries)
         self._defaults = next((e.params for e in self.entries if e.config_id == 0), None)
         coded = [self._enc.encode(e.params) for e in self.entries]
         self._x = np.array([c[0] for c in coded])  # (n_entries, n_names)
@@ -387,13 +413,21 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_table(path, scale: str | None = None) -> Table:
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+def load_table(path, scale: str | None = None, warn=_warn) -> Table:
     """Read a table written by :mod:`experiments.lctable`.
 
     The scale comes from ``scale``, else from the ``lctable.json`` next to the CSV, else from
     the longest recorded curve (the scale whose max_t it is). Configurations whose training
-    the table has not finished are left out. Raises :class:`TableError` (one line) when the
-    file is missing or unusable.
+    the table has not finished are left out, with a warning that counts them. A damaged row
+    (a cut line, text in a numeric cell, a negative loss or time: the schema's
+    ``logs.TABLE_TYPES`` and ``logs.RANGES``; a status neither ok nor failed; an ok row without
+    a finite loss or time) is reported by ``warn`` and skipped, which leaves its training
+    incomplete. Raises :class:`TableError` (one line) when the file is missing or unusable,
+    or its lctable.json does not match the schema (``logs.TableMetadata``).
     """
     import pandas as pd
 
@@ -404,19 +438,21 @@ def load_table(path, scale: str | None = None) -> Table:
         guess = scale or next((s for s in SCALES if s in path.parts), "small")
         raise TableError(f"no learning-curve table at {path}; make it with "
                          f"`make lctable SCALE={guess}` (python -m experiments.lctable)")
-    meta = logs.read_json(meta_path(path)) or {}
     try:
-        df = pd.read_csv(path, on_bad_lines="skip", keep_default_na=False,
-                         na_values={VAL_LOSS: [""], TRAIN_LOSS: [""], EPOCH_SECONDS: [""]})
-        missing = {CONFIG_ID, EPOCH, VAL_LOSS, TRAIN_LOSS, EPOCH_SECONDS, STATUS} - \
-            set(df.columns)
-        if missing:
-            raise TableError(f"{path}: not a learning-curve table (no {sorted(missing)})")
-        df = df[pd.to_numeric(df[CONFIG_ID], errors="coerce").notna()
-                & pd.to_numeric(df[EPOCH], errors="coerce").notna()]
-        df = df.astype({CONFIG_ID: int, EPOCH: int})
-    except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as e:
+        meta = logs.read_checked_json(meta_path(path), logs.TableMetadata, strict=True) or {}
+        path.read_bytes().decode("utf-8")  # undecodable bytes: no table, not damaged rows
+        df = logs.read_checked_csv(
+            path, (CONFIG_ID, EPOCH), (VAL_LOSS, TRAIN_LOSS, EPOCH_SECONDS), warn,
+            optional=tuple(logs.TABLE_TYPES), types=logs.TABLE_TYPES, keep_default_na=False,
+            na_values={VAL_LOSS: [""], TRAIN_LOSS: [""], EPOCH_SECONDS: [""]})
+    except logs.LogError as e:
+        raise TableError(str(e)) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise TableError(f"{path}: unreadable table ({e})") from None
+    if STATUS not in df.columns:
+        raise TableError(f"{path}: not a learning-curve table (no column {STATUS})")
+    for c in df.columns.intersection([c for c, t in logs.TABLE_TYPES.items() if t == logs.FLOAT]):
+        df[c] = pd.to_numeric(df[c], errors="coerce")  # checked numbers; "nan", "inf" as text
     scale = scale or meta.get("scale")
     if scale is None:
         longest = int(df[EPOCH].max()) if len(df) else 0
@@ -424,20 +460,24 @@ def load_table(path, scale: str | None = None) -> Table:
         if scale is None:
             raise TableError(f"{path}: no lctable.json and no scale with max_t={longest}; "
                              "pass the scale")
-    max_t = int(meta.get("max_t") or SCALES[scale].max_epochs)
+    if meta.get(logs.MAX_T) is None and scale not in SCALES:
+        raise TableError(f"{meta_path(path)}: no max_t, and scale {scale!r} is none of "
+                         f"{', '.join(SCALES)}")
+    max_t = int(meta.get(logs.MAX_T) or SCALES[scale].max_epochs)
     p_cols = [c for c in df.columns if c.startswith(PARAM_PREFIX)]
     if REASON not in df.columns:
         df[REASON] = ""
     if REPLICATE not in df.columns:
         df[REPLICATE] = 0
-    df = df[pd.to_numeric(df[REPLICATE], errors="coerce").notna()].astype({REPLICATE: int})
+    df = _usable_rows(df, path, warn)
     df, clock = _device_seconds(df)
     meta = {**meta, "clock": clock}
-    entries, replicates, n_incomplete = [], {}, 0
+    entries, replicates, n_incomplete, n_partial = [], {}, 0, 0
     for (cid, rep), g in df.groupby([CONFIG_ID, REPLICATE], sort=True):
         e = _entry(int(cid), g, p_cols, max_t)
-        if e is None:
-            n_incomplete += rep == 0  # training not finished (or rows missing): left out
+        if e is None:  # training not finished (or rows missing): left out
+            n_incomplete += rep == 0
+            n_partial += rep != 0
         elif rep == 0:
             entries.append(e)
         replicates.setdefault(int(cid), []).append(e)
@@ -445,7 +485,49 @@ def load_table(path, scale: str | None = None) -> Table:
     replicates = {c: reps for c, reps in replicates.items() if len(reps) > 1}
     if not entries:
         raise TableError(f"{path}: no configuration with a complete learning curve yet")
-    return Table(entries, scale, max_t, path, _sha256(path), meta, n_incomplete, replicates)
+    _report_incomplete(path, meta, entries, n_incomplete, n_partial, max_t, warn)
+    return Table(entries, scale, max_t, path, _sha256(path), meta, n_incomplete, replicates,
+                 warn=warn)
+
+
+def _usable_rows(df, path, warn):
+    """The rows a curve can be made of: status ok with a finite val_loss and epoch_seconds
+    and a train_loss, or status failed. Others are reported (by configuration, replicate and
+    epoch) and dropped."""
+    ok, failed = df[STATUS] == STATUS_OK, df[STATUS] == STATUS_FAILED
+    no_loss = ok & ~np.isfinite(df[VAL_LOSS])
+    no_time = ok & ~np.isfinite(df[EPOCH_SECONDS])
+    no_train = ok & df[TRAIN_LOSS].isna()
+    bad = ~(ok | failed) | no_loss | no_time | no_train
+    for i in np.flatnonzero(bad.to_numpy()):
+        r = df.iloc[i]
+        why = (f"status {r[STATUS]!r} is neither {STATUS_OK} nor {STATUS_FAILED}"
+               if not (ok.iloc[i] or failed.iloc[i]) else
+               f"status ok without a finite {VAL_LOSS}" if no_loss.iloc[i] else
+               f"status ok without a finite {EPOCH_SECONDS}" if no_time.iloc[i] else
+               f"status ok without a {TRAIN_LOSS}")
+        warn(f"{path}: config {r[CONFIG_ID]}, replicate "
+             f"{r[REPLICATE]}, epoch {r[EPOCH]}: {why}; skipped")
+    return df[~bad]
+
+
+def _report_incomplete(path, meta, entries, n_incomplete, n_partial, max_t, warn) -> None:
+    """Warn of the trainings the table stops in the middle of (left out), and of a table whose
+    lctable.json says it is complete but lacks configurations it planned (a truncated file)."""
+    complete = meta.get("status") == "complete"
+    if n_incomplete or n_partial:
+        why = ("lctable.json says the table is complete: a truncated or damaged file?"
+               if complete else "a table still being built, or damaged rows")
+        reps = f" and {n_partial} replicate training(s)" if n_partial else ""
+        warn(f"{path}: {n_incomplete} configuration(s){reps} with fewer than max_t = {max_t} "
+             f"epochs and no failed row left out ({why}); {len(entries)} complete")
+    planned = meta.get("n_configs")
+    if complete and planned is not None:
+        held = {e.config_id for e in entries} & set(range(planned + 1))
+        if len(held) < planned + 1:
+            warn(f"{path}: lctable.json says complete, {planned + 1} configurations planned "
+                 f"(the default and {planned} sampled); {planned + 1 - len(held)} of them "
+                 "missing or incomplete: a truncated table")
 
 
 def _device_seconds(df):

@@ -110,3 +110,58 @@ def test_each_figure_alone(tmp_path, name):
     trials, _ = L.tidy(runs)
     paths = figures.save(figures.FIGURES[name](runs, trials, {}), tmp_path, name)
     assert [p.exists() for p in paths] == [True, True]
+
+
+def _diverged_scale(root, max_t=9):
+    """synthetic_scale plus a random search whose first two trials diverge (final loss 1e24,
+    then an epoch at inf) in 2 of 3 seeds, so that the median incumbent is 1e24 for a while;
+    and a learning-curve table whose top 1 / 5 / 10 % targets lie 0.99e-4, 1.05e-4 and 1.1e-4
+    above its best loss 1.0: lines too close for labels at their own heights."""
+    synthetic_scale(root, seeds=(0, 1, 2))
+    for k in (0, 1):
+        good = [{"job_id": j, "losses": [1.5 + 0.1 * j + 1 / e for e in range(1, max_t + 1)],
+                 "t0": 20.0 + 90 * j} for j in range(2, 5)]
+        write_search(root, "smoke", "random", k,
+                     [{"job_id": 0, "losses": [1e24], "t0": 0.0},
+                      {"job_id": 1, "losses": [3.0, float("inf")], "t0": 0.0, "worker": 1,
+                       "objective": "F_diverged"}, *good],
+                     settings={"max_t": max_t, "grace": 1, "eta": 3})
+    finals = [1.0] + [1.0001 + 1e-6 * i for i in range(1, 10)] + [1.5 + 0.01 * i
+                                                                  for i in range(90)]
+    (root / "smoke" / L.LCTABLE_CSV).write_text("config_id,epoch,val_loss\n" + "".join(
+        f"{i},{e},{x + 1.0 / e - 1.0 / max_t}\n" for i, x in enumerate(finals)
+        for e in range(1, max_t + 1)))
+
+
+@QUIET
+def test_diverged_trials_never_stretch_an_axis_and_targets_are_labelled_apart(tmp_path):
+    from analysis.metrics import per_seed_metrics, reference_losses
+    from analysis.summary_plots import LABEL_SEP
+    from tests.analysis.test_summary_plots import tick_label_overlaps
+
+    _diverged_scale(tmp_path)
+    runs = L.load_scale(tmp_path / "smoke")
+    trials, _ = L.tidy(runs)
+    finals, name = L.table_for(runs, tmp_path / "smoke" / L.LCTABLE_CSV)
+    refs = reference_losses(runs, trials, finals, table_name=name)
+    _, refs = per_seed_metrics(runs, trials, refs)
+    assert refs["l_ref"] == 1.0 and refs["targets"][0.05] == pytest.approx(1.000105, abs=1e-6)
+    for name in ("learning_curves", "best_vs_compute", "best_vs_wall", "regret_vs_compute"):
+        fig = figures.FIGURES[name](runs, trials, refs)
+        logs = [ax for ax in fig.axes if ax.get_visible() and ax.get_yscale() == "log"]
+        assert logs, name
+        for ax in logs:
+            assert ax.get_ylim()[1] < 1e4, name  # not 1e24
+            assert tick_label_overlaps(ax, fig) == [], name
+        if name == "learning_curves":
+            said = {ax.get_title(): [t.get_text() for t in ax.texts] for ax in fig.axes}
+            top = fig.axes[0].get_ylim()[1]
+            assert said["random"] == [f"4 epoch losses above {top:.3g} (diverged)"]  # 1e24, inf
+            assert said["asha"] == []
+        if name == "regret_vs_compute":
+            labels = [t for t in fig.axes[-1].texts if t.get_text().startswith("top ")]
+            assert len(labels) == 3
+            at = sorted((a.xy[1], a.xyann[1]) for a in labels)  # (line, label), axes fraction
+            assert min(b[0] - a[0] for a, b in zip(at, at[1:])) < LABEL_SEP  # lines close
+            assert min(b[1] - a[1] for a, b in zip(at, at[1:])) >= LABEL_SEP - 1e-9
+        figures.plt.close(fig)

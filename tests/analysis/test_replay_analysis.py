@@ -465,3 +465,55 @@ def test_replays_of_another_table_version_are_refused(tmp_path, capsys):
     md.write_text(json.dumps({**json.loads(md.read_text()), "replay": {"sha256": "0" * 64}}))
     assert _run(tmp_path, tmp_path / "out3") == 2
     assert "were made on 2 versions of smoke/lctable.csv" in _one_line_error(capsys)
+
+
+# ---- the figures that show the decision ---------------------------------------------------
+def _texts(fig) -> dict[str, list[str]]:
+    return {ax.get_title(): [t.get_text() for t in ax.texts] for ax in fig.axes}
+
+
+def test_critical_difference_ranks_by_hand(tmp_path):
+    from analysis.summary_plots import nemenyi_cd
+
+    res = _analyse(_hand(tmp_path))
+    # final regret (L_ref 2): random 1, 0; asha_bo 0.5, 0; bo 1.2, 1.1 -> seed0 ranks 2, 1, 3;
+    # seed1 1.5, 1.5, 3 -> random 1.75, asha_bo 1.25, bo 3: ranks.csv's rank at 100 % of C.
+    # Device-h to the top 10 % (3.0): random 3, 2; asha_bo 0.5, 0.5; bo never, never ->
+    # 2, 1, 3 in both seeds. Top 5 % (2.5): random never, 2; asha_bo 3, 0.5; bo never x 2 ->
+    # seed0 asha_bo 1, random and bo tied 2.5; seed1 2, 1, 3 -> 2.25, 1, 2.75.
+    fig = replay.critical_difference(res)
+    said = {k.split(":")[0]: v for k, v in _texts(fig).items()}
+    assert said["final regret"] == ["1", "2", "3", f"CD = {nemenyi_cd(3, 2):.2f}",
+                                    "asha_bo (1.25)", "random (1.75)", "bo (3.00)"]
+    assert res["ranks"].set_index("method")["rank_1"].to_dict() == {
+        "random": 1.75, "asha_bo": 1.25, "bo": 3.0}
+    assert said["device-hours to the top 5 % target"][-3:] == [
+        "asha_bo (1.00)", "random (2.25)", "bo (2.75)"]
+    # Top 1 % (2.1): seed0 nobody (ranks 2, 2, 2), seed1 asha_bo 0.5, random 2, bo never ->
+    # rank sums 4, 3, 5: chi2 = 12 / (N k (k + 1)) 50 - 3 N (k + 1) = 1, over the tie
+    # correction 1 - (3^3 - 3) / (N k (k^2 - 1)) = 0.5 -> 2 with 2 dof: p = exp(-1) = 0.37
+    assert next(t for t in _texts(fig) if t.startswith("device-hours to the top 1 %")) \
+        .endswith("2 seeds, Friedman p = 0.37")
+    replay.plt.close(fig)
+
+
+def test_regret_figure_ignores_a_diverged_search_and_labels_targets_apart(tmp_path):
+    from analysis.summary_plots import LABEL_SEP
+
+    root = _hand(tmp_path)
+    for k in (0, 1):  # bo's first trial diverges in both seeds: its median is 1e24 for 1 h
+        _search(tmp_path, "bo", k, [1e24, 3.5, 3.2])
+    res = _analyse(root)
+    assert (res["curves"]["median_incumbent"] == 1e24).any()
+    fig = replay.regret_vs_compute(res)
+    ax = fig.axes[-1]
+    lo, hi = ax.get_ylim()
+    assert hi < 100 and lo < 0.1  # every target's regret (0.1, 0.5, 1) in view, not 1e24
+    labels = sorted((a.xyann[1], a.get_text()) for a in ax.texts)
+    assert [t for _, t in labels] == ["top 1 % (0.1)", "top 5 % (0.5)", "top 10 % (1)"]
+    assert all(b[0] - a[0] >= LABEL_SEP - 1e-9 for a, b in zip(labels, labels[1:]))
+    replay.plt.close(fig)
+    fig = replay.best_vs_compute(res)  # the linear zoom: labels apart, however close
+    labels = sorted(a.xyann[1] for a in fig.axes[-1].texts)
+    assert len(labels) == 3 and min(b - a for a, b in zip(labels, labels[1:])) >= LABEL_SEP - 1e-9
+    replay.plt.close(fig)
