@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import socket
 import sys
 import time
@@ -46,6 +47,19 @@ STOP_MAX_TRIALS = "max_trials"
 STOP_REASONS = (STOP_FAILURES, STOP_DEVICE, STOP_EPOCHS, STOP_TIME, STOP_MAX_TRIALS)
 
 EXIT_CODES = {logs.RUN_COMPLETE: 0, logs.RUN_FAILED: 1, logs.RUN_INTERRUPTED: 143}
+
+# Signals that stop a search cleanly (finished trials written, status interrupted, exit 143):
+# SIGTERM and SIGINT (Slurm, `timeout`, Ctrl-C), and SIGHUP, SIGUSR1 and SIGUSR2 (a closed
+# terminal, Slurm's --signal warning) unless the process was started ignoring them (nohup).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+OPTIONAL_STOP_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def stop_signals() -> list[int]:
+    """The signals that stop a search in this process (:data:`STOP_SIGNALS`, and those of
+    :data:`OPTIONAL_STOP_SIGNALS` it does not ignore)."""
+    return [*STOP_SIGNALS, *(s for s in OPTIONAL_STOP_SIGNALS
+                             if signal.getsignal(s) is not signal.SIG_IGN)]
 
 
 @dataclass(frozen=True)
@@ -168,7 +182,7 @@ def new_metadata(*, method: str, scale: str, seed: int, evaluator: str, workers:
         logs.MD_EVALUATOR: evaluator, logs.MD_WORKERS: workers, logs.MD_TRAINABLE: trainable,
         "trainable_options": trainable_options or {}, logs.LOSS: loss,
         logs.MD_SETTINGS: method_settings,
-        "budget_epochs": budget_epochs, "time_budget_s": time_budget_s,
+        logs.MD_BUDGET_EPOCHS: budget_epochs, "time_budget_s": time_budget_s,
         "budget_device_s": budget_device_s,
         "versions": versions(versions_of), "git_commit": git_commit(),
         "host": socket.gethostname(),
@@ -187,7 +201,7 @@ def close_metadata(meta: dict, status: str, *, end_time: float, epochs: int, n_t
     """Record the end (or a running snapshot) of the current segment in ``meta``."""
     meta.update({logs.MD_STATUS: status, logs.MD_END: end_time,
                  "end_iso": None if simulated else iso(end_time), "epochs_trained": epochs,
-                 "n_trials": n_trials, logs.MD_STOPPED_BY: stopped_by,
+                 logs.MD_N_TRIALS: n_trials, logs.MD_STOPPED_BY: stopped_by,
                  "decision_summary": logs.summarize_times(meta[logs.MD_DECISIONS])})
     meta[logs.MD_SEGMENTS][-1].update(end_time=end_time, status=status)
 

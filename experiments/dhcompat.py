@@ -11,6 +11,8 @@ upgrade moves one of them.
 
 from __future__ import annotations
 
+import time
+
 from deephyper.evaluator import Evaluator, HPOJob, JobStatus, ProcessPoolEvaluator
 from deephyper.hpo._search import Search  # the base class of every search: ask/tell/history
 from deephyper.stopper import SuccessiveHalvingStopper
@@ -25,7 +27,8 @@ __all__ = ["Evaluator", "HPOJob", "JobStatus", "ProcessPoolEvaluator", "Search",
 EVALUATOR_ATTRIBUTES = ("_tasks_running", "_storage", "_search_id", "job_id_gathered",
                         "job_id_submitted", "_process_local_tasks_done", "_create_job",
                         "_on_launch", "_on_done", "_update_job_when_done", "run_function",
-                        "run_function_kwargs", "search", "_stopper", "submit", "gather", "close")
+                        "run_function_kwargs", "search", "_stopper", "submit", "gather", "close",
+                        "timestamp")
 SEARCH_ATTRIBUTES = ("history", "_stopper", "ask", "tell", "check_evaluator", "_problem",
                      "_random_state", "_log_dir")
 HISTORY_ATTRIBUTES = ("jobs", "extend", "to_dataframe")
@@ -69,6 +72,56 @@ def logged_job(ev, number: int, args: dict, output: dict, status: str):
     job.set_output(output)
     job.status = JobStatus[status]
     return job
+
+
+class _Settled:
+    """The storage of a finished job as its history sees it: a status that no longer
+    changes. DeepHyper reads a job's status from the evaluator's storage, a server process of
+    the process evaluator; results.csv is written from the history, and must be written even
+    when that server is gone."""
+
+    def __init__(self, status: int):
+        self.status = status
+
+    def load_job_status(self, job_id) -> int:
+        return self.status
+
+    def store_job_status(self, job_id, status: int) -> None:
+        self.status = status
+
+
+def settle(jobs) -> None:
+    """Detach finished jobs (gathered, or rebuilt from the logs) from the evaluator's storage:
+    their status is read once, now (:class:`_Settled`)."""
+    for job in jobs:
+        if not isinstance(job.storage, _Settled):
+            job.storage = _Settled(job.storage.load_job_status(job.id))
+
+
+def finished_without_storage(ev) -> list:
+    """Jobs whose tasks finished, collected without the evaluator's storage (its server is
+    gone): what gathering them would give, their status DONE (:class:`_Settled`)."""
+    done = [t for t in ev._tasks_running if t.done() and not t.cancelled()
+            and t.exception() is None]
+    jobs = []
+    for task in done:
+        job = task.result()
+        job.storage = _Settled(JobStatus.DONE.value)
+        job.metadata["timestamp_gather"] = time.monotonic() - ev.timestamp
+        ev._tasks_running.remove(task)
+        jobs.append(job)
+    return jobs
+
+
+def storage_alive(ev) -> bool:
+    """Whether the evaluator's storage still answers (the process evaluator's is a server
+    process, which can be killed)."""
+    reset_storage_connection(ev)
+    try:
+        ev._storage.load_all_search_ids()
+        return True
+    except (OSError, EOFError):
+        return False
 
 
 def finished_unharvested(ev) -> list:

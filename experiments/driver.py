@@ -9,7 +9,12 @@ The manager loop is DeepHyper's (ask -> submit -> gather -> tell) written out so
 decision, (c) stop cleanly on SIGTERM/SIGINT (finished trials written, metadata status
 "interrupted"; exit code 143) and (d) resume from the logs (``--resume``): finished trials are
 kept and told to the method (surrogate, Hyperband rungs, ASHA rung values), job ids continue
-after the largest logged one, trials that were running are not counted as finished.
+after the largest logged one, trials that were running are not counted as finished (they run
+again; their epochs count). A resume never drops a finished trial without a word: logs that
+lost some (results.csv holding fewer trials than metadata.json counts) are refused
+(:func:`_check_resumable`), a damaged or tampered row is reported and skipped (:func:`usable`),
+metadata.json of the wrong types is refused. results.csv is written from the manager's own
+history, so a killed storage server stops the search resumably with every trial it reported.
 
 A backend is a :class:`Backend` (a ``typing.Protocol``: what the driver calls, checked by
 ``tests/experiments/test_search.py`` for every backend). An evaluator with a ``clock()`` method
@@ -29,6 +34,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+import pandas as pd
 
 from experiments import bookkeeping, dhcompat, logs
 from experiments.bookkeeping import Books, Budget, Progress
@@ -118,11 +125,7 @@ def plan_search(method: str, scale: str, seed: int, *, evaluator: str = "process
         raise PlanError("--workers must be >= 1")
     log_dir = Path(out) if out else results_dir(scale, method, seed)
     _check_folder(log_dir)
-    try:
-        previous = logs.read_json(log_dir / logs.METADATA_JSON)
-    except ValueError:
-        raise PlanError(f"{log_dir / logs.METADATA_JSON} is not valid JSON; move it aside "
-                        "to resume from the CSV logs") from None
+    previous = _read_metadata(log_dir, resume)
     lc_path = log_dir / logs.LEARNING_CURVES_CSV
     has_logs = previous is not None or (log_dir / logs.RESULTS_CSV).exists() or \
         (lc_path.exists() and lc_path.stat().st_size > 0)
@@ -130,7 +133,10 @@ def plan_search(method: str, scale: str, seed: int, *, evaluator: str = "process
         raise PlanError(f"{log_dir} already holds a search; pass --resume to continue it or "
                         "remove the folder")
     if previous is not None:
-        for key, want in (("method", method), ("scale", scale), ("seed", seed)):
+        same = [(logs.MD_METHOD, method), (logs.MD_SCALE, scale), (logs.MD_SEED, seed)]
+        if check_ready and logs.MD_TRAINABLE in previous:  # live (a replay's is its table's)
+            same.append((logs.MD_TRAINABLE, trainable))
+        for key, want in same:
             if previous.get(key) != want:
                 raise PlanError(f"{log_dir} holds {key}={previous.get(key)!r}, not {want!r}")
         # a resume keeps the budgets the search recorded; other fidelities would mix trials
@@ -139,28 +145,126 @@ def plan_search(method: str, scale: str, seed: int, *, evaluator: str = "process
             raise PlanError(f"{log_dir} holds a search of other fidelities ({diff}); move it "
                             "aside to run this one")
     if resume and has_logs:
-        _check_resumable(log_dir)
+        _check_resumable(log_dir, previous, searched(method, scale), settings.max_t)
     return Plan(method, scale, seed, evaluator, workers, trainable, log_dir, settings,
                 resume=resume and has_logs, previous=previous,
                 meta={"trainable_options": tr.options(), logs.LOSS: tr.loss_spec(scale)},
                 checkpoints=checkpoints)
 
 
-def _check_resumable(log_dir: Path) -> None:
-    """Refuse to resume from a results.csv that lost its trials (empty, no header) while the
-    learning curves record some: resuming would drop them without a word."""
+# metadata.json keys a resumed segment builds on (the schema types them: logs.SearchMetadata)
+RESUME_KEYS = (logs.MD_START, logs.MD_SEGMENTS, logs.MD_DECISIONS, logs.MD_BUDGET_EPOCHS)
+
+
+def _read_metadata(log_dir: Path, resume: bool) -> dict | None:
+    """The folder's metadata.json, checked against its schema (:class:`logs.SearchMetadata`):
+    a key of the wrong type, or (to resume) a missing one, is a :class:`PlanError`."""
+    path = log_dir / logs.METADATA_JSON
+    aside = "; move it aside to resume from the CSV logs"
     try:
-        lc = logs.read_learning_curves(log_dir, warn=lambda msg: None)
+        previous = logs.read_json(path)
+    except ValueError:
+        raise PlanError(f"{path} is not valid JSON{aside}") from None
+    if previous is None:
+        return None
+    try:
+        logs.read_checked_json(path, logs.SearchMetadata, strict=True)
+    except logs.LogError as e:
+        raise PlanError(f"{e}{aside}") from None
+    missing = [k for k in RESUME_KEYS if k not in previous]
+    if resume and (missing or not previous[logs.MD_SEGMENTS]):
+        raise PlanError(f"{path} has no {(missing or [logs.MD_SEGMENTS])[0]}{aside}")
+    return previous
+
+
+@dataclass
+class Logged:
+    """A folder's logs as a resume reads them (damaged rows reported and left out)."""
+
+    results: pd.DataFrame | None  # results.csv (None: no such file)
+    curves: pd.DataFrame  # learning_curves.csv
+    damaged: int = 0  # lines of results.csv left out as damaged
+
+    @property
+    def accounted(self) -> int:
+        """Trials results.csv accounts for: its distinct job ids and its damaged lines."""
+        n = 0 if self.results is None else self.results[logs.JOB_ID].nunique()
+        return n + self.damaged
+
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+def read_logged(log_dir: Path, warn=_warn) -> Logged:
+    """results.csv and learning_curves.csv of ``log_dir``, damaged rows reported (``warn``)
+    and left out; :class:`logs.LogError` when one is not a log of this format."""
+    damaged: list[str] = []
+
+    def on_damaged(msg: str) -> None:
+        damaged.append(msg)
+        warn(msg)
+
+    curves = logs.read_learning_curves(log_dir, warn=warn)
+    return Logged(logs.read_results(log_dir, warn=on_damaged), curves, len(damaged))
+
+
+def searched(method: str, scale: str) -> list:
+    """The hyperparameters (:class:`experiments.space.Dimension`) the trials of ``method``
+    log in results.csv: the scale's space, or none for the untuned default."""
+    from experiments.space import dimensions
+
+    return [] if get_method(method).search == "fixed" else dimensions(problem_for(scale))
+
+
+def _check_resumable(log_dir: Path, previous: dict | None, dims: list, max_t: int) -> None:
+    """Refuse to resume from logs that would lose finished trials without a word.
+
+    Finished trials live in results.csv only (learning_curves.csv has no configurations, so
+    a trial cannot be rebuilt from it). results.csv is rewritten whole before metadata.json
+    counts a trial (``n_trials``), so results.csv accounting for fewer trials than that (cut
+    to its header, deleted, replaced by an older copy) lost some. Without that count, an
+    empty or missing results.csv beside curves of a trial trained to ``max_t`` lost it too.
+    A results.csv of another search space is refused as well."""
+    try:
+        lc = logs.read_learning_curves(log_dir, warn=_quiet)
     except logs.LogError as e:
         raise PlanError(f"{e}; move it aside to resume without the epochs it records") \
             from None
     try:
-        logs.read_results(log_dir, warn=lambda msg: None)
+        logged = read_logged(log_dir, warn=_quiet)  # the resume itself reports them
     except logs.LogError as e:
         if len(lc):
-            raise PlanError(f"{e}, but learning_curves.csv records {lc[logs.JOB_ID].nunique()} "
-                            "trials: resuming would drop them; restore results.csv, or move "
-                            "it aside to resume without them") from None
+            raise PlanError(f"{e}, but learning_curves.csv records "
+                            f"{lc[logs.JOB_ID].nunique()} trials: resuming would drop them; "
+                            "restore results.csv, or move the folder aside to start again") \
+                from None
+        return
+    results, lc = logged.results, logged.curves
+    path = log_dir / logs.RESULTS_CSV
+    counted = (previous or {}).get(logs.MD_N_TRIALS)
+    lost = None
+    if counted is not None and logged.accounted < counted:
+        lost = f"metadata.json counts {counted} finished trials"
+    elif counted is None and logged.accounted == 0 and len(lc) and \
+            (lc.groupby(logs.JOB_ID)[logs.EPOCH].max() >= max_t).any():
+        lost = "learning_curves.csv records trials trained to max_t"
+    if lost:
+        raise PlanError(f"{path} holds {logged.accounted} trials but {lost}: resuming would "
+                        "drop them; restore results.csv, or move the folder aside to start "
+                        "again")
+    if results is not None and len(results.columns) > 1:
+        names = {d.name for d in dims}
+        have = {c[len(logs.HP_PREFIX):] for c in results.columns
+                if c.startswith(logs.HP_PREFIX)}
+        odd = sorted(names - have) + sorted(have - names - set(logs.SCHEDULE_KEYS))
+        if odd:
+            raise PlanError(f"{path} is not a log of this search space (column "
+                            f"{logs.HP_PREFIX}{odd[0]}); move the folder aside to start again")
 
 
 def _check_folder(log_dir: Path) -> None:
@@ -214,26 +318,135 @@ def finish_meta(meta: dict, status: str, epochs: int, n_trials: int, now: float)
 
 
 # ------------------------------------------------------------------------------ restore
+DONE = "DONE"  # the job status of every row of results.csv (DeepHyper's; a finished job)
+
+
+@dataclass(frozen=True)
+class LoggedTrial:
+    """One finished trial of results.csv, checked: its job number, configuration (schedule
+    keys included), objective (-val_loss, or ``F_<reason>``) and trial metadata."""
+
+    number: int
+    args: dict
+    objective: float | str
+    metadata: dict
+
+
 def _objective(v):
-    """results.csv objective cell -> float, or the failure string ``F_<reason>``."""
-    if isinstance(v, str):
+    """results.csv objective cell -> float, or the failure string ``F_<reason>``; ValueError
+    for anything else (text, NaN, a positive number: it is -val_loss)."""
+    if isinstance(v, str) and v.startswith(logs.FAILED_PREFIX):
+        return v
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"{v!r} is neither -val_loss nor {logs.FAILED_PREFIX}_<reason>") \
+            from None
+    if math.isnan(v) or logs.out_of_range(logs.OBJECTIVE, v):
+        raise ValueError(f"{v!r} is not a -val_loss")
+    return v
+
+
+def _schedule(cfg: dict, number: int, search, max_t: int) -> dict:
+    """The schedule keys of a logged job (a Hyperband rung: :data:`logs.SCHEDULE_KEYS`) as
+    integers that fit the search's brackets; ValueError when they do not."""
+    out = {}
+    for k in logs.SCHEDULE_KEYS:
+        if k not in cfg:
+            continue
+        v = logs.native(cfg[k])  # a column with a damaged cell is read as text
         try:
-            return float(v)
-        except ValueError:
-            return v
-    return float(v)
+            f = math.nan if isinstance(v, bool) else float(v)
+        except (TypeError, ValueError):
+            f = math.nan
+        if not (math.isfinite(f) and f == int(f) and f >= 0):
+            raise ValueError(f"{logs.HP_PREFIX}{k}={v!r} is not an integer >= 0")
+        out[k] = int(f)
+    if logs.BUDGET_KEY in out and not 1 <= out[logs.BUDGET_KEY] <= max_t:
+        raise ValueError(f"{logs.HP_PREFIX}{logs.BUDGET_KEY}={out[logs.BUDGET_KEY]} is outside "
+                         f"[1, {max_t}]")
+    table = getattr(search, "table", None)  # Hyperband's brackets
+    if table is None:
+        return out
+    if set(logs.SCHEDULE_KEYS) - set(out):
+        raise ValueError(f"no {logs.HP_PREFIX}{sorted(set(logs.SCHEDULE_KEYS) - set(out))[0]}")
+    b, r = out[logs.HB_BRACKET], out[logs.HB_RUNG]
+    # brackets open in order, each after the previous ones handed out a job: b <= job number
+    rungs = table[b % len(table)] if b <= number else []
+    if r >= len(rungs) or rungs[r][1] != out[logs.BUDGET_KEY]:
+        raise ValueError(f"bracket {b}, rung {r}, budget {out[logs.BUDGET_KEY]} is no rung of "
+                         "this search's brackets")
+    return out
 
 
-def restore(search, ev, results_df, lc_df) -> int:
-    """Put logged trials back into the evaluator's storage, the history and the method.
+def usable(logged: Logged, dims: list, search, max_t: int, log_dir: Path,
+           warn=_warn) -> tuple[list[LoggedTrial], pd.DataFrame]:
+    """The finished trials and learning-curve rows a resume builds on; every row left out is
+    reported (``warn``): a job id past the logged trials' count + :data:`logs.MAX_JOB_ID_GAP`
+    (restoring it would reserve every id up to it), a repeated job id (or job and epoch: the
+    first row is kept), a job status other than DONE, an objective that is no -val_loss or
+    ``F_<reason>``, a hyperparameter of ``dims`` (:func:`searched`) outside the space or of
+    another type (:func:`experiments.space.logged_value`), schedule keys that fit none of the
+    brackets."""
+    from experiments.space import logged_value
+
+    res, lc = logged.results, logged.curves
+    res_path, lc_path = log_dir / logs.RESULTS_CSV, log_dir / logs.LEARNING_CURVES_CSV
+    ids = set(lc[logs.JOB_ID].astype(int)) | (set() if res is None else
+                                              set(res[logs.JOB_ID].astype(int)))
+    bound = len(ids) + logs.MAX_JOB_ID_GAP
+    far = lc[logs.JOB_ID] > bound
+    for j in sorted(set(lc.loc[far, logs.JOB_ID])):
+        warn(f"{lc_path}: job_id {j} is past {bound} (its {len(ids)} logged trials + "
+             f"{logs.MAX_JOB_ID_GAP}): a damaged cell; its rows skipped")
+    twice = lc.duplicated([logs.JOB_ID, logs.EPOCH]) & ~far
+    for j, e in zip(lc.loc[twice, logs.JOB_ID], lc.loc[twice, logs.EPOCH]):
+        warn(f"{lc_path}: job_id {j} epoch {e} is logged again; the first row kept")
+    lc = lc[~far & ~twice]
+
+    trials: list[LoggedTrial] = []
+    if res is None:
+        return trials, lc
+    seen: set[int] = set()
+    for _, row in res.iterrows():
+        number = int(row[logs.JOB_ID])
+        try:
+            if number > bound:
+                raise ValueError(f"the job id is past {bound} (its {len(ids)} logged trials + "
+                                 f"{logs.MAX_JOB_ID_GAP}): a damaged cell")
+            if number in seen:
+                raise ValueError("the job id is logged again (its first row is kept)")
+            status = logs.native(row.get(logs.JOB_STATUS, DONE))
+            if status != DONE:
+                raise ValueError(f"{logs.JOB_STATUS}={status!r} is not {DONE}")
+            objective = _objective(logs.native(row[logs.OBJECTIVE]))
+            args = {}
+            for d in dims:
+                try:
+                    args[d.name] = logged_value(d, row.get(logs.HP_PREFIX + d.name))
+                except ValueError as e:
+                    raise ValueError(f"{logs.HP_PREFIX}{d.name}: {e}") from None
+            args.update(_schedule({k: row[logs.HP_PREFIX + k] for k in logs.SCHEDULE_KEYS
+                                   if logs.HP_PREFIX + k in row.index}, number, search, max_t))
+        except ValueError as e:
+            warn(f"{res_path}: job_id {number}: {e}; skipped")
+            continue
+        seen.add(number)
+        meta = {c[len(logs.META_PREFIX):]: logs.native(row[c]) for c in res.columns
+                if c.startswith(logs.META_PREFIX)}
+        meta = {k: (None if isinstance(v, float) and math.isnan(v) else v)
+                for k, v in meta.items()}
+        trials.append(LoggedTrial(number, args, objective, meta))
+    return trials, lc
+
+
+def restore(search, ev, trials: list[LoggedTrial], lc_df: pd.DataFrame) -> int:
+    """Put logged trials (:func:`usable`) back into the evaluator's storage, the history and
+    the method.
 
     Returns the epochs already trained.
     """
-    ids = []
-    if results_df is not None and len(results_df):
-        ids.append(int(results_df["job_id"].max()))
-    if len(lc_df):
-        ids.append(int(lc_df[logs.JOB_ID].max()))
+    ids = [t.number for t in trials] + [int(j) for j in lc_df[logs.JOB_ID]]
     dhcompat.reserve_job_ids(ev, max(ids) + 1 if ids else 0)
     if len(lc_df):  # compute already spent, trial by trial, for the device budget's ledger
         ledger = StorageLedger(dhcompat.storage(ev), dhcompat.search_id(ev))
@@ -248,22 +461,11 @@ def restore(search, ev, results_df, lc_df) -> int:
             curve = dict(zip(g[logs.EPOCH].astype(int), -g[logs.VAL_LOSS].astype(float)))
             stopper.restore(dhcompat.storage(ev), f"{sid}.{int(jid)}", curve)
 
-    jobs, pairs = [], []
-    if results_df is not None:
-        # a row cut by a kill while DeepHyper appended it: that trial counts as unfinished
-        results_df = results_df.dropna(subset=["job_id", "objective", "job_status"])
-        p_cols = [c for c in results_df.columns if c.startswith("p:")]
-        m_cols = [c for c in results_df.columns if c.startswith("m:")]
-        for _, row in results_df.iterrows():
-            args = {c[2:]: logs.native(row[c]) for c in p_cols}
-            obj = _objective(row["objective"])
-            meta = {c[2:]: logs.native(row[c]) for c in m_cols}
-            meta = {k: (None if isinstance(v, float) and math.isnan(v) else v)
-                    for k, v in meta.items()}
-            jobs.append(dhcompat.logged_job(ev, int(row["job_id"]), args,
-                                            {"objective": obj, "metadata": meta},
-                                            row.get("job_status", "DONE")))
-            pairs.append((args, obj))
+    jobs = [dhcompat.logged_job(ev, t.number, t.args,
+                                {"objective": t.objective, "metadata": t.metadata}, DONE)
+            for t in trials]
+    dhcompat.settle(jobs)
+    pairs = [(t.args, t.objective) for t in trials]
     search.history.extend(jobs)
     if hasattr(search, "restore"):
         search.restore(pairs)
@@ -294,6 +496,7 @@ class Manager:
         self.stop_requested = self.waiting = False
         self.books: Books | None = None  # after prepare
         self.write_error: OSError | None = None  # a log write failed (disk full)
+        self.storage_error: Exception | None = None  # the evaluator's storage server is gone
         self.bar = Progress(f"{plan.method} {plan.scale} seed{plan.seed}",
                             meta["budget_epochs"], device_budget=meta.get("budget_device_s"),
                             time_budget=None if getattr(ev, "clock", None) else
@@ -307,13 +510,13 @@ class Manager:
         Nothing on disk changes here but the learning curves' last line (terminated when a
         kill cut it): results.csv is replaced only by a complete new file, later."""
         plan, log_dir = self.plan, self.log_dir
-        results_df, lc_df = None, logs.read_learning_curves(Path("/nonexistent"))
+        logged = Logged(None, logs.read_learning_curves(Path("/nonexistent")))
         if plan.resume:
-            lc_df = logs.read_learning_curves(log_dir)
             try:
-                results_df = logs.read_results(log_dir)
+                logged = read_logged(log_dir)
             except logs.LogError as e:  # checked by plan_search: no trial in the curves
-                print(f"warning: {e}; starting without it", file=sys.stderr)
+                _warn(f"{e}; starting without it")
+                logged = Logged(None, logs.read_learning_curves(log_dir, warn=_quiet))
         logs.ensure_header(log_dir / logs.LEARNING_CURVES_CSV)
         logs.end_with_newline(log_dir / logs.LEARNING_CURVES_CSV)  # after a kill mid-line
 
@@ -322,7 +525,12 @@ class Manager:
                             plan.seed + RESUME_SEED_STRIDE * segment, str(log_dir))
         self.search.check_evaluator(self.ev)
         dhcompat.attach(self.ev, self.search)
-        self.epochs = restore(self.search, self.ev, results_df, lc_df)
+        trials, curves = usable(logged, searched(plan.method, plan.scale), self.search,
+                                plan.settings.max_t, log_dir)
+        self.epochs = restore(self.search, self.ev, trials, curves)
+        if plan.resume and self.durable:  # rows left out: results.csv will hold fewer
+            self.meta[logs.MD_N_TRIALS] = len(self.search.history)
+            logs.write_json(log_dir / logs.METADATA_JSON, self.meta)
 
         self.ledger = StorageLedger(dhcompat.storage(self.ev), dhcompat.search_id(self.ev))
         self.books = Books(Budget(self.meta["budget_epochs"], logs.deadline(self.meta),
@@ -371,6 +579,7 @@ class Manager:
             finally:
                 self.waiting = False
             self.pending = got[0] + got[1] if isinstance(got, tuple) else got
+            dhcompat.settle(self.pending)  # results.csv no longer needs the storage for them
             for job in self.pending:
                 self.epochs += int(job.metadata.get(logs.EPOCHS) or 0)
                 self.books.record(job.metadata, job.objective)
@@ -378,8 +587,9 @@ class Manager:
                 self.bar.update(self.books.counts, self.books.best, self.epochs,
                                 len(dhcompat.running(ev)), device=self.ledger.total())
             if self.durable and time.monotonic() - last_meta_write > META_WRITE_INTERVAL:
-                finish_meta(self.meta, logs.RUN_RUNNING, self.epochs,
-                            len(search.history) + len(self.pending), self.clock())
+                # n_trials: those results.csv holds (pending ones are written next round)
+                finish_meta(self.meta, logs.RUN_RUNNING, self.epochs, len(search.history),
+                            self.clock())
                 logs.write_json(self.log_dir / logs.METADATA_JSON, self.meta)
                 last_meta_write = time.monotonic()
 
@@ -388,12 +598,27 @@ class Manager:
         """After an interrupt: collect trials that finished but were not gathered yet.
 
         A trial whose worker died meanwhile was killed by the same signal: it is left out
-        (it did not finish) and runs again when the search resumes."""
+        (it did not finish) and runs again when the search resumes; so are all of them when
+        the storage server is gone too."""
         dhcompat.reset_storage_connection(self.ev)
-        harvested = [job for job in dhcompat.finished_unharvested(self.ev)
-                     if job.metadata.get(logs.REASON) != logs.REASON_WORKER_DIED]
+        try:
+            harvested = [job for job in dhcompat.finished_unharvested(self.ev)
+                         if job.metadata.get(logs.REASON) != logs.REASON_WORKER_DIED]
+            dhcompat.settle(harvested)
+        except (OSError, EOFError):
+            harvested = []
         self.epochs += sum(int(job.metadata.get(logs.EPOCHS) or 0) for job in harvested)
         self.pending = self.pending + harvested
+
+    def salvage(self) -> None:
+        """After the storage server died: collect the trials that finished without it (the
+        workers returned them; only marking them done needed the server)."""
+        try:
+            jobs = dhcompat.finished_without_storage(self.ev)
+        except Exception:  # noqa: BLE001 - nothing more to collect; what is gathered is kept
+            return
+        self.epochs += sum(int(job.metadata.get(logs.EPOCHS) or 0) for job in jobs)
+        self.pending = [*self.pending, *(j for j in jobs if j not in self.pending)]
 
     # ---------------------------------------------------------------- finish
     def finish(self, status: str) -> int:
@@ -427,6 +652,11 @@ class Manager:
                   "files there hold everything up to their last complete write: free space "
                   "and continue with --resume", file=sys.stderr)
             return bookkeeping.exit_code(logs.RUN_FAILED)
+        if self.storage_error is not None:
+            print(f"error: {self.log_dir}: the storage server of the search's workers is gone "
+                  f"({type(self.storage_error).__name__}); every trial it had reported is "
+                  "written: continue with --resume", file=sys.stderr)
+            return bookkeeping.exit_code(logs.RUN_FAILED)
         if status == logs.RUN_FAILED:
             print(f"error: {self.plan.log_dir}: search stopped: {self.meta['failure']}",
                   file=sys.stderr)
@@ -455,8 +685,12 @@ def write_results(search, log_dir: Path) -> None:
 def drive(plan: Plan, ev, workers: int, meta: dict, progress: bool = True,
           durable: bool = True) -> int:
     """Run the manager on ``ev``. Returns the exit code (0 complete, 1 ended by failed
-    trials, 143 interrupted). A signal that arrives while the logs are restored stops the
-    search as cleanly as one that arrives later."""
+    trials, a failed log write or a lost storage server, 143 interrupted). A signal
+    (:func:`bookkeeping.stop_signals`) that arrives while the logs are restored stops the
+    search as cleanly as one that arrives later; once the search is shutting down, further
+    ones are ignored (Slurm and ``timeout`` signal the whole process group, and a campaign
+    passes its own signal on: the manager gets two), so that nothing cuts the writing of the
+    logs short; :func:`run` restores the handlers."""
     m = Manager(plan, ev, workers, meta, progress, durable)
     manager_pid = os.getpid()
 
@@ -465,7 +699,13 @@ def drive(plan: Plan, ev, workers: int, meta: dict, progress: bool = True,
             os._exit(128 + signum)
         m.on_signal(signum, frame)
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    def while_closing(signum, frame):
+        if os.getpid() != manager_pid:
+            os._exit(128 + signum)
+
+    watched = bookkeeping.stop_signals()
+    for s in watched:
+        signal.signal(s, on_signal)
     status = logs.RUN_COMPLETE
     try:
         m.prepare()
@@ -473,11 +713,16 @@ def drive(plan: Plan, ev, workers: int, meta: dict, progress: bool = True,
     except Interrupted:
         status = logs.RUN_INTERRUPTED
         m.harvest()
-    except OSError as e:  # a log write failed (disk full, file size limit): stop resumable
-        status, m.write_error = logs.RUN_INTERRUPTED, e
+    except (OSError, EOFError) as e:  # stop resumable: a log write failed (disk full, file
+        status = logs.RUN_INTERRUPTED  # size limit), or the storage server is gone
+        if isinstance(e, OSError) and dhcompat.storage_alive(ev):
+            m.write_error = e
+        else:
+            m.storage_error = e
+            m.salvage()
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        for s in watched:
+            signal.signal(s, while_closing)
     return m.finish(status)
 
 
@@ -497,6 +742,7 @@ def run(plan: Plan, backend: Backend, progress: bool = True) -> int:
     problem = share(problem) if share else problem
     if problem:
         raise PlanError(problem)
+    handlers = {s: signal.getsignal(s) for s in bookkeeping.stop_signals()}
     try:
         workers, now = backend.start(plan)
         meta = new_metadata(plan, workers, now)
@@ -508,5 +754,8 @@ def run(plan: Plan, backend: Backend, progress: bool = True) -> int:
             code = drive(plan, ev, workers, meta, progress, getattr(backend, "durable", True))
             return backend.finish(code, ev, meta, plan)
     finally:
+        for s, h in handlers.items():
+            if h is not None:
+                signal.signal(s, h)
         if lock is not None:
-            os.close(lock)
+            logs.unlock_folder(lock)

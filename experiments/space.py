@@ -185,3 +185,35 @@ def dimensions(problem: HpProblem) -> list[Dimension]:
         else:
             raise TypeError(f"{hp.name}: no description for {type(hp).__name__}")
     return out
+
+
+def logged_value(dim: Dimension, value):
+    """A hyperparameter value read back from a log (results.csv: pandas may hand an int column
+    as floats, a damaged column as text) as the space holds it; ValueError when it is not a
+    value of ``dim`` (outside its range, not on its grid, of another type)."""
+    value = logs.native(value)
+    if dim.kind in (FLOAT, INT):
+        if isinstance(value, bool):
+            raise ValueError(f"{value!r} is not a number")
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{value!r} is not a number") from None
+        if not (math.isfinite(v) and dim.lower <= v <= dim.upper):
+            raise ValueError(f"{value!r} is outside [{dim.lower}, {dim.upper}]")
+        if dim.kind == INT:
+            if v != round(v):
+                raise ValueError(f"{value!r} is not an integer")
+            return int(round(v))
+        return v
+    for v in dim.values:  # a grid or a choice: one of its values, of the same kind
+        if isinstance(v, bool) or isinstance(v, str):
+            if str(v) == str(value):
+                return v
+        elif not isinstance(value, bool):
+            try:
+                if float(value) == v:
+                    return v
+            except (TypeError, ValueError):
+                continue
+    raise ValueError(f"{value!r} is not one of {list(dim.values)}")

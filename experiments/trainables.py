@@ -81,10 +81,14 @@ class MLPFTrainable(Trainable):
     uses_torch = True
 
     def check_ready(self, scale: str) -> None:
-        """The scale's train and val data exist and their first files read: bad data fails
-        the search before any trial, in one line, instead of failing every trial."""
-        from mlpf.data.io import DataError, expand_paths, read_file
+        """The scale's train and val data exist and every file the trials will read is
+        usable: bad data fails the search before any trial, in one line naming the file,
+        instead of failing every trial. Each split is read as :func:`mlpf.train.load_data`
+        reads it (files in order up to the scale's events of the split, one in memory at a
+        time), so this costs the manager one reading of the data before the first trial."""
+        from mlpf.data.io import DataError, iter_events
         from mlpf.paths import data_dir
+        from mlpf.scales import get_scale
 
         for split in ("train", "val"):
             d = data_dir(scale, split)
@@ -92,7 +96,10 @@ class MLPFTrainable(Trainable):
                 raise FileNotFoundError(
                     f"no {split} data in {d}; run `make data SCALE={scale}` first")
             try:
-                read_file(expand_paths([d])[0])
+                # load_events stops at the event after the cap: the files it reads, no more
+                for n, _ in enumerate(iter_events([d])):
+                    if n >= get_scale(scale).splits[split]:
+                        break
             except DataError as e:
                 raise ValueError(f"unusable {split} data: {e}") from None
         try:

@@ -4,6 +4,11 @@ Each backend opens a DeepHyper evaluator whose run-function is
 :func:`experiments.backends.worker.run_trial`; the driver (:mod:`experiments.driver`) runs the
 manager loop on it. Under MPI every rank creates the evaluator (DeepHyper's pattern); rank 0 is
 the manager, the other ranks serve trials until it finishes.
+
+No process outlives the manager: what it forks while its evaluator is open (the storage
+server, the pool's workers) is killed by the kernel when the manager dies, however it dies
+(:func:`children_die_with_this_process`), and the folder lock dies with the manager alone
+(:func:`experiments.logs.lock_folder`), so a resume is never refused by leftovers.
 """
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 
-from experiments import logs
+from experiments import bookkeeping, logs
 from experiments.backends.worker import (
     LOCAL_RANK_ENV,
     LOCAL_WORKERS_ENV,
@@ -59,13 +65,60 @@ def kill_children() -> None:
     psutil.wait_procs(kids, timeout=3)
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+_BOUND: dict = {"pid": None, "main": False, "hooked": False}
+
+
+def _note_forking_thread() -> None:
+    _BOUND["main"] = threading.current_thread() is threading.main_thread()
+
+
+def _die_with_parent() -> None:
+    """In a child that the bound manager forked from its main thread (the storage server,
+    the pool's workers): be killed when the manager dies, however it dies (SIGKILL included).
+    The death signal follows the forking thread, hence main threads only; the workers also
+    watch their parent from a thread of their own (:mod:`experiments.backends.worker`)."""
+    manager, _BOUND["pid"] = _BOUND["pid"], None
+    if manager is None or not _BOUND["main"] or os.getppid() != manager:
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != manager:  # the manager died before the call
+        os._exit(1)
+
+
+@contextmanager
+def children_die_with_this_process():
+    """Processes this process forks inside the block die with it (Linux: ``prctl
+    PR_SET_PDEATHSIG``), so that no orphan (a storage server holding the search's state, a
+    worker training for nobody) outlives a killed manager."""
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    if not _BOUND["hooked"]:
+        os.register_at_fork(before=_note_forking_thread, after_in_child=_die_with_parent)
+        _BOUND["hooked"] = True
+    _BOUND["pid"] = os.getpid()
+    try:
+        yield
+    finally:
+        _BOUND["pid"] = None
+
+
 @contextmanager
 def _signals_ignored():
-    """SIGTERM and SIGINT ignored by the processes forked inside the block (the storage
-    server): a signal to the whole process group (Slurm, ``timeout``, Ctrl-C) then reaches the
-    workers and the manager, and the manager can still read the storage to shut down in
-    order. The manager kills the server when it is done."""
-    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGTERM, signal.SIGINT)}
+    """The signals that stop a search (:func:`experiments.bookkeeping.stop_signals`) ignored
+    by the processes forked inside the block (the storage server): a signal to the whole
+    process group (Slurm, ``timeout``, Ctrl-C) then reaches the workers and the manager, and
+    the manager can still read the storage to shut down in order. The manager kills the
+    server when it is done; it dies with the manager in any case
+    (:func:`children_die_with_this_process`)."""
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in bookkeeping.stop_signals()}
     try:
         yield
     finally:
@@ -154,23 +207,24 @@ class LocalBackend:
             if self.ray_address else tempfile.mkdtemp(prefix="exp-slots-")
         ctx = _context(plan, meta, meta["workers"], self.slot_dir)
         try:
-            if self.name == "serial":
-                yield Evaluator.create(run_trial_async, "serial",
-                                       {"run_function_kwargs": {"ctx": ctx}})
-            elif self.name == "process":
-                yield SurvivingPoolEvaluator(run_trial, meta["workers"], {"ctx": ctx},
-                                             lambda job, why: lost_trial(job, ctx, why))
-            elif self.name == "ray":
-                yield Evaluator.create(run_trial, "ray",
-                                       {"num_workers": meta["workers"],
-                                        "run_function_kwargs": {"ctx": ctx},
-                                        **ray_init_options(self.ray_address, meta["workers"])})
-            else:
-                yield Evaluator.create(run_trial, self.name,
-                                       {"num_workers": meta["workers"],
-                                        "run_function_kwargs": {"ctx": ctx}})
+            with children_die_with_this_process():
+                yield self._open(ctx, meta["workers"])
         finally:
             shutil.rmtree(self.slot_dir, ignore_errors=True)
+
+    def _open(self, ctx: RunContext, workers: int):
+        if self.name == "serial":
+            return Evaluator.create(run_trial_async, "serial",
+                                    {"run_function_kwargs": {"ctx": ctx}})
+        if self.name == "process":
+            return SurvivingPoolEvaluator(run_trial, workers, {"ctx": ctx},
+                                          lambda job, why: lost_trial(job, ctx, why))
+        if self.name == "ray":
+            return Evaluator.create(run_trial, "ray",
+                                    {"num_workers": workers, "run_function_kwargs": {"ctx": ctx},
+                                     **ray_init_options(self.ray_address, workers)})
+        return Evaluator.create(run_trial, self.name,
+                                {"num_workers": workers, "run_function_kwargs": {"ctx": ctx}})
 
     def finish(self, code: int, ev, meta: dict, plan) -> int:
         if code != 0:  # interrupted: stop the workers now, without waiting for their trials
