@@ -180,7 +180,7 @@ replay-surrogate: setup $(PEERS_STAMP) $(NEPS_STAMP) ## after make replay: the s
 	  --compare paper_figures/$(SCALE)/replay
 
 figures: setup ## rebuild paper_figures/SCALE/ from the raw logs in results/SCALE/
-	$(PY) -m analysis.make_figures --scale $(SCALE)
+	$(PY) -m analysis.make_figures --scale $(SCALE) $(if $(wildcard $(LCTABLE)),--table "$(LCTABLE)")
 
 physics: setup data ## retrain the default and each method's incumbent (PHYSICS_SEEDS seeds, test split); physics table and figure
 	$(PY) -m analysis.physics --scale $(SCALE) --seeds '$(PHYSICS_SEEDS)' --jobs '$(NPROC)'

@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="learning-curve table for L_ref and the targets "
                          "(default <results>/<scale>/lctable.csv)")
     args = ap.parse_args(argv)
+    if args.table is not None and not args.table.is_file():
+        print(f"error: {args.table}: no learning-curve table there (pass --table the "
+              "lctable.csv of the searches' design)", file=sys.stderr)
+        return 2
     target = args.out / args.scale
     bad = next((q for q in (args.out, target) if q.exists() and not q.is_dir()), None)
     if bad is not None:

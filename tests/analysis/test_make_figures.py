@@ -165,3 +165,12 @@ def test_diverged_trials_never_stretch_an_axis_and_targets_are_labelled_apart(tm
             assert min(b[0] - a[0] for a, b in zip(at, at[1:])) < LABEL_SEP  # lines close
             assert min(b[1] - a[1] for a, b in zip(at, at[1:])) >= LABEL_SEP - 1e-9
         figures.plt.close(fig)
+
+
+def test_a_table_passed_but_missing_is_one_line_and_exit_2(tmp_path, capsys):
+    from analysis import make_figures
+
+    assert make_figures.main(["--scale", "smoke", "--table", str(tmp_path / "no.csv"),
+                              "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no learning-curve table" in err
