@@ -12,11 +12,23 @@ import pytest
 from mlpf.paths import ROOT
 
 
+def _clean_env(env=None) -> dict:
+    """The environment without what a parent make passes down (under `make test` the suite
+    runs inside make: MAKEFLAGS would carry its variables, MAKELEVEL adds "Entering
+    directory" lines)."""
+    env = dict(os.environ if env is None else env)
+    for k in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"):
+        env.pop(k, None)
+    return env
+
+
+
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_help_lists_every_documented_target():
     targets = re.findall(r"^([^\s:#=]+):[^=\n]*## ", (ROOT / "Makefile").read_text(), re.M)
     assert {"benchmark", "test", "figures", "claim1", "claim2", "lctable"} <= set(targets)
-    out = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True,
+    out = subprocess.run(["make", "-s", "help"], cwd=ROOT, env=_clean_env(), capture_output=True,
+                         text=True,
                          timeout=60).stdout
     listed = {line.split()[0] for line in out.splitlines()[1:] if line.strip()}
     assert set(targets) <= listed, sorted(set(targets) - listed)
@@ -52,7 +64,7 @@ HOSTILE = [
 def test_hostile_variables_stop_make_before_any_shell(tmp_path, var, value, target):
     marker = tmp_path / "ran"
     p = subprocess.run(["make", "-n", f"{var}={value.format(m=marker)}", target], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)
+                       env=_clean_env(), capture_output=True, text=True, timeout=60)
     assert not marker.exists(), f"{var}: a command ran"
     assert p.returncode != 0 and p.stdout == "", p.stdout
     assert len(p.stderr.splitlines()) == 1 and var in p.stderr, p.stderr
@@ -61,7 +73,8 @@ def test_hostile_variables_stop_make_before_any_shell(tmp_path, var, value, targ
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_hostile_variables_from_the_environment_stop_make_too(tmp_path):
     marker = tmp_path / "ran"
-    env = {**os.environ, "METHODS": f"$(shell touch {marker})", "WORKERS": f"2; touch {marker}"}
+    env = {**_clean_env(), "METHODS": f"$(shell touch {marker})",
+           "WORKERS": f"2; touch {marker}"}
     p = subprocess.run(["make", "-n", "benchmark"], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=60)
     assert not marker.exists() and p.returncode != 0 and p.stdout == "", p.stdout
@@ -73,9 +86,9 @@ def test_ordinary_variables_still_pass():
     for args in (["benchmark", "SCALE=smoke", "SEEDS=0 1", "WORKERS=4", "EVALUATOR=mpi",
                   "METHODS=random asha_bo"], ["replay", "REPLAY_SEEDS=3", "NPROC=2"],
                  ["lctable", "CONFIGS=", "SCALE=paper"], ["lctable", "CONFIGS=64"]):
-        p = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True,
-                           timeout=60)
+        p = subprocess.run(["make", "-n", *args], cwd=ROOT, env=_clean_env(),
+                           capture_output=True, text=True, timeout=60)
         assert p.returncode == 0, (args, p.stderr)
     p = subprocess.run(["make", "-n", "benchmark", "WORKERS=3", "METHODS=random asha"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+                       cwd=ROOT, env=_clean_env(), capture_output=True, text=True, timeout=60)
     assert "--methods 'random asha'" in p.stdout and "--workers '3'" in p.stdout, p.stdout

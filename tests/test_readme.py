@@ -59,7 +59,8 @@ def test_first_screen_fits_60_lines():
 
 def _env():
     env = dict(os.environ, CI="true", MPLBACKEND="Agg")
-    env.pop("MAKEFLAGS", None)
+    for k in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"):  # a parent make's
+        env.pop(k, None)
     return env
 
 
