@@ -62,7 +62,7 @@ ifneq ($(filter-out process mpi serial ray,$(EVALUATOR))$(words $(EVALUATOR)),1)
 $(error EVALUATOR must be one of process mpi serial ray)
 endif
 
-.PHONY: help setup peers ray neps test lint lock sums release-check data benchmark claim1 claim2 claim2-sensitivity lctable replay replay-surrogate replay-power figures physics clean distclean
+.PHONY: help setup peers ray neps test lint lock sums release-check data benchmark claim1 claim2 claim2-sensitivity lctable replay replay-surrogate replay-power scaling figures physics clean distclean
 
 help: ## show this help
 	@echo "usage: make TARGET [SCALE=smoke|small|paper] (default SCALE=small)"
@@ -179,6 +179,12 @@ replay-surrogate: setup $(PEERS_STAMP) $(NEPS_STAMP) ## after make replay: the s
 	  --results results/$(SCALE)/replay_surrogate --out paper_figures/$(SCALE)/replay_surrogate \
 	  --compare paper_figures/$(SCALE)/replay
 
+# decision times are measured once (results/SCALE/scaling/decision_times.csv, kept: delete it
+# to measure again, about 5 minutes); the simulations depend on them only through their curve
+scaling: setup ## the central manager from 2 to 1,024 simulated workers and decentralised search on LCTABLE (simulated, minutes): paper_figures/SCALE/scaling/
+	$(PY) -m experiments.scaling all --scale $(SCALE) --table '$(LCTABLE)' --processes '$(NPROC)'
+	$(PY) -m analysis.scaling --scale $(SCALE)
+
 figures: setup ## rebuild paper_figures/SCALE/ from the raw logs in results/SCALE/
 	$(PY) -m analysis.make_figures --scale $(SCALE) $(if $(wildcard $(LCTABLE)),--table "$(LCTABLE)")
 
@@ -192,7 +198,7 @@ sums: ## rewrite SHA256SUMS: the sha256 of every shipped log, table and figure (
 	git ls-files -z results paper_figures | LC_ALL=C sort -z | xargs -0 sha256sum > SHA256SUMS
 
 RELEASE_CLONE ?= /tmp/mlpf-hpo-release-check
-release-check: setup ## before a tag (RELEASE.md): clean tree, SHA256SUMS and requirements.lock agree, CI on a clean clone (about 20 min)
+release-check: setup $(PEERS_STAMP) $(RAY_STAMP) $(NEPS_STAMP) ## before a tag (RELEASE.md): clean tree, SHA256SUMS and requirements.lock agree, CI on a clean clone (about 20 min)
 	@test -z "$$(git status --porcelain)" || { echo "release-check: the tree is not clean (git status)" >&2; exit 1; }
 	@git ls-files -z results paper_figures | LC_ALL=C sort -z | xargs -0 sha256sum | cmp -s - SHA256SUMS || \
 	  { echo "release-check: SHA256SUMS is not the sha256 of the shipped files: make sums" >&2; exit 1; }

@@ -209,7 +209,7 @@ def report(summary: pd.DataFrame, sat: pd.DataFrame, manifest: dict, measured: d
                 f"{_g(r['manager_cpu_h'])} |")
         lines.append("")
         st = sat[sat["epoch_s"] == e]
-        under = [f"{r['variant']} at {r['saturates_at']}" for _, r in st.iterrows()
+        under = [f"{r['variant']} at {r['saturates_at']:.0f}" for _, r in st.iterrows()
                  if np.isfinite(r["saturates_at"])]
         held = [r["variant"] for _, r in st.iterrows() if not np.isfinite(r["saturates_at"])]
         lines.append(f"**Saturation (median utilisation under {SATURATION:g}):** " +
@@ -350,7 +350,7 @@ def build(results: Path, out: Path) -> list[Path]:
         if (results / DECISION_TIMES_JSON).is_file() else {}
     mach = info.get("machine") or {}
     measured_where = {"where": ", ".join(str(x) for x in (
-        mach.get("cpu") or mach.get("processor"), f"{mach.get('cpus', '?')} CPUs",
+        mach.get("cpu_model"), f"{mach.get('cores_usable', '?')} cores",
         f"load {info['load_average_before'][0]:.1f}" if info.get("load_average_before")
         else None, info.get("measured_utc")) if x)}
     target = target_loss(manifest)

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements.lock"
 MAIN = "requirements.txt"
 EXTRAS = ("requirements-peers.txt", "requirements-ray.txt", "requirements-neps.txt")
+INSTALLERS = ("pip", "setuptools", "wheel")
 PIN = re.compile(r"^([A-Za-z0-9_.\[\]-]+)==([^\s;#]+)")
 
 
@@ -109,9 +110,11 @@ def problems(lock: dict, have: dict | None) -> list[str]:
                 out.append(f"{f}: {name}=={v}, requirements.lock has {lock[name][0]}")
     if have is not None:
         for name, (v, _) in lock.items():
-            if have.get(name) is None and name not in ("setuptools", "pip", "wheel"):
+            if name in INSTALLERS:  # come with the virtual environment, at its versions
+                continue
+            if have.get(name) is None:
                 out.append(f"{name}=={v} is locked but not installed")
-            elif have.get(name) not in (None, v):
+            elif have[name] != v:
                 out.append(f"{name}: installed {have[name]}, locked {v}")
     return out
 
