@@ -194,7 +194,8 @@ physics: setup data ## retrain the default and each method's incumbent (PHYSICS_
 lock: setup ## rewrite requirements.lock: every package of .venv with its sha256 (needs the package index)
 	$(PY) release/lock.py
 
-sums: ## rewrite SHA256SUMS: the sha256 of every shipped log, table and figure (results/, paper_figures/)
+sums: ## rewrite SHA256SUMS: the sha256 of every shipped log, table and figure (results/, paper_figures/), as committed
+	@git diff --quiet HEAD -- results paper_figures || { echo "sums: results/ or paper_figures/ differ from HEAD: commit them first" >&2; exit 1; }
 	git ls-files -z results paper_figures | LC_ALL=C sort -z | xargs -0 sha256sum > SHA256SUMS
 
 RELEASE_CLONE ?= /tmp/mlpf-hpo-release-check
