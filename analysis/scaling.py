@@ -41,6 +41,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
 from analysis.logs import table_final_losses  # noqa: E402
 from analysis.replay import GOAL_QUANTILE  # noqa: E402
@@ -52,6 +53,7 @@ SATURATION = 0.9  # median utilisation under this: the manager no longer keeps w
 RUNS_CSV, INCUMBENTS_CSV, DECISIONS_CSV = "runs.csv", "incumbents.csv", "decisions.csv"
 COST_CURVE_CSV, DECISION_TIMES_CSV = "cost_curve.csv", "decision_times.csv"
 DECISION_TIMES_JSON, MANIFEST_JSON = "decision_times.json", "scaling.json"
+LOG_WHAT = "results_csv"  # the measured results.csv rewrite (an overhead of every decision)
 RUN_COLUMNS = ("epoch_s", "variant", "managers", "workers", "seed", "utilisation",
                "allocation_use", "manager_busy", "decision_s", "decision_max_s", "trials",
                "device_s", "stop_s", "end_s")
@@ -161,7 +163,7 @@ def _g(x: float) -> str:
 
 
 def report(summary: pd.DataFrame, sat: pd.DataFrame, manifest: dict, measured: dict,
-           curve: pd.DataFrame, target: tuple[float, str]) -> str:
+           curve: pd.DataFrame, target: tuple[float, str], measured_max: dict) -> str:
     epochs = sorted(summary["epoch_s"].unique(), reverse=True)
     assumed = manifest.get("assumed_paper_epoch_s")
     m = manifest
@@ -218,18 +220,20 @@ def report(summary: pd.DataFrame, sat: pd.DataFrame, manifest: dict, measured: d
                       f"{', '.join(held)}." if held else "."))
         lines += ["", *decentral_lines(s), ""]
     lines += ["## Decision time per trial (fitted curve, k = 1, real seconds)", "",
-              "| method | n = 10 | 100 | 1,000 | 10,000 | 100,000 |",
-              "|---|---:|---:|---:|---:|---:|"]
+              "| method | n = 10 | 100 | 1,000 | 10,000 | 100,000 | measured up to n |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
     for what, g in curve[curve["k"] == 1].groupby("what", sort=False):
         per_n = g.groupby("n")["seconds"].sum()  # tell + ask (or the overhead)
-        lines.append(f"| {what} | " + " | ".join(_g(per_n.get(n, math.nan))
-                                                 for n in (10, 100, 1000, 10_000, 100_000))
-                     + " |")
+        top = measured_max.get(what, math.inf)
+        lines.append(f"| {what} | " + " | ".join(
+            _g(per_n.get(n, math.nan)) if n <= top else f"({_g(per_n.get(n, math.nan))})"
+            for n in (10, 100, 1000, 10_000, 100_000)) + f" | {top:,.0f} |")
     lines += ["", "Tell + ask of one trial (the methods), and per decision whatever the method: "
               "`results_csv` (the driver rewrites results.csv after every decision) and "
-              "`ledger_read` (the device ledger read from the shared storage). Beyond the "
-              "largest measured history the curve continues with its last slope. Measured "
-              "points: `decision_times.csv` (kind `measured`); they vary from run to run.", ""]
+              "`ledger_read` (the device ledger read from the shared storage). In brackets: "
+              "beyond the largest measured history, where the curve continues with its last "
+              "slope (a GP's cubic fit makes that a rough guess). Measured points: "
+              "`decision_times.csv` (kind `measured`); they vary from run to run.", ""]
     return "\n".join(lines)
 
 
@@ -287,13 +291,17 @@ def utilisation_figure(summary: pd.DataFrame, dec: pd.DataFrame, measured: pd.Da
                     label=f"{v} (simulated, {int(d['workers'].max())} workers)")
         for what, g in measured.groupby("what", sort=False):
             v = next((x for x in COLORS if METHOD_OF.get(x, x) == what), None)
-            if v is None:
-                continue
-            ax.plot(g["n"], g["seconds"], ls="none", marker="x", ms=5, color=COLORS[v])
+            if what == LOG_WHAT:
+                ax.plot(g["n"], g["seconds"], ls="none", marker="+", ms=6, color="black",
+                        label="results.csv rewrite per decision (measured)")
+            elif v is not None:
+                ax.plot(g["n"], g["seconds"], ls="none", marker="x", ms=5, color=COLORS[v])
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("trials told so far")
-        ax.set_ylabel("decision seconds per trial (x: measured, k = 1)")
+        ax.set_ylabel("decision seconds per trial")
+        ax.set_title("lines: charged in the simulation; x: measured tell + ask of one trial",
+                     fontsize=8)
         if j == 0:
             ax.legend(fontsize=6, loc="upper left")
     fig.tight_layout()
@@ -307,7 +315,7 @@ def target_figure(summary: pd.DataFrame):
         s = summary[summary["epoch_s"] == e]
         for i, (col, label) in enumerate((("hours_to_target", "hours to the top-5 % target"),
                                           ("booked_gpu_h_to_target",
-                                           "booked GPU-hours (workers x hours) to it"))):
+                                           "booked GPU-hours to it (workers x hours)"))):
             ax = axes[i, j]
             for v in _variants(s):
                 g = s[s["variant"] == v].sort_values("workers")
@@ -316,12 +324,15 @@ def target_figure(summary: pd.DataFrame):
                         ls="--" if v == "asha_bo_dec" else "-")
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel("simulated workers")
-            ax.set_ylabel(f"{label} (median; gaps: not reached in most seeds)")
+            ax.set_ylabel(label)
             if i == 0:
                 ax.set_title(f"paper epoch {e:g} s")
             if i == 0 and j == 0:
                 ax.legend(fontsize=7)
+    fig.suptitle("median over seeds; a gap: not reached in most seeds", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -365,7 +376,9 @@ def build(results: Path, out: Path) -> list[Path]:
     written = [out / "scaling.csv", out / "scaling.md", out / "decision_times.csv"]
     summary[cols].merge(sat[["epoch_s", "variant", "saturates_at"]], on=["epoch_s", "variant"]
                         ).to_csv(written[0], index=False, float_format="%.6g")
-    written[1].write_text(report(summary, sat, manifest, measured_where, curve, target))
+    measured_max = dt[dt["k"] == 1].groupby("what")["n"].max().to_dict()
+    written[1].write_text(report(summary, sat, manifest, measured_where, curve, target,
+                                 measured_max))
     k1 = dt[dt["k"] == 1].groupby(["what", "n"], sort=False)["seconds"].sum().reset_index()
     both = pd.concat([dt.assign(kind="measured"), curve.assign(kind="fitted")],
                      ignore_index=True)

@@ -57,8 +57,8 @@ The model, and what it assumes:
    published since its last decision, its own and the others' (what ``gather`` reads from the
    shared storage); it is charged the same curve at the n it has been told.
 5. Budget: an allocation of W workers. Device-seconds ``max(MIN_TRAININGS, TRAININGS_PER_WORKER
-   x W)`` median full trainings (32 at 2 and 8 workers: the replay's 3,700 s at small; three
-   per worker from 11 workers on), the hard cut of every search; a walltime of
+   x W)`` median full trainings (32 at 2 and 8 workers: the replay's 3,700 s at small; two
+   per worker from 16 workers on), the hard cut of every search; a walltime of
    :data:`WALLTIME_FACTOR` times the budget's duration at full utilisation (a saturated manager
    ends there, with budget left).
 
@@ -104,7 +104,7 @@ EPOCHS_S = (PAPER_EPOCH_S, PAPER_EPOCH_S / 10)  # the study: assumed, and 10x sh
 WORKERS = (2, 8, 48, 192, 1024)
 SEEDS = (0, 1, 2)
 MIN_TRAININGS = 32  # device budget floor in median full trainings (the replay's at small)
-TRAININGS_PER_WORKER = 3  # "a few trainings per worker" above 10 workers
+TRAININGS_PER_WORKER = 2  # "a few trainings per worker" from 16 workers on
 WALLTIME_FACTOR = 2.0  # walltime = this x the budget's duration at full utilisation
 N_STEER = 32  # results a model is told, and proposals it makes, for real (see 3. above)
 RANDOM_BLOCK = 64  # random configurations sampled at a time (Steered)

@@ -197,4 +197,4 @@ def test_budgets_give_each_worker_a_few_trainings():
         budget, walltime = scaling.allocation(w, 100.0)
         assert budget / 100.0 == max(scaling.MIN_TRAININGS, scaling.TRAININGS_PER_WORKER * w)
         assert walltime == pytest.approx(scaling.WALLTIME_FACTOR * budget / w)
-    assert math.isclose(scaling.allocation(1024, 1.0)[0] / 1024, 3.0)
+    assert math.isclose(scaling.allocation(1024, 1.0)[0] / 1024, scaling.TRAININGS_PER_WORKER)
