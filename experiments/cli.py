@@ -17,11 +17,12 @@ import os
 import sys
 from collections.abc import Callable
 
-from mlpf.cli import (  # noqa: F401 - duration, seed_value, MAX_SEED are re-exported
+from mlpf.cli import (  # noqa: F401 - re-exported for experiments/ modules
     MAX_SEED,
     OVERSUBSCRIBE,
     duration,
     error_line,
+    non_negative_int,
     positive_int,
     seed_value,
     too_many_workers,
@@ -56,17 +57,6 @@ def seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not math.isfinite(v) or v < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return v
-
-
-def non_negative_int(text: str) -> int:
-    """An integer >= 0 (argparse type)."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return v
 
 

@@ -17,15 +17,25 @@ MAX_SEED = 2**32 - 1  # numpy's and DeepHyper's seeds are 32-bit
 OVERSUBSCRIBE = 4
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (an argparse ``type``): a clear message for anything else."""
+def _int_at_least(text: str, low: int) -> int:
+    """An integer >= ``low``, for an argparse ``type``: a clear message for anything else."""
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    if v < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
     return v
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (an argparse ``type``): a clear message for anything else."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (an argparse ``type``)."""
+    return _int_at_least(text, 0)
 
 
 def seed_value(text: str) -> int:
