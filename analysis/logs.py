@@ -44,6 +44,7 @@ from experiments.logs import (  # noqa: F401 - the schema, re-exported for analy
     LCTABLE_CSV,
     LCTABLE_JSON,
     LEARNING_CURVES_CSV,
+    LOSS,
     M_BEST_VAL_LOSS,
     M_BUDGET,
     M_EPOCHS,

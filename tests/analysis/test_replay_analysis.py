@@ -306,12 +306,12 @@ def test_make_figures_ignores_replay_and_lctable(tmp_path):
     assert "replay" not in (tmp_path / "out" / "smoke" / "summary.md").read_text()
 
 
-def _live(root, finals: dict, max_t=1, budget=1.5 * HOUR):
+def _live(root, finals: dict, max_t=1, budget=1.5 * HOUR, loss=None):
     for m, losses in finals.items():
         for k, x in enumerate(losses):
             write_search(root, "smoke", m, k, [{"job_id": 0, "losses": [x], "seconds": HOUR}],
                          workers=1, settings={"max_t": max_t},
-                         metadata={"budget_device_s": budget})
+                         metadata={"budget_device_s": budget, L.LOSS: loss})
 
 
 def test_live_vs_replay_ranking_by_hand(tmp_path):
@@ -329,6 +329,39 @@ def test_live_vs_replay_ranking_by_hand(tmp_path):
     assert _run(tmp_path, tmp_path / "out") == 0
     md = (tmp_path / "out" / "agreement.md").read_text()
     assert "Kendall's tau of the two rankings: 0.33 over 3 methods" in md
+
+
+def test_live_vs_replay_pre_registered_ranking_by_device_hours_to_the_target(tmp_path):
+    root = _hand(tmp_path)
+    _live(tmp_path, {"random": [3.0, 2.0], "asha_bo": [2.2], "bo": [3.5]})
+    # target 3.0 within the live budget 1.5 device-h. Replayed: random reaches it at 3 and 2
+    # device-h (never within 1.5), asha_bo at 0.5 and 0.5, bo never. Live (one 1 device-h
+    # epoch): random 1 and 1, asha_bo 1, bo never. Ranks (random, asha_bo, bo): replay
+    # 2.5, 1, 2.5; live 1.5, 1.5, 3: one concordant pair, one tie in each -> tau-b 1/2
+    a = replay.live_agreement(tmp_path / "smoke", L.load_scale(root), {0.05: 3.0})
+    rows = {r["method"]: r for r in a["rows"]}
+    assert (rows["random"]["live_dh_to_target"], rows["random"]["replay_dh_to_target"]) \
+        == (1.0, math.inf)
+    assert rows["asha_bo"]["replay_dh_to_target"] == 0.5
+    assert rows["bo"]["live_dh_to_target"] == math.inf
+    assert a["kendall_tau_target"] == pytest.approx(0.5) and a["target_loss"] == 3.0
+    (tmp_path / "out").mkdir()
+    replay.write_agreement(a, tmp_path / "out")
+    md = (tmp_path / "out" / "agreement.md").read_text()
+    assert "device-hours to the top 5 % target (val_loss 3" in md
+    bo = next(line for line in md.splitlines() if line.startswith("| bo "))
+    assert [c.strip() for c in bo.split("|")[2:4]] == ["never", "never"]
+    # without targets there is no pre-registered statistic, and the final-loss one stays
+    a = replay.live_agreement(tmp_path / "smoke", L.load_scale(root))
+    assert math.isnan(a["kendall_tau_target"]) and a["kendall_tau"] == pytest.approx(1 / 3)
+
+
+def test_live_vs_replay_refuses_live_logs_on_another_loss(tmp_path):
+    root = _hand(tmp_path)
+    _live(tmp_path, {"random": [3.0], "bo": [3.5]}, loss={"name": "mlpf-delphes-2022"})
+    status = replay.live_agreement(tmp_path / "smoke", L.load_scale(root))["status"]
+    assert status == ("live logs on another loss (mlpf-delphes-2022 vs the replays' "
+                      "unrecorded): not compared")
 
 
 def test_live_vs_replay_refuses_another_design(tmp_path):
