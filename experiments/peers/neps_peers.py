@@ -24,13 +24,13 @@ Settings, as our methods at the scale (:func:`experiments.methods.settings_for`)
   kick_in_point=None``), both NePS's defaults.
 
 How it differs from our Hyperband (:mod:`experiments.methods`):
-- No checkpoint. NePS promotes a configuration by asking it again at the next rung's fidelity
-  (``previous_trial_id``) and leaves continuing it to the pipeline; our peer contract
-  (:func:`experiments.peers.simulate.simulate`) starts every trial at epoch 1, so a promoted
-  configuration trains from scratch to its new fidelity and pays those epochs again (as in
-  the PriorBand paper's benchmarks, where an evaluation at fidelity z costs z). Its logs show
-  it as a new trial with ``m:budget`` = z. ``peer.retrained_epochs`` in metadata.json counts
-  the epochs trained again; our Hyperband resumes from checkpoints.
+- Checkpoints, as our Hyperband: NePS promotes a configuration by asking it again at the next
+  rung's fidelity (``previous_trial_id``) and leaves continuing it to the pipeline; the peer
+  continues it from the epoch the previous trial reached (:meth:`Session.first_epoch`, the
+  ``first_epoch`` hook of :func:`experiments.peers.simulate.simulate`), so a promotion from z
+  to z' pays z' - z epochs, not z'. Its logs show it as a new trial whose curve starts at
+  epoch z + 1, with ``m:budget`` = z' (as a resumed trial of ours); ``peer.promotions`` and
+  ``peer.continued_epochs`` in metadata.json count them.
 - Synchronous brackets as ours; with several workers NePS starts another bracket while a rung
   waits for running trials.
 - Randomness: NePS draws from numpy's, torch's and Python's global generators; they are seeded
@@ -169,7 +169,7 @@ class NepsPeer:
                 "rungs": {str(k): logs.native(v) for k, v in sorted(opt.rung_to_fid.items())},
                 "prior": prior, "prior_confidence": PRIOR_CONFIDENCE,
                 "sample_prior_first": False, "bayesian_optimization_kick_in_point": None,
-                "checkpoints": False}
+                "checkpoints": True}
 
     def session(self, s: Settings, seed: int) -> Session:
         return Session(self, s, seed)
@@ -208,8 +208,8 @@ class Session:
             self.at = neps.AskAndTell(peer.make_optimizer(s), worker_id=f"{peer.name}-{seed}")
             self._rng = (np.random.get_state(), torch.get_rng_state(), random.getstate())
         self.ask_seconds: list[float] = []
-        self.promotions = self.retrained = 0
-        self._budget: dict[str, int] = {}
+        self.promotions = self.continued = 0
+        self._reached: dict[str, int] = {}  # NePS trial id -> the last epoch it trained
 
     @contextlib.contextmanager
     def _rngs(self):
@@ -230,19 +230,24 @@ class Session:
         with self._rngs():
             trial = self.at.ask()
         self.ask_seconds.append(time.perf_counter() - tic)
-        z = int(trial.config[FIDELITY])
-        self._budget[trial.metadata.id] = z
-        prev = trial.metadata.previous_trial_id
-        if prev is not None:  # a promotion: trained again from epoch 1 (no checkpoint)
+        if trial.metadata.previous_trial_id is not None:  # a promotion
             self.promotions += 1
-            self.retrained += self._budget.get(prev, 0)
+            self.continued += self.first_epoch(trial) - 1
         return trial, {k: logs.native(trial.config[k]) for k in self.names}
+
+    def first_epoch(self, trial) -> int:
+        """The epoch a trial starts at: 1, or for a promotion the epoch after the last one its
+        previous trial trained (its checkpoint). NePS promotes only trials told a value."""
+        prev = trial.metadata.previous_trial_id
+        return 1 if prev is None else self._reached.get(prev, 0) + 1
 
     def job(self, trial, number: int, config: dict) -> _Job:
         return _Job(number, config, int(trial.config[FIDELITY]))
 
     def tell(self, trial, outcome: dict) -> None:
         status = outcome["metadata"][logs.STATUS]
+        self._reached[trial.metadata.id] = self.first_epoch(trial) - 1 + \
+            int(outcome["metadata"][logs.EPOCHS])
         with self._rngs():
             if status == logs.STATUS_FAILED or not isinstance(outcome["objective"],
                                                               (int, float)):
@@ -254,4 +259,4 @@ class Session:
     def info(self) -> dict:
         return {"library": "neps", "version": version(),
                 "ask_summary": logs.summarize_times(self.ask_seconds),
-                "promotions": self.promotions, "retrained_epochs": self.retrained}
+                "promotions": self.promotions, "continued_epochs": self.continued}

@@ -5,7 +5,9 @@ A peer adapter (:mod:`experiments.peers.optuna_peers`) gives a *session*:
 - ``session.ask() -> (handle, config)``: the library's next trial and its hyperparameters;
 - ``session.job(handle, number, config)``: a job for :class:`experiments.trial.TrialRun`
   (``record(epoch, -val_loss)`` reports to the library, ``stopped()`` asks its pruner);
-- ``session.tell(handle, outcome)``: the trial's end (``outcome`` as the trial returns it).
+- ``session.tell(handle, outcome)``: the trial's end (``outcome`` as the trial returns it);
+- optional ``session.first_epoch(handle) -> int``: the epoch the trial starts at (1 if absent;
+  more for a promotion the library continues from the previous trial's checkpoint).
 
 :func:`simulate` runs that session with ``workers`` simulated workers on
 :class:`experiments.clock.Clock`: a free worker asks for a trial; its epochs come from a
@@ -80,6 +82,9 @@ def simulate(session, s: Settings, curve_fn: CurveFn, workers: int = 2,
     deadline = s.time_budget
     books = Books(Budget(s.budget, deadline, s.device_budget, max_failures))
     ended: list[tuple[_Flight, dict]] = []
+    # a session whose library promotes a configuration as a new trial and continues it from
+    # its checkpoint says at which epoch that trial starts (NePS); otherwise epoch 1
+    first = getattr(session, "first_epoch", None) or (lambda handle: 1)
 
     def advance(f: _Flight) -> None:
         """Resume a trial at the end of its epoch: schedule the next one, or note its end."""
@@ -123,7 +128,7 @@ def simulate(session, s: Settings, curve_fn: CurveFn, workers: int = 2,
                           deadline=deadline, write_row=run.curves.append,
                           worker=clock.take_worker(), devices=devices, extra_meta=rec.meta,
                           ledger=ledger, device_budget=s.device_budget)
-            advance(_Flight(number, handle, config, tr, replay_epochs(tr, rec)))
+            advance(_Flight(number, handle, config, tr, replay_epochs(tr, rec, first(handle))))
 
     fill()
     while clock.pending:

@@ -50,7 +50,7 @@ def test_space_and_prior_cover_every_hyperparameter(scale):
     assert prior["lr"] == pytest.approx(min(max(default_values(scale)["lr"], 1e-4), 3e-2))
 
 
-def test_runs_logs_load_and_promotions_train_again_from_epoch_1(tmp_path):
+def test_runs_logs_load_and_promotions_continue_from_their_checkpoints(tmp_path):
     out = tmp_path / "neps_priorband" / "seed0"
     meta = run_peer("neps_priorband", "smoke", 0, synthetic_curves(SMOKE.max_t), out,
                     workers=2, time_budget=0, table={"path": "synthetic",
@@ -62,17 +62,32 @@ def test_runs_logs_load_and_promotions_train_again_from_epoch_1(tmp_path):
     res = pd.read_csv(out / logs.RESULTS_CSV)
     assert len(trial_table(s)) == len(res)
     assert set(res["m:budget"]) <= {1, 3, 9}  # NePS's rungs are ours: grace * eta**k
-    assert (res["m:epochs"] == res["m:budget"]).all()  # trained to its fidelity, never pruned
-    first = s.curves.groupby("job_id")["epoch"].min()
-    assert (first == 1).all()  # every trial from epoch 1: no checkpoint
     ms, peer = meta["method_settings"], meta["peer"]
-    assert ms["rungs"] == {"0": 1, "1": 3, "2": 9} and ms["checkpoints"] is False
+    assert ms["rungs"] == {"0": 1, "1": 3, "2": 9} and ms["checkpoints"] is True
     assert ms["prior_confidence"] == "low" and ms["prior"]["dropout"] == 0.0
     assert peer["library"] == "neps" and peer["version"] == "0.17.0"
-    assert peer["promotions"] > 0 and peer["retrained_epochs"] >= peer["promotions"]
-    # a promotion repeats a configuration at a higher fidelity
+    assert peer["promotions"] > 0 and peer["continued_epochs"] >= peer["promotions"]
+    # every trial trains to its fidelity, never pruned; a promotion repeats a configuration at
+    # the next rung and continues the curve of its previous trial: epochs z + 1 .. z'
+    curves = s.curves.groupby("job_id")["epoch"].agg(["min", "max", "count"])
+    res = res.set_index("job_id")
+    assert (curves["max"] == res.loc[curves.index, "m:budget"]).all()
+    assert (curves["count"] == curves["max"] - curves["min"] + 1).all()
+    assert (res.loc[curves.index, "m:epochs"] == curves["count"]).all()
     key = res.filter(like="p:").astype(str).agg("|".join, axis=1)
-    assert key.duplicated().sum() >= peer["promotions"] - 2  # (running ones not logged)
+    continued = 0
+    for job, row in curves[curves["min"] > 1].iterrows():
+        before = res[(key == key[job]) & (res.index < job)]
+        assert row["min"] - 1 == before["m:budget"].max(), job  # from the rung below
+        continued += row["min"] - 1
+    assert continued == peer["continued_epochs"]  # every promotion ended and is logged
+    # the same configuration's curve goes on: the promoted epochs are the table's
+    full = synthetic_curves(SMOKE.max_t)
+    lc = s.curves.set_index(["job_id", "epoch"])["val_loss"]
+    for job in curves.index[curves["min"] > 1][:3]:
+        rec = full({k[2:]: logs.native(v) for k, v in res.loc[job].items() if k.startswith("p:")})
+        for e in range(int(curves.loc[job, "min"]), int(curves.loc[job, "max"]) + 1):
+            assert lc[(job, e)] == pytest.approx(rec.curve[e - 1][0])
 
 
 def test_same_seed_gives_identical_csvs(tmp_path):
