@@ -48,8 +48,9 @@ check = $(if $(filter command environment,$(origin $(1))),$(if $(or \
 $(foreach v,WORKERS REPLAY_SEEDS POWER_SEEDS PHYSICS_SEEDS CLAIM1_SEEDS CLAIM2_SEEDS CLAIM2_MIN_CONFIGS NPROC,\
   $(call check,$(v),$(DIGITS),a whole number (digits only)$(COMMA) e.g. $(v)=2))
 $(call check,CONFIGS,$(DIGITS),empty or a whole number (digits only),empty)
-$(call check,SEEDS,$(DIGITS),seeds separated by spaces$(COMMA) e.g. SEEDS="0 1 2",spaces)
-$(foreach v,METHODS POWER_METHODS CLAIM2_METHODS,$(call check,$(v),$(NAME_CHARS),method \
+$(foreach v,SEEDS CLAIM2_LIVE_SEEDS,$(call check,$(v),$(DIGITS),seeds separated by spaces$(COMMA) \
+  e.g. $(v)="0 1 2",spaces))
+$(foreach v,METHODS POWER_METHODS CLAIM2_METHODS CLAIM2_LIVE_METHODS,$(call check,$(v),$(NAME_CHARS),method \
   names (a-z 0-9 _) separated by spaces$(COMMA) e.g. $(v)="random asha",spaces))
 $(foreach v,LCTABLE LCTABLE_NEXT RELEASE_CLONE,\
   $(call check,$(v),$(PATH_CHARS),a path of letters$(COMMA) digits and . / _ - + (no spaces)))
@@ -62,7 +63,7 @@ ifneq ($(filter-out process mpi serial ray,$(EVALUATOR))$(words $(EVALUATOR)),1)
 $(error EVALUATOR must be one of process mpi serial ray)
 endif
 
-.PHONY: help setup peers ray neps test lint lock sums release-check data benchmark claim1 claim2 claim2-sensitivity lctable replay replay-surrogate replay-power scaling figures physics clean distclean
+.PHONY: help setup peers ray neps test lint lock sums release-check data benchmark claim1 claim2 claim2-live claim2-sensitivity lctable replay replay-surrogate replay-power scaling figures physics clean distclean
 
 help: ## show this help
 	@echo "usage: make TARGET [SCALE=smoke|small|paper] (default SCALE=small)"
@@ -159,6 +160,16 @@ claim2: setup ## the pre-registered claim-2 test (analysis/preregistration.md) o
 	  --methods '$(subst $(SPACE),$(COMMA),$(strip $(CLAIM2_METHODS)))' \
 	  --results $(dir $(LCTABLE_NEXT))claim2 --out paper_figures/$(SCALE)/claim2
 	$(PY) -m analysis.claim2 --per-seed paper_figures/$(SCALE)/claim2/per_seed.csv
+
+CLAIM2_LIVE_METHODS ?= random hyperband asha asha_bo default
+CLAIM2_LIVE_SEEDS ?= 0 1 2 3 4
+claim2-live: setup data ## claim 2's live searches (analysis/preregistration.md): CLAIM2_LIVE_METHODS x CLAIM2_LIVE_SEEDS on upstream's loss at half the replay budget (worker CPU-seconds, a hard cut; no wall cap), logs next to LCTABLE_NEXT (about 13 h on 2 cores; resumable)
+	$(PY) -m experiments.table --scale $(SCALE) --table '$(LCTABLE_NEXT)' --require '$(CLAIM2_MIN_CONFIGS)'
+	$(PY) -m experiments.campaign --backend live --scale $(SCALE) --methods '$(CLAIM2_LIVE_METHODS)' \
+	  --seeds '$(CLAIM2_LIVE_SEEDS)' --workers '$(WORKERS)' --evaluator '$(EVALUATOR)' \
+	  --device-budget "$$($(PY) -m experiments.table --scale $(SCALE) --table '$(LCTABLE_NEXT)' \
+	    --replay-budget 32 --first '$(CLAIM2_MIN_CONFIGS)' --live)" --time-budget 0 \
+	  --out $(dir $(LCTABLE_NEXT))
 
 SENSITIVITY_DIR = $(dir $(LCTABLE_NEXT))sensitivity
 claim2-sensitivity: setup ## claim 2's verdict with each top-1 % configuration left out, in the other world, with 8 workers (about 61 core-h at 200 seeds: experiments/sensitivity.py)

@@ -6,6 +6,7 @@ held-out check of that lookup.
         --card                     # DATACARD.md next to the table: what it is, how made, counts
     ... --require 512              # exit 2 unless 512 sampled configurations are complete
     ... --replay-budget 32         # 32 median full trainings in device-seconds (a replay budget)
+    ... --replay-budget 32 --live  # half of it: the live budget of the claim-2 test
 
 The table as a benchmark for others (any configuration and epoch -> losses, cost, failure;
 seeded samples of the space; the Syne Tune blackbox-repository export) is
@@ -681,6 +682,9 @@ def main(argv=None) -> int:
                    help="print K median full trainings in device-seconds (of configurations "
                         "1..--first), rounded up to 100: a replay budget")
     p.add_argument("--first", type=int, default=512, help="with --replay-budget (default 512)")
+    p.add_argument("--live", action="store_true",
+                   help="with --replay-budget: print half of it, the live budget of the "
+                        "pre-registered claim-2 test (analysis/preregistration.md)")
     p.add_argument("--card", action="store_true",
                    help="write DATACARD.md next to the table (and print it)")
 
@@ -690,6 +694,8 @@ def main(argv=None) -> int:
             table = load_table(Path(a.table) if a.table else table_path(a.scale), a.scale)
         except TableError as e:
             raise CliError(str(e)) from None
+        if a.live and a.replay_budget is None:
+            raise CliError("--live goes with --replay-budget K")
         if a.card:
             text = data_card(table)
             logs.write_atomic(table.path.with_name("DATACARD.md"), text)
@@ -698,7 +704,8 @@ def main(argv=None) -> int:
         if a.replay_budget is not None:
             if a.replay_budget < 1 or a.first < 1:
                 raise CliError("--replay-budget and --first must be at least 1")
-            print(f"{replay_budget(table, a.replay_budget, a.first):g}")
+            b = replay_budget(table, a.replay_budget, a.first)
+            print(f"{b / 2 if a.live else b:g}")
             return 0
         if a.require is not None:
             n = sum(1 for e in table.entries if e.config_id != 0)

@@ -537,6 +537,12 @@ def test_replay_budget_is_median_full_trainings_rounded_up(tmp_path, capsys):
     assert main(["--scale", "smoke", "--table", str(t), "--replay-budget", "32",
                  "--first", "2"]) == 0
     assert capsys.readouterr().out.strip() == "800"
+    # the live budget of the pre-registered test: half the rounded replay budget
+    assert main(["--scale", "smoke", "--table", str(t), "--replay-budget", "32",
+                 "--first", "3", "--live"]) == 0
+    assert capsys.readouterr().out.strip() == "450"
+    assert main(["--scale", "smoke", "--table", str(t), "--live"]) == 2
+    assert "--live goes with --replay-budget" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("method,i", [("epoch1", 1), ("epoch4", 4)])
