@@ -218,8 +218,8 @@ release-check: setup $(PEERS_STAMP) $(RAY_STAMP) $(NEPS_STAMP) ## before a tag (
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_release.py
 	rm -rf "$(RELEASE_CLONE)" && git clone -q . "$(RELEASE_CLONE)"
 	cd "$(RELEASE_CLONE)" && CI=true .ci/run
+	@echo "release-check: ok ($$(git -C "$(RELEASE_CLONE)" rev-parse --short HEAD), the commit cloned)"
 	rm -rf "$(RELEASE_CLONE)"
-	@echo "release-check: ok ($$(git rev-parse --short HEAD))"
 
 clean: ## remove generated data, runs, caches (keeps .venv and the shipped logs)
 	rm -rf data runs benchmarks/out .pytest_cache .ruff_cache
