@@ -318,7 +318,9 @@ class Table:
         ``epoch_mae`` / ``epoch_rel`` (over every epoch both curves have), ``failure_agreement``
         (fraction of configurations whose prediction fails iff they fail), and the same MAEs
         for a no-information baseline that predicts the mean curve of the other configurations
-        (``baseline_final_mae``, ``baseline_epoch_mae``).
+        (``baseline_final_mae``, ``baseline_epoch_mae``); the medians of the per-epoch errors
+        (``epoch_median_ae``, ``baseline_epoch_median_ae``), which diverged curves do not
+        dominate.
         """
         if self._heldout is not None:
             return dict(self._heldout)
@@ -355,6 +357,10 @@ class Table:
             "final_rel": mean(np.abs(fin_p - fin_t) / np.abs(fin_t)),
             "final_spearman": _spearman(fin_p, fin_t),
             "epoch_mae": mean(ep_err), "epoch_rel": mean(ep_rel),
+            # the mean is dominated by diverged curves (losses of 1e20 and more): the median
+            # says how far a typical epoch's prediction is
+            "epoch_median_ae": float(np.median(ep_err)) if ep_err else None,
+            "baseline_epoch_median_ae": float(np.median(ep_base)) if ep_base else None,
             "failure_agreement": agree / len(self.entries),
             "baseline_final_mae": mean(fin_b), "baseline_epoch_mae": mean(ep_base),
         }
@@ -662,6 +668,8 @@ def print_check(table: Table) -> None:
           f"  mean-curve baseline {f(h['baseline_final_mae'])}  [{h['n_final']} configs]")
     print(f"  per-epoch val_loss  MAE {f(h['epoch_mae'])} (relative {f(h['epoch_rel'], True)})"
           f"  mean-curve baseline {f(h['baseline_epoch_mae'])}")
+    print(f"  per-epoch val_loss  median AE {f(h.get('epoch_median_ae'))}  mean-curve baseline "
+          f"{f(h.get('baseline_epoch_median_ae'))}  (robust to diverged curves)")
     print(f"  rank correlation of final val_loss (Spearman) {f(h['final_spearman'])}")
     print(f"  failure predicted correctly for {f(h['failure_agreement'], True)}")
 

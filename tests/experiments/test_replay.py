@@ -255,6 +255,11 @@ def test_heldout_error_is_leave_one_out(tmp_path):
     cfgs[1] = (a, curve(0.35), 1.0, None)
     h = load_table(write_table(tmp_path / "t.csv", cfgs)).heldout_error()
     assert h["final_mae"] > 0
+    # a diverged twin (1e24 losses) swamps the mean per-epoch error, not its median
+    cfgs[1] = (DEFAULT, curve(0.5), 1.0, None)
+    cfgs[5] = (b, [1e24] * MAX_T, 1.0, None)
+    h = load_table(write_table(tmp_path / "t.csv", cfgs)).heldout_error()
+    assert h["epoch_mae"] > 1e22 and h["epoch_median_ae"] == 0.0
 
 
 def test_incomplete_configurations_are_left_out(tmp_path):
