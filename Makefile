@@ -145,10 +145,11 @@ replay-power: setup ## claim 2 with more seeds: the paper's four methods and the
 	  --results results/$(SCALE)/replay_power --out paper_figures/$(SCALE)/replay_power
 	$(PY) -m analysis.claim2 --per-seed paper_figures/$(SCALE)/replay_power/per_seed.csv
 
-CLAIM2_METHODS = default random hyperband asha asha_bo asha_gp asha_tpe epoch1 epoch4
+CLAIM2_METHODS = default random hyperband asha asha_bo asha_gp asha_tpe epoch1 epoch4 bohb \
+  syne_bohb neps_priorband
 CLAIM2_SEEDS ?= 200
 CLAIM2_MIN_CONFIGS ?= 512
-claim2: setup ## the pre-registered claim-2 test (analysis/preregistration.md) on LCTABLE_NEXT (the table next to its logs): CLAIM2_METHODS x 200 seeds (about 2 h on 2 cores), then its verdict
+claim2: setup $(PEERS_STAMP) $(NEPS_STAMP) ## the pre-registered claim-2 test (analysis/preregistration.md) on LCTABLE_NEXT (the table next to its logs): CLAIM2_METHODS x 200 seeds (about 2 h on 2 cores), then its verdict
 	$(PY) -m experiments.table --scale $(SCALE) --table '$(LCTABLE_NEXT)' --require '$(CLAIM2_MIN_CONFIGS)'
 	$(PY) -m experiments.surrogate --scale $(SCALE) --table '$(LCTABLE_NEXT)'
 	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table '$(LCTABLE_NEXT)' \

@@ -79,3 +79,11 @@ def test_baselines_are_secondary_rows_outside_the_verdict():
     assert sec["outcome"].str.startswith("secondary (unadjusted): slower").all()
     assert v == {"asha_bo": "supported"}  # the baseline, faster, does not change the verdict
     assert len(res[res["p_holm"].notna()]) == 6
+    # the pre-registered baselines: both BOHBs and PriorBand are rows too, never in the family
+    ps = _per_seed({"asha_bo": 0.5, "random": 1, "hyperband": 1, "asha": 1, "syne_bohb": 1,
+                    "neps_priorband": 1, "bohb": 1})
+    res, v = claim2.analyse(ps)
+    for m in ("bohb", "syne_bohb", "neps_priorband"):
+        rows = res[res["versus"] == m]
+        assert len(rows) == 2 and rows["p_holm"].isna().all()
+    assert len(res[res["p_holm"].notna()]) == 6 and v == {"asha_bo": "supported"}
