@@ -102,3 +102,17 @@ def test_claim2_verdict_word_is_the_verdicts():
 def test_the_rows_name_their_outputs(text):
     for path in re.findall(r"`(paper_figures/[^`]+\.md)`", text):
         assert (ROOT / path).is_file(), path
+
+
+def test_the_upstream_loss_table_status_is_its_data_cards():
+    card = (ROOT / "results" / "small" / "upstream-loss" / "DATACARD.md").read_text()
+    m = re.search(r"^\*\*Status \([^)]*\): ([a-z ]+),\*\* (\d+) of 1,024 sampled configurations "
+                  r"done beside the default \((\d+) of them failed on their first training "
+                  r"seed\), ([\d.]+) device-hours", README, flags=re.M)
+    assert m, "the README's table status line"
+    state, n, failed, hours = m.groups()
+    assert f"| complete configurations | {n} sampled + " in card
+    assert f"| failed trainings (first seed) | {failed}" in card
+    assert f"| device-hours of the complete trainings | {hours} " in card
+    running = "| status | running" in card
+    assert state == ("in progress" if running else "complete")
