@@ -230,13 +230,9 @@ TOY = MedianPeer("toy_median", "uniform random sampling + median stopping at one
 
 
 def register_peer(monkeypatch, peer) -> None:
-    """PEERS[name] = peer, and the one step that is not data: experiments.peers picks a
-    session by the record's class (Optuna unless Syne Tune or NePS), so a record that brings
-    its own ``session`` is routed to it here (docs/extending.md, recipe 3)."""
+    """PEERS[name] = peer: the whole registration (docs/extending.md, recipe 3). The record's
+    own ``session`` is the peer protocol; nothing else in experiments.peers names it."""
     monkeypatch.setitem(peers.PEERS, peer.name, peer)
-    optuna_session = peers.make_session
-    monkeypatch.setattr(peers, "make_session", lambda p, s, seed: p.session(s, seed)
-                        if hasattr(p, "session") else optuna_session(p, s, seed))
 
 
 def test_a_registered_peer_runs_with_our_budgets_and_logs(tmp_path, monkeypatch):

@@ -30,7 +30,6 @@ from pathlib import Path
 from experiments import logs
 from experiments.methods import settings_for
 from experiments.peers import optuna_peers
-from experiments.peers.optuna_peers import Session, optuna_distributions
 from experiments.peers.simulate import DEVICES, CurveFn, Run, simulate, write_logs
 from experiments.space import problem_for
 
@@ -74,23 +73,26 @@ def get_peer(name: str):
             from None
 
 
-def make_session(peer, s, seed: int) -> Session:
-    """An Optuna session of ``peer`` (a name or a registry record) on the scale's space."""
+def make_session(peer, s, seed: int):
+    """The ask/tell session of ``peer`` (a name or a registry record) for one seed."""
     peer = get_peer(peer) if isinstance(peer, str) else peer
-    return Session(peer, s, seed, optuna_distributions(problem_for(s.scale)))
+    return peer.session(s, seed)
 
 
 def simulate_with_info(peer, s, seed: int, curve_fn: CurveFn, workers: int = 2,
                        devices: int = DEVICES) -> tuple[Run, dict]:
     """Simulate ``peer`` (a name or a record) for one seed, with its library's info
-    (name, version, real seconds of its decisions) for metadata.json."""
+    (name, version, real seconds of its decisions) for metadata.json.
+
+    The peer protocol, by duck typing: a record with ``simulate(s, seed, curve_fn, workers,
+    devices) -> (Run, info)`` runs its library's own simulator (Syne Tune); any other has
+    ``session(s, seed)``, an ask/tell session that :func:`simulate` runs on our clock and
+    whose ``info()`` is the library's info (Optuna, NePS, a new library)."""
     peer = get_peer(peer) if isinstance(peer, str) else peer
-    if syne_peers is not None and isinstance(peer, syne_peers.SynePeer):
-        return syne_peers.simulate_syne(peer, s, seed, curve_fn, workers, devices)
-    if neps_peers is not None and isinstance(peer, neps_peers.NepsPeer):
-        session = peer.session(s, seed)
-        return simulate(session, s, curve_fn, workers, devices), session.info()
-    session = make_session(peer, s, seed)
+    own = getattr(peer, "simulate", None)
+    if own is not None:
+        return own(s, seed, curve_fn, workers, devices)
+    session = peer.session(s, seed)
     return simulate(session, s, curve_fn, workers, devices), session.info()
 
 

@@ -49,7 +49,7 @@ from optuna.trial import TrialState
 
 from experiments import logs
 from experiments.methods import Settings
-from experiments.space import FLOAT, INT, INT_GRID, dimensions
+from experiments.space import FLOAT, INT, INT_GRID, dimensions, problem_for
 
 
 # ------------------------------------------------------------------------------ space
@@ -97,6 +97,11 @@ class Peer:
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=s.grace,
                                                       reduction_factor=s.eta,
                                                       min_early_stopping_rate=0)
+
+    def session(self, s: Settings, seed: int) -> Session:
+        """An ask/tell session of this peer on the scale's space (the peer protocol of
+        :func:`experiments.peers.simulate_with_info`)."""
+        return Session(self, s, seed, optuna_distributions(problem_for(s.scale)))
 
     def describe(self, s: Settings) -> dict:
         sampler = ({"sampler": "TPESampler", "n_startup_trials": s.n_initial_points,

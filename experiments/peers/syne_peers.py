@@ -265,6 +265,12 @@ class SynePeer:
             return BOHB(space, num_min_data_points=kde_min_points(space), **multi)
         raise ValueError(f"peer {self.name}: unknown scheduler {self.scheduler!r}")
 
+    def simulate(self, s: Settings, seed: int, curve_fn: CurveFn, workers: int = 2,
+                 devices: int = DEVICES) -> tuple[Run, dict]:
+        """Syne Tune runs its own simulator (:func:`simulate_syne`); the peer protocol of
+        :func:`experiments.peers.simulate_with_info` for a record without a session."""
+        return simulate_syne(self, s, seed, curve_fn, workers, devices)
+
     def describe(self, s: Settings) -> dict:
         out = {"max_t": s.max_t, "budget_epochs": s.budget, "time_budget_s": s.time_budget,
                "library": "syne_tune", "metric": METRIC, "mode": "min", "time_attr": RESOURCE,
