@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments import driver, logs, search
-from experiments.backends.live import EVALUATORS
+from experiments.backends.live import EVALUATORS, stopped_with_parent
 from experiments.backends.replay import replay_dir
 from experiments.cli import (
     CliError,
@@ -235,7 +235,9 @@ def run_live(a) -> int:
                 device_budget=a.device_budget, oversubscribe=a.allow_oversubscribe)
             print(f"== {method} seed{seed}{' (resume)' if resume else ''}: {' '.join(cmd)}",
                   file=sys.stderr, flush=True)
-            running.append(Child(method, seed, subprocess.Popen(cmd, env=env), time.time(), out))
+            # the search gets SIGTERM if the campaign dies, even by SIGKILL: it ends interrupted
+            proc = subprocess.Popen(cmd, env=env, preexec_fn=stopped_with_parent())
+            running.append(Child(method, seed, proc, time.time(), out))
             while method == "default" and running:
                 wait_one()
         while running:

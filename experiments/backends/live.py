@@ -81,15 +81,37 @@ def _die_with_parent() -> None:
     manager, _BOUND["pid"] = _BOUND["pid"], None
     if manager is None or not _BOUND["main"] or os.getppid() != manager:
         return
+    if not _death_signal(signal.SIGKILL):
+        return
+    if os.getppid() != manager:  # the manager died before the call
+        os._exit(1)
+
+
+def _death_signal(sig: int) -> bool:
+    """prctl(PR_SET_PDEATHSIG, sig) for this process; False where it is not available."""
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
     except (OSError, AttributeError):
-        return
-    if os.getppid() != manager:  # the manager died before the call
-        os._exit(1)
+        return False
+
+
+def stopped_with_parent(sig: int = signal.SIGTERM):
+    """A ``preexec_fn`` for :class:`subprocess.Popen` (called from a main thread): the child
+    gets ``sig`` when this process dies, however it dies (SIGKILL included), so that a child
+    search of a killed campaign stops as if interrupted (its logs say so; ``--resume``
+    continues it) instead of running on for nobody. Linux only; elsewhere None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if _death_signal(sig) and os.getppid() != parent:  # the parent died before the call
+            os.kill(os.getpid(), sig)
+
+    return preexec
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -104,3 +105,38 @@ def test_live_campaign_refuses_logs_of_another_loss(tmp_path, capsys):
     assert err.startswith(f"error: a search of another design in {old} (loss "
                           "mlpf-unit-weights, not synthetic)")
     assert not (tmp_path / "default").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_campaign_stops_its_searches_as_interrupted(tmp_path):
+    """SIGKILL reaches no handler of the campaign; its running search still gets SIGTERM
+    (experiments.backends.live.stopped_with_parent) and ends as an interrupted search,
+    with no process of it left."""
+    import psutil
+
+    cmd = [PY, "-m", "experiments.campaign", "--scale", "smoke", "--methods", "random",
+           "--trainable", "synthetic", "--budget", "5000", "--time-budget", "0",
+           "--out", str(tmp_path)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=synthetic_env(sleep=0.2),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    curves = tmp_path / "random" / "seed0" / "learning_curves.csv"
+    tree = []
+    try:
+        t0 = time.time()
+        while not (curves.exists() and len(curves.read_text().splitlines()) > 3):
+            assert proc.poll() is None and time.time() - t0 < 120
+            time.sleep(0.2)
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        assert tree, "the running search"
+        proc.kill()
+        proc.wait(timeout=30)
+        gone, alive = psutil.wait_procs(tree, timeout=60)
+        assert not alive, alive
+    finally:  # what this test started, orphans included, never outlives it
+        for p in [psutil.Process(proc.pid), *tree] if proc.poll() is None else tree:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+    meta = json.loads((tmp_path / "random" / "seed0" / "metadata.json").read_text())
+    assert meta["status"] == "interrupted"
