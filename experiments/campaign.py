@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments import driver, logs, search
-from experiments.backends.live import EVALUATORS, stopped_with_parent
+from experiments.backends.live import EVALUATORS
 from experiments.backends.replay import replay_dir
 from experiments.cli import (
     CliError,
@@ -64,6 +64,7 @@ from experiments.methods import (
 )
 from experiments.peers import PEERS, run_peer
 from experiments.peers.simulate import synthetic_curves, table_curves
+from experiments.procs import stopped_with_parent
 from experiments.surrogate import (
     LOOKUPS,
     Surrogate,

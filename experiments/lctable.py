@@ -250,11 +250,15 @@ def _merge(table: Path, shards: list[Path]) -> int:
 _W: dict = {}  # per worker process: progress queue, threads
 
 
-def _init_worker(queue, threads: int) -> None:
+def _init_worker(queue, threads: int, parent: int | None = None) -> None:
     _W.update(queue=queue, threads=threads)
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the pool
+    if parent is not None:  # a run killed outright (SIGKILL, OOM) leaves no worker training
+        from experiments.procs import die_with
+
+        die_with(parent)
 
 
 def _terminate(signum, frame):
@@ -465,7 +469,7 @@ def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable
 
             bar = tqdm(total=remaining, unit="epoch", desc=f"lctable {scale}", file=sys.stderr,
                        mininterval=0.5 if sys.stderr.isatty() else 60.0)
-        pool = ctx.Pool(min(workers, len(tasks)), _init_worker, (queue, _threads()))
+        pool = ctx.Pool(min(workers, len(tasks)), _init_worker, (queue, _threads(), os.getpid()))
         t_start, trained = time.monotonic(), 0
         previous = signal.signal(signal.SIGTERM, _terminate)  # a batch system's stop: as ^C
         try:

@@ -35,6 +35,7 @@ from experiments.backends.worker import (
 )
 from experiments.dhcompat import Evaluator, JobStatus, ProcessPoolEvaluator
 from experiments.local_ray import LOOPBACK, ray_loopback_only
+from experiments.procs import death_signal
 
 EVALUATORS = ("process", "mpi", "serial", "ray")
 MPI_STORAGE_MB = int(os.environ.get("EXP_MPI_STORAGE_MB", "16"))  # one-sided window size
@@ -65,7 +66,6 @@ def kill_children() -> None:
     psutil.wait_procs(kids, timeout=3)
 
 
-PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 _BOUND: dict = {"pid": None, "main": False, "hooked": False}
 
 
@@ -81,37 +81,10 @@ def _die_with_parent() -> None:
     manager, _BOUND["pid"] = _BOUND["pid"], None
     if manager is None or not _BOUND["main"] or os.getppid() != manager:
         return
-    if not _death_signal(signal.SIGKILL):
+    if not death_signal(signal.SIGKILL):
         return
     if os.getppid() != manager:  # the manager died before the call
         os._exit(1)
-
-
-def _death_signal(sig: int) -> bool:
-    """prctl(PR_SET_PDEATHSIG, sig) for this process; False where it is not available."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def stopped_with_parent(sig: int = signal.SIGTERM):
-    """A ``preexec_fn`` for :class:`subprocess.Popen` (called from a main thread): the child
-    gets ``sig`` when this process dies, however it dies (SIGKILL included), so that a child
-    search of a killed campaign stops as if interrupted (its logs say so; ``--resume``
-    continues it) instead of running on for nobody. Linux only; elsewhere None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        if _death_signal(sig) and os.getppid() != parent:  # the parent died before the call
-            os.kill(os.getpid(), sig)
-
-    return preexec
 
 
 @contextmanager

@@ -163,3 +163,42 @@ def test_rerunning_a_shard_after_merge_trains_nothing_again(tmp_path, monkeypatc
     shard = lctable.shard_path(path, 0, 2)
     assert len(shard.read_text().splitlines()) <= 1  # a header at most: no training
     assert lctable.merge(path) == 1 and path.read_text() == rows
+
+
+@pytest.mark.slow
+def test_a_killed_table_build_leaves_no_worker_training(tmp_path):
+    """SIGKILL of the builder (OOM killer, a batch system's hard kill) reaches no handler; its
+    pool workers get SIGKILL from the kernel (experiments.procs.die_with) instead of
+    training on for nobody and appending rows beside a restarted build."""
+    import subprocess
+    import time
+
+    import psutil
+
+    from mlpf.paths import ROOT
+    from tests.experiments.conftest import PY, synthetic_env
+
+    out = tmp_path / "lctable.csv"
+    proc = subprocess.Popen([PY, "-m", "experiments.lctable", "--scale", "smoke", "--configs",
+                             "8", "--trainable", "synthetic", "--workers", "2", "--out",
+                             str(out), "--quiet"], cwd=ROOT, env=synthetic_env(sleep=3.0),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = []
+    try:
+        t0 = time.time()
+        while not (out.exists() and len(out.read_text().splitlines()) > 2):
+            assert proc.poll() is None and time.time() - t0 < 120
+            time.sleep(0.1)
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                   if "spawn_main" in " ".join(p.cmdline())]
+        assert len(workers) == 2, workers
+        proc.kill()
+        proc.wait(timeout=30)
+        _, alive = psutil.wait_procs(workers, timeout=5)  # an epoch lasts 3 s
+        assert not alive, alive
+    finally:
+        for p in workers:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
