@@ -63,7 +63,7 @@ ifneq ($(filter-out process mpi serial ray,$(EVALUATOR))$(words $(EVALUATOR)),1)
 $(error EVALUATOR must be one of process mpi serial ray)
 endif
 
-.PHONY: help setup peers ray neps test lint lock sums release-check data benchmark claim1 claim2 claim2-live claim2-sensitivity lctable replay replay-surrogate replay-power scaling figures physics clean distclean
+.PHONY: help setup peers ray neps test lint lock sums release-check data benchmark claim1 claim2-world claim2 claim2-live claim2-sensitivity lctable replay replay-surrogate replay-power scaling figures physics clean distclean
 
 help: ## show this help
 	@echo "usage: make TARGET [SCALE=smoke|small|paper] (default SCALE=small)"
@@ -149,37 +149,39 @@ CLAIM2_METHODS = default random hyperband asha asha_bo asha_gp asha_tpe epoch1 e
   syne_bohb neps_priorband
 CLAIM2_SEEDS ?= 200
 CLAIM2_MIN_CONFIGS ?= 512
-claim2: setup $(PEERS_STAMP) $(NEPS_STAMP) ## the pre-registered claim-2 test (analysis/preregistration.md) on LCTABLE_NEXT (the table next to its logs): CLAIM2_METHODS x 200 seeds (about 2 h on 2 cores), then its verdict
+CLAIM2_DIR = $(dir $(LCTABLE_NEXT))claim2
+CLAIM2_WORLD = $(CLAIM2_DIR)/lctable.csv
+claim2-world: setup ## the world of the pre-registered claim-2 test: LCTABLE_NEXT whole once complete, else its configurations 0..CLAIM2_MIN_CONFIGS (CLAIM2_WORLD), and its surrogate
 	$(PY) -m experiments.table --scale $(SCALE) --table '$(LCTABLE_NEXT)' --require '$(CLAIM2_MIN_CONFIGS)'
-	$(PY) -m experiments.surrogate --scale $(SCALE) --table '$(LCTABLE_NEXT)'
-	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table '$(LCTABLE_NEXT)' \
+	$(PY) -m experiments.lctable --scale $(SCALE) --out '$(LCTABLE_NEXT)' --world '$(CLAIM2_WORLD)' \
+	  --first '$(CLAIM2_MIN_CONFIGS)'
+	$(PY) -m experiments.surrogate --scale $(SCALE) --table '$(CLAIM2_WORLD)'
+
+claim2: claim2-world $(PEERS_STAMP) $(NEPS_STAMP) ## the pre-registered claim-2 test (analysis/preregistration.md) on its world: CLAIM2_METHODS x 200 seeds (about 2.5 h on 2 cores), then its verdict
+	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table '$(CLAIM2_WORLD)' \
 	  --methods '$(CLAIM2_METHODS)' --seeds "$$(seq -s ' ' 0 $$(( $(CLAIM2_SEEDS) - 1 )))" \
-	  --device-budget "$$($(PY) -m experiments.table --scale $(SCALE) --table '$(LCTABLE_NEXT)' \
+	  --device-budget "$$($(PY) -m experiments.table --scale $(SCALE) --table '$(CLAIM2_WORLD)' \
 	    --replay-budget 32 --first '$(CLAIM2_MIN_CONFIGS)')" \
-	  --processes '$(NPROC)' --out $(dir $(LCTABLE_NEXT))claim2
+	  --processes '$(NPROC)' --out $(CLAIM2_DIR)/replay
 	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds '$(CLAIM2_SEEDS)' \
 	  --methods '$(subst $(SPACE),$(COMMA),$(strip $(CLAIM2_METHODS)))' \
-	  --results $(dir $(LCTABLE_NEXT))claim2 --out paper_figures/$(SCALE)/claim2
+	  --results $(CLAIM2_DIR)/replay --live $(dir $(LCTABLE_NEXT)) --out paper_figures/$(SCALE)/claim2
 	$(PY) -m analysis.claim2 --per-seed paper_figures/$(SCALE)/claim2/per_seed.csv
 
 CLAIM2_LIVE_METHODS ?= random hyperband asha asha_bo default
 CLAIM2_LIVE_SEEDS ?= 0 1 2 3 4
-claim2-live: setup data ## claim 2's live searches (analysis/preregistration.md): CLAIM2_LIVE_METHODS x CLAIM2_LIVE_SEEDS on upstream's loss at half the replay budget (worker CPU-seconds, a hard cut; no wall cap), logs next to LCTABLE_NEXT (about 13 h on 2 cores; resumable)
-	$(PY) -m experiments.table --scale $(SCALE) --table '$(LCTABLE_NEXT)' --require '$(CLAIM2_MIN_CONFIGS)'
+claim2-live: claim2-world data ## claim 2's live searches (analysis/preregistration.md): CLAIM2_LIVE_METHODS x CLAIM2_LIVE_SEEDS on upstream's loss at half the replay budget (worker CPU-seconds, a hard cut; no wall cap), logs next to LCTABLE_NEXT (about 13 h on 2 cores; resumable)
 	$(PY) -m experiments.campaign --backend live --scale $(SCALE) --methods '$(CLAIM2_LIVE_METHODS)' \
 	  --seeds '$(CLAIM2_LIVE_SEEDS)' --workers '$(WORKERS)' --evaluator '$(EVALUATOR)' \
-	  --device-budget "$$($(PY) -m experiments.table --scale $(SCALE) --table '$(LCTABLE_NEXT)' \
+	  --device-budget "$$($(PY) -m experiments.table --scale $(SCALE) --table '$(CLAIM2_WORLD)' \
 	    --replay-budget 32 --first '$(CLAIM2_MIN_CONFIGS)' --live)" --time-budget 0 \
 	  --out $(dir $(LCTABLE_NEXT))
 
-SENSITIVITY_DIR = $(dir $(LCTABLE_NEXT))sensitivity
-claim2-sensitivity: setup ## claim 2's verdict with each top-1 % configuration left out, in the other world, with 8 workers (about 61 core-h at 200 seeds: experiments/sensitivity.py)
-	$(PY) -m experiments.table --scale $(SCALE) --table '$(LCTABLE_NEXT)' --require '$(CLAIM2_MIN_CONFIGS)'
-	$(PY) -m experiments.surrogate --scale $(SCALE) --table '$(LCTABLE_NEXT)'
-	$(PY) -m experiments.sensitivity --scale $(SCALE) --table '$(LCTABLE_NEXT)' \
+claim2-sensitivity: claim2-world ## claim 2's verdict with each top-1 % configuration left out, in the other world, with 8 workers (about 61 core-h at 200 seeds: experiments/sensitivity.py)
+	$(PY) -m experiments.sensitivity --scale $(SCALE) --table '$(CLAIM2_WORLD)' \
 	  --seeds "$$(seq -s ' ' 0 $$(( $(CLAIM2_SEEDS) - 1 )))" --processes '$(NPROC)' \
-	  --out $(SENSITIVITY_DIR)
-	$(PY) -m analysis.sensitivity --scale $(SCALE) --manifest $(SENSITIVITY_DIR)/scenarios.json \
+	  --out $(CLAIM2_DIR)/sensitivity
+	$(PY) -m analysis.sensitivity --scale $(SCALE) --manifest $(CLAIM2_DIR)/sensitivity/scenarios.json \
 	  --out paper_figures/$(SCALE)/claim2_sensitivity
 
 replay-surrogate: setup $(PEERS_STAMP) $(NEPS_STAMP) ## after make replay: the same replays on the surrogate (accepted or not), and whether both rank the methods alike

@@ -676,12 +676,14 @@ FIGURES = {"best_vs_compute": best_vs_compute, "rank_vs_compute": rank_vs_comput
 # ---- entry point --------------------------------------------------------------------------
 def build(scale: str, results: Path | None = None, out: Path | None = None,
           required=EXPECTED, min_seeds: int = MIN_SEEDS,
-          default_loss: float | None = None, compare: Path | None = None) -> list[Path]:
+          default_loss: float | None = None, compare: Path | None = None,
+          live: Path | None = None) -> list[Path]:
     """Replay logs under ``results`` (default results/<scale>/replay) -> files under ``out``
     (default paper_figures/<scale>/replay); returns the files written. Raises
     ReplayLogsError when logs are missing or partial. ``compare``: the output folder of
     another replay of the same table (its summary.csv): lookups.{md,tex} compare the two
-    method rankings."""
+    method rankings. ``live``: the folder of the live searches the replays are compared
+    with (default: the folder above ``results``)."""
     results = Path(results) if results else RESULTS_DIR / scale / REPLAY_DIR
     out = Path(out) if out else FIGURES_DIR / scale / REPLAY_DIR
     check_logs(results, required, min_seeds)
@@ -705,7 +707,8 @@ def build(scale: str, results: Path | None = None, out: Path | None = None,
     res["refs"]["budget_device_s"] = max(budgets) if budgets else math.nan
     lookups = {(m.get("replay") or {}).get("lookup", "nearest") for m in metas}
     res["refs"]["lookup"] = "/".join(sorted(lookups))
-    agree = live_agreement(results.parent, runs, res["refs"].get("targets"))
+    agree = live_agreement(Path(live) if live else results.parent, runs,
+                           res["refs"].get("targets"))
     res["refs"]["live_vs_replay"] = {k: v for k, v in agree.items() if k != "rows"}
     out.mkdir(parents=True, exist_ok=True)
     written = write_tables(res, scale, out)
@@ -781,6 +784,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare", type=Path, default=None,
                     help="output folder of another replay of the same table (e.g. "
                          "paper_figures/small/replay): lookups.md compares the method rankings")
+    ap.add_argument("--live", type=Path, default=None,
+                    help="folder of the live searches to compare with (<method>/seed<k>/; "
+                         "default: the folder above --results)")
     args = ap.parse_args(argv)
     if args.compare is not None and not (args.compare / "summary.csv").is_file():
         print(f"error: --compare {args.compare}: no summary.csv there (run make replay "
@@ -793,7 +799,7 @@ def main(argv: list[str] | None = None) -> int:
     with warnings_to_stderr():
         try:
             written = build(args.scale, args.results, args.out, required, args.min_seeds,
-                            args.default_loss, args.compare)
+                            args.default_loss, args.compare, args.live)
         except ReplayLogsError as e:
             print(f"error: {e} (run `{MAKE_HINT.format(scale=args.scale)}`)", file=sys.stderr)
             return 2

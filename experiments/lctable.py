@@ -325,6 +325,70 @@ def train_config(task: dict) -> tuple[int, str]:
     return cid, status
 
 
+# ----------------------------------------------------------------------------- claim-2 world
+WORLD_RULE = ("the whole table when it is complete, else its default and configurations "
+              "1..N with every replicate (analysis/preregistration.md)")
+
+
+def write_world(path: Path, out: Path, first: int = 512) -> str:
+    """Write the world of the pre-registered claim-2 test to ``out`` (CSV and JSON):
+    :data:`WORLD_RULE` with N = ``first``. Every training of it must be done (to max_t, or
+    failed): a configuration 1..N still training, or not yet started, while later ones are
+    done raises ValueError. The JSON is the table's with ``n_configs`` = N and a ``world``
+    record (source, its sha256, N); the same table gives the same bytes. Returns a line."""
+    import hashlib
+
+    path, out = Path(path), Path(out)
+    meta = logs.read_json(meta_path(path))
+    if not isinstance(meta, dict) or not meta.get("n_configs") or not meta.get("replicates") \
+            or not meta.get("max_t"):
+        raise ValueError(f"{meta_path(path)}: no table metadata (n_configs, replicates, max_t)")
+    if first < 1:
+        raise ValueError(f"--first must be >= 1, got {first}")
+    raw = path.read_bytes()
+    lines = raw.decode().splitlines()
+    header = lines[0].split(",")
+    try:
+        ci, ri, ei, si = (header.index(c) for c in (CONFIG_ID, REPLICATE, EPOCH, STATUS))
+    except ValueError:
+        raise ValueError(f"{path}: not a learning-curve table (its header)") from None
+    complete = meta.get("status") == "complete"
+    n = int(meta["n_configs"]) if complete else min(int(first), int(meta["n_configs"]))
+    planned = {t for t in trainings(int(meta["n_configs"]), tuple(meta["replicates"]))
+               if t[0] <= n}
+    last: dict[tuple[int, int], int] = {}
+    failed: set[tuple[int, int]] = set()
+    keep = []
+    for line in lines[1:]:
+        cells = line.split(",")
+        try:
+            key = (int(cells[ci]), int(cells[ri]))
+            epoch = int(cells[ei])
+        except (ValueError, IndexError):
+            continue  # a damaged row: the reader reports it; the world leaves it out
+        if key not in planned:
+            continue
+        keep.append(line)
+        last[key] = max(last.get(key, 0), epoch)
+        if cells[si] == STATUS_FAILED:
+            failed.add(key)
+    max_t = int(meta["max_t"])
+    missing = sorted(t for t in planned if t not in failed and last.get(t, 0) < max_t)
+    if missing:
+        c, r = missing[0]
+        raise ValueError(f"{path}: {len(missing)} training(s) of configurations 0..{n} not done "
+                         f"yet (the first: configuration {c}, replicate {r}); `make lctable` "
+                         "finishes them")
+    world = {**meta, "n_configs": n, "world": {
+        "of": f"{path.parent.name}/{path.name}", "sha256": hashlib.sha256(raw).hexdigest(),
+        "first": n, "rule": WORLD_RULE}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    logs.write_atomic(out, "\n".join([lines[0], *keep]) + "\n")
+    logs.write_json(meta_path(out), world)
+    return (f"claim-2 world: {'the whole table' if complete else f'configurations 0..{n}'} of "
+            f"{world['world']['of']} ({len(planned)} trainings, {len(keep)} rows) -> {out}")
+
+
 # ----------------------------------------------------------------------------- main
 def _lock(path: Path, busy: str | None = None) -> int:
     """An exclusive lock on the table (or shard) for this run (a second run on it, or a
@@ -542,6 +606,10 @@ def main(argv=None) -> int:
                    "file (Slurm arrays, MPI ranks: auto); then --merge")
     p.add_argument("--merge", action="store_true",
                    help="join the shard files into the table and stop")
+    p.add_argument("--world", default=None, metavar="PATH",
+                   help="write the world of the pre-registered claim-2 test to PATH (the whole "
+                        "table when complete, else configurations 0..--first) and stop")
+    p.add_argument("--first", type=int, default=512, help="with --world (default 512)")
     p.add_argument("--quiet", action="store_true",
                    help="a plain line per finished training instead of a progress bar")
 
@@ -551,6 +619,10 @@ def main(argv=None) -> int:
         try:
             if a.configs is not None and a.configs < 0:
                 raise ValueError("--configs must be >= 0")
+            if a.world:
+                print(write_world(Path(a.out) if a.out else table_path(a.scale),
+                                  Path(a.world), a.first), file=sys.stderr)
+                return 0
             if a.merge:
                 n = merge(Path(a.out) if a.out else table_path(a.scale))
                 print(f"merged {n} shards", file=sys.stderr)

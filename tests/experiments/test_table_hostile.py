@@ -15,6 +15,7 @@ from experiments.surrogate import Surrogate
 from experiments.surrogate import main as surrogate_main
 from experiments.table import TableError, load_table
 from experiments.table import main as table_main
+from mlpf.scales import get_scale
 from tests.experiments.conftest import tiny_table
 
 N = 24  # sampled configurations of tiny_table (+ the default)
@@ -202,3 +203,61 @@ def test_a_killed_table_build_leaves_no_worker_training(tmp_path):
                 p.kill()
             except psutil.Error:
                 pass
+
+
+# ------------------------------------------------------------------ the claim-2 world
+def _built(tmp_path, monkeypatch, n_configs=6, replicates=(2, 2, 2)):
+    monkeypatch.setenv("EXP_SYNTHETIC", json.dumps({}))
+    path = tmp_path / "up" / "lctable.csv"
+    assert lctable.run("smoke", n_configs=n_configs, workers=1, out=path, trainable="synthetic",
+                       progress=False, replicates=replicates,
+                       checkpoints=tmp_path / "ckpt") == 0
+    return path
+
+
+def test_the_world_of_an_unfinished_table_is_its_first_configurations(tmp_path, monkeypatch,
+                                                                      capsys):
+    path = _built(tmp_path, monkeypatch)
+    meta = json.loads(tb.meta_path(path).read_text())
+    meta["status"] = "running"  # a table still being built
+    tb.meta_path(path).write_text(json.dumps(meta))
+    out = tmp_path / "w" / "lctable.csv"
+    assert lctable.main(["--scale", "smoke", "--out", str(path), "--world", str(out),
+                         "--first", "3"]) == 0
+    assert "configurations 0..3 of up/lctable.csv" in capsys.readouterr().err
+    w = load_table(out)
+    assert sorted(e.config_id for e in w.entries) == [0, 1, 2, 3]
+    assert sorted(w.replicates) == [0, 1, 2]  # every replicate of the world kept
+    wmeta = json.loads(tb.meta_path(out).read_text())
+    assert wmeta["n_configs"] == 3 and wmeta["world"]["first"] == 3
+    # the same table gives the same bytes: complete replays on the world stay complete
+    before = out.read_bytes()
+    assert lctable.write_world(path, out, 3).startswith("claim-2 world")
+    assert out.read_bytes() == before
+    # a complete table is the world whole, whatever --first says
+    meta["status"] = "complete"
+    tb.meta_path(path).write_text(json.dumps(meta))
+    lctable.write_world(path, out, 3)
+    assert len(load_table(out).entries) == 7
+
+
+def test_the_world_refuses_a_configuration_not_yet_trained(tmp_path, monkeypatch, capsys):
+    path = _built(tmp_path, monkeypatch)
+    meta = json.loads(tb.meta_path(path).read_text())
+    meta["status"] = "running"
+    tb.meta_path(path).write_text(json.dumps(meta))
+    lines = path.read_text().splitlines()
+    cid, rep, ep = (lines[0].split(",").index(c) for c in ("config_id", "replicate", "epoch"))
+    max_t = str(get_scale("smoke").max_epochs)
+    # configuration 2's first training lost its last epoch: still training
+    cut = [x for x in lines if x.split(",")[cid] != "2" or x.split(",")[rep] != "0"
+           or x.split(",")[ep] != max_t]
+    path.write_text("\n".join(cut) + "\n")
+    out = tmp_path / "w" / "lctable.csv"
+    assert lctable.main(["--scale", "smoke", "--out", str(path), "--world", str(out),
+                         "--first", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "1 training(s) of configurations 0..3 not done yet (the first: configuration 2, " \
+           "replicate 0)" in err and not out.exists()
+    assert lctable.main(["--scale", "smoke", "--out", str(path), "--world", str(out),
+                         "--first", "1"]) == 0  # the world before it is whole
