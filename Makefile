@@ -63,7 +63,7 @@ ifneq ($(filter-out process mpi serial ray,$(EVALUATOR))$(words $(EVALUATOR)),1)
 $(error EVALUATOR must be one of process mpi serial ray)
 endif
 
-.PHONY: help setup peers ray neps test lint lock sums release-check data benchmark claim1 claim2-world claim2 claim2-live claim2-sensitivity lctable replay replay-surrogate replay-power scaling figures physics clean distclean
+.PHONY: help setup peers ray neps test lint lock sums release-check data benchmark claim1 claim2-world claim2-when-ready claim2 claim2-live claim2-sensitivity lctable replay replay-surrogate replay-power scaling figures physics clean distclean
 
 help: ## show this help
 	@echo "usage: make TARGET [SCALE=smoke|small|paper] (default SCALE=small)"
@@ -156,6 +156,11 @@ claim2-world: setup ## the world of the pre-registered claim-2 test: LCTABLE_NEX
 	$(PY) -m experiments.lctable --scale $(SCALE) --out '$(LCTABLE_NEXT)' --world '$(CLAIM2_WORLD)' \
 	  --first '$(CLAIM2_MIN_CONFIGS)'
 	$(PY) -m experiments.surrogate --scale $(SCALE) --table '$(CLAIM2_WORLD)'
+
+claim2-when-ready: setup ## beside a running make lctable: wait until the world of claim 2 is trained (checked every 5 minutes), then make claim2
+	@until $(PY) -m experiments.lctable --scale $(SCALE) --out '$(LCTABLE_NEXT)' --world '$(CLAIM2_WORLD)' \
+	  --first '$(CLAIM2_MIN_CONFIGS)' 2>/dev/null; do echo "claim2-when-ready: $$(date -u +%H:%M) not yet" >&2; sleep 300; done
+	$(MAKE) claim2
 
 claim2: claim2-world $(PEERS_STAMP) $(NEPS_STAMP) ## the pre-registered claim-2 test (analysis/preregistration.md) on its world: CLAIM2_METHODS x 200 seeds (about 2.5 h on 2 cores), then its verdict
 	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table '$(CLAIM2_WORLD)' \
