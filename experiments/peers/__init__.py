@@ -73,12 +73,6 @@ def get_peer(name: str):
             from None
 
 
-def make_session(peer, s, seed: int):
-    """The ask/tell session of ``peer`` (a name or a registry record) for one seed."""
-    peer = get_peer(peer) if isinstance(peer, str) else peer
-    return peer.session(s, seed)
-
-
 def simulate_with_info(peer, s, seed: int, curve_fn: CurveFn, workers: int = 2,
                        devices: int = DEVICES) -> tuple[Run, dict]:
     """Simulate ``peer`` (a name or a record) for one seed, with its library's info
