@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import pytest
 
 from mlpf.paths import ROOT
 
-from .conftest import PY, synthetic_env
+from .conftest import PY, synthetic_env, wait_lines
 
 
 @pytest.mark.slow
@@ -122,10 +121,7 @@ def test_a_killed_campaign_stops_its_searches_as_interrupted(tmp_path):
     curves = tmp_path / "random" / "seed0" / "learning_curves.csv"
     tree = []
     try:
-        t0 = time.time()
-        while not (curves.exists() and len(curves.read_text().splitlines()) > 3):
-            assert proc.poll() is None and time.time() - t0 < 120
-            time.sleep(0.2)
+        wait_lines(curves, 3, proc, timeout=120)
         tree = psutil.Process(proc.pid).children(recursive=True)
         assert tree, "the running search"
         proc.kill()

@@ -172,12 +172,11 @@ def test_a_killed_table_build_leaves_no_worker_training(tmp_path):
     pool workers get SIGKILL from the kernel (experiments.procs.die_with) instead of
     training on for nobody and appending rows beside a restarted build."""
     import subprocess
-    import time
 
     import psutil
 
     from mlpf.paths import ROOT
-    from tests.experiments.conftest import PY, synthetic_env
+    from tests.experiments.conftest import PY, synthetic_env, wait_lines
 
     out = tmp_path / "lctable.csv"
     proc = subprocess.Popen([PY, "-m", "experiments.lctable", "--scale", "smoke", "--configs",
@@ -186,10 +185,7 @@ def test_a_killed_table_build_leaves_no_worker_training(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers = []
     try:
-        t0 = time.time()
-        while not (out.exists() and len(out.read_text().splitlines()) > 2):
-            assert proc.poll() is None and time.time() - t0 < 120
-            time.sleep(0.1)
+        wait_lines(out, 2, proc, timeout=120)
         workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
                    if "spawn_main" in " ".join(p.cmdline())]
         assert len(workers) == 2, workers
