@@ -149,11 +149,15 @@ def test_a_repeated_results_row_is_reported_and_dropped(searches, tmp_path, monk
     assert res.job_id.is_unique and set(res0.job_id) < set(res.job_id)
 
 
+def _random_search(out, sleep: float):
+    """A random search of 200 epochs on the synthetic trainable (``sleep`` s per epoch), running."""
+    return cli(["--method", "random", *ARGS, "--out", str(out), "--budget", "200"],
+               synthetic_env(sleep=sleep))
+
 @pytest.mark.slow
 def test_a_killed_storage_server_stops_the_search_resumably(tmp_path):
     out = tmp_path / "s"
-    proc = cli(["--method", "random", *ARGS, "--out", str(out), "--budget", "200"],
-               synthetic_env(sleep=0.15))
+    proc = _random_search(out, sleep=0.15)
     kids = []
     try:
         wait_lines(out / "results.csv", 2, proc)
@@ -221,8 +225,7 @@ def test_tampered_metadata_is_refused(searches, tmp_path, change, needle):
 # ------------------------------------------------------------------- processes
 def test_no_process_outlives_a_killed_manager(tmp_path):
     out = tmp_path / "s"
-    proc = cli(["--method", "random", *ARGS, "--out", str(out), "--budget", "200"],
-               synthetic_env(sleep=0.2))
+    proc = _random_search(out, sleep=0.2)
     kids = []
     try:
         wait_lines(out / "learning_curves.csv", 3, proc)
@@ -245,8 +248,7 @@ def test_no_process_outlives_a_killed_manager(tmp_path):
 @pytest.mark.parametrize("signals", [(signal.SIGTERM, signal.SIGTERM), (signal.SIGUSR1,)])
 def test_signals_stop_the_search_cleanly(tmp_path, signals):
     out = tmp_path / "s"
-    proc = cli(["--method", "random", *ARGS, "--out", str(out), "--budget", "200"],
-               synthetic_env(sleep=0.2))
+    proc = _random_search(out, sleep=0.2)
     kids = []
     try:
         wait_lines(out / "results.csv", 1, proc)
