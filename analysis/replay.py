@@ -374,8 +374,8 @@ def check_table_version(runs: dict, table: Path) -> None:
 # ---- live vs replay -------------------------------------------------------------------------
 def _loss_names(runs: dict) -> set:
     """The loss each search's trainings used (metadata ``loss``, None where unrecorded)."""
-    return {(s.metadata.get(LOSS) or {}).get("name") if isinstance(s.metadata.get(LOSS), dict)
-            else None for seeds in runs.values() for s in seeds.values()}
+    losses = [s.metadata.get(LOSS) for seeds in runs.values() for s in seeds.values()]
+    return {x.get("name") if isinstance(x, dict) else None for x in losses}
 
 
 def live_agreement(live_dir: Path, runs: dict, targets: dict | None = None) -> dict:

@@ -26,6 +26,7 @@ again, and only epochs not yet in the table are written.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import multiprocessing as mp
 import os
@@ -336,8 +337,6 @@ def write_world(path: Path, out: Path, first: int = 512) -> str:
     failed): a configuration 1..N still training, or not yet started, while later ones are
     done raises ValueError. The JSON is the table's with ``n_configs`` = N and a ``world``
     record (source, its sha256, N); the same table gives the same bytes. Returns a line."""
-    import hashlib
-
     path, out = Path(path), Path(out)
     meta = logs.read_json(meta_path(path))
     if not isinstance(meta, dict) or not meta.get("n_configs") or not meta.get("replicates") \
