@@ -162,7 +162,7 @@ claim2-when-ready: setup ## beside a running make lctable: wait until the world 
 	  --first '$(CLAIM2_MIN_CONFIGS)' 2>/dev/null; do echo "claim2-when-ready: $$(date -u +%H:%M) not yet" >&2; sleep 300; done
 	$(MAKE) claim2
 
-claim2: claim2-world $(PEERS_STAMP) $(NEPS_STAMP) ## the pre-registered claim-2 test (analysis/preregistration.md) on its world: CLAIM2_METHODS x 200 seeds (about 2.5 h on 2 cores), then its verdict
+claim2: claim2-world $(PEERS_STAMP) $(NEPS_STAMP) ## the pre-registered claim-2 test (analysis/preregistration.md) on its world: CLAIM2_METHODS x 200 seeds (about 0.9 core-h: benchmarks/bench_replay_cost.py), then its verdict
 	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table '$(CLAIM2_WORLD)' \
 	  --methods '$(CLAIM2_METHODS)' --seeds "$$(seq -s ' ' 0 $$(( $(CLAIM2_SEEDS) - 1 )))" \
 	  --device-budget "$$($(PY) -m experiments.table --scale $(SCALE) --table '$(CLAIM2_WORLD)' \
@@ -173,16 +173,16 @@ claim2: claim2-world $(PEERS_STAMP) $(NEPS_STAMP) ## the pre-registered claim-2 
 	  --results $(CLAIM2_DIR)/replay --live $(dir $(LCTABLE_NEXT)) --out paper_figures/$(SCALE)/claim2
 	$(PY) -m analysis.claim2 --per-seed paper_figures/$(SCALE)/claim2/per_seed.csv
 
-CLAIM2_LIVE_METHODS ?= random hyperband asha asha_bo default
+CLAIM2_LIVE_METHODS ?= random hyperband asha asha_bo asha_gp asha_tpe default
 CLAIM2_LIVE_SEEDS ?= 0 1 2 3 4
-claim2-live: claim2-world data ## claim 2's live searches (analysis/preregistration.md): CLAIM2_LIVE_METHODS x CLAIM2_LIVE_SEEDS on upstream's loss at half the replay budget (worker CPU-seconds, a hard cut; no wall cap), logs next to LCTABLE_NEXT (about 13 h on 2 cores; resumable)
+claim2-live: claim2-world data ## claim 2's live searches (analysis/preregistration.md): CLAIM2_LIVE_METHODS (the paper's four, ASHA + BO in its three flavours, and the default) x CLAIM2_LIVE_SEEDS on upstream's loss at half the replay budget (worker CPU-seconds, a hard cut; no wall cap), logs next to LCTABLE_NEXT (30 searches of about 1,400 CPU-s each on 2 workers, plus start-ups; resumable)
 	$(PY) -m experiments.campaign --backend live --scale $(SCALE) --methods '$(CLAIM2_LIVE_METHODS)' \
 	  --seeds '$(CLAIM2_LIVE_SEEDS)' --workers '$(WORKERS)' --evaluator '$(EVALUATOR)' \
 	  --device-budget "$$($(PY) -m experiments.table --scale $(SCALE) --table '$(CLAIM2_WORLD)' \
 	    --replay-budget 32 --first '$(CLAIM2_MIN_CONFIGS)' --live)" --time-budget 0 \
 	  --out $(dir $(LCTABLE_NEXT))
 
-claim2-sensitivity: claim2-world ## claim 2's verdict with each top-1 % configuration left out, in the other world, with 8 workers (about 61 core-h at 200 seeds: experiments/sensitivity.py)
+claim2-sensitivity: claim2-world ## claim 2's verdict with each top-1 % configuration left out, in the other world, with 8 workers (a few core-h at 200 seeds: experiments/sensitivity.py)
 	$(PY) -m experiments.sensitivity --scale $(SCALE) --table '$(CLAIM2_WORLD)' \
 	  --seeds "$$(seq -s ' ' 0 $$(( $(CLAIM2_SEEDS) - 1 )))" --processes '$(NPROC)' \
 	  --out $(CLAIM2_DIR)/sensitivity

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing as mp
+import os
 import signal
 import subprocess
 import sys
@@ -295,7 +296,7 @@ def simulate_one(task: tuple[str, int]) -> dict:
                                                    c["time_budget"] or 0, c["device_budget"])):
         return {**row, "status": "skipped (complete)", **_outcome(meta, log_dir)}
     logs.clear_logs(log_dir)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     table, curves, summary = c["table"], c["curves"], c["summary"]
     if isinstance(table, Surrogate):  # world <seed>: the same for every method
         table = table.world(seed)
@@ -311,10 +312,20 @@ def simulate_one(task: tuple[str, int]) -> dict:
                           device_budget=c["device_budget"])
     except Exception as e:  # noqa: BLE001 - one broken search must not end the campaign
         return {**row, "status": f"error: {type(e).__name__}: {e}",
-                "real": time.perf_counter() - t0}
+                "real": time.perf_counter() - t0, "cpu": time.process_time() - cpu0}
     meta = logs.read_json(log_dir / logs.METADATA_JSON) or {}
-    row.update(status=meta.get("status", "no metadata"), real=time.perf_counter() - t0)
+    row.update(status=meta.get("status", "no metadata"), real=time.perf_counter() - t0,
+               cpu=time.process_time() - cpu0)
     return {**row, **_outcome(meta, log_dir)}
+
+
+def _share_cores(processes: int) -> None:
+    """In a replay process: native thread pools (BLAS, OpenMP: the GP's and the forests'
+    linear algebra) to this process's share of the cores, so that ``processes`` searches do not
+    oversubscribe them."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(max(1, len(os.sched_getaffinity(0)) // processes))
 
 
 def run_replay(a) -> int:
@@ -375,7 +386,8 @@ def run_replay(a) -> int:
         for t in tasks:
             show(simulate_one(t))
     else:
-        with mp.get_context("fork").Pool(a.processes) as pool:
+        with mp.get_context("fork").Pool(a.processes, initializer=_share_cores,
+                                         initargs=(a.processes,)) as pool:
             for r in pool.imap_unordered(simulate_one, tasks):
                 show(r)
     ran = [r for r in rows if r["status"] == logs.RUN_COMPLETE]
@@ -385,9 +397,10 @@ def run_replay(a) -> int:
           file=sys.stderr)
     for m in a.methods:
         secs = [r["real"] for r in ran if r["method"] == m]
+        cpu = [r["cpu"] for r in ran if r["method"] == m]
         if secs:
-            print(f"  {m:17s} {sum(secs) / len(secs):6.2f} s per search (max {max(secs):.2f})",
-                  file=sys.stderr)
+            print(f"  {m:17s} {sum(secs) / len(secs):6.2f} s per search (max {max(secs):.2f}), "
+                  f"CPU {sum(cpu) / len(cpu):.2f} s", file=sys.stderr)
     return 0 if len(ran) + skipped == len(rows) else 1
 
 

@@ -45,12 +45,12 @@ Writes ``<root>/scenarios.json`` (the plan :mod:`analysis.sensitivity` reads) be
 anything; scenarios run one after another, each campaign with ``--processes`` searches at
 once, and a rerun continues where an interrupted one stopped (complete searches are skipped).
 
-Cost (CPU of the six methods' replays, measured per seed on the shipped 257-configuration
-table on the 2-core VM, extrapolated to 200 seeds): 3.1 core-hours per scenario in the
-nearest-row world, 8.2 in the surrogate's, 18.6 with 8 workers (``asha_gp``'s GP fits are
-85-95 % of it); with the nearest row primary and about 11 leave-outs, about 61 core-hours
-after ``make claim2`` (31 h with 2 processes). ``--dry-run`` prints the plan and the number of
-searches.
+Cost (``python benchmarks/bench_replay_cost.py``: CPU seconds of each method's search, 3 seeds,
+on the shipped 257-configuration table at its budget of 3,700 device-s, on the 2-core VM;
+extrapolated to 200 seeds): 0.61 core-hours per scenario in the nearest-row world, 0.51 in the
+surrogate's, 0.65 with 8 workers (``asha_gp`` is 6.8 of the 11 CPU seconds per seed); with the
+nearest row primary and 3 leave-outs, 3.0 core-hours after ``make claim2``. ``--dry-run``
+prints the plan and the number of searches.
 """
 
 from __future__ import annotations

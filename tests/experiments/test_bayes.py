@@ -69,3 +69,29 @@ def test_methods_record_their_model():
     assert tpe["hyperopt"]["algorithm"] == "hyperopt.tpe.suggest"
     assert gp["n_initial_points"] == tpe["n_initial_points"] == s.n_initial_points
     assert get_method("asha_gp").stopper == get_method("asha_tpe").stopper == "asha"
+
+
+def test_gp_regressor_predicts_what_skopt_predicts_and_shares_one_prediction_per_decision():
+    from skopt.learning import GaussianProcessRegressor
+    from skopt.learning.gaussian_process.kernels import ConstantKernel, Matern
+
+    from experiments.bayes import gp_regressor_class
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((40, 5)), rng.random(40)
+    params = dict(kernel=ConstantKernel(1.0) * Matern(length_scale=np.ones(5), nu=2.5),
+                  normalize_y=True, noise="gaussian", n_restarts_optimizer=0, random_state=1)
+    ref = GaussianProcessRegressor(**params).fit(X, y)
+    ours = gp_regressor_class()(**params).fit(X, y)
+    Q = rng.random((300, 5))
+    m0, s0 = ref.predict(Q, return_std=True)
+    m1, s1 = ours.predict(Q, return_std=True)
+    np.testing.assert_allclose(m1, m0, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(s1, s0, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours.predict(Q), ref.predict(Q), rtol=1e-12)  # mean only: skopt's
+    m1[:] = 0  # a caller's change of a returned array does not reach the kept prediction
+    again = ours.predict(Q, return_std=True)
+    np.testing.assert_allclose(again[0], m0, rtol=1e-12)
+    ours.fit(X, y[::-1].copy())  # refitted: the same array is predicted anew
+    np.testing.assert_allclose(ours.predict(Q, return_std=True)[0],
+                               ref.fit(X, y[::-1].copy()).predict(Q), rtol=1e-9)
