@@ -325,7 +325,8 @@ def _share_cores(processes: int) -> None:
     oversubscribe them."""
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(max(1, len(os.sched_getaffinity(0)) // processes))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threadpool_limits(max(1, (cores or 1) // processes))
 
 
 def run_replay(a) -> int:
