@@ -45,7 +45,7 @@ without = $(if $(1),$(call without,$(wordlist 2,$(words $(1)),$(1)),$(subst $(fi
 check = $(if $(filter command environment,$(origin $(1))),$(if $(or \
   $(call without,$(2),$(if $(filter spaces,$(4)),$(subst $(SPACE),,$(value $(1))),$(value $(1)))),\
   $(if $(filter empty,$(4))$(strip $(value $(1))),,empty)),$(error $(1) must be $(3))))
-$(foreach v,WORKERS REPLAY_SEEDS POWER_SEEDS PHYSICS_SEEDS CLAIM1_SEEDS CLAIM2_SEEDS CLAIM2_MIN_CONFIGS NPROC,\
+$(foreach v,WORKERS REPLAY_SEEDS POWER_SEEDS PHYSICS_SEEDS CLAIM1_SEEDS CLAIM2_SEEDS CLAIM2_CONFIGS NPROC,\
   $(call check,$(v),$(DIGITS),a whole number (digits only)$(COMMA) e.g. $(v)=2))
 $(call check,CONFIGS,$(DIGITS),empty or a whole number (digits only),empty)
 $(foreach v,SEEDS CLAIM2_LIVE_SEEDS,$(call check,$(v),$(DIGITS),seeds separated by spaces$(COMMA) \
@@ -148,26 +148,34 @@ replay-power: setup ## claim 2 with more seeds: the paper's four methods and the
 CLAIM2_METHODS = default random hyperband asha asha_bo asha_gp asha_tpe epoch1 epoch4 bohb \
   syne_bohb neps_priorband
 CLAIM2_SEEDS ?= 200
-CLAIM2_MIN_CONFIGS ?= 512
+# The world of the test (analysis/preregistration.md): the whole table once it is complete
+# (1,024 sampled configurations); CLAIM2_CONFIGS=512 runs it on configurations 0..512, the
+# pre-registered fallback while the table is not complete. The budget is always 32 median full
+# trainings of configurations 1..512 (pre-registered), whatever the world.
+CLAIM2_CONFIGS ?= 1024
+CLAIM2_BUDGET_FIRST := 512
 CLAIM2_DIR = $(dir $(LCTABLE_NEXT))claim2
 CLAIM2_WORLD = $(CLAIM2_DIR)/lctable.csv
-claim2-world: setup ## the world of the pre-registered claim-2 test: LCTABLE_NEXT whole once complete, else its configurations 0..CLAIM2_MIN_CONFIGS (CLAIM2_WORLD), and its surrogate
-	$(PY) -m experiments.table --scale $(SCALE) --table '$(LCTABLE_NEXT)' --require '$(CLAIM2_MIN_CONFIGS)'
+# configurations 0..512 alone: what the budget is read from (live runs need no more)
+CLAIM2_BUDGET_WORLD = $(CLAIM2_DIR)/first512/lctable.csv
+CLAIM2_BUDGET_CMD = $(PY) -m experiments.table --scale $(SCALE) --table '$(CLAIM2_BUDGET_WORLD)' \
+	    --replay-budget 32 --first $(CLAIM2_BUDGET_FIRST)
+claim2-world: setup ## the world of the pre-registered claim-2 test: LCTABLE_NEXT whole once complete, else its configurations 0..CLAIM2_CONFIGS (CLAIM2_WORLD), its surrogate, and configurations 0..512 for the budget
+	$(PY) -m experiments.lctable --scale $(SCALE) --out '$(LCTABLE_NEXT)' --world '$(CLAIM2_BUDGET_WORLD)' \
+	  --first $(CLAIM2_BUDGET_FIRST)
 	$(PY) -m experiments.lctable --scale $(SCALE) --out '$(LCTABLE_NEXT)' --world '$(CLAIM2_WORLD)' \
-	  --first '$(CLAIM2_MIN_CONFIGS)'
+	  --first '$(CLAIM2_CONFIGS)'
 	$(PY) -m experiments.surrogate --scale $(SCALE) --table '$(CLAIM2_WORLD)'
 
 claim2-when-ready: setup ## beside a running make lctable: wait until the world of claim 2 is trained (checked every 5 minutes), then make claim2
 	@until $(PY) -m experiments.lctable --scale $(SCALE) --out '$(LCTABLE_NEXT)' --world '$(CLAIM2_WORLD)' \
-	  --first '$(CLAIM2_MIN_CONFIGS)' 2>/dev/null; do echo "claim2-when-ready: $$(date -u +%H:%M) not yet" >&2; sleep 300; done
+	  --first '$(CLAIM2_CONFIGS)' 2>/dev/null; do echo "claim2-when-ready: $$(date -u +%H:%M) not yet" >&2; sleep 300; done
 	$(MAKE) claim2
 
 claim2: claim2-world $(PEERS_STAMP) $(NEPS_STAMP) ## the pre-registered claim-2 test (analysis/preregistration.md) on its world: CLAIM2_METHODS x 200 seeds (about 0.9 core-h: benchmarks/bench_replay_cost.py), then its verdict
 	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table '$(CLAIM2_WORLD)' \
 	  --methods '$(CLAIM2_METHODS)' --seeds "$$(seq -s ' ' 0 $$(( $(CLAIM2_SEEDS) - 1 )))" \
-	  --device-budget "$$($(PY) -m experiments.table --scale $(SCALE) --table '$(CLAIM2_WORLD)' \
-	    --replay-budget 32 --first '$(CLAIM2_MIN_CONFIGS)')" \
-	  --processes '$(NPROC)' --out $(CLAIM2_DIR)/replay
+	  --device-budget "$$($(CLAIM2_BUDGET_CMD))" --processes '$(NPROC)' --out $(CLAIM2_DIR)/replay
 	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds '$(CLAIM2_SEEDS)' \
 	  --methods '$(subst $(SPACE),$(COMMA),$(strip $(CLAIM2_METHODS)))' \
 	  --results $(CLAIM2_DIR)/replay --live $(dir $(LCTABLE_NEXT)) --out paper_figures/$(SCALE)/claim2
@@ -175,11 +183,12 @@ claim2: claim2-world $(PEERS_STAMP) $(NEPS_STAMP) ## the pre-registered claim-2 
 
 CLAIM2_LIVE_METHODS ?= random hyperband asha asha_bo asha_gp asha_tpe default
 CLAIM2_LIVE_SEEDS ?= 0 1 2 3 4
-claim2-live: claim2-world data ## claim 2's live searches (analysis/preregistration.md): CLAIM2_LIVE_METHODS (the paper's four, ASHA + BO in its three flavours, and the default) x CLAIM2_LIVE_SEEDS on upstream's loss at half the replay budget (worker CPU-seconds, a hard cut; no wall cap), logs next to LCTABLE_NEXT (30 searches of about 1,400 CPU-s each on 2 workers, plus start-ups; resumable)
+claim2-live: data ## claim 2's live searches (analysis/preregistration.md): CLAIM2_LIVE_METHODS (the paper's four, ASHA + BO in its three flavours, and the default) x CLAIM2_LIVE_SEEDS on upstream's loss at half the replay budget (worker CPU-seconds, a hard cut; no wall cap; needs configurations 0..512 of LCTABLE_NEXT), logs next to LCTABLE_NEXT (30 searches of about 1,400 CPU-s each on 2 workers, plus start-ups; resumable)
+	$(PY) -m experiments.lctable --scale $(SCALE) --out '$(LCTABLE_NEXT)' --world '$(CLAIM2_BUDGET_WORLD)' \
+	  --first $(CLAIM2_BUDGET_FIRST)
 	$(PY) -m experiments.campaign --backend live --scale $(SCALE) --methods '$(CLAIM2_LIVE_METHODS)' \
 	  --seeds '$(CLAIM2_LIVE_SEEDS)' --workers '$(WORKERS)' --evaluator '$(EVALUATOR)' \
-	  --device-budget "$$($(PY) -m experiments.table --scale $(SCALE) --table '$(CLAIM2_WORLD)' \
-	    --replay-budget 32 --first '$(CLAIM2_MIN_CONFIGS)' --live)" --time-budget 0 \
+	  --device-budget "$$($(CLAIM2_BUDGET_CMD) --live)" --time-budget 0 \
 	  --out $(dir $(LCTABLE_NEXT))
 
 claim2-sensitivity: claim2-world ## claim 2's verdict with each top-1 % configuration left out, in the other world, with 8 workers (a few core-h at 200 seeds: experiments/sensitivity.py)

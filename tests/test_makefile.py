@@ -49,7 +49,7 @@ HOSTILE = [
     ("REPLAY_SEEDS", "1)); touch {m}; echo $$((1", "replay"),
     ("POWER_SEEDS", "1)); touch {m}; echo $$((1", "replay-power"),
     ("CLAIM2_SEEDS", "1)); touch {m}; echo $$((1", "claim2"),
-    ("CLAIM2_MIN_CONFIGS", "1; touch {m}", "claim2"),
+    ("CLAIM2_CONFIGS", "1; touch {m}", "claim2"),
     ("CLAIM1_SEEDS", "1; touch {m}", "claim1"),
     ("PHYSICS_SEEDS", "1; touch {m}", "physics"),
     ("CONFIGS", "1; touch {m}", "lctable"),
