@@ -19,8 +19,14 @@ and computes exactly what the pre-registration fixes:
   equivalent (interval inside [1/1.1, 1.1]), else no difference shown; and the verdict per
   flavour: supported / refuted / inconclusive.
 
-Writes ``claim2.md`` and ``claim2.csv`` next to the input (or to ``--out``) and prints the
-verdict. Exit 2 with one line when the input is missing or lacks the columns.
+- the secondary endpoints (:func:`secondary_endpoints`: compute to the top-10 % target,
+  final regret, regret area from ``regret_area.csv`` beside the input), unadjusted, outside
+  the verdict;
+- a median that a censored seed could move is marked as a bound (:func:`median_bound`).
+
+Writes ``claim2.md``, ``claim2.csv`` and ``claim2_secondary.csv`` next to the input (or to
+``--out``) and prints the verdict. Exit 2 with one line when the input is missing or lacks
+the columns.
 """
 
 from __future__ import annotations
@@ -57,6 +63,16 @@ def log_ratios(ref: pd.Series, flav: pd.Series, ref_budget: pd.Series,
                flav_budget: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Per seed (aligned by index): r = log(c_ref / c_flavour), never-reached censored at the
     budget, both never = 0; and whether r involves a censored value."""
+    r, lower, upper = censored_log_ratios(ref, flav, ref_budget, flav_budget)
+    a, b = ~np.isfinite(ref.to_numpy(float)), ~np.isfinite(flav.to_numpy(float))
+    return r, a | b
+
+
+def censored_log_ratios(ref: pd.Series, flav: pd.Series, ref_budget: pd.Series,
+                        flav_budget: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`log_ratios`' r, and per seed whether r is a lower bound of the true log ratio
+    (only the other method never reached the target: its compute is at least the budget) or
+    an upper bound (only the flavour never did). Both never: a tie by definition, exact."""
     a = ref.to_numpy(float)
     b = flav.to_numpy(float)
     ca, cb = ~np.isfinite(a), ~np.isfinite(b)
@@ -65,7 +81,19 @@ def log_ratios(ref: pd.Series, flav: pd.Series, ref_budget: pd.Series,
     with np.errstate(divide="ignore"):
         r = np.log(np.maximum(a, 1e-12) / np.maximum(b, 1e-12))
     r = np.where(ca & cb, 0.0, r)
-    return r, ca | cb
+    return r, ca & ~cb, cb & ~ca
+
+
+def median_bound(r: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> str:
+    """Whether the median of r is exact ("") or, with censored seeds, only a bound: the true
+    median lies between the median with every upper bound at -inf and the median with every
+    lower bound at +inf. ">" when only the latter differs (the median is a lower bound), "<"
+    when only the former does, "~" when both do (censoring could move it either way)."""
+    med = float(np.median(r))
+    hi = float(np.median(np.where(lower, np.inf, r)))
+    lo = float(np.median(np.where(upper, -np.inf, r)))
+    return {(False, False): "", (True, False): ">", (False, True): "<",
+            (True, True): "~"}[(hi != med, lo != med)]
 
 
 def sign_test(r: np.ndarray) -> tuple[int, int, float]:
@@ -138,13 +166,17 @@ def analyse(per_seed: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
         seeds = fl.index.intersection(ref.index).sort_values()
         out = []
         for tname, col in TARGETS.items():
-            r, cens = log_ratios(ref.loc[seeds, col], fl.loc[seeds, col],
-                                 ref.loc[seeds, "budget_dh"], fl.loc[seeds, "budget_dh"])
+            r, lower, upper = censored_log_ratios(
+                ref.loc[seeds, col], fl.loc[seeds, col], ref.loc[seeds, "budget_dh"],
+                fl.loc[seeds, "budget_dh"])
+            cens = ~np.isfinite(ref.loc[seeds, col].to_numpy(float)) | \
+                ~np.isfinite(fl.loc[seeds, col].to_numpy(float))
             pos, neg, p = sign_test(r)
             med, lo, hi = bootstrap_median(r, rng)
             out.append({"flavour": f, "versus": m, "target": tname, "seeds": len(seeds),
                         "faster_seeds": pos, "slower_seeds": neg, "ties": len(r) - pos - neg,
                         "censored_seeds": int(cens.sum()), "speedup": math.exp(med),
+                        "bound": median_bound(r, lower, upper) if len(r) else "",
                         "lo95": math.exp(lo), "hi95": math.exp(hi), "p_sign": p})
         return out
 
@@ -165,11 +197,84 @@ def analyse(per_seed: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
                                                                       row["lo95"], row["hi95"])
                 rows.append(row)
     cols = ["flavour", "versus", "target", "seeds", "faster_seeds", "slower_seeds", "ties",
-            "censored_seeds", "speedup", "lo95", "hi95", "p_sign", "p_holm", "outcome"]
+            "censored_seeds", "speedup", "bound", "lo95", "hi95", "p_sign", "p_holm", "outcome"]
     return pd.DataFrame(rows, columns=cols), verdicts
 
 
-def report(res: pd.DataFrame, verdicts: dict, source: str) -> str:
+SECONDARY_ENDPOINTS = ("top 10 %", "final regret", "regret area")
+
+
+def secondary_endpoints(per_seed: pd.DataFrame, areas: pd.DataFrame | None = None
+                        ) -> tuple[pd.DataFrame, list[str]]:
+    """The pre-registered secondary endpoints, per flavour against each other paper method,
+    paired by seed, outside the verdict: compute to the top-10 % target (``dh_to_top10``,
+    censored as the primary), final regret (``regret``, per_seed.csv) and regret area
+    (``areas``: :func:`analysis.metrics.regret_areas`). Each row: the ratio (method / ASHA +
+    BO: speedup, or regret ratio 10^median difference of log10 regret; above 1 favours ASHA +
+    BO) with its 95 % paired bootstrap interval, the sign test and the outcome by the primary's
+    rule on the unadjusted p. Returns the rows and notes on what was missing."""
+    from analysis.metrics import log_regret
+
+    rng = np.random.default_rng(BOOT_SEED + 1)  # its own stream: the primary's is unchanged
+    ps = per_seed.drop_duplicates(["method", "seed"]).copy()
+    notes, rows = [], []
+    present = set(ps["method"])
+    have = {"top 10 %": "dh_to_top10" in ps,
+            "final regret": {"regret", "incumbent_loss"} <= set(ps),
+            "regret area": areas is not None and len(areas) > 0}
+    for e, ok in have.items():
+        if not ok:
+            notes.append(f"{e}: not in the input (rebuild with a current `python -m "
+                         "analysis.replay`)")
+    logreg = None  # log10 final regret by (method, seed)
+    if have["final regret"]:
+        inc = pd.to_numeric(ps["incumbent_loss"], errors="coerce")
+        l_ref = (inc - pd.to_numeric(ps["regret"], errors="coerce")).dropna()
+        if len(l_ref):  # the same L_ref on every row (analysis.metrics.per_seed_metrics)
+            logreg = pd.Series(log_regret(inc, float(l_ref.median())),
+                               index=pd.MultiIndex.from_frame(ps[["method", "seed"]]))
+    if areas is not None and len(areas):
+        areas = areas.drop_duplicates(["method", "seed"]).set_index(["method", "seed"])
+    for f in (f for f in FLAVOURS if f in present):
+        fl = ps[ps["method"] == f].set_index("seed")
+        for m in (m for m in OTHERS if m in present):
+            ref = ps[ps["method"] == m].set_index("seed")
+            seeds = fl.index.intersection(ref.index).sort_values()
+            series = []
+            if have["top 10 %"]:
+                r, lower, upper = censored_log_ratios(
+                    pd.to_numeric(ref.loc[seeds, "dh_to_top10"], errors="coerce"),
+                    pd.to_numeric(fl.loc[seeds, "dh_to_top10"], errors="coerce"),
+                    ref.loc[seeds, "budget_dh"].astype(float),
+                    fl.loc[seeds, "budget_dh"].astype(float))
+                series.append(("top 10 %", r, median_bound(r, lower, upper), math.e))
+            if logreg is not None:
+                d = logreg.reindex([(m, k) for k in seeds]).to_numpy(float) - \
+                    logreg.reindex([(f, k) for k in seeds]).to_numpy(float)
+                series.append(("final regret", d[np.isfinite(d)], "", 10.0))
+            if have["regret area"]:
+                a = areas["regret_area"].reindex([(m, s) for s in seeds]).to_numpy(float)
+                b = areas["regret_area"].reindex([(f, s) for s in seeds]).to_numpy(float)
+                d = a - b
+                series.append(("regret area", d[np.isfinite(d)], "", 10.0))
+            for name, r, bound, base in series:
+                if not len(r):
+                    continue
+                pos, neg, p = sign_test(r)
+                med, lo, hi = bootstrap_median(r, rng)
+                ratio, lo_r, hi_r = (base ** x for x in (med, lo, hi))
+                rows.append({"flavour": f, "versus": m, "endpoint": name, "seeds": len(r),
+                             "better_seeds": pos, "worse_seeds": neg, "ties": len(r) - pos - neg,
+                             "ratio": ratio, "bound": bound, "lo95": lo_r, "hi95": hi_r,
+                             "p_sign": p, "outcome": outcome(p, lo_r, hi_r).replace(
+                                 "faster", "better").replace("slower", "worse")})
+    cols = ["flavour", "versus", "endpoint", "seeds", "better_seeds", "worse_seeds", "ties",
+            "ratio", "bound", "lo95", "hi95", "p_sign", "outcome"]
+    return pd.DataFrame(rows, columns=cols), notes
+
+
+def report(res: pd.DataFrame, verdicts: dict, source: str,
+           secondary: pd.DataFrame | None = None, notes: list[str] | None = None) -> str:
     n = int(res["seeds"].min()) if len(res) else 0
     lines = ["# Claim 2, the pre-registered test", "",
              f"Input: `{source}`; paired seeds per comparison: {n}"
@@ -182,11 +287,33 @@ def report(res: pd.DataFrame, verdicts: dict, source: str) -> str:
              "seeds | censored | p (Holm) | outcome |", "|---|---|---|---|---|---|---|---|"]
     for _, r in res.iterrows():
         p = f"{r['p_holm']:.3g}" if math.isfinite(r["p_holm"]) else f"({r['p_sign']:.3g})"
-        lines.append(f"| {r['flavour']} | {r['versus']} | {r['target']} | {r['speedup']:.2f} "
-                     f"[{r['lo95']:.2f}, {r['hi95']:.2f}] | {r['faster_seeds']} / "
+        bound = r["bound"] if isinstance(r.get("bound"), str) else ""
+        lines.append(f"| {r['flavour']} | {r['versus']} | {r['target']} | {bound}"
+                     f"{r['speedup']:.2f} [{r['lo95']:.2f}, {r['hi95']:.2f}] | "
+                     f"{r['faster_seeds']} / "
                      f"{r['slower_seeds']} / {r['ties']} | {r['censored_seeds']} | "
                      f"{p} | {r['outcome']} |")
+    if (res["bound"].astype(str) != "").any() if "bound" in res else False:
+        lines += ["", "A speedup marked > or < is a bound: never-reached seeds near the median "
+                  "are censored at the budget (the true median is at least / at most that); ~: "
+                  "censoring could move it either way."]
     lines += [""] + [f"**Verdict ({f}): {v}.**" for f, v in verdicts.items()]
+    if secondary is not None and len(secondary):
+        lines += ["", "## Secondary endpoints (reported, not decided on)", "",
+                  "Per seed, paired: compute to the top-10 % target (as the primary, censored at "
+                  "the budget: the speedup); final regret and regret area (the mean over the "
+                  "budget of log10(incumbent - L_ref), `regret_area.csv`): the ratio of the "
+                  "method's regret to ASHA + BO's, 10^(median over seeds of the difference in "
+                  "log10 regret). Above 1: ASHA + BO ahead. Sign test unadjusted.", "",
+                  "| ASHA + BO flavour | versus | endpoint | ratio [95 %] | better / worse / "
+                  "tied seeds | p (unadjusted) | outcome |", "|---|---|---|---|---|---|---|"]
+        for _, r in secondary.iterrows():
+            lines.append(f"| {r['flavour']} | {r['versus']} | {r['endpoint']} | "
+                         f"{r['bound']}{r['ratio']:.2f} [{r['lo95']:.2f}, {r['hi95']:.2f}] | "
+                         f"{r['better_seeds']} / {r['worse_seeds']} / {r['ties']} | "
+                         f"{r['p_sign']:.3g} | {r['outcome']} |")
+        if notes:
+            lines += [""] + notes
     return "\n".join(lines) + "\n"
 
 
@@ -207,13 +334,26 @@ def main(argv=None) -> int:
         res, verdicts = analyse(ps)
         if res.empty:
             raise Claim2Error(f"{src}: no ASHA + BO flavour beside the other paper methods")
+        areas = None
+        if (src.parent / "regret_area.csv").is_file():
+            try:
+                areas = pd.read_csv(src.parent / "regret_area.csv")
+            except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+                raise Claim2Error(f"{src.parent / 'regret_area.csv'}: unreadable "
+                                  f"({str(e).splitlines()[0]})") from None
+            if not {"method", "seed", "regret_area"} <= set(areas.columns):
+                raise Claim2Error(f"{src.parent / 'regret_area.csv'}: lacks method, seed, "
+                                  "regret_area")
+            areas["regret_area"] = pd.to_numeric(areas["regret_area"], errors="coerce")
+        secondary, notes = secondary_endpoints(ps, areas)
     except Claim2Error as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = Path(a.out) if a.out else src.parent
     out.mkdir(parents=True, exist_ok=True)
     write_csv(res, out / "claim2.csv")
-    text = report(res, verdicts, shown(src))  # relative to the repository: no machine's path
+    write_csv(secondary, out / "claim2_secondary.csv")
+    text = report(res, verdicts, shown(src), secondary, notes)  # no machine's path in it
     (out / "claim2.md").write_text(text)
     print(text)
     return 0

@@ -389,6 +389,43 @@ def per_seed_metrics(runs: dict, trials: pd.DataFrame, refs: dict,
     return pd.DataFrame(rows), out
 
 
+REGRET_AREA_POINTS = 100  # the budget's grid of the regret area: B/100, 2B/100, ..., B
+REGRET_FLOOR = 1e-3  # regrets below this fraction of |L_ref| count as it (log10 of 0 is -inf)
+
+
+def log_regret(values, l_ref: float) -> np.ndarray:
+    """log10 of the regret ``values - l_ref``, floored at :data:`REGRET_FLOOR` x |L_ref|."""
+    floor = REGRET_FLOOR * max(abs(float(l_ref)), 1e-12)
+    return np.log10(np.maximum(np.asarray(values, dtype=float) - float(l_ref), floor))
+
+
+def regret_areas(runs: dict, trials: pd.DataFrame, refs: dict,
+                 n: int = REGRET_AREA_POINTS) -> pd.DataFrame:
+    """One row per (method, seed) of the searches in ``runs`` (not the default): the regret
+    area, a secondary endpoint of the claim-2 test (analysis/preregistration.md): the mean over
+    the search's budget B of log10(I(c) - L_ref), at c = B/n, 2B/n, ..., B
+    (:func:`incumbent_on_grid`; :func:`log_regret` floors the regret). Before any trial has
+    ended there is no incumbent: it counts as the median final loss of the table's sampled
+    configurations (``refs["random_median"]``: what a first random configuration brings), the
+    same for every method; without a table, as the worst incumbent the search reaches.
+    Lower is better. ``refs``: :func:`per_seed_metrics`' references (``l_ref``)."""
+    l_ref = float(refs["l_ref"])
+    start = float(refs.get("random_median", math.nan))
+    rows = []
+    for m, seeds in runs.items():
+        if m == DEFAULT_METHOD:
+            continue
+        for k, s in seeds.items():
+            budget, _ = search_budget(s)
+            at = incumbent_on_grid(search_trace(s, trials), budget * np.arange(1, n + 1) / n)
+            finite = at[np.isfinite(at)]
+            none = start if np.isfinite(start) else (finite.max() if len(finite) else math.nan)
+            at = np.where(np.isfinite(at), at, none)
+            rows.append({"method": m, "seed": k, "regret_area": float(np.mean(
+                log_regret(at, l_ref))) if np.isfinite(at).all() else math.nan})
+    return pd.DataFrame(rows, columns=["method", "seed", "regret_area"])
+
+
 def ci_columns(per_seed: pd.DataFrame) -> list[str]:
     """Columns summarised with a bootstrap interval of the median over seeds."""
     fixed = ["device_hours", "budget_dh", INCUMBENT, "regret", "improvement_pct",

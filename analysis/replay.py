@@ -24,6 +24,7 @@ Reads results/<scale>/replay/<method>/seed<k>/ (the live log layout, metadata "b
                                verdict on the paper's claim 2 (asha_bo vs the other three)
     head_to_head_top1.{md,tex} the same to the top 1 % target (the hardest the table gives)
     per_seed.csv               analysis.metrics.per_seed_metrics
+    regret_area.csv            analysis.metrics.regret_areas (claim 2's secondary endpoint)
     curves.csv                 median, band and average rank on the compute grid
     references.json            L_ref, targets, default loss, grid end and the speedup goal
     surrogate_heldout.{pdf,png}  the surrogate's held-out predicted vs recorded val_loss per
@@ -103,6 +104,7 @@ from analysis.metrics import (  # noqa: E402
     mean_rank,
     per_seed_metrics,
     reference_losses,
+    regret_areas,
     search_trace,
     speedups,
     summarize,
@@ -252,7 +254,8 @@ def analyse(runs: dict, default_loss: float | None = None, n_grid: int = GRID_PO
                  "met_at_lower_bound": bool(goal.get(sp + "_lo", math.nan) >= GOAL_SPEEDUP)},
     })
     return {"summary": summary, "per_seed": per_seed, "curves": pd.concat(curves),
-            "ranks": rank_table, "refs": refs, "methods": methods}
+            "ranks": rank_table, "refs": refs, "methods": methods,
+            "regret_area": regret_areas(runs, trials, refs)}
 
 
 # ---- tables -------------------------------------------------------------------------------
@@ -345,12 +348,15 @@ def write_tables(res: dict, scale: str, out: Path) -> list[Path]:
                             for _, row in h2h.iterrows()], out, name,
                            head_to_head_notes(h2h, q))
     tables.write_csv(res["per_seed"], out / "per_seed.csv")
+    if "regret_area" in res:
+        tables.write_csv(res["regret_area"], out / "regret_area.csv")
     tables.write_csv(res["curves"], out / "curves.csv")
     (out / "references.json").write_text(json.dumps(tables.jsonable(res["refs"]), indent=1,
                                                     sort_keys=True) + "\n")
     return written + [out / f"{n}.{e}" for n in ("ranks", *HEAD_TO_HEAD)
                       for e in ("md", "tex")] + \
-        [out / n for n in ("ranks.csv", "per_seed.csv", "curves.csv", "references.json")]
+        [out / n for n in ("ranks.csv", "per_seed.csv", "curves.csv", "references.json")] + \
+        ([out / "regret_area.csv"] if "regret_area" in res else [])
 
 
 def check_table_version(runs: dict, table: Path) -> None:

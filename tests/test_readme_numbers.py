@@ -69,7 +69,8 @@ def test_claim1_improvements_are_those_of_the_report():
 def _claim2_rows() -> list[dict]:
     text = (FIGS / "replay_power" / "claim2.md").read_text()
     out = []
-    for r in re.findall(r"^\| (\w+) \| (\w+) \| top (\d+) % \| ([\d.]+) \[([\d.]+), ([\d.]+)\] "
+    for r in re.findall(r"^\| (\w+) \| (\w+) \| top (\d+) % \| [<>~]?([\d.]+) "
+                        r"\[([\d.]+), ([\d.]+)\] "
                         r"\| (\d+) / (\d+) / (\d+) \| \d+ \| ([\d.e+-]+) \| ([a-z ]+) \|$",
                         text, flags=re.M):
         out.append({"flavour": r[0], "versus": r[1], "top": int(r[2]),

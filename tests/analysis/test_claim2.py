@@ -87,3 +87,47 @@ def test_baselines_are_secondary_rows_outside_the_verdict():
         rows = res[res["versus"] == m]
         assert len(rows) == 2 and rows["p_holm"].isna().all()
     assert len(res[res["p_holm"].notna()]) == 6 and v == {"asha_bo": "supported"}
+
+
+def test_a_median_a_censored_seed_could_move_is_a_bound():
+    r = np.array([1.0, 2.0, 3.0])
+    none = np.zeros(3, bool)
+    mid = np.array([False, True, False])
+    assert claim2.median_bound(r, none, none) == ""
+    assert claim2.median_bound(r, mid, none) == ">"  # its true value could be higher
+    assert claim2.median_bound(r, none, mid) == "<"
+    assert claim2.median_bound(r, np.array([True, False, False]),
+                               np.array([False, False, True])) == "~"
+    # a lower bound above the median cannot move it
+    assert claim2.median_bound(r, np.array([False, False, True]), none) == ""
+
+
+def test_secondary_endpoints_are_paired_and_outside_the_verdict(tmp_path):
+    ps = _per_seed({"asha_bo": 0.5, "random": 1, "hyperband": 1, "asha": 1})
+    rng = np.random.default_rng(1)
+    ps["dh_to_top10"] = ps["dh_to_top5"] / 2
+    # final regret: the flavour's a tenth of the others' (L_ref 1), seed noise shared
+    base = rng.uniform(0.01, 0.1, ps["seed"].nunique())
+    ps["regret"] = base[ps["seed"]] * np.where(ps["method"] == "asha_bo", 0.1, 1.0)
+    ps["incumbent_loss"] = 1.0 + ps["regret"]
+    areas = ps[["method", "seed"]].assign(regret_area=np.where(ps["method"] == "asha_bo",
+                                                               -2.0, -1.5))
+    sec, notes = claim2.secondary_endpoints(ps, areas)
+    assert not notes and set(sec["endpoint"]) == set(claim2.SECONDARY_ENDPOINTS)
+    assert len(sec) == 9 and (sec["outcome"] == "better").all()
+    reg = sec[sec["endpoint"] == "final regret"]
+    assert reg["ratio"].to_numpy() == pytest.approx(10.0)
+    assert sec[sec["endpoint"] == "regret area"]["ratio"].to_numpy() == pytest.approx(10 ** 0.5)
+    # the primary numbers do not change with the secondary endpoints beside them
+    res, v = claim2.analyse(ps)
+    res0, _ = claim2.analyse(ps.drop(columns=["dh_to_top10", "regret", "incumbent_loss"]))
+    pd.testing.assert_frame_equal(res, res0)
+    p = tmp_path / "per_seed.csv"
+    ps.to_csv(p, index=False)
+    areas.to_csv(tmp_path / "regret_area.csv", index=False)
+    assert claim2.main(["--per-seed", str(p)]) == 0
+    text = (tmp_path / "claim2.md").read_text()
+    assert "## Secondary endpoints" in text and "| asha_bo | asha | regret area |" in text
+    assert len(pd.read_csv(tmp_path / "claim2_secondary.csv")) == 9
+    (tmp_path / "regret_area.csv").write_text("method,seed\nasha_bo,0\n")
+    assert claim2.main(["--per-seed", str(p)]) == 2  # a damaged regret_area.csv: one line

@@ -21,6 +21,7 @@ from analysis.metrics import (
     incumbent_trace,
     per_seed_metrics,
     reference_losses,
+    regret_areas,
     speedups,
     summarize,
     trial_counts,
@@ -151,6 +152,20 @@ def test_budget_from_metadata(tmp_path):
     assert r["budget_dh"] * 3600 == pytest.approx(120) and refs["budget_source"] == \
         "budget_device_s"
     assert r["regret_1/2"] == pytest.approx(1.0) and math.isnan(r["regret_1/4"])
+
+
+def test_regret_area_by_hand(tmp_path):
+    d = write_search(tmp_path, "smoke", "asha", 0, TWO, workers=2,
+                     metadata={"budget_device_s": 120.0})
+    runs = {"asha": {0: L.load_search(d)}}
+    trials, _ = L.tidy(runs)
+    # B = 120 device-s, 4 points: 30 (no trial ended: the median sampled configuration, 6, so
+    # regret 5), 60, 90, 120 (trial 1 ended, incumbent 2, regret 1): (log10 5 + 0 x 3) / 4
+    a = regret_areas(runs, trials, {"l_ref": 1.0, "random_median": 6.0}, n=4)
+    assert a.iloc[0]["regret_area"] == pytest.approx(math.log10(5) / 4)
+    # a regret of 0 counts as 1e-3 x |L_ref|: L_ref 2 -> log10(2e-3) from 60 device-s on
+    a = regret_areas(runs, trials, {"l_ref": 2.0, "random_median": 6.0}, n=4)
+    assert a.iloc[0]["regret_area"] == pytest.approx((math.log10(4) + 3 * math.log10(2e-3)) / 4)
 
 
 def test_missing_default_leaves_improvement_empty(tmp_path, two):
