@@ -64,8 +64,8 @@ def log_ratios(ref: pd.Series, flav: pd.Series, ref_budget: pd.Series,
     """Per seed (aligned by index): r = log(c_ref / c_flavour), never-reached censored at the
     budget, both never = 0; and whether r involves a censored value."""
     r, lower, upper = censored_log_ratios(ref, flav, ref_budget, flav_budget)
-    a, b = ~np.isfinite(ref.to_numpy(float)), ~np.isfinite(flav.to_numpy(float))
-    return r, a | b
+    both = ~np.isfinite(ref.to_numpy(float)) & ~np.isfinite(flav.to_numpy(float))
+    return r, lower | upper | both
 
 
 def censored_log_ratios(ref: pd.Series, flav: pd.Series, ref_budget: pd.Series,
@@ -169,8 +169,8 @@ def analyse(per_seed: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
             r, lower, upper = censored_log_ratios(
                 ref.loc[seeds, col], fl.loc[seeds, col], ref.loc[seeds, "budget_dh"],
                 fl.loc[seeds, "budget_dh"])
-            cens = ~np.isfinite(ref.loc[seeds, col].to_numpy(float)) | \
-                ~np.isfinite(fl.loc[seeds, col].to_numpy(float))
+            cens = lower | upper | (~np.isfinite(ref.loc[seeds, col].to_numpy(float))
+                                    & ~np.isfinite(fl.loc[seeds, col].to_numpy(float)))
             pos, neg, p = sign_test(r)
             med, lo, hi = bootstrap_median(r, rng)
             out.append({"flavour": f, "versus": m, "target": tname, "seeds": len(seeds),
