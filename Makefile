@@ -158,11 +158,12 @@ CLAIM2_DIR = $(dir $(LCTABLE_NEXT))claim2
 CLAIM2_WORLD = $(CLAIM2_DIR)/lctable.csv
 # configurations 0..512 alone: what the budget is read from (live runs need no more)
 CLAIM2_BUDGET_WORLD = $(CLAIM2_DIR)/first512/lctable.csv
+CLAIM2_BUDGET_WORLD_CMD = $(PY) -m experiments.lctable --scale $(SCALE) --out '$(LCTABLE_NEXT)' \
+	    --world '$(CLAIM2_BUDGET_WORLD)' --first $(CLAIM2_BUDGET_FIRST)
 CLAIM2_BUDGET_CMD = $(PY) -m experiments.table --scale $(SCALE) --table '$(CLAIM2_BUDGET_WORLD)' \
 	    --replay-budget 32 --first $(CLAIM2_BUDGET_FIRST)
 claim2-world: setup ## the world of the pre-registered claim-2 test: LCTABLE_NEXT whole once complete, else its configurations 0..CLAIM2_CONFIGS (CLAIM2_WORLD), its surrogate, and configurations 0..512 for the budget
-	$(PY) -m experiments.lctable --scale $(SCALE) --out '$(LCTABLE_NEXT)' --world '$(CLAIM2_BUDGET_WORLD)' \
-	  --first $(CLAIM2_BUDGET_FIRST)
+	$(CLAIM2_BUDGET_WORLD_CMD)
 	$(PY) -m experiments.lctable --scale $(SCALE) --out '$(LCTABLE_NEXT)' --world '$(CLAIM2_WORLD)' \
 	  --first '$(CLAIM2_CONFIGS)'
 	$(PY) -m experiments.surrogate --scale $(SCALE) --table '$(CLAIM2_WORLD)'
@@ -184,8 +185,7 @@ claim2: claim2-world $(PEERS_STAMP) $(NEPS_STAMP) ## the pre-registered claim-2 
 CLAIM2_LIVE_METHODS ?= random hyperband asha asha_bo asha_gp asha_tpe default
 CLAIM2_LIVE_SEEDS ?= 0 1 2 3 4
 claim2-live: data ## claim 2's live searches (analysis/preregistration.md): CLAIM2_LIVE_METHODS (the paper's four, ASHA + BO in its three flavours, and the default) x CLAIM2_LIVE_SEEDS on upstream's loss at half the replay budget (worker CPU-seconds, a hard cut; no wall cap; needs configurations 0..512 of LCTABLE_NEXT), logs next to LCTABLE_NEXT (30 searches of about 1,400 CPU-s each on 2 workers, plus start-ups; resumable)
-	$(PY) -m experiments.lctable --scale $(SCALE) --out '$(LCTABLE_NEXT)' --world '$(CLAIM2_BUDGET_WORLD)' \
-	  --first $(CLAIM2_BUDGET_FIRST)
+	$(CLAIM2_BUDGET_WORLD_CMD)
 	$(PY) -m experiments.campaign --backend live --scale $(SCALE) --methods '$(CLAIM2_LIVE_METHODS)' \
 	  --seeds '$(CLAIM2_LIVE_SEEDS)' --workers '$(WORKERS)' --evaluator '$(EVALUATOR)' \
 	  --device-budget "$$($(CLAIM2_BUDGET_CMD) --live)" --time-budget 0 \

@@ -400,7 +400,7 @@ def log_regret(values, l_ref: float) -> np.ndarray:
 
 
 def regret_areas(runs: dict, trials: pd.DataFrame, refs: dict,
-                 n: int = REGRET_AREA_POINTS) -> pd.DataFrame:
+                 n: int = REGRET_AREA_POINTS, traces: dict | None = None) -> pd.DataFrame:
     """One row per (method, seed) of the searches in ``runs`` (not the default): the regret
     area, a secondary endpoint of the claim-2 test (analysis/preregistration.md): the mean over
     the search's budget B of log10(I(c) - L_ref), at c = B/n, 2B/n, ..., B
@@ -408,7 +408,8 @@ def regret_areas(runs: dict, trials: pd.DataFrame, refs: dict,
     ended there is no incumbent: it counts as the median final loss of the table's sampled
     configurations (``refs["random_median"]``: what a first random configuration brings), the
     same for every method; without a table, as the worst incumbent the search reaches.
-    Lower is better. ``refs``: :func:`per_seed_metrics`' references (``l_ref``)."""
+    Lower is better. ``refs``: :func:`per_seed_metrics`' references (``l_ref``); ``traces``:
+    {(method, seed): :func:`search_trace`} where the caller has them already."""
     l_ref = float(refs["l_ref"])
     start = float(refs.get("random_median", math.nan))
     rows = []
@@ -417,7 +418,8 @@ def regret_areas(runs: dict, trials: pd.DataFrame, refs: dict,
             continue
         for k, s in seeds.items():
             budget, _ = search_budget(s)
-            at = incumbent_on_grid(search_trace(s, trials), budget * np.arange(1, n + 1) / n)
+            trace = traces[(m, k)] if traces and (m, k) in traces else search_trace(s, trials)
+            at = incumbent_on_grid(trace, budget * np.arange(1, n + 1) / n)
             finite = at[np.isfinite(at)]
             none = start if np.isfinite(start) else (finite.max() if len(finite) else math.nan)
             at = np.where(np.isfinite(at), at, none)

@@ -255,7 +255,7 @@ def analyse(runs: dict, default_loss: float | None = None, n_grid: int = GRID_PO
     })
     return {"summary": summary, "per_seed": per_seed, "curves": pd.concat(curves),
             "ranks": rank_table, "refs": refs, "methods": methods,
-            "regret_area": regret_areas(runs, trials, refs)}
+            "regret_area": regret_areas(runs, trials, refs, traces=trace)}
 
 
 # ---- tables -------------------------------------------------------------------------------
