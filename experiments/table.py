@@ -598,6 +598,47 @@ def replay_budget(table: Table, trainings: int, first: int = 512) -> float:
     return float(math.ceil(trainings * float(np.median(full)) / 100.0) * 100)
 
 
+def _entropy(k: int, n: int) -> float:
+    """Binary entropy (nats) of k failures among n."""
+    q = k / n if n else 0.0
+    return -sum(x * math.log(x) for x in (q, 1 - q) if x > 0)
+
+
+def failure_profile(table: Table, depth: int = 3, max_values: int = 8) -> list[str]:
+    """Where the first training seeds of the sampled configurations failed, one phrase per
+    level: the hyperparameter of at most ``max_values`` values in the table whose split best
+    separates failed from finished trainings (lowest weighted binary entropy, only if below
+    the unsplit one), its value with the highest failure rate, and again within that value,
+    ``depth`` levels at most. [] without failures (or when every training failed)."""
+    rows = [(e.params, e.failure is not None) for e in table.entries if e.config_id != 0]
+    out = []
+    for level in range(depth):
+        n, k = len(rows), sum(f for _, f in rows)
+        if k in (0, n):
+            break
+        best = None
+        for name in sorted({h for p, _ in rows for h in p}):
+            groups: dict[str, list[bool]] = {}
+            for p, f in rows:
+                groups.setdefault(_as_key(p.get(name)), []).append(f)
+            if not 2 <= len(groups) <= max_values:
+                continue
+            h = sum(len(g) * _entropy(sum(g), len(g)) for g in groups.values()) / n
+            if best is None or h < best[0]:
+                best = (h, name, groups)
+        if best is None or best[0] >= _entropy(k, n) - 1e-12:
+            break
+        _, name, groups = best
+        worst = max(sorted(groups), key=lambda v: sum(groups[v]) / len(groups[v]))
+        g = groups[worst]
+        rest = [f for v, fs in groups.items() if v != worst for f in fs]
+        out.append(f"{'within that, ' if level else ''}{name} = {worst}: {sum(g)} of {len(g)} "
+                   f"failed ({100 * sum(g) / len(g):.0f} %), other values {sum(rest)} of "
+                   f"{len(rest)}")
+        rows = [(p, f) for p, f in rows if _as_key(p.get(name)) == worst]
+    return out
+
+
 def data_card(table: Table) -> str:
     """A data card of the table (Markdown), every number read from the table and its JSON:
     what it is, how it was made, what it holds, its noise and cost, and its licence."""
@@ -634,6 +675,8 @@ def data_card(table: Table) -> str:
         f"| failed trainings (first seed) | {sum(fails.values())}"
         + (f" ({', '.join(f'{k} {v}' for k, v in sorted(fails.items()))})" if fails else "")
         + " |",
+        "| where the first seeds failed (greedy split on hyperparameters of at most 8 values) "
+        f"| {'; '.join(failure_profile(table)) or 'n/a'} |",
         f"| replicated configurations | {len(table.replicates)} |",
         "| seed noise (median SD of the final val_loss over replicated configurations) | "
         + (f"{noise:.4g}" if noise is not None else "n/a") + " |",

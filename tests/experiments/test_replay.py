@@ -590,3 +590,29 @@ def test_data_card_reads_its_numbers_from_the_table(tmp_path, capsys):
     assert load_table(t).core_hours() * 3600 == pytest.approx(29.5)
     assert f"| device-hours of the complete trainings | {29.5 / 3600:.2f} (epoch_seconds)" \
         in card
+
+
+def test_failure_profile_finds_where_trainings_fail(tmp_path, capsys):
+    """Failures only with activation elu and batch size 8, whatever lr: the profile names the
+    two splits, in that order, and stops where nothing more separates them."""
+    from experiments.table import failure_profile, main
+
+    configs = [(DEFAULT, curve(0.5), 1.0, None)]
+    for i in range(16):
+        p = {"lr": 1e-4 * (1 + i), "batch_size": 8 if i % 2 else 16,
+             "activation": "elu" if i % 4 < 2 else "relu"}
+        fail = p["activation"] == "elu" and p["batch_size"] == 8
+        configs.append((p, curve(0.4)[:2] if fail else curve(0.4), 1.0,
+                        "diverged" if fail else None))
+    table = load_table(write_table(tmp_path / "t.csv", configs), "smoke")
+    assert failure_profile(table) == [
+        "activation = elu: 4 of 8 failed (50 %), other values 0 of 8",
+        "within that, batch_size = 8: 4 of 4 failed (100 %), other values 0 of 4"]
+    assert failure_profile(table, depth=1) == failure_profile(table)[:1]
+    assert main(["--scale", "smoke", "--table", str(table.path), "--card"]) == 0
+    assert "| where the first seeds failed (greedy split on hyperparameters of at most 8 " \
+        "values) | activation = elu: 4 of 8" in capsys.readouterr().out
+    # no failure: nothing to profile
+    ok = load_table(write_table(tmp_path / "ok.csv", [(p, curve(0.4), 1.0, None)
+                                                      for p, *_ in configs]), "smoke")
+    assert failure_profile(ok) == []
