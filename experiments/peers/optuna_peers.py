@@ -15,8 +15,12 @@ At each epoch's end the trial reports ``val_loss`` at step ``epoch`` and, below 
 
 How the peers differ from our methods (:mod:`experiments.methods`):
 - ``SuccessiveHalvingPruner`` is asynchronous successive halving like our ``asha``: rungs at
-  ``grace * eta**k`` epochs, a trial continues if it is in the top ``1/eta`` of the values
-  recorded at that rung so far (the best so far while fewer than ``eta`` are there).
+  ``grace * eta**k`` epochs, but its cutoff is a rank, not a quantile
+  (:func:`optuna_continues`): of the n values recorded at the rung, the arriving one
+  included, the best ``max(1, n // eta)`` continue, so only the best while n < 2 eta; ours
+  continues a value above the linearly interpolated ``(1 - 1/eta)`` quantile of the earlier
+  values. Optuna's is stricter at small n: on the same rung arrivals it never continues one
+  that ours stops and stops 4 % that ours continues (``benchmarks/asha_decisions.py``).
 - ``HyperbandPruner`` is asynchronous too, like our ``async_hyperband`` (successive-halving
   brackets with ``min_early_stopping_rate`` 0, 1, ...), not our synchronous ``hyperband``,
   which promotes whole rungs from checkpoints. Optuna draws a trial's bracket by hashing the
@@ -50,6 +54,14 @@ from optuna.trial import TrialState
 from experiments import logs
 from experiments.methods import Settings
 from experiments.space import FLOAT, INT, INT_GRID, dimensions, problem_for
+
+
+def optuna_continues(loss: float, earlier: list[float], eta: int) -> bool:
+    """Optuna's ``SuccessiveHalvingPruner`` decision (bootstrap_count 0, minimising), as its
+    source states it: among the n = len(earlier) + 1 values at the rung, the arriving one
+    included, the best ``max(1, n // eta)`` continue, a value equal to the last of them too."""
+    competing = sorted([*earlier, loss])
+    return loss <= competing[max(1, len(competing) // eta) - 1]
 
 
 # ------------------------------------------------------------------------------ space

@@ -81,7 +81,7 @@ search holds within the pre-registered budget (50 to 90). With ``num_min_data_po
 only replaces random draws by fixed ones.
 
 Decisions of the ASHA rules on the same recorded rung arrivals (``python
-benchmarks/syne_asha_decisions.py``: both rules decide every arrival given the values recorded
+benchmarks/asha_decisions.py``: both rules decide every arrival given the values recorded
 earlier at that rung). At small (eta 4, rungs at 1 and 4 epochs), of 5,545 arrivals (20
 replayed ``asha`` and 20 replayed ``random`` searches on ``results/small/lctable.csv``, the
 live ``asha`` search, 20 random searches on synthetic curves), Syne Tune continues 86 (1.6 %)

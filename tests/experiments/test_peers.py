@@ -301,3 +301,36 @@ def test_device_budget_cuts_a_peer_like_our_methods():
     assert run.stopped_by == "device_budget"
     assert 12.0 <= spent <= 12.0 + 2 * lc["epoch_seconds"].max()
     assert "device_budget" in set(res["m:reason"])
+
+
+@pytest.mark.parametrize("eta", [3, 4])
+def test_optunas_pruner_decides_as_its_stated_rule(eta):
+    """Optuna's SuccessiveHalvingPruner, driven trial by trial, continues exactly the arrivals
+    optuna_continues says (ties included), and that rule is not our quantile rule: the
+    arriving value counts among the competitors."""
+    import numpy as np
+    import optuna
+
+    from experiments.peers.optuna_peers import optuna_continues
+    from experiments.schedulers import ray_continues
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rng = np.random.default_rng(eta)
+    study = optuna.create_study(direction="minimize", pruner=optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=1, reduction_factor=eta, min_early_stopping_rate=0, bootstrap_count=0))
+    earlier = []
+    for _ in range(120):
+        loss = float(rng.integers(0, 30))  # ties on purpose
+        trial = study.ask()
+        trial.report(loss, 1)
+        assert (not trial.should_prune()) == optuna_continues(loss, earlier, eta), \
+            (loss, earlier)
+        earlier.append(loss)
+    # a value between the best and the second best of eta earlier ones: our interpolated
+    # quantile continues it, Optuna's rank (the best 1 of eta + 1) does not
+    before = [float(v) for v in range(1, eta + 1)]
+    assert ray_continues(-1.5, [-v for v in before], eta) is True
+    assert optuna_continues(1.5, before, eta) is False
+    # own value included: with eta - 1 earlier values, only one no worse than all continues
+    assert optuna_continues(2.0, [1.0] * (eta - 1), eta) is False
+    assert optuna_continues(1.0, [1.0] * (eta - 1), eta) is True
