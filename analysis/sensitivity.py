@@ -19,8 +19,10 @@ Writes ``sensitivity.csv`` (one row per scenario, flavour and comparison: scenar
 flavour, verdict, same_as_primary, versus, target, seeds, speedup, lo95, hi95, p_holm,
 outcome) and ``sensitivity.md`` (one row per scenario and flavour: the verdict and the six
 speedups with their intervals and Holm p; then, per flavour, whether the verdict is robust: the
-same in every scenario as in ``primary``). A scenario whose logs are missing or partial is
-listed as not run, with the reason (exit 1); no usable scenario at all: one line, exit 2.
+same in every scenario as in ``primary``; with ``--manifest``, Kendall's tau of the method
+rankings in the primary and the other world, :func:`world_agreement`). A scenario whose logs
+are missing or partial is listed as not run, with the reason (exit 1); no usable scenario at
+all: one line, exit 2.
 """
 
 from __future__ import annotations
@@ -141,6 +143,32 @@ def from_manifest(path: Path, scale: str, out: Path) -> tuple[list, dict, dict]:
     return rows, missing, whats
 
 
+def world_agreement(out: Path, names: list[str]) -> list[str]:
+    """Do the primary world and the other world (nearest row, surrogate) rank the methods
+    alike? Per ``world-*`` scenario among ``names``, Kendall's tau of the per-method medians
+    (:func:`analysis.replay.lookup_agreement` on the two summary.csv of ``out/<scenario>/``),
+    one line; a line saying why where there is none."""
+    from analysis.replay import lookup_agreement
+
+    lines = []
+    for name in (n for n in names if n.startswith("world-")):
+        try:
+            a, b = (pd.read_csv(out / n / "summary.csv") for n in (PRIMARY, name))
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+            lines.append(f"Method rankings, {PRIMARY} vs {name}: not compared "
+                         f"({type(e).__name__}: no summary.csv of both).")
+            continue
+        agree = lookup_agreement(a, b)
+        if agree["status"] != "compared":
+            lines.append(f"Method rankings, {PRIMARY} vs {name}: {agree['status']}.")
+            continue
+        cells = [f"{r['metric']} {r['tau']:.2f} ({r['n']} methods; first: {r['best_a']} vs "
+                 f"{r['best_b']})" for r in agree["metrics"]]
+        lines.append(f"Method rankings, {PRIMARY} vs {name} (Kendall's tau of the medians over "
+                     f"seeds): {'; '.join(cells)}.")
+    return lines
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m analysis.sensitivity",
                                  description=__doc__.split("\n\n")[0])
@@ -184,6 +212,9 @@ def main(argv=None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     write_csv(df, a.out / CSV)
     text = report(df, source)
+    if a.manifest is not None:
+        agree = world_agreement(a.out, list(whats))
+        text += ("\n" + "\n".join(agree) + "\n") if agree else ""
     (a.out / MD).write_text(text)
     print(text)
     return 1 if missing else 0

@@ -89,3 +89,23 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert sensitivity.main(["--per-seed", f"x={tmp_path / 'x.csv'}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(e.startswith("error: ") for e in err)
+
+
+def test_the_two_worlds_rank_the_methods_by_kendalls_tau(tmp_path):
+    """The other world's ranking beside the primary's: tau 1 when the medians keep their
+    order, -1 when it is reversed, and a line saying why when a summary is missing."""
+    methods = ["random", "hyperband", "asha", "asha_bo"]
+    loss = [0.4, 0.3, 0.2, 0.1]
+    for name, values in (("primary", loss), ("world-surrogate", loss[::-1])):
+        (tmp_path / name).mkdir()
+        pd.DataFrame({"method": methods, "incumbent_loss": values,
+                      "dh_to_top5": [2 * v for v in loss]}).to_csv(
+            tmp_path / name / "summary.csv", index=False)
+    lines = sensitivity.world_agreement(tmp_path, ["primary", "without-3", "world-surrogate"])
+    assert len(lines) == 1 and lines[0].startswith(
+        "Method rankings, primary vs world-surrogate (Kendall's tau of the medians over seeds)")
+    assert "final loss -1.00 (4 methods; first: asha_bo vs random)" in lines[0]
+    assert "device-h to top 5 % 1.00 (4 methods; first: asha_bo vs asha_bo)" in lines[0]
+    assert sensitivity.world_agreement(tmp_path, ["primary", "world-nearest"]) == [
+        "Method rankings, primary vs world-nearest: not compared (FileNotFoundError: no "
+        "summary.csv of both)."]
