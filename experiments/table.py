@@ -139,6 +139,7 @@ class _Encoder:
     def __init__(self, names: list[str], problem, entries: list[Entry]):
         self.names = names
         self.kind: dict[str, tuple] = {}
+        self.scaled_by_rows: list[str] = []  # numeric, not in the space: min-max of the rows
         hps = {} if problem is None else {hp.name: hp for hp in problem.space.values()}
         for n in names:
             hp = hps.get(n)
@@ -159,6 +160,7 @@ class _Encoder:
                 try:
                     f = [float(v) for v in vals]
                     self.kind[n] = ("lin", min(f), max(f))
+                    self.scaled_by_rows.append(n)
                 except (TypeError, ValueError):
                     self.kind[n] = ("cat", sorted({_as_key(v) for v in vals}))
 
@@ -279,6 +281,13 @@ class Table:
         the lookup's coordinates, categoricals by position among their choices; missing
         hyperparameters take the default's value."""
         return self._enc.features(self._complete(config))
+
+    @property
+    def rows_set_the_scale(self) -> list[str]:
+        """Hyperparameters whose lookup coordinates are scaled by the table's own rows
+        (numeric ones the search space does not hold): with none, a configuration's
+        coordinates come from the space alone, so removing a row changes no other distance."""
+        return list(self._enc.scaled_by_rows)
 
     def lookup(self, config: dict, exclude: int | None = None) -> Match:
         """Nearest complete configuration (ties: lowest id); ``exclude`` a config id."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -128,3 +129,72 @@ def test_unusable_table_is_one_line_and_exit_2(tmp_path, capsys):
     assert sensitivity.main(["--scale", "smoke", "--table", str(tmp_path / "bad.csv")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(e.startswith("error: ") for e in err)
+
+
+def test_searches_that_never_replayed_the_left_out_row_are_derived_exactly(table, tmp_path):
+    """A leave-out scenario derived from the primary's searches (those that never replayed
+    the configuration left out) and then completed by the campaign holds, byte for byte, the
+    logs of the same scenario replayed from scratch; the searches that did replay it differ
+    from the primary's, so they could not have been copied."""
+    from experiments.logs import LEARNING_CURVES_CSV, METADATA_JSON, RESULTS_CSV
+
+    methods, seeds = ("random", "asha", "hyperband"), list(range(6))
+    t = load_table(table, "smoke")
+    assert t.rows_set_the_scale == []  # lr and batch_size from the space; activation a category
+    primary, without = sensitivity.plan(t, tmp_path / "sens", "nearest", [29])[:2]
+    budget = 300.0
+
+    def run(sc, out=None):
+        argv = sensitivity.campaign_argv(sc, "smoke", seeds, budget, 1, methods)
+        if out is not None:
+            argv[argv.index("--out") + 1] = str(out)
+        assert campaign.main(argv) == 0
+
+    run(primary)
+    reduced = load_table(sensitivity.write_without(table, 29, without.table), "smoke")
+    derived, left = sensitivity.derive_unaffected(Path(primary.results), without, reduced,
+                                                  methods, seeds)
+    assert 0 < derived and 0 < left and derived + left == len(methods) * len(seeds), derived
+    run(without)  # replays only the searches left
+    scratch = tmp_path / "scratch"
+    run(without, scratch)
+    touched = 0
+    for m in methods:
+        for s in seeds:
+            a = tmp_path / "sens" / "without-29" / "claim2" / m / f"seed{s}"
+            b, p = scratch / m / f"seed{s}", table.parent / "claim2" / m / f"seed{s}"
+            for name in (RESULTS_CSV, LEARNING_CURVES_CSV):
+                assert (a / name).read_bytes() == (b / name).read_bytes(), (m, s, name)
+            meta_a, meta_b = (json.loads((d / METADATA_JSON).read_text()) for d in (a, b))
+            assert meta_a["replay"]["sha256"] == meta_b["replay"]["sha256"] == reduced.sha256
+            if "derived_from" in meta_a["replay"]:
+                assert meta_a["replay"]["derived_from"]["left_out"] == 29
+            else:
+                touched += (p / RESULTS_CSV).read_bytes() != (b / RESULTS_CSV).read_bytes()
+    assert touched > 0
+
+
+def test_nothing_is_derived_outside_the_nearest_world_or_from_unfinished_searches(table,
+                                                                                 tmp_path):
+    t = load_table(table, "smoke")
+    primary, without, world = [s for s in sensitivity.plan(t, tmp_path, "nearest", [29])
+                               if s.name in ("primary", "without-29", "world-surrogate")]
+    reduced = load_table(sensitivity.write_without(table, 29, without.table), "smoke")
+    # no primary logs at all: everything left to replay, nothing written
+    assert sensitivity.derive_unaffected(Path(primary.results), without, reduced, ["asha"],
+                                         [0, 1]) == (0, 2)
+    assert not Path(without.results).exists()
+    assert sensitivity.derive_unaffected(Path(primary.results), world, t, ["asha"],
+                                         [0]) == (0, 1)
+    # a damaged results.csv is no evidence: replayed
+    d = Path(primary.results) / "asha" / "seed0"
+    d.mkdir(parents=True)
+    (d / "metadata.json").write_text(json.dumps({"status": "complete",
+                                                 "replay": {"lookup": "nearest"}}))
+    (d / "results.csv").write_text("job_id,m:table_config\n0,abc\n")
+    (d / "learning_curves.csv").write_text("job_id,epoch\n0,1\n")
+    assert sensitivity.replayed_configs(d) is None
+    (d / "results.csv").write_text("job_id,m:table_config\n0,3\n")
+    assert sensitivity.replayed_configs(d) == {3}
+    (d / "learning_curves.csv").write_text("job_id,epoch\n0,1\n1,1\n")  # job 1 not in results
+    assert sensitivity.replayed_configs(d) is None
