@@ -14,7 +14,8 @@ method and the core-hours of that scenario at ``--at`` seeds (200, the pre-regis
 then the sensitivity analysis's total for a plan of ``--leaveouts`` leave-one-out scenarios
 (default: the table's top-1 % configurations, as :func:`experiments.sensitivity.top_configs`),
 the surrogate world and 8 workers, with the nearest row primary (the primary's replays are
-``make claim2``'s, not counted).
+``make claim2``'s, not counted): an upper bound, since a leave-out replays only the searches
+that met the configuration it leaves out.
 Writes nothing outside a temporary folder unless ``--json``.
 """
 
@@ -89,7 +90,9 @@ def main(argv=None) -> int:
     if {"nearest", "surrogate", "workers8"} <= set(hours):  # 8 workers: nearest world
         total = leaveouts * hours["nearest"] + hours["surrogate"] + hours["workers8"]
         print(f"sensitivity, nearest world primary: {leaveouts} leave-outs + the surrogate "
-              f"world + 8 workers = {total:.1f} core-h after make claim2")
+              f"world + 8 workers = {total:.1f} core-h after make claim2, at most (a "
+              "leave-out replays only the searches that met its configuration: "
+              "experiments.sensitivity.derive_unaffected)")
     if a.json:
         Path(a.json).write_text(json.dumps({"table": a.table, "seeds": a.seeds, "budget": budget,
                                             "cpu_seconds_per_search": result,
