@@ -130,7 +130,7 @@ REPLAY_SEED_LIST = $(shell seq 0 $$(( $(REPLAY_SEEDS) - 1 )))
 replay: setup $(PEERS_STAMP) $(NEPS_STAMP) ## validate the surrogate of LCTABLE, replay every method and peer x REPLAY_SEEDS on it (simulated time), then their figures
 	$(PY) -m experiments.surrogate --scale $(SCALE) --table '$(LCTABLE)'
 	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table '$(LCTABLE)' \
-	  --seeds "$(REPLAY_SEED_LIST)" --processes '$(NPROC)'
+	  --seeds "$(REPLAY_SEED_LIST)" --processes '$(NPROC)' $(REUSE_CLAIM2)
 	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds '$(REPLAY_SEEDS)'
 
 POWER_SEEDS ?= 200
@@ -139,7 +139,7 @@ POWER_METHODS = default random hyperband asha asha_bo
 replay-power: setup ## claim 2 with more seeds: the paper's four methods and the default x POWER_SEEDS (200) on LCTABLE, then the pre-registered test (analysis/preregistration.md)
 	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table '$(LCTABLE)' \
 	  --methods '$(POWER_METHODS)' --seeds "$(POWER_SEED_LIST)" \
-	  --processes '$(NPROC)' --out results/$(SCALE)/replay_power
+	  --processes '$(NPROC)' --out results/$(SCALE)/replay_power $(REUSE_CLAIM2)
 	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds '$(POWER_SEEDS)' \
 	  --methods '$(subst $(SPACE),$(COMMA),$(strip $(POWER_METHODS)))' \
 	  --results results/$(SCALE)/replay_power --out paper_figures/$(SCALE)/replay_power
@@ -162,6 +162,9 @@ CLAIM2_BUDGET_WORLD_CMD = $(PY) -m experiments.lctable --scale $(SCALE) --out '$
 	    --world '$(CLAIM2_BUDGET_WORLD)' --first $(CLAIM2_BUDGET_FIRST)
 CLAIM2_BUDGET_CMD = $(PY) -m experiments.table --scale $(SCALE) --table '$(CLAIM2_BUDGET_WORLD)' \
 	    --replay-budget 32 --first $(CLAIM2_BUDGET_FIRST)
+# searches make claim2 already replayed on the same table, lookup, budget and settings are
+# copied, not replayed again (experiments.campaign --reuse)
+REUSE_CLAIM2 = $(if $(wildcard $(CLAIM2_DIR)/replay),--reuse '$(CLAIM2_DIR)/replay')
 claim2-world: setup ## the world of the pre-registered claim-2 test: LCTABLE_NEXT whole once complete, else its configurations 0..CLAIM2_CONFIGS (CLAIM2_WORLD), its surrogate, and configurations 0..512 for the budget
 	$(CLAIM2_BUDGET_WORLD_CMD)
 	$(PY) -m experiments.lctable --scale $(SCALE) --out '$(LCTABLE_NEXT)' --world '$(CLAIM2_WORLD)' \

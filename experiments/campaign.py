@@ -16,10 +16,12 @@ continues the campaign. SIGTERM/SIGINT are passed on to the running searches.
 replay: our methods (:mod:`experiments.backends.replay`) and the peers
 (:mod:`experiments.peers`) on a learning-curve table, in simulated time, in ``--processes``
 processes; a search complete on the same table (sha256) and lookup is skipped, any other
-starts again. ``--lookup``: ``nearest`` (every trial replays the nearest table row),
-``surrogate`` (:mod:`experiments.surrogate`: any configuration, seed ``k`` replays world ``k``
-of the surrogate, the same for every method: common random numbers), ``auto`` (default: the
-surrogate when its validation report on this table accepts it, else nearest).
+starts again; with ``--reuse DIR`` such a search complete under DIR (another campaign's
+root) is copied instead of replayed. ``--lookup``: ``nearest`` (every trial replays the
+nearest table row), ``surrogate`` (:mod:`experiments.surrogate`: any configuration, seed
+``k`` replays world ``k`` of the surrogate, the same for every method: common random
+numbers), ``auto`` (default: the surrogate when its validation report on this table accepts
+it, else nearest).
 
 ``--processes`` searches run at once (live: they share the machine's cores, so ``--processes``
 x ``--workers`` is capped by them, as ``--processes`` is for replays; ``--allow-oversubscribe``
@@ -283,6 +285,34 @@ def _outcome(meta: dict, log_dir: Path) -> dict:
             "simulated": meta.get("end_time"), "best": best}
 
 
+def reuse_search(src: Path, dest: Path, name: str, summary: dict, settings) -> dict | None:
+    """Copy the complete replayed search in ``src`` to ``dest`` when it is the search asked
+    for: the check that skips a complete search in ``dest`` (:func:`replay_outdated`: the
+    same table sha256, lookup, surrogate, method settings and design), which makes the same
+    logs (a replay is deterministic). results.csv and learning_curves.csv are copied as they
+    are, then metadata.json with ``replay.reused_from`` (``src``), written last. Returns the
+    metadata, or None (nothing written) when ``src`` holds no such search."""
+    if src.resolve() == dest.resolve():
+        return None
+    try:
+        meta = logs.read_json(src / logs.METADATA_JSON)
+    except (ValueError, OSError):
+        return None
+    if not isinstance(meta, dict) or meta.get("status") != logs.RUN_COMPLETE or \
+            replay_outdated(name, meta, summary, settings) or not all(
+                (src / f).is_file() for f in (logs.RESULTS_CSV, logs.LEARNING_CURVES_CSV)):
+        return None
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    logs.clear_logs(dest)
+    for f in (logs.RESULTS_CSV, logs.LEARNING_CURVES_CSV):
+        shutil.copyfile(src / f, dest / f)
+    meta["replay"] = {**meta["replay"], "reused_from": src.as_posix()}
+    logs.write_json(dest / logs.METADATA_JSON, meta)
+    return meta
+
+
 def simulate_one(task: tuple[str, int]) -> dict:
     """Replay one (method or peer, seed) unless it is complete on the same table."""
     name, seed = task
@@ -290,11 +320,16 @@ def simulate_one(task: tuple[str, int]) -> dict:
     log_dir = Path(c["out"]) / name / f"seed{seed}" if c["out"] else \
         replay_dir(c["scale"], name, seed)
     row = {"method": name, "seed": seed, "status": logs.RUN_COMPLETE, "real": 0.0}
+    settings = settings_for(c["scale"], c["budget"], c["time_budget"] or 0, c["device_budget"])
     meta = logs.read_json(log_dir / logs.METADATA_JSON)
     if meta and meta.get("status") == logs.RUN_COMPLETE and not replay_outdated(
-            name, meta, c["summary"], settings_for(c["scale"], c["budget"],
-                                                   c["time_budget"] or 0, c["device_budget"])):
+            name, meta, c["summary"], settings):
         return {**row, "status": "skipped (complete)", **_outcome(meta, log_dir)}
+    for other in c.get("reuse") or ():
+        meta = reuse_search(Path(other) / name / f"seed{seed}", log_dir, name, c["summary"],
+                            settings)
+        if meta is not None:
+            return {**row, "status": "skipped (reused)", **_outcome(meta, log_dir)}
     logs.clear_logs(log_dir)
     t0, cpu0 = time.perf_counter(), time.process_time()
     table, curves, summary = c["table"], c["curves"], c["summary"]
@@ -361,7 +396,7 @@ def run_replay(a) -> int:
     a.device_budget = replay_device_budget(a.scale, a.device_budget)
     _SIM.update(scale=a.scale, table=table, curves=curves, summary=summary, devices=devices,
                 workers=a.workers, out=a.out, budget=a.budget, time_budget=a.time_budget,
-                device_budget=a.device_budget)
+                device_budget=a.device_budget, reuse=a.reuse or [])
     order = {m: i for i, m in enumerate(COST_ORDER)}
     tasks = sorted(((m, s) for m in a.methods for s in a.seeds),
                    key=lambda t: (order.get(t[0], len(order)), t[1]))
@@ -393,7 +428,9 @@ def run_replay(a) -> int:
                 show(r)
     ran = [r for r in rows if r["status"] == logs.RUN_COMPLETE]
     skipped = sum(r["status"].startswith("skipped") for r in rows)
-    print(f"campaign replay {a.scale}: {len(ran)} searches run, {skipped} skipped, "
+    reused = sum(r["status"] == "skipped (reused)" for r in rows)
+    print(f"campaign replay {a.scale}: {len(ran)} searches run, {skipped} skipped"
+          f"{f' ({reused} reused)' if reused else ''}, "
           f"{len(rows) - len(ran) - skipped} failed, {time.perf_counter() - t0:.1f} s",
           file=sys.stderr)
     for m in a.methods:
@@ -429,6 +466,10 @@ def build_parser() -> Parser:
     add_budget(p, "the scale's; replay: none")
     p.add_argument("--out", default=None,
                    help="root of <method>/seed<k>/ (default results/<scale>[/replay])")
+    p.add_argument("--reuse", action="append", default=None, metavar="DIR",
+                   help="replay: another root of <method>/seed<k>/; a search complete there "
+                   "with the same table, lookup, settings and design is copied instead of "
+                   "replayed (repeatable)")
     return p
 
 

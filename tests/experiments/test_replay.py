@@ -616,3 +616,35 @@ def test_failure_profile_finds_where_trainings_fail(tmp_path, capsys):
     ok = load_table(write_table(tmp_path / "ok.csv", [(p, curve(0.4), 1.0, None)
                                                       for p, *_ in configs]), "smoke")
     assert failure_profile(ok) == []
+
+
+def test_campaign_reuses_complete_searches_of_another_root_only_when_identical(tmp_path,
+                                                                                capsys):
+    """--reuse DIR copies a search complete there with the same table, lookup and settings
+    (the same bytes a replay would write) and replays those of another budget."""
+    from experiments.campaign import main as campaign_main
+
+    table = str(_table_of_six(tmp_path))
+    base = ["--backend", "replay", "--scale", "smoke", "--table", table, "--methods",
+            "random asha", "--seeds", "0 1", "--processes", "1"]
+    assert campaign_main([*base, "--out", str(tmp_path / "a"), "--budget", "20"]) == 0
+    assert campaign_main([*base, "--out", str(tmp_path / "fresh"), "--budget", "20"]) == 0
+    capsys.readouterr()
+    assert campaign_main([*base, "--out", str(tmp_path / "b"), "--budget", "20",
+                          "--reuse", str(tmp_path / "nowhere"), "--reuse",
+                          str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("skipped (reused)") == 4 and "4 skipped (4 reused)" in err
+    for m in ("random", "asha"):
+        for s in (0, 1):
+            b, fresh = tmp_path / "b" / m / f"seed{s}", tmp_path / "fresh" / m / f"seed{s}"
+            for f in ("results.csv", "learning_curves.csv"):
+                assert (b / f).read_bytes() == (fresh / f).read_bytes()
+            meta = json.loads((b / "metadata.json").read_text())
+            assert meta["replay"]["reused_from"] == (tmp_path / "a" / m / f"seed{s}").as_posix()
+    # another budget is another search: replayed, nothing copied
+    assert campaign_main([*base, "--out", str(tmp_path / "c"), "--budget", "25",
+                          "--reuse", str(tmp_path / "a")]) == 0
+    assert "reused" not in capsys.readouterr().err
+    meta = json.loads((tmp_path / "c" / "asha" / "seed0" / "metadata.json").read_text())
+    assert "reused_from" not in meta["replay"]
