@@ -239,8 +239,10 @@ def derive_unaffected(primary: Path, sc: Scenario, reduced: Table, methods, seed
     never got it makes every decision, and writes every log line, as before; its
     results.csv and learning_curves.csv are copied byte for byte, and its metadata.json names
     the reduced table, with ``replay.derived_from`` (the primary's log folder and table
-    sha256). Searches already complete in the scenario are left alone. Returns (searches
-    derived, searches left to replay)."""
+    sha256). Searches already complete in the scenario are left alone. The campaign then
+    checks each copy as any complete search (method settings, design), so one made with
+    another budget is replayed after all. Returns (searches derived, searches left to
+    replay)."""
     if sc.left_out is None or sc.lookup != "nearest" or reduced.rows_set_the_scale:
         return 0, len(methods) * len(seeds)
     summary = None
