@@ -100,11 +100,15 @@ def _plain(obj):
     return json.loads(json.dumps(obj, default=str))
 
 
-def replay_outdated(name: str, meta: dict, summary: dict, settings) -> str | None:
+def replay_outdated(name: str, meta: dict, summary: dict, settings,
+                    workers: int | None = None) -> str | None:
     """Why a complete replay recorded in ``meta`` is not the one asked for now, or None:
-    another table (sha256) or lookup, another surrogate or noise model, another design, or
-    (our methods) other method settings, e.g. the acquisition samples of CBO."""
+    another table (sha256) or lookup, another surrogate or noise model, another number of
+    simulated ``workers`` (when given), another design, or (our methods) other method
+    settings, e.g. the acquisition samples of CBO."""
     done = meta.get("replay") or {}
+    if workers is not None and meta.get(logs.MD_WORKERS) != workers:
+        return f"{meta.get(logs.MD_WORKERS)} workers, not {workers}"
     if done.get("sha256") != summary.get("sha256"):
         return "another table"
     if done.get("lookup", "nearest") != summary.get("lookup", "nearest"):
@@ -285,10 +289,11 @@ def _outcome(meta: dict, log_dir: Path) -> dict:
             "simulated": meta.get("end_time"), "best": best}
 
 
-def reuse_search(src: Path, dest: Path, name: str, summary: dict, settings) -> dict | None:
+def reuse_search(src: Path, dest: Path, name: str, summary: dict, settings,
+                 workers: int) -> dict | None:
     """Copy the complete replayed search in ``src`` to ``dest`` when it is the search asked
     for: the check that skips a complete search in ``dest`` (:func:`replay_outdated`: the
-    same table sha256, lookup, surrogate, method settings and design), which makes the same
+    same table sha256, lookup, surrogate, workers, method settings and design), which makes the same
     logs (a replay is deterministic). results.csv and learning_curves.csv are copied as they
     are, then metadata.json with ``replay.reused_from`` (``src``), written last. Returns the
     metadata, or None (nothing written) when ``src`` holds no such search."""
@@ -299,7 +304,7 @@ def reuse_search(src: Path, dest: Path, name: str, summary: dict, settings) -> d
     except (ValueError, OSError):
         return None
     if not isinstance(meta, dict) or meta.get("status") != logs.RUN_COMPLETE or \
-            replay_outdated(name, meta, summary, settings) or not all(
+            replay_outdated(name, meta, summary, settings, workers) or not all(
                 (src / f).is_file() for f in (logs.RESULTS_CSV, logs.LEARNING_CURVES_CSV)):
         return None
     import shutil
@@ -323,11 +328,11 @@ def simulate_one(task: tuple[str, int]) -> dict:
     settings = settings_for(c["scale"], c["budget"], c["time_budget"] or 0, c["device_budget"])
     meta = logs.read_json(log_dir / logs.METADATA_JSON)
     if meta and meta.get("status") == logs.RUN_COMPLETE and not replay_outdated(
-            name, meta, c["summary"], settings):
+            name, meta, c["summary"], settings, c["workers"]):
         return {**row, "status": "skipped (complete)", **_outcome(meta, log_dir)}
     for other in c.get("reuse") or ():
         meta = reuse_search(Path(other) / name / f"seed{seed}", log_dir, name, c["summary"],
-                            settings)
+                            settings, c["workers"])
         if meta is not None:
             return {**row, "status": "skipped (reused)", **_outcome(meta, log_dir)}
     logs.clear_logs(log_dir)

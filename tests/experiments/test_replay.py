@@ -648,3 +648,12 @@ def test_campaign_reuses_complete_searches_of_another_root_only_when_identical(t
     assert "reused" not in capsys.readouterr().err
     meta = json.loads((tmp_path / "c" / "asha" / "seed0" / "metadata.json").read_text())
     assert "reused_from" not in meta["replay"]
+    # other simulated workers: another search, whether in another root or in the same folder
+    assert campaign_main([*base, "--out", str(tmp_path / "d"), "--budget", "20", "--workers",
+                          "3", "--reuse", str(tmp_path / "a")]) == 0
+    assert "4 searches run, 0 skipped" in capsys.readouterr().err
+    assert campaign_main([*base, "--out", str(tmp_path / "a"), "--budget", "20", "--workers",
+                          "3"]) == 0
+    assert "4 searches run, 0 skipped" in capsys.readouterr().err
+    assert json.loads((tmp_path / "a" / "asha" / "seed1" / "metadata.json").read_text())[
+        "workers"] == 3
