@@ -307,14 +307,8 @@ def reuse_search(src: Path, dest: Path, name: str, summary: dict, settings,
             replay_outdated(name, meta, summary, settings, workers) or not all(
                 (src / f).is_file() for f in (logs.RESULTS_CSV, logs.LEARNING_CURVES_CSV)):
         return None
-    import shutil
-
-    dest.mkdir(parents=True, exist_ok=True)
-    logs.clear_logs(dest)
-    for f in (logs.RESULTS_CSV, logs.LEARNING_CURVES_CSV):
-        shutil.copyfile(src / f, dest / f)
     meta["replay"] = {**meta["replay"], "reused_from": src.as_posix()}
-    logs.write_json(dest / logs.METADATA_JSON, meta)
+    logs.copy_logs(src, dest, meta)
     return meta
 
 

@@ -463,6 +463,19 @@ def native(v):
     return v.item() if isinstance(v, np.generic) else v
 
 
+def copy_logs(src: Path, dest: Path, meta: dict) -> None:
+    """A finished search's logs in ``src`` as the search in ``dest``: its old logs cleared,
+    results.csv and learning_curves.csv copied byte for byte, then ``meta`` as its
+    metadata.json, last (the search counts as complete only once the whole copy is there)."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    clear_logs(dest)
+    for name in (RESULTS_CSV, LEARNING_CURVES_CSV):
+        shutil.copyfile(Path(src) / name, dest / name)
+    write_json(dest / METADATA_JSON, meta)
+
+
 def clear_logs(log_dir: Path) -> None:
     """Remove the logs (and leftovers) of an unfinished search folder so that it restarts."""
     import shutil

@@ -67,7 +67,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
@@ -268,11 +267,7 @@ def derive_unaffected(primary: Path, sc: Scenario, reduced: Table, methods, seed
                               "derived_from": {"log_dir": src.as_posix(),
                                                "sha256": done.get("sha256"),
                                                "left_out": sc.left_out}}
-            dst.mkdir(parents=True, exist_ok=True)
-            logs.clear_logs(dst)
-            for name in (logs.RESULTS_CSV, logs.LEARNING_CURVES_CSV):
-                shutil.copyfile(src / name, dst / name)
-            logs.write_json(dst / logs.METADATA_JSON, meta)  # last: complete only when whole
+            logs.copy_logs(src, dst, meta)
             derived += 1
     return derived, left
 
