@@ -101,13 +101,13 @@ def _plain(obj):
 
 
 def replay_outdated(name: str, meta: dict, summary: dict, settings,
-                    workers: int | None = None) -> str | None:
+                    workers: int) -> str | None:
     """Why a complete replay recorded in ``meta`` is not the one asked for now, or None:
     another table (sha256) or lookup, another surrogate or noise model, another number of
-    simulated ``workers`` (when given), another design, or (our methods) other method
+    simulated ``workers``, another design, or (our methods) other method
     settings, e.g. the acquisition samples of CBO."""
     done = meta.get("replay") or {}
-    if workers is not None and meta.get(logs.MD_WORKERS) != workers:
+    if meta.get(logs.MD_WORKERS) != workers:
         return f"{meta.get(logs.MD_WORKERS)} workers, not {workers}"
     if done.get("sha256") != summary.get("sha256"):
         return "another table"
@@ -324,7 +324,7 @@ def simulate_one(task: tuple[str, int]) -> dict:
     if meta and meta.get("status") == logs.RUN_COMPLETE and not replay_outdated(
             name, meta, c["summary"], settings, c["workers"]):
         return {**row, "status": "skipped (complete)", **_outcome(meta, log_dir)}
-    for other in c.get("reuse") or ():
+    for other in c["reuse"]:
         meta = reuse_search(Path(other) / name / f"seed{seed}", log_dir, name, c["summary"],
                             settings, c["workers"])
         if meta is not None:

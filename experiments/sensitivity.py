@@ -204,13 +204,20 @@ def campaign_argv(sc: Scenario, scale: str, seeds: list[int], device_budget: flo
             *(["--allow-oversubscribe"] if oversubscribe else [])]
 
 
+def _metadata(log_dir: Path) -> dict | None:
+    """A search's metadata.json, None when it is missing or not readable JSON."""
+    try:
+        return logs.read_json(log_dir / logs.METADATA_JSON)
+    except (ValueError, OSError):
+        return None
+
+
 def replayed_configs(log_dir: Path) -> set[int] | None:
     """The table configurations a complete replayed search of the nearest-row world replayed
     (results.csv ``m:table_config`` of every trial, including trials cut by the budget), or
     None when that cannot be told for sure: not complete, another world, a trial of
     learning_curves.csv missing from results.csv, an unreadable or damaged cell."""
-    meta = logs.read_json(log_dir / logs.METADATA_JSON) if (
-        log_dir / logs.METADATA_JSON).is_file() else None
+    meta = _metadata(log_dir)
     if not isinstance(meta, dict) or meta.get("status") != logs.RUN_COMPLETE or \
             (meta.get("replay") or {}).get("lookup") != "nearest":
         return None
@@ -249,8 +256,7 @@ def derive_unaffected(primary: Path, sc: Scenario, reduced: Table, methods, seed
     for method in methods:
         for seed in seeds:
             src, dst = primary / method / f"seed{seed}", Path(sc.results) / method / f"seed{seed}"
-            have = logs.read_json(dst / logs.METADATA_JSON) if (
-                dst / logs.METADATA_JSON).is_file() else None
+            have = _metadata(dst)
             if isinstance(have, dict) and have.get("status") == logs.RUN_COMPLETE:
                 continue  # the campaign checks it like any other
             configs = replayed_configs(src)
@@ -345,7 +351,7 @@ def main(argv=None) -> int:
             if a.dry_run:
                 print(" ".join(f"'{c}'" if " " in c else c for c in cmd))
                 continue
-            if sc.left_out is not None and not a.no_derive:
+            if sc.left_out is not None and sc.lookup == "nearest" and not a.no_derive:
                 try:
                     reduced = load_table(Path(sc.table), a.scale)
                 except TableError as e:
