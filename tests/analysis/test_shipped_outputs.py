@@ -21,6 +21,25 @@ def _run(*args):
     assert r.returncode == 0, r.stderr[-2000:]
 
 
+def _as_committed(table: Path, tmp_path: Path) -> Path:
+    """``table`` (and its metadata ``.json``) as the last commit holds them: a table that a
+    running ``make lctable`` grows in the working tree is compared with the report committed
+    beside it. In a clean clone, or outside a git checkout, the table itself."""
+    files = [table, table.with_suffix(".json")]
+    rels = [f.relative_to(ROOT).as_posix() for f in files]
+    changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", *rels], cwd=ROOT,
+                             capture_output=True)
+    if changed.returncode != 1:  # unchanged (0), or no git checkout to ask
+        return table
+    out = tmp_path / "committed"
+    out.mkdir(parents=True, exist_ok=True)
+    for f, rel in zip(files, rels):
+        shown = subprocess.run(["git", "show", f"HEAD:{rel}"], cwd=ROOT, capture_output=True)
+        assert shown.returncode == 0, shown.stderr.decode()[-500:]
+        (out / f.name).write_bytes(shown.stdout)
+    return out / table.name
+
+
 def _differ(made: Path, shipped: Path) -> list[str]:
     out = []
     for f in sorted(p for p in made.rglob("*") if p.suffix in TEXT):
@@ -51,7 +70,7 @@ def test_claim2_verdict_rebuilds_from_the_shipped_per_seed_metrics(tmp_path):
 @pytest.mark.skipif(not (RESULTS_DIR / "small" / "claim1").is_dir(),
                     reason="no shipped claim-1 references")
 def test_claim1_report_rebuilds_from_the_shipped_references_and_table(tmp_path):
-    _run("analysis.claim1", "--scale", "small", "--table",
-         str(RESULTS_DIR / "small" / "upstream-loss" / "lctable.csv"), "--out", str(tmp_path))
+    table = _as_committed(RESULTS_DIR / "small" / "upstream-loss" / "lctable.csv", tmp_path)
+    _run("analysis.claim1", "--scale", "small", "--table", str(table), "--out", str(tmp_path))
     stale = _differ(tmp_path / "small" / "claim1", FIGURES_DIR / "small" / "claim1")
     assert not stale, f"stale claim-1 report (python -m analysis.claim1 ...): {stale}"
