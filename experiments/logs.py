@@ -287,7 +287,8 @@ class SearchMetadata(Span):
 # reads it). One row per (configuration, replicate, epoch). A failed training adds one row with
 # status "failed" at the epoch it failed in: val_loss and train_loss empty, epoch_seconds the
 # time that epoch ran until the failure. A configuration is complete when it has ok rows for
-# epochs 1..max_t, or ok rows 1..k-1 and a failed row at epoch k.
+# epochs 1..max_t, or ok rows 1..k-1 and a failed row at epoch k. Losses are recorded to 7
+# significant digits, seconds to 0.1 ms (experiments.lctable.rounded; lctable.json "precision").
 LCTABLE_CSV = "lctable.csv"
 LCTABLE_JSON = "lctable.json"  # its metadata: "max_t" = epochs every configuration trains
 TABLE_CONFIG_ID = "config_id"  # 0 = untuned default, 1..N = sampled

@@ -648,6 +648,15 @@ def failure_profile(table: Table, depth: int = 3, max_values: int = 8) -> list[s
     return out
 
 
+def _precision(p) -> str:
+    """The data card's words for lctable.json's ``precision`` (how cells were rounded)."""
+    if not isinstance(p, dict):
+        return "as computed (full double precision; not recorded)"
+    d, s = p.get("loss_digits"), p.get("seconds_decimals")
+    return (f"losses to {d if isinstance(d, int) else '?'} significant digits, seconds to "
+            f"{s if isinstance(s, int) else '?'} decimals")
+
+
 def data_card(table: Table) -> str:
     """A data card of the table (Markdown), every number read from the table and its JSON:
     what it is, how it was made, what it holds, its noise and cost, and its licence."""
@@ -695,6 +704,7 @@ def data_card(table: Table) -> str:
         f"cores, {m.get('threads', '?')} torch thread(s) per training |",
         f"| trainable | {m.get('trainable', '?')} {m.get('trainable_options') or ''} |",
         f"| columns | {', '.join(m.get('columns') or [])} |",
+        f"| precision | {_precision(m.get('precision'))} |",
         "| licence | MIT, as the repository (LICENSE) |",
     ]
     return "\n".join(lines) + "\n"

@@ -3,6 +3,7 @@ simulated-time order, repeatability, the nearest-configuration lookup, the table
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -354,7 +355,8 @@ def test_lctable_resumes_without_duplicate_rows(tmp_path, monkeypatch):
     assert len(again) == len(full)
     g = again[again.config_id == a].set_index("epoch")
     assert list(sorted(g.index)) == list(range(1, MAX_T + 1))
-    assert g.loc[5, "val_loss"] == hist[4]["val_loss"]  # from the checkpoint's history
+    # from the checkpoint's history, as the table records it
+    assert g.loc[5, "val_loss"] == lctable.rounded("val_loss", hist[4]["val_loss"])
     assert not (ckpt / f"config{a}").exists()
     # other seed -> other configurations: refused
     with pytest.raises(ValueError, match="seed"):
@@ -367,6 +369,57 @@ def test_lctable_resumes_without_duplicate_rows(tmp_path, monkeypatch):
             lctable.run("smoke", **kw)
     finally:
         os.close(fd)
+
+
+def test_lctable_rounds_its_cells_and_compacts_an_older_table(tmp_path):
+    """Losses are kept to 7 significant digits and seconds to 0.1 ms: a table begun with
+    full-precision cells is rewritten so on resume, its keys, hyperparameters, other cells
+    and a line cut by a kill left as they were; a second pass changes nothing."""
+    assert lctable.rounded("val_loss", 10.56299978309209) == 10.563
+    assert lctable.rounded("val_loss_pt", 0.020314290290819728) == 0.02031429
+    assert lctable.rounded("epoch_cpu_seconds", 3.2352402720000004) == 3.2352
+    assert lctable.rounded("p:lr", 0.00031622776601683794) == 0.00031622776601683794
+    assert lctable.rounded("val_loss", "") == "" and lctable.rounded("val_loss", "inf") == "inf"
+    path = tmp_path / "lc.csv"
+    kw = dict(n_configs=2, workers=1, out=path, trainable="synthetic",
+              checkpoints=tmp_path / "ckpt", progress=False)
+    assert lctable.run("smoke", **kw) == 0
+    from experiments.table import data_card
+
+    assert json.loads(path.with_suffix(".json").read_text())["precision"] == {
+        "loss_digits": 7, "seconds_decimals": 4}
+    assert "| precision | losses to 7 significant digits, seconds to 4 decimals |" in \
+        data_card(load_table(path))
+    made = pd.read_csv(path, dtype=str, keep_default_na=False)
+    floats = [c for c in lctable.LOSS_COLUMNS + lctable.SECONDS_COLUMNS
+              if c in made.columns and (made[c] != "").any()]
+    assert {"val_loss", "epoch_seconds"} <= set(floats)
+    digits = made[floats].map(lambda c: len(c.replace(".", "").replace("-", "").lstrip("0")
+                                            .split("e")[0]))
+    assert int(digits.max().max()) <= lctable.LOSS_DIGITS + 2  # e.g. 12.34567 s -> 1234567
+    # the same table as an older version wrote it: every cell a float's full repr
+    old = made.copy()
+    noise = 1 + 1e-9 * np.arange(1, len(old) + 1)
+    for c in floats:
+        ok = old[c] != ""
+        old.loc[ok, c] = [repr(float(v) * float(k)) for v, k in zip(old.loc[ok, c], noise[ok])]
+    text = old.to_csv(index=False)
+    cut = text.rsplit("\n", 2)[-2][:25]  # a line cut by a kill
+    path.write_text(text + cut)
+    assert lctable.compact(path) == len(old)
+    lines = path.read_text().split("\n")
+    assert lines[-1] == cut and len(lines) == len(made) + 2
+    again = pd.read_csv(io.StringIO("\n".join(lines[:-1]) + "\n"), dtype=str,
+                        keep_default_na=False)
+    assert again.drop(columns=floats).equals(made.drop(columns=floats))
+    for c in floats:
+        a, b = pd.to_numeric(again[c]), pd.to_numeric(made[c])
+        assert np.allclose(a, b, rtol=1e-6, atol=1e-4, equal_nan=True), c
+    assert lctable.compact(path) == 0
+    path.write_text(text)  # resuming compacts it, then finds the table complete
+    assert lctable.run("smoke", **kw) == 0
+    assert lctable.compact(path) == 0
+    assert len(pd.read_csv(path)) == len(made)
 
 
 def test_lctable_replicates_and_shards_merge_into_one_table(tmp_path, monkeypatch):
@@ -590,6 +643,7 @@ def test_data_card_reads_its_numbers_from_the_table(tmp_path, capsys):
     assert load_table(t).core_hours() * 3600 == pytest.approx(29.5)
     assert f"| device-hours of the complete trainings | {29.5 / 3600:.2f} (epoch_seconds)" \
         in card
+    assert "| precision | as computed (full double precision; not recorded) |" in card
 
 
 def test_failure_profile_finds_where_trainings_fail(tmp_path, capsys):
