@@ -1,7 +1,7 @@
 """The archival files agree with each other and with the environment: .zenodo.json,
 CITATION.cff and pyproject.toml name one version, title and licence; requirements.lock pins
 every package of the requirement files at their versions, each with a sha256; SHA256SUMS and
-RELEASE.md name what `make release-check` checks."""
+RELEASE.md name what `make release-check` checks; no tracked file reaches 5 MiB."""
 
 from __future__ import annotations
 
@@ -55,3 +55,21 @@ def test_release_check_covers_what_release_md_asks():
                  "git clone", ".ci/run"):
         assert what in body, what
     assert "make release-check" in (ROOT / "RELEASE.md").read_text()
+
+
+MAX_TRACKED_BYTES = 5 * 2**20  # the most one shipped file may hold
+
+
+def test_every_tracked_file_is_under_5_mib():
+    """Every file git tracks, as it is in this checkout, is under 5 MiB: the learning-curve
+    table, which grows as `make lctable` runs, included (its cells are rounded for this)."""
+    import subprocess
+
+    r = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("not a git checkout")
+    files = [ROOT / f for f in r.stdout.decode().split("\0") if f]
+    assert len(files) > 100
+    big = {str(f.relative_to(ROOT)): f.stat().st_size for f in files
+           if f.is_file() and f.stat().st_size >= MAX_TRACKED_BYTES}
+    assert not big, f"tracked files of 5 MiB or more: {big}"
