@@ -401,10 +401,15 @@ class Table:
             sum(e.failure_seconds for e in trainings)
         return secs * self.devices / 3600.0
 
-    def seed_noise(self) -> float | None:
+    def seed_noise(self, epoch: int | None = None) -> float | None:
         """Median over replicated configurations of the standard deviation (ddof 1) of their
-        final validation loss across training seeds; None without replicates."""
-        sds = [float(np.std([e.curve[self.max_t - 1][0] for e in reps], ddof=1))
+        validation loss at ``epoch`` (default: the final one, max_t) across training seeds;
+        None without replicates. Only configurations whose every seed trained to max_t count,
+        so every epoch's value is over the same configurations."""
+        at = self.max_t if epoch is None else int(epoch)
+        if not 1 <= at <= self.max_t:
+            raise ValueError(f"epoch {at} outside 1..{self.max_t}")
+        sds = [float(np.std([e.curve[at - 1][0] for e in reps], ddof=1))
                for reps in self.replicates.values()
                if sum(e.failure is None and len(e.curve) >= self.max_t for e in reps) >= 2
                and all(e.failure is None and len(e.curve) >= self.max_t for e in reps)]
@@ -668,6 +673,8 @@ def data_card(table: Table) -> str:
     fails = Counter(e.failure for e in table.entries if e.failure)
     sampled = [e for e in table.entries if e.config_id != 0]
     noise = table.seed_noise()
+    epochs = sorted({2 ** k for k in range(table.max_t.bit_length()) if 2 ** k <= table.max_t}
+                    | {table.max_t})
     machine = m.get("machine") or {}
     lines = [
         f"# Data card: `{table.path.parent.name}/{table.path.name}`", "",
@@ -698,6 +705,9 @@ def data_card(table: Table) -> str:
         f"| replicated configurations | {len(table.replicates)} |",
         "| seed noise (median SD of the final val_loss over replicated configurations) | "
         + (f"{noise:.4g}" if noise is not None else "n/a") + " |",
+        f"| seed noise by epoch ({', '.join(str(e) for e in epochs)}) | "
+        + (" / ".join(f"{table.seed_noise(e):.4g}" for e in epochs) if noise is not None
+           else "n/a") + " |",
         f"| device-hours of the complete trainings | {table.core_hours():.2f} "
         f"({m.get('clock', EPOCH_SECONDS)}) |",
         f"| machine | {machine.get('cpu_model', '?')}, {machine.get('cores_usable', '?')} "

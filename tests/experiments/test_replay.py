@@ -446,6 +446,18 @@ def test_lctable_replicates_and_shards_merge_into_one_table(tmp_path, monkeypatc
     finals = [e.curve[-1][0] for e in t.replicates[0]]
     assert len(set(finals)) == 3  # other training seeds, other losses
     assert t.seed_noise() is not None and t.seed_noise() > 0
+    for epoch in (1, 2, MAX_T):  # the median over configurations of the SD over seeds
+        sds = [np.std([e.curve[epoch - 1][0] for e in reps], ddof=1)
+               for reps in t.replicates.values()]
+        assert t.seed_noise(epoch) == pytest.approx(np.median(sds))
+    assert t.seed_noise(MAX_T) == t.seed_noise()
+    with pytest.raises(ValueError, match="outside"):
+        t.seed_noise(MAX_T + 1)
+    from experiments.table import data_card
+
+    row = next(r for r in data_card(t).splitlines() if r.startswith("| seed noise by epoch"))
+    assert row.startswith("| seed noise by epoch (1, 2, 4, 8, 9) | ") and row.count(" / ") == 4
+    assert row.split(" | ")[1].split(" / ")[0] == f"{t.seed_noise(1):.4g}"
     assert t.summary()["n_replicated"] == 3
     # every training, in CPU seconds where recorded (the table's clock), else wall seconds
     cpu = b.epoch_cpu_seconds.where(b.epoch_cpu_seconds > 0, b.epoch_seconds)
