@@ -24,6 +24,8 @@ Reads results/<scale>/replay/<method>/seed<k>/ (the live log layout, metadata "b
                                verdict on the paper's claim 2 (asha_bo vs the other three)
     head_to_head_top1.{md,tex} the same to the top 1 % target (the hardest the table gives)
     per_seed.csv               analysis.metrics.per_seed_metrics
+    aggregate.{md,csv}         IQM and probability of improvement over seeds, as rliable
+    performance_profile.{pdf,png}  reports them (analysis.aggregate; exploratory)
     regret_area.csv            analysis.metrics.regret_areas (claim 2's secondary endpoint)
     curves.csv                 median, band and average rank on the compute grid
     references.json            L_ref, targets, default loss, grid end and the speedup goal
@@ -68,7 +70,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis import figures, summary_plots, tables  # noqa: E402
+from analysis import aggregate, figures, summary_plots, tables  # noqa: E402
 from analysis.logs import (  # noqa: E402
     DEFAULT_METHOD,
     HELDOUT_COLUMNS,
@@ -348,6 +350,8 @@ def write_tables(res: dict, scale: str, out: Path) -> list[Path]:
                             for _, row in h2h.iterrows()], out, name,
                            head_to_head_notes(h2h, q))
     tables.write_csv(res["per_seed"], out / "per_seed.csv")
+    # from the file as written, so that python -m analysis.aggregate on it gives the same
+    aggregate.write(pd.read_csv(out / "per_seed.csv"), out)
     if "regret_area" in res:
         tables.write_csv(res["regret_area"], out / "regret_area.csv")
     tables.write_csv(res["curves"], out / "curves.csv")
@@ -355,7 +359,9 @@ def write_tables(res: dict, scale: str, out: Path) -> list[Path]:
                                                     sort_keys=True) + "\n")
     return written + [out / f"{n}.{e}" for n in ("ranks", *HEAD_TO_HEAD)
                       for e in ("md", "tex")] + \
-        [out / n for n in ("ranks.csv", "per_seed.csv", "curves.csv", "references.json")] + \
+        [out / n for n in ("ranks.csv", "per_seed.csv", "curves.csv", "references.json",
+                           "aggregate.md", "aggregate.csv", "performance_profile.pdf",
+                           "performance_profile.png")] + \
         ([out / "regret_area.csv"] if "regret_area" in res else [])
 
 

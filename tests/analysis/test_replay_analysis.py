@@ -184,6 +184,8 @@ def test_tables_written_and_byte_identical(tmp_path, capsys):
         | {f"{n}.{e}" for n in ("fractions", "targets", "agreement", "head_to_head",
                                  "head_to_head_top1") for e in ("md", "tex")} \
         | {"per_seed.csv", "regret_area.csv", "curves.csv", "references.json"} \
+        | {"aggregate.md", "aggregate.csv", "performance_profile.pdf",
+           "performance_profile.png"} \
         | {f"{n}.{e}" for n in replay.FIGURES for e in ("pdf", "png")}
     assert _run(tmp_path, out) == 0
     second = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}

@@ -74,3 +74,14 @@ def test_claim1_report_rebuilds_from_the_shipped_references_and_table(tmp_path):
     _run("analysis.claim1", "--scale", "small", "--table", str(table), "--out", str(tmp_path))
     stale = _differ(tmp_path / "small" / "claim1", FIGURES_DIR / "small" / "claim1")
     assert not stale, f"stale claim-1 report (python -m analysis.claim1 ...): {stale}"
+
+
+@pytest.mark.parametrize("folder", ["replay", "replay_power", "replay_surrogate"])
+def test_aggregate_rebuilds_from_the_shipped_per_seed_metrics(tmp_path, folder):
+    shipped = FIGURES_DIR / "small" / folder
+    if not (shipped / "per_seed.csv").is_file():
+        pytest.skip(f"no shipped {folder} replays")
+    _run("analysis.aggregate", "--per-seed", str(shipped / "per_seed.csv"), "--out",
+         str(tmp_path))
+    assert (tmp_path / "aggregate.md").is_file()
+    assert not _differ(tmp_path, shipped), "stale aggregate.md / aggregate.csv"
