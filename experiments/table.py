@@ -725,7 +725,10 @@ def print_check(table: Table) -> None:
     h = table.heldout_error()
 
     def f(v, pct=False):
-        return "-" if v is None else (f"{100 * v:.1f} %" if pct else f"{v:.4g}")
+        if v is None:
+            return "-"
+        return (f"{100 * v:.4g} %" if abs(v) >= 10 else f"{100 * v:.1f} %") if pct \
+            else f"{v:.4g}"
 
     print(f"table {table.path}: {len(table.entries)} configurations "
           f"({sum(e.failure is not None for e in table.entries)} failed, "
@@ -744,7 +747,6 @@ def print_check(table: Table) -> None:
           f"{f(h.get('baseline_epoch_median_ae'))}  (robust to diverged curves)")
     print(f"  rank correlation of final val_loss (Spearman) {f(h['final_spearman'])}")
     print(f"  failure predicted correctly for {f(h['failure_agreement'], True)}")
-
 
 
 
