@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata, trim_mean
 
-from analysis.tables import write_csv
+from analysis.tables import PerSeedError, read_per_seed, write_csv
 
 FRACTIONS = ("1/8", "1/4", "1/2", "1")
 REFERENCE = "asha_bo"
@@ -244,27 +244,17 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis.aggregate",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--per-seed", required=True, help="per_seed.csv of analysis.replay")
-    p.add_argument("--out", default=None, help="folder for aggregate.md/csv (default: the "
-                   "input's)")
+    p.add_argument("--out", default=None, help="aggregate.md/csv and the figure go there "
+                   "(default: the input's folder)")
     a = p.parse_args(argv)
-    src = Path(a.per_seed)
     try:
-        if not src.is_file():
-            raise AggregateError(f"{src}: no per-seed metrics; run `make replay` first")
-        try:
-            ps = pd.read_csv(src)
-        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
-            raise AggregateError(f"{src}: unreadable ({str(e).splitlines()[0]})") from None
-        if ps.empty:
-            raise AggregateError(f"{src}: no rows")
-        try:
-            scores(ps)  # the columns, checked before anything is written
-        except AggregateError as e:
-            raise AggregateError(f"{src}: {e}") from None
-    except AggregateError as e:
-        print(f"error: {e}", file=sys.stderr)
+        ps = read_per_seed(Path(a.per_seed), "make replay")
+        scores(ps)  # the columns, checked before anything is written
+    except (PerSeedError, AggregateError) as e:
+        where = "" if isinstance(e, PerSeedError) else f"{a.per_seed}: "
+        print(f"error: {where}{e}", file=sys.stderr)
         return 2
-    print(write(ps, Path(a.out) if a.out else src.parent))
+    print(write(ps, Path(a.out) if a.out else Path(a.per_seed).parent))
     return 0
 
 

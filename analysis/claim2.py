@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.tables import write_csv
+from analysis.tables import PerSeedError, read_per_seed, write_csv
 from mlpf.paths import shown
 
 FLAVOURS = ("asha_bo", "asha_gp", "asha_tpe")  # ASHA + BO: ours (CBO, extra trees), GP, TPE
@@ -325,12 +325,10 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     src = Path(a.per_seed)
     try:
-        if not src.is_file():
-            raise Claim2Error(f"{src}: no per-seed metrics; run `make replay-power` first")
         try:
-            ps = pd.read_csv(src)
-        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
-            raise Claim2Error(f"{src}: unreadable ({str(e).splitlines()[0]})") from None
+            ps = read_per_seed(src, "make replay-power")
+        except PerSeedError as e:
+            raise Claim2Error(str(e)) from None
         res, verdicts = analyse(ps)
         if res.empty:
             raise Claim2Error(f"{src}: no ASHA + BO flavour beside the other paper methods")

@@ -289,6 +289,25 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
     safe_cells(df).to_csv(path, index=False, float_format="%.6g")
 
 
+class PerSeedError(Exception):
+    """A per_seed.csv that cannot be read (one line for the user)."""
+
+
+def read_per_seed(path: Path, make: str) -> pd.DataFrame:
+    """A ``per_seed.csv`` of :mod:`analysis.replay`; PerSeedError naming the file when it is
+    missing (``make``: the command that writes it), unreadable or without rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise PerSeedError(f"{path}: no per-seed metrics; run `{make}` first")
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise PerSeedError(f"{path}: unreadable ({str(e).splitlines()[0]})") from None
+    if df.empty:
+        raise PerSeedError(f"{path}: no rows")
+    return df
+
+
 def jsonable(x):
     """References as JSON: NaN -> null, inf -> "inf", numpy scalars -> Python numbers rounded
     to 10 digits, dict keys (target quantiles) -> str."""
