@@ -78,11 +78,14 @@ REPLICATE_SEED_STRIDE = 7919  # training seed of replicate r: seed + r * stride
 
 # Cells are rounded as they are written: losses to LOSS_DIGITS significant digits (at most
 # 5e-7 relative, near the float32 training's own resolution, eps 1.2e-7), seconds to
-# SECONDS_DECIMALS decimals (0.1 ms). Both are far below the seed noise and the timing noise;
-# unrounded, the 1,024-configuration table at small (about 17,000 rows of 380 bytes) would pass
-# 5 MiB, the most a shipped file may hold (rounded: about 270 bytes a row).
+# SECONDS_DECIMALS decimals (0.1 ms), and a positive time that would round to zero (a tiny
+# model's epoch) to SECONDS_TINY_DIGITS significant digits, so that no measured time reads
+# as 0 (the surrogate and the cost models take its log). Both are far below the seed noise and
+# the timing noise; unrounded, the 1,024-configuration table at small (about 17,000 rows of 380
+# bytes) would pass 5 MiB, the most a shipped file may hold (rounded: about 270 bytes a row).
 LOSS_DIGITS = 7
 SECONDS_DECIMALS = 4
+SECONDS_TINY_DIGITS = 2
 LOSS_COLUMNS = (VAL_LOSS, TRAIN_LOSS, logs.VAL_LOSS_REG, *logs.VAL_COMPONENTS)
 SECONDS_COLUMNS = (EPOCH_SECONDS, logs.EPOCH_CPU_SECONDS)
 
@@ -144,7 +147,8 @@ def rounded(column: str, value):
     if not math.isfinite(v):
         return value
     if column in SECONDS_COLUMNS:
-        return round(v, SECONDS_DECIMALS)
+        r = round(v, SECONDS_DECIMALS)
+        return r if r != 0 or v == 0 else float(f"{v:.{SECONDS_TINY_DIGITS}g}")
     return float(f"{v:.{LOSS_DIGITS}g}")
 
 
@@ -565,7 +569,8 @@ def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable
                 threads=_threads(),
                 devices=1, machine=machine_info(), status="running", end_iso=None,
                 columns=list(columns),
-                precision={"loss_digits": LOSS_DIGITS, "seconds_decimals": SECONDS_DECIMALS})
+                precision={"loss_digits": LOSS_DIGITS, "seconds_decimals": SECONDS_DECIMALS,
+                           "seconds_tiny_digits": SECONDS_TINY_DIGITS})
     meta["segments"] = [*meta.get("segments", []), segment]
     logs.write_json(meta_path(path), meta)
 

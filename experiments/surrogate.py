@@ -87,6 +87,7 @@ from experiments.table import STATUS, TABLE_CONFIG, TABLE_DISTANCE, Entry, Table
 
 LOSS_CAP = 10.0  # losses above it count as 10 (an untrained model is at ~3)
 N_TREES = 200
+MIN_SECONDS = 1e-6  # the shortest epoch time the cost model takes (a clock may read 0 s)
 ACCEPT = {"spearman": 0.8, "spearman_best_quarter": 0.5, "top5_recall": 0.5}
 LOOKUPS = ("nearest", "surrogate")
 NOISE_NEIGHBOURS = 5  # replicated configurations, nearest in final loss, a residual comes from
@@ -230,7 +231,8 @@ class Surrogate:
                              "needs at least 2")
         x = np.array([self.features(e.params) for e in ok])
         logv, logt = log_curves(ok, t, 0), log_curves(ok, t, 1)  # (n_ok, max_t) each
-        secs = np.array([[c[2] for c in e.curve[:t]] for e in ok])
+        # a clock may read 0 s for a tiny model's epoch: floor the times (log and ratios below)
+        secs = np.maximum(np.array([[c[2] for c in e.curve[:t]] for e in ok]), MIN_SECONDS)
         med = np.median(secs, axis=1)
         self.profile = np.median(secs / med[:, None], axis=0)  # epoch 1 is slower, ...
         kw = dict(n_estimators=self.n_trees, random_state=self.seed, n_jobs=1)

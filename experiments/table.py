@@ -657,9 +657,12 @@ def _precision(p) -> str:
     """The data card's words for lctable.json's ``precision`` (how cells were rounded)."""
     if not isinstance(p, dict):
         return "as computed (full double precision; not recorded)"
-    d, s = p.get("loss_digits"), p.get("seconds_decimals")
-    return (f"losses to {d if isinstance(d, int) else '?'} significant digits, seconds to "
-            f"{s if isinstance(s, int) else '?'} decimals")
+    d, s, t = p.get("loss_digits"), p.get("seconds_decimals"), p.get("seconds_tiny_digits")
+    words = (f"losses to {d if isinstance(d, int) else '?'} significant digits, seconds to "
+             f"{s if isinstance(s, int) else '?'} decimals")
+    if isinstance(t, int):  # recorded from the version that keeps tiny times off zero
+        words += f" (a time that would round to 0: {t} significant digits)"
+    return words
 
 
 def data_card(table: Table) -> str:

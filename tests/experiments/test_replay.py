@@ -378,6 +378,9 @@ def test_lctable_rounds_its_cells_and_compacts_an_older_table(tmp_path):
     assert lctable.rounded("val_loss", 10.56299978309209) == 10.563
     assert lctable.rounded("val_loss_pt", 0.020314290290819728) == 0.02031429
     assert lctable.rounded("epoch_cpu_seconds", 3.2352402720000004) == 3.2352
+    # a tiny model's epoch keeps its order of magnitude instead of reading as 0 s
+    assert lctable.rounded("epoch_seconds", 3.4567e-05) == 3.5e-05
+    assert lctable.rounded("epoch_seconds", 0.0) == 0.0
     assert lctable.rounded("p:lr", 0.00031622776601683794) == 0.00031622776601683794
     assert lctable.rounded("val_loss", "") == "" and lctable.rounded("val_loss", "inf") == "inf"
     path = tmp_path / "lc.csv"
@@ -387,8 +390,9 @@ def test_lctable_rounds_its_cells_and_compacts_an_older_table(tmp_path):
     from experiments.table import data_card
 
     assert json.loads(path.with_suffix(".json").read_text())["precision"] == {
-        "loss_digits": 7, "seconds_decimals": 4}
-    assert "| precision | losses to 7 significant digits, seconds to 4 decimals |" in \
+        "loss_digits": 7, "seconds_decimals": 4, "seconds_tiny_digits": 2}
+    assert ("| precision | losses to 7 significant digits, seconds to 4 decimals (a time that "
+            "would round to 0: 2 significant digits) |") in \
         data_card(load_table(path))
     made = pd.read_csv(path, dtype=str, keep_default_na=False)
     floats = [c for c in lctable.LOSS_COLUMNS + lctable.SECONDS_COLUMNS

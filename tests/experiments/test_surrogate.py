@@ -58,6 +58,21 @@ def test_flat_forest_predicts_like_scikit_learn():
                        atol=1e-12)
 
 
+def test_epochs_timed_at_zero_seconds_still_fit(table, tmp_path):
+    """A clock that reads 0 s for a tiny model's epoch (a smoke table on a fast machine) is
+    floored, not a log of 0 that the forests refuse: every predicted time is positive."""
+    import pandas as pd
+
+    d = pd.read_csv(table.path, keep_default_na=False)
+    d.loc[d.config_id.isin([0, 1]), ["epoch_seconds", "epoch_cpu_seconds"]] = 0.0
+    path = tmp_path / "lc.csv"
+    d.to_csv(path, index=False)
+    path.with_suffix(".json").write_text(table.path.with_suffix(".json").read_text())
+    s = Surrogate(load_table(path))
+    e, _ = s.world(0).replay(table.entries[0].params)
+    assert all(np.isfinite(t) and t > 0 for _, _, t in e.curve)
+
+
 def test_worlds_are_common_random_numbers(table):
     s = Surrogate(table)
     assert len(s.residuals) == 3 + 4 * 2  # every replicate's residual curve
