@@ -36,7 +36,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import claim2
-from analysis.tables import write_csv
+from analysis.tables import PerSeedError, read_per_seed, write_csv
 from mlpf.scales import SCALES
 
 PRIMARY = "primary"
@@ -138,7 +138,11 @@ def from_manifest(path: Path, scale: str, out: Path) -> tuple[list, dict, dict]:
         except (ReplayLogsError, ValueError, OSError) as e:
             missing[sc["name"]] = str(e).splitlines()[0] if str(e) else type(e).__name__
             continue
-        ps = pd.read_csv(out / sc["name"] / "per_seed.csv")
+        try:
+            ps = read_per_seed(out / sc["name"] / "per_seed.csv", "make claim2-sensitivity")
+        except PerSeedError as e:
+            missing[sc["name"]] = str(e)
+            continue
         rows.append(scenario_rows(sc["name"], sc["what"], ps))
     return rows, missing, whats
 
@@ -158,7 +162,12 @@ def world_agreement(out: Path, names: list[str]) -> list[str]:
             lines.append(f"Method rankings, {PRIMARY} vs {name}: not compared "
                          f"({type(e).__name__}: no summary.csv of both).")
             continue
-        agree = lookup_agreement(a, b)
+        try:
+            agree = lookup_agreement(a, b)
+        except (KeyError, ValueError, TypeError) as e:  # no method column, text for a number
+            lines.append(f"Method rankings, {PRIMARY} vs {name}: not compared (a summary.csv "
+                         f"is malformed: {type(e).__name__} {str(e).splitlines()[0][:80]}).")
+            continue
         if agree["status"] != "compared":
             lines.append(f"Method rankings, {PRIMARY} vs {name}: {agree['status']}.")
             continue

@@ -109,3 +109,9 @@ def test_the_two_worlds_rank_the_methods_by_kendalls_tau(tmp_path):
     assert sensitivity.world_agreement(tmp_path, ["primary", "world-nearest"]) == [
         "Method rankings, primary vs world-nearest: not compared (FileNotFoundError: no "
         "summary.csv of both)."]
+    # a malformed summary (no method column) is one line, not a traceback
+    (tmp_path / "world-nearest").mkdir()
+    (tmp_path / "world-nearest" / "summary.csv").write_text("name,incumbent_loss\nasha,0.2\n")
+    (line,) = sensitivity.world_agreement(tmp_path, ["primary", "world-nearest"])
+    assert line.startswith("Method rankings, primary vs world-nearest: not compared (a "
+                           "summary.csv is malformed: KeyError")
