@@ -151,14 +151,15 @@ class Benchmark:
         if entry.failure is not None and epoch > len(entry.curve):  # failed at len + 1
             out.update({logs.VAL_LOSS: None, logs.TRAIN_LOSS: None,
                         **dict.fromkeys(COMPONENTS),
-                        COST_SECONDS: (sum(secs) + entry.failure_seconds) * self.table.devices,
+                        COST_SECONDS: _seconds((sum(secs) + entry.failure_seconds)
+                                               * self.table.devices),
                         FAILED: True, REASON: entry.failure})
         else:
             v, t, _ = entry.curve[epoch - 1]
             comps = self._recorded(entry.config_id, epoch) if self.lookup == "nearest" else {}
             out.update({logs.VAL_LOSS: float(v), logs.TRAIN_LOSS: float(t),
                         **{c: comps.get(c) for c in COMPONENTS},
-                        COST_SECONDS: sum(secs[:epoch]) * self.table.devices,
+                        COST_SECONDS: _seconds(sum(secs[:epoch]) * self.table.devices),
                         FAILED: False, REASON: None})
         return {**out, TABLE_CONFIG: meta[TABLE_CONFIG], TABLE_DISTANCE: meta[TABLE_DISTANCE]}
 
@@ -168,6 +169,12 @@ class Benchmark:
         if self._components is None:
             self._components = _read_components(self.table.path)
         return self._components.get((config_id, epoch), {})
+
+
+def _seconds(x: float) -> float:
+    """A sum of epoch times without its float noise: 10 significant digits (12.3456, not
+    12.345600000000001), far finer than the table records a time."""
+    return float(f"{float(x):.10g}")
 
 
 def _read_components(path: Path) -> dict:

@@ -30,6 +30,7 @@ def test_a_query_answers_from_the_nearest_row(table):
     assert q["table_config"] == e.config_id and q["table_distance"] == 0.0
     assert q["val_loss"] == e.curve[3][0] and q["train_loss"] == e.curve[3][1]
     assert q[COST_SECONDS] == pytest.approx(sum(c[2] for c in e.curve[:4]))
+    assert len(repr(q[COST_SECONDS]).split("e")[0].replace(".", "").strip("0")) <= 10
     assert q[logs.VAL_LOSS_REG] == pytest.approx(0.5 * q["val_loss"])
     assert q["val_loss_cls"] == pytest.approx(q["val_loss"] / 28)
     assert set(COMPONENTS) <= set(q) and not q["failed"] and q["reason"] is None
