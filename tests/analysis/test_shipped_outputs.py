@@ -59,10 +59,11 @@ def test_make_figures_rebuilds_the_shipped_tables(tmp_path):
     assert not top, f"stale shipped outputs (make figures): {top}"
 
 
-@pytest.mark.skipif(not (FIGURES_DIR / "small" / "replay_power" / "per_seed.csv").is_file(),
-                    reason="no shipped claim-2 replays")
-def test_claim2_verdict_rebuilds_from_the_shipped_per_seed_metrics(tmp_path):
-    shipped = FIGURES_DIR / "small" / "replay_power"
+@pytest.mark.parametrize("folder", sorted(p.parent.name for p in
+                                          (FIGURES_DIR / "small").glob("*/claim2.md")
+                                          if (p.parent / "per_seed.csv").is_file()))
+def test_claim2_verdict_rebuilds_from_the_shipped_per_seed_metrics(tmp_path, folder):
+    shipped = FIGURES_DIR / "small" / folder
     _run("analysis.claim2", "--per-seed", str(shipped / "per_seed.csv"), "--out", str(tmp_path))
     assert not [f for f in _differ(tmp_path, shipped)], "stale claim2.md / claim2.csv"
 
