@@ -164,8 +164,8 @@ def compact(path: Path) -> int:
     keys = [cols.index(c) for c in (CONFIG_ID, EPOCH) if c in cols]
     changed = 0
     for n, line in enumerate(lines[1:], 1):
-        cells = line.split(",")
-        if len(cells) != len(cols) or not all(cells[k].isdigit() for k in keys):
+        cells = _whole_line(line, len(cols), keys)
+        if cells is None:
             continue
         new = [logs.fmt_cell(rounded(at[i], c)) if i in at and c else c
                for i, c in enumerate(cells)]
@@ -174,6 +174,15 @@ def compact(path: Path) -> int:
     if changed:
         logs.write_atomic(path, "\n".join(lines))
     return changed
+
+
+def _whole_line(line: str, n_cols: int, keys: list[int]) -> list[str] | None:
+    """The cells of a whole data line of the table (``n_cols`` cells, digits at the
+    ``keys`` positions), None for any other line, e.g. one cut by a kill."""
+    cells = line.split(",")
+    if len(cells) != n_cols or not all(cells[k].isdigit() for k in keys):
+        return None
+    return cells
 
 
 def _same(a, b) -> bool:
@@ -282,8 +291,8 @@ def _merge(table: Path, shards: list[Path]) -> int:
         cols = header.split(",")
         ki = [cols.index(c) for c in (CONFIG_ID, REPLICATE, EPOCH)]
         for line in lines[1:]:
-            cells = line.split(",")
-            if len(cells) != len(cols) or not all(cells[k].isdigit() for k in ki):
+            cells = _whole_line(line, len(cols), ki)
+            if cells is None:
                 continue  # a line cut by a kill
             rows.setdefault(tuple(int(cells[k]) for k in ki), line)
     logs.write_atomic(table, "\n".join([header, *(rows[k] for k in sorted(rows))]) + "\n")
