@@ -20,9 +20,10 @@ scenario: the budget is part of the design, not of the world):
 | ``world-<name>``| the table                         | the other one | 2       |
 | ``workers-8``   | the table                         | primary       | 8       |
 
-Replay logs (``<method>/seed<k>/``): ``<table dir>/claim2`` (primary, the folder of ``make
-claim2``), ``<root>/without-<id>/claim2``, ``<table dir>/claim2-world-<name>``, ``<table
-dir>/claim2-workers8``; the root is ``<table dir>/sensitivity`` unless ``--out``.
+Replay logs (``<method>/seed<k>/``): ``<table dir>/replay`` (primary, the folder of ``make
+claim2``, whose world is ``<table dir>/lctable.csv``), ``<root>/without-<id>/claim2``,
+``<table dir>/claim2-world-<name>``, ``<table dir>/claim2-workers8``; the root is ``<table
+dir>/sensitivity`` unless ``--out``.
 
 - The primary world is the one the surrogate's acceptance rule picks (``--lookup auto``:
   the surrogate when its validation report next to the table accepts it, else the nearest
@@ -103,6 +104,7 @@ TOP_QUANTILE = 0.01  # configurations left out in turn: the table's top 1 %
 WORKERS, MORE_WORKERS = 2, 8  # simulated workers: pre-registered, and the sensitivity
 BUDGET_TRAININGS, BUDGET_FIRST = 32, 512  # the pre-registered replay budget
 MANIFEST = "scenarios.json"
+PRIMARY_RESULTS = "replay"  # next to the claim-2 world: where `make claim2` replays (CLAIM2_DIR)
 LOOKUPS = ("nearest", "surrogate")  # experiments.surrogate.LOOKUPS
 
 
@@ -180,7 +182,7 @@ def plan(table: Table, root: Path, lookup: str, top: list[int]) -> list[Scenario
     here = path.parent
     other = next(x for x in LOOKUPS if x != lookup)
     out = [Scenario("primary", f"pre-registered: {lookup} world, {WORKERS} workers",
-                    path.as_posix(), lookup, WORKERS, (here / "claim2").as_posix())]
+                    path.as_posix(), lookup, WORKERS, (here / PRIMARY_RESULTS).as_posix())]
     for cid in top:
         folder = root / f"without-{cid}"
         out.append(Scenario(f"without-{cid}", f"configuration {cid} (top 1 %) left out",

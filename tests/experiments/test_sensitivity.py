@@ -69,7 +69,7 @@ def test_plan_primary_leave_outs_other_world_and_more_workers(table, tmp_path):
     assert [s.name for s in sc] == ["primary", "without-101", "without-29",
                                     "world-surrogate", "workers-8"]
     by = {s.name: s for s in sc}
-    assert by["primary"].results == (table.parent / "claim2").as_posix()  # make claim2's
+    assert by["primary"].results == (table.parent / "replay").as_posix()  # make claim2's
     assert by["world-surrogate"].lookup == "surrogate"
     assert {s.lookup for s in sc if s.name != "world-surrogate"} == {"nearest"}
     assert by["workers-8"].workers == 8 and by["primary"].workers == 2
@@ -162,7 +162,7 @@ def test_searches_that_never_replayed_the_left_out_row_are_derived_exactly(table
     for m in methods:
         for s in seeds:
             a = tmp_path / "sens" / "without-29" / "claim2" / m / f"seed{s}"
-            b, p = scratch / m / f"seed{s}", table.parent / "claim2" / m / f"seed{s}"
+            b, p = scratch / m / f"seed{s}", table.parent / "replay" / m / f"seed{s}"
             for name in (RESULTS_CSV, LEARNING_CURVES_CSV):
                 assert (a / name).read_bytes() == (b / name).read_bytes(), (m, s, name)
             meta_a, meta_b = (json.loads((d / METADATA_JSON).read_text()) for d in (a, b))
