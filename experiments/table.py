@@ -544,10 +544,14 @@ def _report_incomplete(path, meta, entries, n_incomplete, n_partial, max_t, warn
              f"epochs and no failed row left out ({why}); {len(entries)} complete")
     planned = meta.get("n_configs")
     if complete and planned is not None:
-        held = {e.config_id for e in entries} & set(range(planned + 1))
-        if len(held) < planned + 1:
+        # a reduced table (experiments.sensitivity.write_without) names what it left out
+        left = meta.get("left_out")
+        want = set(range(planned + 1)) - {c for c in (left if isinstance(left, list) else [])
+                                          if isinstance(c, int)}
+        missing = len(want - {e.config_id for e in entries})
+        if missing:
             warn(f"{path}: lctable.json says complete, {planned + 1} configurations planned "
-                 f"(the default and {planned} sampled); {planned + 1 - len(held)} of them "
+                 f"(the default and {planned} sampled); {missing} of them "
                  "missing or incomplete: a truncated table")
 
 
