@@ -15,9 +15,9 @@ PYTEST_ARGS ?=
 CONFIGS ?=
 REPLAY_SEEDS ?= 50
 PHYSICS_SEEDS ?= 3
+# the learning-curve table on upstream's loss (make lctable builds it; the replays, claim 2's test
+# and the claim-1 report read it); the previous loss's table is in results/small/archive/
 LCTABLE ?= results/$(SCALE)/lctable.csv
-# the table on upstream's loss, being built beside the shipped one (which the replays still use)
-LCTABLE_NEXT ?= results/$(SCALE)/upstream-loss/lctable.csv
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -52,7 +52,7 @@ $(foreach v,SEEDS CLAIM2_LIVE_SEEDS,$(call check,$(v),$(DIGITS),seeds separated 
   e.g. $(v)="0 1 2",spaces))
 $(foreach v,METHODS POWER_METHODS CLAIM2_METHODS CLAIM2_LIVE_METHODS,$(call check,$(v),$(NAME_CHARS),method \
   names (a-z 0-9 _) separated by spaces$(COMMA) e.g. $(v)="random asha",spaces))
-$(foreach v,LCTABLE LCTABLE_NEXT RELEASE_CLONE,\
+$(foreach v,LCTABLE RELEASE_CLONE,\
   $(call check,$(v),$(PATH_CHARS),a path of letters$(COMMA) digits and . / _ - + (no spaces)))
 $(call check,SCALE,$(NAME_CHARS),one of smoke small paper)
 ifneq ($(filter-out smoke small paper,$(SCALE))$(words $(SCALE)),1)
@@ -63,7 +63,7 @@ ifneq ($(filter-out process mpi serial ray,$(EVALUATOR))$(words $(EVALUATOR)),1)
 $(error EVALUATOR must be one of process mpi serial ray)
 endif
 
-.PHONY: help setup peers ray neps test lint lock sums release-check data benchmark claim1 claim2-world claim2-when-ready claim2 claim2-live claim2-sensitivity lctable replay replay-surrogate replay-power scaling figures physics clean distclean
+.PHONY: help setup peers ray neps test lint lock sums release-check data benchmark claim1 claim2-world claim2 claim2-live claim2-sensitivity lctable replay replay-surrogate replay-power scaling figures physics clean distclean
 
 help: ## show this help
 	@echo "usage: make TARGET [SCALE=smoke|small|paper] (default SCALE=small)"
@@ -120,10 +120,10 @@ benchmark: setup data ## run the searches for SCALE: METHODS, SEEDS, WORKERS, EV
 CLAIM1_SEEDS ?= 5
 claim1: setup data ## claim-1 references (default, hand-set lr, 4 x max_t, the study's best) x CLAIM1_SEEDS: results/SCALE/claim1/ (resumable), then their report
 	$(PY) -m experiments.claim1 --scale $(SCALE) --seeds '$(CLAIM1_SEEDS)' --workers '$(WORKERS)'
-	$(PY) -m analysis.claim1 --scale $(SCALE) --table '$(LCTABLE_NEXT)'
+	$(PY) -m analysis.claim1 --scale $(SCALE) --table '$(LCTABLE)'
 
-lctable: setup data ## train CONFIGS sampled configurations + the default to max_t on upstream's loss: LCTABLE_NEXT (resumable)
-	$(PY) -m experiments.lctable --scale $(SCALE) --workers '$(WORKERS)' --out '$(LCTABLE_NEXT)' \
+lctable: setup data ## train CONFIGS sampled configurations + the default to max_t on upstream's loss: LCTABLE (resumable)
+	$(PY) -m experiments.lctable --scale $(SCALE) --workers '$(WORKERS)' --out '$(LCTABLE)' \
 	  $(if $(CONFIGS),--configs '$(CONFIGS)')
 
 REPLAY_SEED_LIST = $(shell seq 0 $$(( $(REPLAY_SEEDS) - 1 )))
@@ -154,27 +154,25 @@ CLAIM2_SEEDS ?= 200
 # trainings of configurations 1..512 (pre-registered), whatever the world.
 CLAIM2_CONFIGS ?= 1024
 CLAIM2_BUDGET_FIRST := 512
-CLAIM2_DIR = $(dir $(LCTABLE_NEXT))claim2
+CLAIM2_DIR = $(dir $(LCTABLE))claim2
 CLAIM2_WORLD = $(CLAIM2_DIR)/lctable.csv
 # configurations 0..512 alone: what the budget is read from (live runs need no more)
 CLAIM2_BUDGET_WORLD = $(CLAIM2_DIR)/first512/lctable.csv
-CLAIM2_BUDGET_WORLD_CMD = $(PY) -m experiments.lctable --scale $(SCALE) --out '$(LCTABLE_NEXT)' \
+CLAIM2_BUDGET_WORLD_CMD = $(PY) -m experiments.lctable --scale $(SCALE) --out '$(LCTABLE)' \
 	    --world '$(CLAIM2_BUDGET_WORLD)' --first $(CLAIM2_BUDGET_FIRST)
 CLAIM2_BUDGET_CMD = $(PY) -m experiments.table --scale $(SCALE) --table '$(CLAIM2_BUDGET_WORLD)' \
 	    --replay-budget 32 --first $(CLAIM2_BUDGET_FIRST)
 # searches make claim2 already replayed on the same table, lookup, budget and settings are
 # copied, not replayed again (experiments.campaign --reuse)
 REUSE_CLAIM2 = $(if $(wildcard $(CLAIM2_DIR)/replay),--reuse '$(CLAIM2_DIR)/replay')
-claim2-world: setup ## the world of the pre-registered claim-2 test: LCTABLE_NEXT whole once complete, else its configurations 0..CLAIM2_CONFIGS (CLAIM2_WORLD), its surrogate, and configurations 0..512 for the budget
+# ... and on the surrogate: make claim2-sensitivity's other world
+REUSE_CLAIM2_SURROGATE = $(if $(wildcard $(CLAIM2_DIR)/claim2-world-surrogate),\
+  --reuse '$(CLAIM2_DIR)/claim2-world-surrogate')
+claim2-world: setup ## the world of the pre-registered claim-2 test: LCTABLE whole once complete, else its configurations 0..CLAIM2_CONFIGS (CLAIM2_WORLD), its surrogate, and configurations 0..512 for the budget
 	$(CLAIM2_BUDGET_WORLD_CMD)
-	$(PY) -m experiments.lctable --scale $(SCALE) --out '$(LCTABLE_NEXT)' --world '$(CLAIM2_WORLD)' \
+	$(PY) -m experiments.lctable --scale $(SCALE) --out '$(LCTABLE)' --world '$(CLAIM2_WORLD)' \
 	  --first '$(CLAIM2_CONFIGS)'
 	$(PY) -m experiments.surrogate --scale $(SCALE) --table '$(CLAIM2_WORLD)'
-
-claim2-when-ready: setup ## beside a running make lctable: wait until the world of claim 2 is trained (checked every 5 minutes), then make claim2
-	@until $(PY) -m experiments.lctable --scale $(SCALE) --out '$(LCTABLE_NEXT)' --world '$(CLAIM2_WORLD)' \
-	  --first '$(CLAIM2_CONFIGS)' 2>/dev/null; do echo "claim2-when-ready: $$(date -u +%H:%M) not yet" >&2; sleep 300; done
-	$(MAKE) claim2
 
 claim2: claim2-world $(PEERS_STAMP) $(NEPS_STAMP) ## the pre-registered claim-2 test (analysis/preregistration.md) on its world: CLAIM2_METHODS x 200 seeds (about 0.9 core-h: benchmarks/bench_replay_cost.py), then its verdict
 	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table '$(CLAIM2_WORLD)' \
@@ -182,17 +180,17 @@ claim2: claim2-world $(PEERS_STAMP) $(NEPS_STAMP) ## the pre-registered claim-2 
 	  --device-budget "$$($(CLAIM2_BUDGET_CMD))" --processes '$(NPROC)' --out $(CLAIM2_DIR)/replay
 	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds '$(CLAIM2_SEEDS)' \
 	  --methods '$(subst $(SPACE),$(COMMA),$(strip $(CLAIM2_METHODS)))' \
-	  --results $(CLAIM2_DIR)/replay --live $(dir $(LCTABLE_NEXT)) --out paper_figures/$(SCALE)/claim2
+	  --results $(CLAIM2_DIR)/replay --live $(dir $(LCTABLE)) --out paper_figures/$(SCALE)/claim2
 	$(PY) -m analysis.claim2 --per-seed paper_figures/$(SCALE)/claim2/per_seed.csv
 
 CLAIM2_LIVE_METHODS ?= random hyperband asha asha_bo asha_gp asha_tpe default
 CLAIM2_LIVE_SEEDS ?= 0 1 2 3 4
-claim2-live: data ## claim 2's live searches (analysis/preregistration.md): CLAIM2_LIVE_METHODS (the paper's four, ASHA + BO in its three flavours, and the default) x CLAIM2_LIVE_SEEDS on upstream's loss at half the replay budget (worker CPU-seconds, a hard cut; no wall cap; needs configurations 0..512 of LCTABLE_NEXT), logs next to LCTABLE_NEXT (30 searches of about 1,400 CPU-s each on 2 workers, plus start-ups; resumable)
+claim2-live: data ## claim 2's live searches (analysis/preregistration.md): CLAIM2_LIVE_METHODS (the paper's four, ASHA + BO in its three flavours, and the default) x CLAIM2_LIVE_SEEDS on upstream's loss at half the replay budget (worker CPU-seconds, a hard cut; no wall cap; needs configurations 0..512 of LCTABLE), logs next to LCTABLE (30 searches of about 1,400 CPU-s each on 2 workers, plus start-ups; resumable)
 	$(CLAIM2_BUDGET_WORLD_CMD)
 	$(PY) -m experiments.campaign --backend live --scale $(SCALE) --methods '$(CLAIM2_LIVE_METHODS)' \
 	  --seeds '$(CLAIM2_LIVE_SEEDS)' --workers '$(WORKERS)' --evaluator '$(EVALUATOR)' \
 	  --device-budget "$$($(CLAIM2_BUDGET_CMD) --live)" --time-budget 0 \
-	  --out $(dir $(LCTABLE_NEXT))
+	  --out $(dir $(LCTABLE))
 
 claim2-sensitivity: claim2-world ## claim 2's verdict with each top-1 % configuration left out, in the other world, with 8 workers (a few core-h at 200 seeds: experiments/sensitivity.py)
 	$(PY) -m experiments.sensitivity --scale $(SCALE) --table '$(CLAIM2_WORLD)' \
@@ -205,7 +203,7 @@ replay-surrogate: setup $(PEERS_STAMP) $(NEPS_STAMP) ## after make replay: the s
 	$(PY) -m experiments.surrogate --scale $(SCALE) --table '$(LCTABLE)'
 	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table '$(LCTABLE)' \
 	  --lookup surrogate --seeds "$(REPLAY_SEED_LIST)" --processes '$(NPROC)' \
-	  --out results/$(SCALE)/replay_surrogate
+	  --out results/$(SCALE)/replay_surrogate $(REUSE_CLAIM2_SURROGATE)
 	$(PY) -m analysis.replay --scale $(SCALE) --min-seeds '$(REPLAY_SEEDS)' \
 	  --results results/$(SCALE)/replay_surrogate --out paper_figures/$(SCALE)/replay_surrogate \
 	  --compare paper_figures/$(SCALE)/replay

@@ -424,6 +424,8 @@ def table_final_losses(path: Path) -> pd.Series:
     except logs.LogError as e:
         warn(f"{e}; max_t taken from the table")
     max_t = meta.get(MAX_T)
+    loss = meta.get(LOSS)
+    loss = loss.get("name") if isinstance(loss, dict) else None
     if max_t is None and not len(df):
         return pd.Series(dtype=float, name=VAL_LOSS)
     if max_t is None:
@@ -435,13 +437,22 @@ def table_final_losses(path: Path) -> pd.Series:
     d = d[np.isfinite(d[VAL_LOSS])].drop_duplicates(TABLE_CONFIG_ID, keep="last")
     out = d.set_index(TABLE_CONFIG_ID)[VAL_LOSS].sort_index()
     out.attrs[MAX_T] = max_t
+    out.attrs[LOSS] = loss  # the loss its trainings used (lctable.json), None if unrecorded
     return out
+
+
+def loss_names(runs: dict) -> set:
+    """The loss each search's trainings used (metadata ``loss``, None where unrecorded)."""
+    losses = [s.metadata.get(LOSS) for seeds in runs.values() for s in seeds.values()]
+    return {x.get("name") if isinstance(x, dict) else None for x in losses}
 
 
 def table_for(runs: dict, path: Path) -> tuple[pd.Series, str]:
     """The final losses of the table at ``path`` (:func:`table_final_losses`) and its name for
-    the outputs, when the table has the searches' max_t; a table of another design (other
-    max_t) gives an empty Series (a warning; L_ref and targets then come from the searches)."""
+    the outputs, when the table has the searches' max_t and loss; a table of another design
+    (other max_t) or trained on another loss (lctable.json's ``loss`` is not the one every
+    search recorded; a replayed search without one counts as the table's) gives an empty
+    Series (a warning; L_ref and targets then come from the searches)."""
     path = Path(path)
     name = f"{path.parent.name}/{path.name}"
     finals = table_final_losses(path)
@@ -452,6 +463,17 @@ def table_for(runs: dict, path: Path) -> tuple[pd.Series, str]:
         warn(f"{name}: max_t {t_max}, the searches' {sorted(searched)[0]:g}: a table of "
              "another design, not used for L_ref and the targets")
         return pd.Series(dtype=float, name=VAL_LOSS), f"{name} (another design, not used)"
+    # a replayed search that recorded no loss (a peer's) used the table it was replayed on
+    losses = loss_names({m: {k: s for k, s in seeds.items()
+                             if s.metadata.get(LOSS) is not None
+                             or s.metadata.get(MD_BACKEND) != "replay"}
+                         for m, seeds in runs.items()})
+    if len(finals) and losses and losses != {finals.attrs.get(LOSS)}:
+        def said(x):
+            return x or "unrecorded"
+        warn(f"{name}: trained on loss {said(finals.attrs.get(LOSS))}, the searches on "
+             f"{', '.join(sorted(map(said, losses)))}: not used for L_ref and the targets")
+        return pd.Series(dtype=float, name=VAL_LOSS), f"{name} (another loss, not used)"
     return finals, name
 
 

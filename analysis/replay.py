@@ -76,7 +76,6 @@ from analysis.logs import (  # noqa: E402
     HELDOUT_COLUMNS,
     LCTABLE_CSV,
     LEARNING_CURVES_CSV,
-    LOSS,
     MD_BACKEND,
     MD_COMPLETE,
     MD_STATUS,
@@ -89,6 +88,7 @@ from analysis.logs import (  # noqa: E402
     MissingLogsError,
     SurrogateReport,
     load_scale,
+    loss_names,
     read_checked_csv,
     read_checked_json,
     read_metadata,
@@ -384,12 +384,6 @@ def check_table_version(runs: dict, table: Path) -> None:
 
 
 # ---- live vs replay -------------------------------------------------------------------------
-def _loss_names(runs: dict) -> set:
-    """The loss each search's trainings used (metadata ``loss``, None where unrecorded)."""
-    losses = [s.metadata.get(LOSS) for seeds in runs.values() for s in seeds.values()]
-    return {x.get("name") if isinstance(x, dict) else None for x in losses}
-
-
 def live_agreement(live_dir: Path, runs: dict, targets: dict | None = None) -> dict:
     """Method ranking of the live searches under ``live_dir`` (results/<scale>/) against the
     replayed ones at the live budget, over the methods both have; Kendall's tau of the two
@@ -417,8 +411,8 @@ def live_agreement(live_dir: Path, runs: dict, targets: dict | None = None) -> d
     if any_live.max_t != any_replay.max_t:
         return {"status": f"live logs of another design (max_t {any_live.max_t:g} vs "
                 f"{any_replay.max_t:g}): not compared"}
-    live_loss = _loss_names({m: live[m] for m in common})
-    replay_loss = _loss_names({m: runs[m] for m in common})
+    live_loss = loss_names({m: live[m] for m in common})
+    replay_loss = loss_names({m: runs[m] for m in common})
     if live_loss != replay_loss or len(live_loss) != 1:
         def names(x):
             return ", ".join(sorted(str(n or "unrecorded") for n in x))

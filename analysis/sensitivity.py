@@ -3,7 +3,7 @@ pre-registered test of :mod:`analysis.claim2` on every scenario of
 :mod:`experiments.sensitivity`, in one table.
 
     python -m analysis.sensitivity --scale small \\
-        --manifest results/small/upstream-loss/sensitivity/scenarios.json
+        --manifest results/small/claim2/sensitivity/scenarios.json
     python -m analysis.sensitivity --per-seed primary=paper_figures/small/claim2/per_seed.csv \\
         --per-seed without-17=.../per_seed.csv --out paper_figures/small/claim2_sensitivity
 

@@ -2,11 +2,11 @@
 (analysis/preregistration.md, "Sensitivity").
 
     python -m experiments.sensitivity --scale small \\
-        --table results/small/upstream-loss/lctable.csv --seeds "$(seq -s ' ' 0 199)" \\
+        --table results/small/claim2/lctable.csv --seeds "$(seq -s ' ' 0 199)" \\
         --processes 2                                      # make claim2-sensitivity
     python -m experiments.sensitivity --scale small --table ... --dry-run   # the plan only
     python -m analysis.sensitivity --scale small \\
-        --manifest results/small/upstream-loss/sensitivity/scenarios.json   # the verdicts
+        --manifest results/small/claim2/sensitivity/scenarios.json   # the verdicts
 
 Scenarios (:func:`plan`), each a replay campaign (``python -m experiments.campaign --backend
 replay``) of :data:`METHODS` x seeds at the pre-registered device budget (32 median full
@@ -298,7 +298,7 @@ def build_parser() -> Parser:
     p = Parser("python -m experiments.sensitivity", __doc__)
     add_scale(p)
     p.add_argument("--table", required=True, help="the learning-curve table of the claim-2 "
-                   "test (make claim2: results/<scale>/upstream-loss/lctable.csv)")
+                   "test (make claim2's world: results/<scale>/claim2/lctable.csv)")
     add_seeds(p)
     p.add_argument("--processes", type=positive_int, default=2, help="searches at once")
     add_oversubscribe(p)

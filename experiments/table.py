@@ -2,8 +2,7 @@
 held-out check of that lookup.
 
     python -m experiments.table --scale small --check   # how well the table predicts a config
-    python -m experiments.table --scale small --table results/small/upstream-loss/lctable.csv \
-        --card                     # DATACARD.md next to the table: what it is, how made, counts
+    python -m experiments.table --scale small --card    # DATACARD.md next to the table
     ... --require 512              # exit 2 unless 512 sampled configurations are complete
     ... --replay-budget 32         # 32 median full trainings in device-seconds (a replay budget)
     ... --replay-budget 32 --live  # half of it: the live budget of the claim-2 test

@@ -55,7 +55,6 @@ HOSTILE = [
     ("CONFIGS", "1; touch {m}", "lctable"),
     ("NPROC", "1; touch {m}", "replay"),
     ("LCTABLE", "x.csv; touch {m}", "replay"),
-    ("LCTABLE_NEXT", "x.csv; touch {m}", "claim2"),
 ]
 
 

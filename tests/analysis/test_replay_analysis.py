@@ -412,6 +412,29 @@ def test_a_table_of_another_design_is_not_a_reference(tmp_path):
     assert finals.empty and name.endswith("(another design, not used)")
 
 
+def test_a_table_of_another_loss_is_not_a_reference(tmp_path):
+    import json
+
+    root = _hand(tmp_path)  # replayed searches that record no loss: they used the table's
+    table = tmp_path / "smoke" / L.LCTABLE_CSV
+    table.with_suffix(".json").write_text(json.dumps({"max_t": 1, "loss": {"name": "new"}}))
+    finals, name = L.table_for(L.load_scale(root), table)
+    assert len(finals) == len(TABLE) and finals.attrs[L.LOSS] == "new"
+    meta = root / "random" / "seed0" / L.METADATA_JSON
+    for recorded in ({"name": "old"}, None):  # a search on another loss; a live one unrecorded
+        m = json.loads(meta.read_text())
+        m[L.LOSS] = recorded
+        if recorded is None:
+            m.pop(L.MD_BACKEND, None)
+        meta.write_text(json.dumps(m))
+        with pytest.warns(L.LogWarning, match="another loss|searches on"):
+            finals, name = L.table_for(L.load_scale(root), table)
+        assert finals.empty and name.endswith("(another loss, not used)")
+    m[L.LOSS] = {"name": "new"}  # the table's loss: used again
+    meta.write_text(json.dumps(m))
+    assert len(L.table_for(L.load_scale(root), table)[0]) == len(TABLE)
+
+
 # ---- two lookups compared -----------------------------------------------------------------
 def _summary(rows):
     return pd.DataFrame(rows, columns=["method", "incumbent_loss", "regret_1/4", "dh_to_top5",
