@@ -564,6 +564,26 @@ def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable
     done.update({t: d for t, d in merged.items() if d["complete"]})  # already in the table
     logs.end_with_newline(path)
 
+    mine = [t for i, t in enumerate(trainings(n_configs, replicates))
+            if shard is None or i % shard[1] == shard[0]]
+    tasks = []
+    for cid, rep in mine:
+        d = done.get((cid, rep))
+        if d and d["complete"]:
+            continue
+        ckpt = ckpt_root / (f"config{cid}" if rep == 0 else f"config{cid}-r{rep}")
+        tasks.append({"config_id": cid, "replicate": rep, "config": configs[cid],
+                      "params": params[cid], "scale": scale, "max_t": max_t, "seed": seed,
+                      "trainable": trainable, "path": str(path), "columns": columns,
+                      "recorded": sorted(d["epochs"]) if d else [], "checkpoint_dir": str(ckpt)})
+    if not tasks and shard is None and old_meta and old_meta.get("status") == "complete" and \
+            old_meta.get("n_configs") == n_configs and \
+            list(old_meta.get("replicates") or []) == list(replicates):
+        # nothing to train: lctable.json keeps the machine and segments of the trainings
+        print(f"lctable {scale}: complete; {len(mine)}/{len(mine)} trainings, "
+              f"{old_meta.get('n_failed', 0)} failed, nothing to train -> {path}",
+              file=sys.stderr)
+        return 0
     now = time.time()
     segment = {"start_iso": iso(now), "end_iso": None, "workers": workers,
                "threads": _threads(), "host": socket.gethostname()}
@@ -583,18 +603,6 @@ def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable
     meta["segments"] = [*meta.get("segments", []), segment]
     logs.write_json(meta_path(path), meta)
 
-    mine = [t for i, t in enumerate(trainings(n_configs, replicates))
-            if shard is None or i % shard[1] == shard[0]]
-    tasks = []
-    for cid, rep in mine:
-        d = done.get((cid, rep))
-        if d and d["complete"]:
-            continue
-        ckpt = ckpt_root / (f"config{cid}" if rep == 0 else f"config{cid}-r{rep}")
-        tasks.append({"config_id": cid, "replicate": rep, "config": configs[cid],
-                      "params": params[cid], "scale": scale, "max_t": max_t, "seed": seed,
-                      "trainable": trainable, "path": str(path), "columns": columns,
-                      "recorded": sorted(d["epochs"]) if d else [], "checkpoint_dir": str(ckpt)})
     remaining = sum(max_t - len(t["recorded"]) for t in tasks)
     print(f"lctable {scale}: {len(mine)} trainings of {len(configs)} configurations "
           f"({len(mine) - len(tasks)} complete), {remaining} epochs to train on {workers} "

@@ -355,6 +355,10 @@ def test_lctable_resumes_without_duplicate_rows(tmp_path, monkeypatch):
     assert len(again) == len(full)
     g = again[again.config_id == a].set_index("epoch")
     assert list(sorted(g.index)) == list(range(1, MAX_T + 1))
+    # complete: a rerun trains nothing and leaves the table and its metadata as they are
+    before = (path.read_bytes(), path.with_suffix(".json").read_bytes())
+    assert lctable.run("smoke", **kw) == 0
+    assert (path.read_bytes(), path.with_suffix(".json").read_bytes()) == before
     # from the checkpoint's history, as the table records it
     assert g.loc[5, "val_loss"] == lctable.rounded("val_loss", hist[4]["val_loss"])
     assert not (ckpt / f"config{a}").exists()
