@@ -214,8 +214,12 @@ scaling: setup ## the central manager from 2 to 1,024 simulated workers and dece
 	$(PY) -m experiments.scaling all --scale $(SCALE) --table '$(LCTABLE)' --processes '$(NPROC)'
 	$(PY) -m analysis.scaling --scale $(SCALE)
 
-figures: setup ## rebuild paper_figures/SCALE/ from the raw logs in results/SCALE/
-	$(PY) -m analysis.make_figures --scale $(SCALE) $(if $(wildcard $(LCTABLE)),--table "$(LCTABLE)")
+LIVE_LOGS = $(wildcard results/$(SCALE)/*/seed*/metadata.json)
+figures: setup ## rebuild paper_figures/SCALE/ from the live searches' raw logs in results/SCALE/ (says so when there are none yet)
+	$(if $(LIVE_LOGS),$(PY) -m analysis.make_figures --scale $(SCALE) \
+	  $(if $(wildcard $(LCTABLE)),--table "$(LCTABLE)"),\
+	  @echo "figures: no live searches under results/$(SCALE)/ yet (make claim2-live, or make benchmark):" \
+	  "nothing to rebuild; the replays' reports come with make claim2, make replay and make replay-power")
 
 physics: setup data ## retrain the default and each method's incumbent (PHYSICS_SEEDS seeds, test split); physics table and figure
 	$(PY) -m analysis.physics --scale $(SCALE) --seeds '$(PHYSICS_SEEDS)' --jobs '$(NPROC)'

@@ -550,6 +550,14 @@ def run(scale: str, n_configs: int | None = None, workers: int = 2, seed: int = 
         os.close(lock)
 
 
+def _load() -> list[float] | None:
+    """The 1, 5 and 15-minute load averages (None where the system has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable, tr, old_meta,
           ckpt_root, progress, sampler, replicates, shard, merged) -> int:
     """The part of :func:`run` that holds the table's lock. ``merged``: the progress of the
@@ -585,8 +593,12 @@ def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable
               file=sys.stderr)
         return 0
     now = time.time()
+    machine = machine_info()
+    # each segment (a run or a resume) names its CPU and the load it met: a table resumed on
+    # another machine says so, though lctable.json's ``machine`` is the last one
     segment = {"start_iso": iso(now), "end_iso": None, "workers": workers,
-               "threads": _threads(), "host": socket.gethostname()}
+               "threads": _threads(), "host": socket.gethostname(),
+               "cpu_model": machine.get("cpu_model"), "load_start": _load()}
     meta = old_meta or {"scale": scale, "seed": seed, "max_t": max_t, "trainable": trainable,
                         "trainable_options": tr.options(), logs.LOSS: tr.loss_spec(scale),
                         "versions": versions(),
@@ -596,7 +608,7 @@ def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable
                 replicate_seed_stride=REPLICATE_SEED_STRIDE,
                 shard=f"{shard[0]}/{shard[1]}" if shard else None, workers=workers,
                 threads=_threads(),
-                devices=1, machine=machine_info(), status="running", end_iso=None,
+                devices=1, machine=machine, status="running", end_iso=None,
                 columns=list(columns),
                 precision={"loss_digits": LOSS_DIGITS, "seconds_decimals": SECONDS_DECIMALS,
                            "seconds_tiny_digits": SECONDS_TINY_DIGITS})
@@ -660,6 +672,7 @@ def _fill(scale, path, configs, params, columns, max_t, seed, workers, trainable
         status = "incomplete"
     meta["status"] = status
     meta["end_iso"] = segment["end_iso"] = iso(time.time())
+    segment["load_end"] = _load()
     meta["n_failed"] = sum(1 for d in final.values() if d["failed"])
     logs.write_json(meta_path(path), meta)
     if status == "complete" and ckpt_root.exists() and not any(ckpt_root.iterdir()):

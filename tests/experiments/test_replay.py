@@ -331,6 +331,8 @@ def test_lctable_resumes_without_duplicate_rows(tmp_path, monkeypatch):
     full = pd.read_csv(path)
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["status"] == "complete" and meta["scale"] == "smoke" and meta["seed"] == 0
+    seg = meta["segments"][-1]  # where and beside what load the trainings ran
+    assert seg["cpu_model"] == meta["machine"]["cpu_model"] and len(seg["load_end"]) == 3
     assert set(full.config_id) == {0, 1, 2, 3, 4} and set(full.replicate) == {0}
     assert not full.duplicated(["config_id", "epoch"]).any()
     default = full[full.config_id == 0].iloc[0]
