@@ -174,7 +174,7 @@ claim2-world: setup ## the world of the pre-registered claim-2 test: LCTABLE who
 	  --first '$(CLAIM2_CONFIGS)'
 	$(PY) -m experiments.surrogate --scale $(SCALE) --table '$(CLAIM2_WORLD)'
 
-claim2: claim2-world $(PEERS_STAMP) $(NEPS_STAMP) ## the pre-registered claim-2 test (analysis/preregistration.md) on its world: CLAIM2_METHODS x 200 seeds (about 0.9 core-h: benchmarks/bench_replay_cost.py), then its verdict
+claim2: claim2-world $(PEERS_STAMP) $(NEPS_STAMP) ## the pre-registered claim-2 test (analysis/preregistration.md) on its world: CLAIM2_METHODS x 200 seeds (2.9 core-hours measured: 1 h 27 min on 2 cores), then its verdict
 	$(PY) -m experiments.campaign --backend replay --scale $(SCALE) --table '$(CLAIM2_WORLD)' \
 	  --methods '$(CLAIM2_METHODS)' --seeds "$$(seq -s ' ' 0 $$(( $(CLAIM2_SEEDS) - 1 )))" \
 	  --device-budget "$$($(CLAIM2_BUDGET_CMD))" --processes '$(NPROC)' --out $(CLAIM2_DIR)/replay
@@ -185,7 +185,7 @@ claim2: claim2-world $(PEERS_STAMP) $(NEPS_STAMP) ## the pre-registered claim-2 
 
 CLAIM2_LIVE_METHODS ?= random hyperband asha asha_bo asha_gp asha_tpe default
 CLAIM2_LIVE_SEEDS ?= 0 1 2 3 4
-claim2-live: data ## claim 2's live searches (analysis/preregistration.md): CLAIM2_LIVE_METHODS (the paper's four, ASHA + BO in its three flavours, and the default) x CLAIM2_LIVE_SEEDS on upstream's loss at half the replay budget (worker CPU-seconds, a hard cut; no wall cap; needs configurations 0..512 of LCTABLE), logs next to LCTABLE (30 searches of about 1,400 CPU-s each on 2 workers, plus start-ups; resumable)
+claim2-live: data ## claim 2's live searches (analysis/preregistration.md): CLAIM2_LIVE_METHODS (the paper's four, ASHA + BO in its three flavours, and the default) x CLAIM2_LIVE_SEEDS on upstream's loss at half the replay budget (worker CPU-seconds, a hard cut; no wall cap; needs configurations 0..512 of LCTABLE), logs next to LCTABLE (35 searches of 1,350 worker CPU-s each on 2 workers, plus start-ups; resumable)
 	$(CLAIM2_BUDGET_WORLD_CMD)
 	$(PY) -m experiments.campaign --backend live --scale $(SCALE) --methods '$(CLAIM2_LIVE_METHODS)' \
 	  --seeds '$(CLAIM2_LIVE_SEEDS)' --workers '$(WORKERS)' --evaluator '$(EVALUATOR)' \
