@@ -424,8 +424,6 @@ def table_final_losses(path: Path) -> pd.Series:
     except logs.LogError as e:
         warn(f"{e}; max_t taken from the table")
     max_t = meta.get(MAX_T)
-    loss = meta.get(LOSS)
-    loss = loss.get("name") if isinstance(loss, dict) else None
     if max_t is None and not len(df):
         return pd.Series(dtype=float, name=VAL_LOSS)
     if max_t is None:
@@ -437,14 +435,19 @@ def table_final_losses(path: Path) -> pd.Series:
     d = d[np.isfinite(d[VAL_LOSS])].drop_duplicates(TABLE_CONFIG_ID, keep="last")
     out = d.set_index(TABLE_CONFIG_ID)[VAL_LOSS].sort_index()
     out.attrs[MAX_T] = max_t
-    out.attrs[LOSS] = loss  # the loss its trainings used (lctable.json), None if unrecorded
+    out.attrs[LOSS] = loss_name(meta)  # the loss its trainings used, None if unrecorded
     return out
+
+
+def loss_name(meta: dict) -> str | None:
+    """The name of the loss recorded in a metadata.json or lctable.json (None: unrecorded)."""
+    x = meta.get(LOSS)
+    return x.get("name") if isinstance(x, dict) else None
 
 
 def loss_names(runs: dict) -> set:
     """The loss each search's trainings used (metadata ``loss``, None where unrecorded)."""
-    losses = [s.metadata.get(LOSS) for seeds in runs.values() for s in seeds.values()]
-    return {x.get("name") if isinstance(x, dict) else None for x in losses}
+    return {loss_name(s.metadata) for seeds in runs.values() for s in seeds.values()}
 
 
 def table_for(runs: dict, path: Path) -> tuple[pd.Series, str]:
@@ -464,10 +467,8 @@ def table_for(runs: dict, path: Path) -> tuple[pd.Series, str]:
              "another design, not used for L_ref and the targets")
         return pd.Series(dtype=float, name=VAL_LOSS), f"{name} (another design, not used)"
     # a replayed search that recorded no loss (a peer's) used the table it was replayed on
-    losses = loss_names({m: {k: s for k, s in seeds.items()
-                             if s.metadata.get(LOSS) is not None
-                             or s.metadata.get(MD_BACKEND) != "replay"}
-                         for m, seeds in runs.items()})
+    losses = {loss_name(s.metadata) for seeds in runs.values() for s in seeds.values()
+              if loss_name(s.metadata) is not None or s.metadata.get(MD_BACKEND) != "replay"}
     if len(finals) and losses and losses != {finals.attrs.get(LOSS)}:
         def said(x):
             return x or "unrecorded"
