@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.logs import loss_name as recorded_loss
 from analysis.tables import write_csv
 from experiments import logs
 from mlpf.paths import FIGURES_DIR, RESULTS_DIR
@@ -97,10 +98,9 @@ def table_finals(path: Path, loss_name: str) -> pd.DataFrame | None:
         else None
     if meta is None or not path.is_file():
         return None
-    if (meta.get(logs.LOSS) or {}).get("name") != loss_name:
+    if recorded_loss(meta) != loss_name:
         print(f"warning: {path}: made with another loss than the references "
-              f"({(meta.get(logs.LOSS) or {}).get('name', 'unrecorded')}); not compared",
-              file=sys.stderr)
+              f"({recorded_loss(meta) or 'unrecorded'}); not compared", file=sys.stderr)
         return None
     try:
         df = logs.read_checked_csv(path, ("config_id", logs.EPOCH), (logs.VAL_LOSS,))
@@ -131,8 +131,7 @@ def search_incumbents(scale_dir: Path, loss_name: str, max_t: int) -> dict[str, 
                 meta = logs.read_json(d / logs.METADATA_JSON)
             except ValueError:
                 continue
-            if not isinstance(meta, dict) or (meta.get(logs.LOSS) or {}).get("name") != \
-                    loss_name:
+            if not isinstance(meta, dict) or recorded_loss(meta) != loss_name:
                 continue
             try:
                 res = logs.read_results(d, warn=lambda _msg: None)
@@ -161,7 +160,7 @@ def build(scale: str, results: Path = RESULTS_DIR, out: Path = FIGURES_DIR,
     df, meta = load_runs(folder)
     if df.empty:
         raise Claim1Error(f"{folder / 'runs.csv'}: no finished training yet")
-    loss_name = (meta.get(logs.LOSS) or {}).get("name", "unrecorded")
+    loss_name = recorded_loss(meta) or "unrecorded"
     dest = Path(out) / scale / "claim1"
     dest.mkdir(parents=True, exist_ok=True)
     g = groups(df)

@@ -466,7 +466,8 @@ def table_for(runs: dict, path: Path) -> tuple[pd.Series, str]:
         warn(f"{name}: max_t {t_max}, the searches' {sorted(searched)[0]:g}: a table of "
              "another design, not used for L_ref and the targets")
         return pd.Series(dtype=float, name=VAL_LOSS), f"{name} (another design, not used)"
-    # a replayed search that recorded no loss (a peer's) used the table it was replayed on
+    # a replayed search that recorded no loss (a peer's, before peers recorded the table's)
+    # used the table it was replayed on
     losses = {loss_name(s.metadata) for seeds in runs.values() for s in seeds.values()
               if loss_name(s.metadata) is not None or s.metadata.get(MD_BACKEND) != "replay"}
     if len(finals) and losses and losses != {finals.attrs.get(LOSS)}:

@@ -339,7 +339,8 @@ def simulate_one(task: tuple[str, int]) -> dict:
         if name in PEERS:
             run_peer(name, c["scale"], seed, curves, log_dir, workers=c["workers"],
                      table=summary, budget=c["budget"], time_budget=c["time_budget"],
-                     devices=c["devices"], device_budget=c["device_budget"])
+                     devices=c["devices"], device_budget=c["device_budget"],
+                     loss=(getattr(table, "meta", None) or {}).get(logs.LOSS))
         else:
             search.replay(name, c["scale"], seed, table, c["workers"], log_dir,
                           c["budget"], c["time_budget"], progress=False,

@@ -106,10 +106,12 @@ def peer_dir(scale: str, name: str, seed: int) -> Path:
 def run_peer(name: str, scale: str, seed: int, curve_fn: CurveFn, log_dir: Path, *,
              workers: int = 2, table: dict | None = None, budget: int | None = None,
              time_budget: float | None = None, devices: int = DEVICES,
-             device_budget: float | None = None) -> dict | None:
+             device_budget: float | None = None, loss: dict | None = None) -> dict | None:
     """Simulate one peer and seed and write its logs; None when they are already complete
     on the same table (``table["sha256"]``). The epoch budget is the scale's unless
-    ``budget``; a simulated deadline only with ``time_budget`` (seconds)."""
+    ``budget``; a simulated deadline only with ``time_budget`` (seconds). ``loss``: the loss
+    the table's trainings used (its lctable.json ``loss``), recorded in metadata.json as a
+    search of ours records it."""
     peer = get_peer(name)
     table = table or {}
     previous = logs.read_json(log_dir / logs.METADATA_JSON)
@@ -126,4 +128,4 @@ def run_peer(name: str, scale: str, seed: int, curve_fn: CurveFn, log_dir: Path,
     described = {"name": peer.name, "summary": peer.summary, **peer.describe(s)}
     return write_logs(run, log_dir, method_settings=described, s=s, seed=seed, workers=workers,
                       table=table, real_seconds=real,
-                      names=problem_for(scale).hyperparameter_names, peer_info=info)
+                      names=problem_for(scale).hyperparameter_names, peer_info=info, loss=loss)

@@ -143,11 +143,12 @@ def simulate(session, s: Settings, curve_fn: CurveFn, workers: int = 2,
 # ------------------------------------------------------------------------------ logs
 def write_logs(run: Run, log_dir: Path, *, method_settings: dict, s: Settings, seed: int,
                workers: int, table: dict, real_seconds: float, names: list[str],
-               peer_info: dict) -> dict:
+               peer_info: dict, loss: dict | None = None) -> dict:
     """Write results.csv, learning_curves.csv and (last) metadata.json; return the metadata.
 
     The metadata has the keys of a replayed search of ours: times in simulated seconds,
-    ``backend`` "replay", the table under ``replay``; ``peer`` names the library and version.
+    ``backend`` "replay", the table under ``replay``, the table's ``loss`` where known;
+    ``peer`` names the library and version.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     logs.write_csv(log_dir / logs.RESULTS_CSV, logs.results_columns(names, run.meta_keys),
@@ -160,7 +161,7 @@ def write_logs(run: Run, log_dir: Path, *, method_settings: dict, s: Settings, s
         trainable=table.get("trainable") or "mlpf",
         method_settings={**method_settings, "settings": asdict(s)}, budget_epochs=s.budget,
         time_budget_s=s.time_budget, budget_device_s=s.device_budget, start_time=0.0,
-        simulated=True)
+        simulated=True, loss=loss)
     meta[logs.MD_DECISIONS] = run.decision_times
     bookkeeping.close_metadata(meta, run.status, end_time=run.end_time, epochs=run.epochs,
                                n_trials=len(run.results), stopped_by=run.stopped_by,

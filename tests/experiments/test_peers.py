@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import pandas as pd
@@ -271,6 +272,8 @@ def test_cli_reads_a_replay_table(tmp_path):
                          **{f"p:{k}": v for k, v in cfg.items()}})
     path = tmp_path / "lctable.csv"
     pd.DataFrame(rows, columns=columns_for(names)).to_csv(path, index=False)
+    loss = {"name": "upstream", "weights": {"cls": 1.0}}
+    path.with_suffix(".json").write_text(json.dumps({"scale": "smoke", "loss": loss}))
     assert load_table(path, "smoke").failure({**base, "batch_size": 16}) == "oom"
 
     out = tmp_path / "replay"
@@ -289,6 +292,7 @@ def test_cli_reads_a_replay_table(tmp_path):
     assert md["replay"]["sha256"] == load_table(path, "smoke").sha256
     assert md["replay"]["path"] == str(path) and md["trainable"] == "mlpf"
     assert md["time_budget_s"] is None  # no deadline in simulated time
+    assert md[logs.LOSS] == loss  # the table's loss, as a replayed search of ours records it
     assert campaign_main(["--backend", "replay", "--scale", "smoke", "--table",
                           str(tmp_path / "missing.csv")]) == 2
 
