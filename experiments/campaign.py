@@ -11,7 +11,10 @@ live: each search runs as its own process (``python -m experiments.search``; und
 single node); the untuned default is trained first for every seed (it is what the analysis
 measures improvement against). A search whose ``metadata.json`` says ``complete`` is skipped;
 an interrupted one is resumed from its logs; so rerunning after a crash or a walltime limit
-continues the campaign. SIGTERM/SIGINT are passed on to the running searches.
+continues the campaign. SIGTERM/SIGINT are passed on to the running searches. SIGUSR1 to the
+campaign's own process drains it: the running searches finish, no new one starts, exit 75
+(:data:`DRAINED`); rerunning continues with the next search, so a campaign can be paused
+between searches rather than in one (a resumed search is not the search that never stopped).
 
 replay: our methods (:mod:`experiments.backends.replay`) and the peers
 (:mod:`experiments.peers`) on a learning-curve table, in simulated time, in ``--processes``
@@ -170,6 +173,9 @@ class Ended:
     wall: float
 
 
+DRAINED = 75  # exit code of a drained live campaign (EX_TEMPFAIL: rerun to continue)
+
+
 def run_live(a) -> int:
     """Live searches as subprocesses, ``a.processes`` at a time."""
     from mlpf.paths import results_dir
@@ -177,13 +183,19 @@ def run_live(a) -> int:
     jobs = [("default", s) for s in a.seeds if "default" not in a.methods] + \
         [(m, s) for s in a.seeds for m in a.methods]
     running: list[Child] = []
-    stop = {"signal": None}
+    stop = {"signal": None, "drain": False}
 
     def on_signal(signum, frame):  # pass SIGTERM/SIGINT on to the running searches, then stop
         stop["signal"] = signum
         for r in running:
             if r.process.poll() is None:
                 r.process.send_signal(signum)
+
+    def on_drain(signum, frame):  # SIGUSR1: let the running searches finish, start no more
+        if not stop["drain"]:
+            stop["drain"] = True
+            print(f"== SIGUSR1: draining; {len(running)} running search(es) finish, no new one "
+                  "starts", file=sys.stderr, flush=True)
 
     folders = [(m, Path(a.out) / m / f"seed{s}" if a.out else results_dir(a.scale, m, s))
                for m, s in jobs]
@@ -196,6 +208,7 @@ def run_live(a) -> int:
                        f"{'them' if more else 'it'} aside (e.g. to results/{a.scale}/archive/) "
                        "or pass --out")
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    old[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, on_drain)
     summary: list[Ended] = []
     t_all = time.time()
 
@@ -222,7 +235,7 @@ def run_live(a) -> int:
     try:
         # the default must be complete before the methods of its seed start
         for method, seed in jobs:
-            if stop["signal"]:
+            if stop["signal"] or stop["drain"]:
                 break
             out = Path(a.out) / method / f"seed{seed}" if a.out else \
                 results_dir(a.scale, method, seed)
@@ -232,7 +245,7 @@ def run_live(a) -> int:
                 continue
             while running and (method == "default" or len(running) >= a.processes):
                 wait_one()
-            if stop["signal"]:
+            if stop["signal"] or stop["drain"]:
                 break
             resume = meta is not None or (out / logs.RESULTS_CSV).exists()
             workers = 1 if method == "default" else a.workers
@@ -253,14 +266,20 @@ def run_live(a) -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+    not_started = len(jobs) - len(summary)
+    how = ", interrupted" if stop["signal"] else \
+        f", drained: {not_started} not started" if stop["drain"] and not_started else ""
     print(f"\ncampaign live {a.scale} ({a.evaluator}, {a.workers} workers, "
-          f"{duration(time.time() - t_all)}"
-          f"{', interrupted' if stop['signal'] else ''}):", file=sys.stderr)
+          f"{duration(time.time() - t_all)}{how}):", file=sys.stderr)
     for e in summary:
         print(f"  {e.method:16s} seed{e.seed}  {e.status:44s} {duration(e.wall):>8s}",
               file=sys.stderr)
     if stop["signal"]:
         return 128 + stop["signal"]
+    if stop["drain"] and not_started:
+        print(f"drained: {not_started} search(es) not started; the same command continues "
+              "with them", file=sys.stderr)
+        return DRAINED
     return 0 if all(e.status.startswith(("complete", "skipped")) for e in summary) else 1
 
 

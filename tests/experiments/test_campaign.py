@@ -136,3 +136,33 @@ def test_a_killed_campaign_stops_its_searches_as_interrupted(tmp_path):
                 pass
     meta = json.loads((tmp_path / "random" / "seed0" / "metadata.json").read_text())
     assert meta["status"] == "interrupted"
+
+
+@pytest.mark.slow
+def test_sigusr1_drains_a_live_campaign_between_searches(tmp_path):
+    """SIGUSR1 to the campaign: the running search finishes complete (not interrupted), the
+    next one never starts, exit 75; the same command then continues with it."""
+    import signal
+
+    cmd = [PY, "-m", "experiments.campaign", "--scale", "smoke", "--methods", "random asha",
+           "--trainable", "synthetic", "--budget", "30", "--out", str(tmp_path)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=synthetic_env(sleep=0.2),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_lines(tmp_path / "random" / "seed0" / "learning_curves.csv", 2, proc, timeout=120)
+        proc.send_signal(signal.SIGUSR1)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 75, err
+    meta = json.loads((tmp_path / "random" / "seed0" / "metadata.json").read_text())
+    assert meta["status"] == "complete" and len(meta["segments"]) == 1
+    assert not (tmp_path / "asha").exists()
+    assert "drained: 1 search(es) not started" in err
+    p = subprocess.run(cmd, cwd=ROOT, env=synthetic_env(), capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.count("skipped (complete)") == 2
+    assert json.loads((tmp_path / "asha" / "seed0" / "metadata.json").read_text())[
+        "status"] == "complete"
