@@ -197,7 +197,7 @@ claim2-sensitivity: claim2-world ## claim 2's verdict with each top-1 % configur
 	  --seeds "$$(seq -s ' ' 0 $$(( $(CLAIM2_SEEDS) - 1 )))" --processes '$(NPROC)' \
 	  --out $(CLAIM2_DIR)/sensitivity
 	$(PY) -m analysis.sensitivity --scale $(SCALE) --manifest $(CLAIM2_DIR)/sensitivity/scenarios.json \
-	  --out paper_figures/$(SCALE)/claim2_sensitivity
+	  --out paper_figures/$(SCALE)/claim2_sensitivity --processes '$(NPROC)'
 
 replay-surrogate: setup $(PEERS_STAMP) $(NEPS_STAMP) ## after make replay: the same replays on the surrogate (accepted or not), and whether both rank the methods alike
 	$(PY) -m experiments.surrogate --scale $(SCALE) --table '$(LCTABLE)'

@@ -3,7 +3,7 @@ pre-registered test of :mod:`analysis.claim2` on every scenario of
 :mod:`experiments.sensitivity`, in one table.
 
     python -m analysis.sensitivity --scale small \\
-        --manifest results/small/claim2/sensitivity/scenarios.json
+        --manifest results/small/claim2/sensitivity/scenarios.json --processes 2
     python -m analysis.sensitivity --per-seed primary=paper_figures/small/claim2/per_seed.csv \\
         --per-seed without-17=.../per_seed.csv --out paper_figures/small/claim2_sensitivity
 
@@ -123,20 +123,39 @@ def report(df: pd.DataFrame, source: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def from_manifest(path: Path, scale: str, out: Path) -> tuple[list, dict, dict]:
-    """Each scenario of the plan through analysis.replay (per_seed.csv under
-    ``out/<scenario>/``), then claim 2; returns (rows, missing {name: why}, whats)."""
+def build_scenario(job: tuple) -> str | None:
+    """One scenario's replay logs through :func:`analysis.replay.build`; None, or why its
+    logs are unusable (one line). ``job``: (scale, results, out, methods, seeds)."""
     from analysis.replay import ReplayLogsError, build
 
+    scale, results, out, methods, n = job
+    try:
+        build(scale, Path(results), Path(out), methods, n)
+    except (ReplayLogsError, ValueError, OSError) as e:
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+    return None
+
+
+def from_manifest(path: Path, scale: str, out: Path,
+                  processes: int = 1) -> tuple[list, dict, dict]:
+    """Each scenario of the plan through analysis.replay (per_seed.csv under
+    ``out/<scenario>/``; ``processes`` scenarios at once: each is minutes of single-core
+    pandas), then claim 2; returns (rows, missing {name: why}, whats)."""
     plan = json.loads(path.read_text())
     methods, n = tuple(plan["methods"]), len(plan["seeds"])
+    jobs = [(scale, sc["results"], out / sc["name"], methods, n) for sc in plan["scenarios"]]
+    if processes > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(min(processes, len(jobs))) as pool:
+            why = pool.map(build_scenario, jobs, chunksize=1)
+    else:
+        why = [build_scenario(j) for j in jobs]
     rows, missing, whats = [], {}, {}
-    for sc in plan["scenarios"]:
+    for sc, failed in zip(plan["scenarios"], why):
         whats[sc["name"]] = sc["what"]
-        try:
-            build(scale, Path(sc["results"]), out / sc["name"], methods, n)
-        except (ReplayLogsError, ValueError, OSError) as e:
-            missing[sc["name"]] = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if failed is not None:
+            missing[sc["name"]] = failed
             continue
         try:
             ps = read_per_seed(out / sc["name"] / "per_seed.csv", "make claim2-sensitivity")
@@ -189,7 +208,12 @@ def main(argv=None) -> int:
                      help="a scenario's per_seed.csv (analysis.replay); repeat per scenario")
     ap.add_argument("--out", type=Path, default=None,
                     help="output folder (default paper_figures/<scale>/claim2_sensitivity)")
+    ap.add_argument("--processes", type=int, default=1,
+                    help="with --manifest: scenarios analysed at once (default 1)")
     a = ap.parse_args(argv)
+    if a.processes < 1:
+        print(f"error: --processes {a.processes}: want 1 or more", file=sys.stderr)
+        return 2
     if a.out is None:
         from mlpf.paths import FIGURES_DIR
 
@@ -199,7 +223,7 @@ def main(argv=None) -> int:
             if not a.manifest.is_file():
                 raise claim2.Claim2Error(f"{a.manifest}: no plan; run `make claim2-sensitivity`"
                                          " (python -m experiments.sensitivity) first")
-            rows, missing, whats = from_manifest(a.manifest, a.scale, a.out)
+            rows, missing, whats = from_manifest(a.manifest, a.scale, a.out, a.processes)
             source = f"`{a.manifest.as_posix()}`"
         else:
             rows, missing, whats = [], {}, {}

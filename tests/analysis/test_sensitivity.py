@@ -80,6 +80,14 @@ def test_manifest_runs_replay_analysis_per_scenario_and_lists_the_missing(tmp_pa
     md = (out / sensitivity.MD).read_text()
     assert "not robust: without-3 (refuted)" in md and "1 scenario(s) not run" in md
     assert "`without-3` what without-3" in md
+    # scenarios analysed in 2 processes (forked: the stand-in too) give the same files
+    out2 = tmp_path / "out2"
+    assert sensitivity.main(["--manifest", str(tmp_path / "scenarios.json"), "--scale",
+                             "smoke", "--out", str(out2), "--processes", "2"]) == 1
+    for name in (sensitivity.CSV, sensitivity.MD):
+        assert (out2 / name).read_text() == (out / name).read_text()
+    assert sensitivity.main(["--manifest", str(tmp_path / "scenarios.json"),
+                             "--processes", "0"]) == 2
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
