@@ -116,12 +116,12 @@ def test_the_rows_name_their_outputs(text):
 
 def test_the_table_status_is_its_data_cards():
     card = (ROOT / "results" / "small" / "DATACARD.md").read_text()
-    m = re.search(r"^\*\*Status \([^)]*\): ([a-z ]+),\*\* (\d+) of 1,024 sampled configurations "
+    m = re.search(r"^\*\*Status \([^)]*\): ([a-z ]+),\*\* (\d[\d,]*) of 1,024 sampled configurations "
                   r"done beside the default \((\d+) of them failed on their first training "
                   r"seed\), ([\d.]+) device-hours", README, flags=re.M)
     assert m, "the README's table status line"
     state, n, failed, hours = m.groups()
-    assert f"| complete configurations | {n} sampled + " in card
+    assert f"| complete configurations | {n.replace(',', '')} sampled + " in card
     assert f"| failed trainings (first seed) | {failed}" in card
     assert f"| device-hours of the complete trainings | {hours} " in card
     complete = "| status | complete" in card  # running, or interrupted: in progress
