@@ -158,6 +158,11 @@ def analyse(per_seed: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
     ps = ps.drop_duplicates(["method", "seed"])
     rng = np.random.default_rng(BOOT_SEED)
     present = set(ps["method"])
+    tested = ps[ps["method"].isin([*FLAVOURS, *OTHERS])]
+    for tname, col in TARGETS.items():  # every seed a tie would read as "equivalent"
+        if len(tested) and not np.isfinite(tested[col].to_numpy(float)).any():
+            raise Claim2Error(f"no seed of any method reached the {tname} target, or the "
+                              "replays had none (no table): nothing to test")
 
     def compare(f: str, fl: pd.DataFrame, m: str) -> list[dict]:
         """Flavour ``f`` (its rows ``fl``) against method ``m``, per target, paired by seed

@@ -159,10 +159,9 @@ def from_manifest(path: Path, scale: str, out: Path,
             continue
         try:
             ps = read_per_seed(out / sc["name"] / "per_seed.csv", "make claim2-sensitivity")
-        except PerSeedError as e:
+            rows.append(scenario_rows(sc["name"], sc["what"], ps))
+        except (PerSeedError, claim2.Claim2Error) as e:
             missing[sc["name"]] = str(e)
-            continue
-        rows.append(scenario_rows(sc["name"], sc["what"], ps))
     return rows, missing, whats
 
 

@@ -395,7 +395,9 @@ def write_reference(surrogate: Surrogate, out_dir: Path, n: int = REFERENCE_CONF
     0) and ``n`` configurations of a scrambled Sobol sequence over the space, each one's final
     epoch in world 0 (the noise of one training, as the table's rows have), written as
     ``out_dir/reference.csv`` in the table's format (epoch max_t rows; a failed training, its
-    failed row) with ``reference.json`` (max_t, source). The analysis takes the targets and
+    failed row) with ``reference.json`` (max_t, source, the source table's sha256 and the
+    loss its trainings used: the analysis compares it with the searches'). The analysis takes
+    the targets and
     the best known loss of the replays on this surrogate from it, not from the table, whose
     quantiles the surrogate (an average of recorded curves) need not reach. Deterministic:
     the same table, n and seed give the same bytes."""
@@ -420,7 +422,8 @@ def write_reference(surrogate: Surrogate, out_dir: Path, n: int = REFERENCE_CONF
     logs.write_json(path.with_suffix(".json"), {
         "max_t": t, "source": f"surrogate of {surrogate.table.path.parent.name}/"
         f"{surrogate.table.path.name} (sha256 {surrogate.table.sha256}), world 0: the default "
-        f"and {n} Sobol configurations (seed {seed})", "n_configs": n, "sobol_seed": seed})
+        f"and {n} Sobol configurations (seed {seed})", "n_configs": n, "sobol_seed": seed,
+        "source_sha256": surrogate.table.sha256, logs.LOSS: surrogate.table.meta.get(logs.LOSS)})
     return path
 
 

@@ -48,6 +48,17 @@ def test_slower_than_one_method_refutes_and_equal_is_equivalent():
     assert (eq["outcome"] == "equivalent").all() and v == {"asha_tpe": "refuted"}
 
 
+def test_a_target_no_seed_reached_is_not_a_tie_of_every_seed():
+    """Replays without targets (no table beside them) write empty compute-to-target columns:
+    read as "both never reached" every comparison would be an exact tie, "equivalent", and the
+    verdict "refuted". It is an error instead; a target some seeds reach is still tested."""
+    ps = _per_seed({"asha_bo": 0.5, "random": 1, "hyperband": 1, "asha": 1})
+    with pytest.raises(claim2.Claim2Error, match="top 1 %"):
+        claim2.analyse(ps.assign(dh_to_top1=np.nan))
+    some = ps.assign(dh_to_top1=np.where(ps["seed"] == 0, ps["dh_to_top1"], np.nan))
+    assert set(claim2.analyse(some)[0]["target"]) == {"top 5 %", "top 1 %"}
+
+
 def test_few_seeds_cannot_tell():
     # 5 seeds: the smallest two-sided sign-test p is 2 / 2**5 = 0.0625, never below 0.05
     _, v = claim2.analyse(_per_seed({"asha_bo": 0.5, "random": 1, "hyperband": 1, "asha": 1},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pandas as pd
 
@@ -56,7 +57,7 @@ def test_manifest_runs_replay_analysis_per_scenario_and_lists_the_missing(tmp_pa
                                                                          monkeypatch):
     plan = {"methods": ["random", "hyperband", "asha", "asha_bo"], "seeds": list(range(60)),
             "scenarios": [{"name": n, "what": f"what {n}", "results": str(tmp_path / n)}
-                          for n in ("primary", "without-3", "workers-8")]}
+                          for n in ("primary", "without-3", "workers-8", "world-surrogate")]}
     (tmp_path / "scenarios.json").write_text(json.dumps(plan))
     seen = []
 
@@ -65,20 +66,24 @@ def test_manifest_runs_replay_analysis_per_scenario_and_lists_the_missing(tmp_pa
         if results.name == "workers-8":
             raise replay.ReplayLogsError("no replay logs under workers-8")
         out.mkdir(parents=True)
-        per_seed(FAST if results.name == "primary" else SLOW).to_csv(out / "per_seed.csv",
-                                                                     index=False)
+        ps = per_seed(FAST if results.name == "primary" else SLOW)
+        if results.name == "world-surrogate":  # replays without targets: nothing to test
+            ps = ps.assign(dh_to_top5=math.nan, dh_to_top1=math.nan)
+        ps.to_csv(out / "per_seed.csv", index=False)
         return []
 
     monkeypatch.setattr(replay, "build", build)
     out = tmp_path / "out"
     assert sensitivity.main(["--manifest", str(tmp_path / "scenarios.json"), "--scale",
                              "smoke", "--out", str(out)]) == 1  # one scenario not run
-    assert seen[0] == ("smoke", "primary", tuple(plan["methods"]), 60) and len(seen) == 3
+    assert seen[0] == ("smoke", "primary", tuple(plan["methods"]), 60) and len(seen) == 4
     df = pd.read_csv(out / sensitivity.CSV)
     assert df[df["scenario"] == "workers-8"]["verdict"].tolist() == [
         "not run: no replay logs under workers-8"]
     md = (out / sensitivity.MD).read_text()
-    assert "not robust: without-3 (refuted)" in md and "1 scenario(s) not run" in md
+    assert df[df["scenario"] == "world-surrogate"]["verdict"].str.startswith(
+        "not run: no seed of any method reached the top 5 % target").tolist() == [True]
+    assert "not robust: without-3 (refuted)" in md and "2 scenario(s) not run" in md
     assert "`without-3` what without-3" in md
     # scenarios analysed in 2 processes (forked: the stand-in too) give the same files
     out2 = tmp_path / "out2"

@@ -283,6 +283,10 @@ def test_reference_is_the_default_and_sobol_points_of_world_0(table, tmp_path):
             assert float(cells[3]) == pytest.approx(entry.curve[-1][0], rel=1e-9)
         else:
             assert cells[6] == "failed" and cells[7] == entry.failure
+    # the loss of the source table's trainings: the analysis refuses targets of another loss
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["loss"] == table.meta["loss"] and meta["loss"]["name"]
+    assert meta["source_sha256"] == table.sha256
 
 
 # ------------------------------------------------------------------ variants, judged by use
