@@ -397,10 +397,9 @@ def write_reference(surrogate: Surrogate, out_dir: Path, n: int = REFERENCE_CONF
     ``out_dir/reference.csv`` in the table's format (epoch max_t rows; a failed training, its
     failed row) with ``reference.json`` (max_t, source, the source table's sha256 and the
     loss its trainings used: the analysis compares it with the searches'). The analysis takes
-    the targets and
-    the best known loss of the replays on this surrogate from it, not from the table, whose
-    quantiles the surrogate (an average of recorded curves) need not reach. Deterministic:
-    the same table, n and seed give the same bytes."""
+    the targets and the best known loss of the replays on this surrogate from it, not from the
+    table, whose quantiles the surrogate (an average of recorded curves) need not reach.
+    Deterministic: the same table, n and seed give the same bytes."""
     from experiments import table as tb
     from experiments.space import sobol_configs
 
