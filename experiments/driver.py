@@ -571,6 +571,10 @@ class Manager:
                 self.pending = []
                 if self.durable:
                     write_results(search, self.log_dir)
+            if self.bar and self.bar.due():
+                # drawn after the free workers got their trials, so "running" counts busy ones
+                self.bar.update(self.books.counts, self.books.best, self.epochs,
+                                len(dhcompat.running(ev)), device=self.ledger.total())
             if not dhcompat.running(ev):
                 return
             self.waiting = True
@@ -583,9 +587,6 @@ class Manager:
             for job in self.pending:
                 self.epochs += int(job.metadata.get(logs.EPOCHS) or 0)
                 self.books.record(job.metadata, job.objective)
-            if self.bar and self.bar.due():
-                self.bar.update(self.books.counts, self.books.best, self.epochs,
-                                len(dhcompat.running(ev)), device=self.ledger.total())
             if self.durable and time.monotonic() - last_meta_write > META_WRITE_INTERVAL:
                 # n_trials: those results.csv holds (pending ones are written next round)
                 finish_meta(self.meta, logs.RUN_RUNNING, self.epochs, len(search.history),

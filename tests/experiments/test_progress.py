@@ -50,3 +50,25 @@ def test_eta_follows_the_wall_time_cap_when_it_binds_first(monkeypatch):
     now[0] = 120.0  # half the 240 s cap, a tenth of the device-seconds: 120 s left, not 18 min
     bar.update({"ok": 1, "stopped": 0, "failed": 0}, 0.4, 10, 2, device=288.0)
     assert "elapsed 2m00s, ETA 2m00s" in out.getvalue()
+
+
+def test_live_progress_counts_both_busy_workers_as_running(tmp_path, capsys, monkeypatch):
+    """The line is drawn after the free worker got its next trial: with 2 workers and trials
+    left, it says "running 2", not the 1 still busy at the moment a result came back."""
+    import experiments.driver as driver
+    from experiments.backends.live import open_backend
+
+    class EveryRound(Progress):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.interval = 0.0
+
+    monkeypatch.setattr(driver, "Progress", EveryRound)
+    monkeypatch.setenv("EXP_SYNTHETIC", "{}")
+    plan = driver.plan_search("random", "smoke", 0, evaluator="process", workers=2,
+                              out=str(tmp_path / "random"), trainable="synthetic", budget=24)
+    assert driver.run(plan, open_backend("process"), progress=True) == 0
+    lines = [s for s in capsys.readouterr().err.splitlines() if "[random smoke seed0]" in s]
+    counts = [int(s.split("running ")[1].split(" ")[0]) for s in lines if "done:" not in s]
+    # the last rounds may find the budget spent and leave a worker idle
+    assert len(counts) >= 4 and counts[0] == 2 and counts.count(2) >= len(counts) - 2, lines
