@@ -246,9 +246,13 @@ def build(scale: str, results: Path = RESULTS_DIR, out: Path = FIGURES_DIR,
            f"training seeds ({N_BOOT} draws).", "",
            "| incumbent | over | improvement | 95 % interval | n |", "|---|---|---|---|---|"]
     for _, r in imp.iterrows():
+        mark = " *" if r["n_incumbent"] == 1 else ""
         imd.append(f"| {r['incumbent']} | {r['over']} ({r['reference']}) | "
-                   f"{r['improvement']:+.1%} | [{r['lo95']:+.1%}, {r['hi95']:+.1%}] | "
+                   f"{r['improvement']:+.1%} | [{r['lo95']:+.1%}, {r['hi95']:+.1%}]{mark} | "
                    f"{r['n_incumbent']} vs {r['n_reference']} |")
+    if (imp["n_incumbent"] == 1).any():
+        imd += ["", "\\* One incumbent value (one search seed): the interval holds the "
+                "reference's seed noise only, not the search's."]
     imd += ["", rank_line]
     files[1].write_text("\n".join(md) + "\n")
     files[3].write_text("\n".join(imd) + "\n")

@@ -79,3 +79,22 @@ def test_search_incumbents_of_the_same_loss_only(tmp_path):
     search("random", 0, None, [(0, -1.0, "ok", 9)])  # loss not recorded: left out
     got = report.search_incumbents(tmp_path, up, 9)
     assert list(got) == ["asha"] and list(got["asha"]) == [5.0, 6.0]
+
+
+def test_an_interval_of_one_search_seed_is_marked(tmp_path):
+    rows = [_row(ref, 1e-4, s, 8.0 + s * 0.1) for s in range(3) for ref in ("default",)]
+    _write(tmp_path / "res" / "smoke" / "claim1", rows)
+    for method, seeds in (("asha", [0]), ("random", [0, 1])):
+        for seed in seeds:
+            d = tmp_path / "res" / "smoke" / method / f"seed{seed}"
+            d.mkdir(parents=True)
+            logs.write_json(d / logs.METADATA_JSON, {logs.LOSS: {"name": "mlpf-delphes-2022"}})
+            logs.write_csv(d / logs.RESULTS_CSV, ("job_id", "objective", "m:status", "m:epochs"),
+                           [{"job_id": 0, "objective": -5.0 - seed, "m:status": "ok",
+                             "m:epochs": 9}])
+    report.build("smoke", tmp_path / "res", tmp_path / "fig")
+    md = (tmp_path / "fig" / "smoke" / "claim1" / "improvement.md").read_text().splitlines()
+    one = [s for s in md if s.startswith("| search:asha (x1 seeds)")]
+    two = [s for s in md if s.startswith("| search:random (x2 seeds)")]
+    assert len(one) == 1 and "] * |" in one[0] and len(two) == 1 and "] * |" not in two[0]
+    assert any(s.startswith("\\* One incumbent value") for s in md)
