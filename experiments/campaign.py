@@ -266,7 +266,8 @@ def run_live(a) -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    not_started = len(jobs) - len(summary)
+    ended = {(e.method, e.seed) for e in summary}
+    not_started = still_to_run([f for job, (_, f) in zip(jobs, folders) if job not in ended])
     how = ", interrupted" if stop["signal"] else \
         f", drained: {not_started} not started" if stop["drain"] and not_started else ""
     print(f"\ncampaign live {a.scale} ({a.evaluator}, {a.workers} workers, "
@@ -281,6 +282,19 @@ def run_live(a) -> int:
               "with them", file=sys.stderr)
         return DRAINED
     return 0 if all(e.status.startswith(("complete", "skipped")) for e in summary) else 1
+
+
+def still_to_run(folders: list[Path]) -> int:
+    """How many of the searches in ``folders`` a rerun of the campaign starts: those whose
+    metadata.json does not say complete (a rerun skips the complete ones)."""
+    def complete(folder: Path) -> bool:
+        try:
+            meta = logs.read_json(folder / logs.METADATA_JSON)
+        except (OSError, ValueError):  # unreadable: the rerun says what is wrong with it
+            return False
+        return isinstance(meta, dict) and meta.get("status") == logs.RUN_COMPLETE
+
+    return sum(1 for f in folders if not complete(f))
 
 
 def how_it_ended(rc: int, log_dir: Path) -> str:

@@ -166,3 +166,15 @@ def test_sigusr1_drains_a_live_campaign_between_searches(tmp_path):
     assert p.stderr.count("skipped (complete)") == 2
     assert json.loads((tmp_path / "asha" / "seed0" / "metadata.json").read_text())[
         "status"] == "complete"
+
+
+def test_a_drained_campaign_counts_only_the_searches_a_rerun_starts(tmp_path):
+    from experiments.campaign import still_to_run
+
+    folders = [tmp_path / n for n in ("done", "half", "none", "broken")]
+    for f in folders[:2] + folders[3:]:
+        f.mkdir()
+    (folders[0] / "metadata.json").write_text(json.dumps({"status": "complete"}))
+    (folders[1] / "metadata.json").write_text(json.dumps({"status": "interrupted"}))
+    (folders[3] / "metadata.json").write_text("{not json")
+    assert still_to_run(folders) == 3 and still_to_run(folders[:1]) == 0
