@@ -125,25 +125,31 @@ def report(df: pd.DataFrame, source: str) -> str:
 
 def build_scenario(job: tuple) -> str | None:
     """One scenario's replay logs through :func:`analysis.replay.build`; None, or why its
-    logs are unusable (one line). ``job``: (scale, results, out, methods, seeds)."""
+    logs are unusable (one line). ``job``: (scale, results, out, methods, seeds, live): ``live``
+    the folder of the live searches its agreement.md compares the replays with."""
     from analysis.replay import ReplayLogsError, build
 
-    scale, results, out, methods, n = job
+    scale, results, out, methods, n, live = job
     try:
-        build(scale, Path(results), Path(out), methods, n)
+        build(scale, Path(results), Path(out), methods, n, live=live)
     except (ReplayLogsError, ValueError, OSError) as e:
         return str(e).splitlines()[0] if str(e) else type(e).__name__
     return None
 
 
-def from_manifest(path: Path, scale: str, out: Path,
-                  processes: int = 1) -> tuple[list, dict, dict]:
+def from_manifest(path: Path, scale: str, out: Path, processes: int = 1,
+                  live: Path | None = None) -> tuple[list, dict, dict]:
     """Each scenario of the plan through analysis.replay (per_seed.csv under
     ``out/<scenario>/``; ``processes`` scenarios at once: each is minutes of single-core
-    pandas), then claim 2; returns (rows, missing {name: why}, whats)."""
+    pandas; ``live``: the live searches each is compared with, default results/<scale>/),
+    then claim 2; returns (rows, missing {name: why}, whats)."""
+    from mlpf.paths import RESULTS_DIR
+
     plan = json.loads(path.read_text())
     methods, n = tuple(plan["methods"]), len(plan["seeds"])
-    jobs = [(scale, sc["results"], out / sc["name"], methods, n) for sc in plan["scenarios"]]
+    live = Path(live) if live is not None else RESULTS_DIR / scale
+    jobs = [(scale, sc["results"], out / sc["name"], methods, n, live)
+            for sc in plan["scenarios"]]
     if processes > 1 and len(jobs) > 1:
         import multiprocessing as mp
 
@@ -196,6 +202,35 @@ def world_agreement(out: Path, names: list[str]) -> list[str]:
     return lines
 
 
+def live_agreement_lines(out: Path, names: list[str]) -> list[str]:
+    """Which world ranks the methods as the live searches do: per world (the primary and each
+    ``world-*`` scenario among ``names``), the live-vs-replay Kendall's tau its replay report
+    recorded (``out/<scenario>/references.json``, ``live_vs_replay``), one line."""
+    lines = []
+    for name in (n for n in names if n == PRIMARY or n.startswith("world-")):
+        try:
+            refs = json.loads((out / name / "references.json").read_text())
+        except (OSError, ValueError):
+            continue  # a scenario not run: the table above says so
+        agree = refs.get("live_vs_replay") if isinstance(refs, dict) else None
+        if not isinstance(agree, dict):
+            continue
+        if agree.get("status") != "compared":
+            lines.append(f"Live vs {name}: {agree.get('status', 'not compared')}.")
+            continue
+        num = {k: (f"{v:.2f}" if isinstance(v := agree.get(k), (int, float))
+                   and math.isfinite(v) else "-")
+               for k in ("kendall_tau_target", "p_value_target", "kendall_tau", "p_value")}
+        q = agree.get("target_quantile")
+        top = f"top {100 * q:g} %" if isinstance(q, (int, float)) else "target"
+        lines.append(f"Live vs {name} (Kendall's tau of the method rankings over "
+                     f"{agree.get('n_methods', '?')} methods, medians over the live seeds): "
+                     f"{num['kendall_tau_target']} by device-hours to the {top} "
+                     f"(p {num['p_value_target']}), {num['kendall_tau']} by final loss "
+                     f"(p {num['p_value']}).")
+    return lines
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m analysis.sensitivity",
                                  description=__doc__.split("\n\n")[0])
@@ -207,6 +242,9 @@ def main(argv=None) -> int:
                      help="a scenario's per_seed.csv (analysis.replay); repeat per scenario")
     ap.add_argument("--out", type=Path, default=None,
                     help="output folder (default paper_figures/<scale>/claim2_sensitivity)")
+    ap.add_argument("--live", type=Path, default=None,
+                    help="with --manifest: the live searches each scenario's agreement.md "
+                    "compares with (default results/<scale>/)")
     ap.add_argument("--processes", type=int, default=1,
                     help="with --manifest: scenarios analysed at once (default 1)")
     a = ap.parse_args(argv)
@@ -222,7 +260,8 @@ def main(argv=None) -> int:
             if not a.manifest.is_file():
                 raise claim2.Claim2Error(f"{a.manifest}: no plan; run `make claim2-sensitivity`"
                                          " (python -m experiments.sensitivity) first")
-            rows, missing, whats = from_manifest(a.manifest, a.scale, a.out, a.processes)
+            rows, missing, whats = from_manifest(a.manifest, a.scale, a.out, a.processes,
+                                                 a.live)
             source = f"`{a.manifest.as_posix()}`"
         else:
             rows, missing, whats = [], {}, {}
@@ -245,7 +284,7 @@ def main(argv=None) -> int:
     write_csv(df, a.out / CSV)
     text = report(df, source)
     if a.manifest is not None:
-        agree = world_agreement(a.out, list(whats))
+        agree = world_agreement(a.out, list(whats)) + live_agreement_lines(a.out, list(whats))
         text += ("\n" + "\n".join(agree) + "\n") if agree else ""
     (a.out / MD).write_text(text)
     print(text)

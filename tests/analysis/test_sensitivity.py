@@ -8,6 +8,7 @@ import math
 import pandas as pd
 
 from analysis import replay, sensitivity
+from mlpf.paths import RESULTS_DIR
 from tests.analysis.fakelogs import per_seed_metrics
 
 
@@ -61,8 +62,8 @@ def test_manifest_runs_replay_analysis_per_scenario_and_lists_the_missing(tmp_pa
     (tmp_path / "scenarios.json").write_text(json.dumps(plan))
     seen = []
 
-    def build(scale, results, out, required, min_seeds):  # analysis.replay.build's stand-in
-        seen.append((scale, results.name, tuple(required), min_seeds))
+    def build(scale, results, out, required, min_seeds, live=None):  # replay.build's stand-in
+        seen.append((scale, results.name, tuple(required), min_seeds, live))
         if results.name == "workers-8":
             raise replay.ReplayLogsError("no replay logs under workers-8")
         out.mkdir(parents=True)
@@ -76,7 +77,8 @@ def test_manifest_runs_replay_analysis_per_scenario_and_lists_the_missing(tmp_pa
     out = tmp_path / "out"
     assert sensitivity.main(["--manifest", str(tmp_path / "scenarios.json"), "--scale",
                              "smoke", "--out", str(out)]) == 1  # one scenario not run
-    assert seen[0] == ("smoke", "primary", tuple(plan["methods"]), 60) and len(seen) == 4
+    assert seen[0] == ("smoke", "primary", tuple(plan["methods"]), 60,
+                       RESULTS_DIR / "smoke") and len(seen) == 4
     df = pd.read_csv(out / sensitivity.CSV)
     assert df[df["scenario"] == "workers-8"]["verdict"].tolist() == [
         "not run: no replay logs under workers-8"]
@@ -128,3 +130,26 @@ def test_the_two_worlds_rank_the_methods_by_kendalls_tau(tmp_path):
     (line,) = sensitivity.world_agreement(tmp_path, ["primary", "world-nearest"])
     assert line.startswith("Method rankings, primary vs world-nearest: not compared (a "
                            "summary.csv is malformed: KeyError")
+
+
+def test_live_searches_against_each_world(tmp_path):
+    """Per world, the live-vs-replay tau its replay report recorded, one line; a world without
+    a comparison says why; a scenario that is not a world, or not run, adds nothing."""
+    def refs(name, agree):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "references.json").write_text(json.dumps({"live_vs_replay": agree}))
+
+    refs("primary", {"status": "compared", "n_methods": 6, "target_quantile": 0.05,
+                     "kendall_tau_target": 0.6, "p_value_target": 0.09, "kendall_tau": 1.0,
+                     "p_value": None})
+    refs("world-surrogate", {"status": "no live logs under small/"})
+    refs("without-3", {"status": "compared", "kendall_tau": 0.2})
+    (tmp_path / "world-broken").mkdir()
+    (tmp_path / "world-broken" / "references.json").write_text("{not json")
+    lines = sensitivity.live_agreement_lines(
+        tmp_path, ["primary", "without-3", "world-surrogate", "world-broken", "world-none"])
+    assert lines == [
+        "Live vs primary (Kendall's tau of the method rankings over 6 methods, medians over "
+        "the live seeds): 0.60 by device-hours to the top 5 % (p 0.09), 1.00 by final loss "
+        "(p -).",
+        "Live vs world-surrogate: no live logs under small/."]
