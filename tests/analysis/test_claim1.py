@@ -82,7 +82,7 @@ def test_search_incumbents_of_the_same_loss_only(tmp_path):
 
 
 def test_an_interval_of_one_search_seed_is_marked(tmp_path):
-    rows = [_row(ref, 1e-4, s, 8.0 + s * 0.1) for s in range(3) for ref in ("default",)]
+    rows = [_row("default", 1e-4, s, 8.0 + s * 0.1) for s in range(3)]
     _write(tmp_path / "res" / "smoke" / "claim1", rows)
     for method, seeds in (("asha", [0]), ("random", [0, 1])):
         for seed in seeds:
