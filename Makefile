@@ -63,7 +63,7 @@ ifneq ($(filter-out process mpi serial ray,$(EVALUATOR))$(words $(EVALUATOR)),1)
 $(error EVALUATOR must be one of process mpi serial ray)
 endif
 
-.PHONY: help setup peers ray neps test lint lock sums release-check data benchmark claim1 claim2-world claim2 claim2-live claim2-sensitivity lctable replay replay-surrogate replay-power scaling figures physics clean distclean
+.PHONY: help setup peers ray neps test lint lock sums release-check data benchmark claim1 claim2-world claim2 claim2-live claim2-sensitivity speed lctable replay replay-surrogate replay-power scaling figures physics clean distclean
 
 help: ## show this help
 	@echo "usage: make TARGET [SCALE=smoke|small|paper] (default SCALE=small)"
@@ -185,8 +185,12 @@ claim2: claim2-world $(PEERS_STAMP) $(NEPS_STAMP) ## the pre-registered claim-2 
 
 CLAIM2_LIVE_METHODS ?= random hyperband asha asha_bo asha_gp asha_tpe default
 CLAIM2_LIVE_SEEDS ?= 0 1 2 3 4
-claim2-live: data ## claim 2's live searches (analysis/preregistration.md): CLAIM2_LIVE_METHODS (the paper's four, ASHA + BO in its three flavours, and the default) x CLAIM2_LIVE_SEEDS on upstream's loss at half the replay budget (worker CPU-seconds, a hard cut; no wall cap; needs configurations 0..512 of LCTABLE), logs next to LCTABLE (35 searches of 1,350 worker CPU-s each on 2 workers, plus start-ups; resumable)
+speed: setup data ## time configurations of LCTABLE on this machine against the table (its CPU seconds per table CPU second for the same training; about 3 min at small): results/SCALE/speed/, which analysis.replay reads to compare live searches with replays at the same work
+	$(PY) -m experiments.speed --scale $(SCALE) --table '$(LCTABLE)' --workers '$(WORKERS)'
+
+claim2-live: data ## claim 2's live searches (analysis/preregistration.md): CLAIM2_LIVE_METHODS (the paper's four, ASHA + BO in its three flavours, and the default) x CLAIM2_LIVE_SEEDS on upstream's loss at half the replay budget (worker CPU-seconds, a hard cut; no wall cap; needs configurations 0..512 of LCTABLE), logs next to LCTABLE (35 searches of 1,350 worker CPU-s each on 2 workers, plus start-ups; resumable); first `make speed`'s timing of this machine against the table
 	$(CLAIM2_BUDGET_WORLD_CMD)
+	$(PY) -m experiments.speed --scale $(SCALE) --table '$(LCTABLE)' --workers '$(WORKERS)'
 	$(PY) -m experiments.campaign --backend live --scale $(SCALE) --methods '$(CLAIM2_LIVE_METHODS)' \
 	  --seeds '$(CLAIM2_LIVE_SEEDS)' --workers '$(WORKERS)' --evaluator '$(EVALUATOR)' \
 	  --device-budget "$$($(CLAIM2_BUDGET_CMD) --live)" --time-budget 0 \

@@ -425,25 +425,34 @@ def live_agreement(live_dir: Path, runs: dict, targets: dict | None = None) -> d
     live_trials, _ = tidy({m: live[m] for m in common})
     replay_trials, _ = tidy({m: runs[m] for m in common})
     target = (targets or {}).get(GOAL_QUANTILE, math.nan)
+    speed = live_speed(live_dir, {m: live[m] for m in common}, runs)
+    f = speed.get("factor", math.nan)
+    matched = math.isfinite(f) and f > 0
 
     def median(group, trials, point):
         v = [incumbent_on_grid(search_trace(s, trials), [point])[0] for s in group.values()]
         v = [x for x in v if np.isfinite(x)]
         return (float(np.median(v)) if v else math.nan), len(v)
 
-    def to_target(group, trials):
+    def to_target(group, trials, budget=at, scale=1.0):
         if not np.isfinite(target):
             return math.nan
-        c = [compute_to_target(search_trace(s, trials), target)[0] for s in group.values()]
-        return float(np.median([x if x <= at else math.inf for x in c]))
+        c = [compute_to_target(search_trace(s, trials), target)[0] / scale
+             for s in group.values()]
+        return float(np.median([x if x <= budget else math.inf for x in c]))
 
     rows = []
     for m in common:
         lv, ln = median(live[m], live_trials, np.inf)
         rv, rn = median(runs[m], replay_trials, at)
-        rows.append({"method": m, "live": lv, "live_seeds": ln, "replay": rv, "replay_seeds": rn,
-                     "live_dh_to_target": to_target(live[m], live_trials),
-                     "replay_dh_to_target": to_target(runs[m], replay_trials)})
+        row = {"method": m, "live": lv, "live_seeds": ln, "replay": rv, "replay_seeds": rn,
+               "live_dh_to_target": to_target(live[m], live_trials),
+               "replay_dh_to_target": to_target(runs[m], replay_trials)}
+        if matched:  # the live work in the table's device-hours, the replay at that budget
+            row.update(live_dh_to_target_matched=to_target(live[m], live_trials, at / f, f),
+                       replay_dh_to_target_matched=to_target(runs[m], replay_trials, at / f),
+                       replay_matched=median(runs[m], replay_trials, at / f)[0])
+        rows.append(row)
     df = pd.DataFrame(rows)
     df["live_rank"] = df["live"].rank(method="average")
     df["replay_rank"] = df["replay"].rank(method="average")
@@ -457,11 +466,49 @@ def live_agreement(live_dir: Path, runs: dict, targets: dict | None = None) -> d
 
     tau_final, p_final = tau("live", "replay")
     tau_target, p_target = tau("live_dh_to_target", "replay_dh_to_target")
+    if matched:
+        t_f, p_f = tau("live", "replay_matched")
+        t_t, p_t = tau("live_dh_to_target_matched", "replay_dh_to_target_matched")
+        speed.update(budget_device_h=at / f, kendall_tau=t_f, p_value=p_f,
+                     kendall_tau_target=t_t, p_value_target=p_t)
     return {"status": "compared", "budget_device_h": at, "kendall_tau": tau_final,
             "p_value": p_final, "target_quantile": GOAL_QUANTILE,
             "target_loss": float(target), "kendall_tau_target": tau_target,
             "p_value_target": p_target, "loss": next(iter(live_loss)),
-            "n_methods": len(df), "rows": df.to_dict("records")}
+            "n_methods": len(df), "speed": speed, "rows": df.to_dict("records")}
+
+
+def live_speed(live_dir: Path, live: dict, runs: dict) -> dict:
+    """How the live searches' device-seconds compare with the replays': the CPU model(s) the
+    live searches recorded, the table's, and, when every live search ran on one model that
+    ``python -m experiments.speed`` timed against the replays' table (its runs in
+    ``live_dir/speed/``), ``factor`` (this model's CPU seconds per table second for the same
+    training), ``low``, ``high`` and the runs it pools (:func:`experiments.speed.factor`)."""
+    from experiments.speed import SPEED_DIR, factor
+
+    models = sorted({str((s.metadata.get("machine") or {}).get("cpu_model") or "unrecorded")
+                     for seeds in live.values() for s in seeds.values()})
+    shas = {(s.metadata.get("replay") or {}).get("sha256") for seeds in runs.values()
+            for s in seeds.values()} - {None}
+    table_meta = read_json_dict(Path(live_dir) / "lctable.json")
+    out = {"live_cpu_models": models,
+           "table_cpu_model": (table_meta.get("machine") or {}).get("cpu_model")}
+    if len(models) != 1 or models[0] == "unrecorded" or len(shas) != 1:
+        return out
+    got = factor(Path(live_dir) / SPEED_DIR, models[0], shas.pop())
+    if got is not None and math.isfinite(got["factor"]):
+        out.update({k: got[k] for k in ("factor", "low", "high", "n_configs", "runs",
+                                        "same_loss", "epochs")})
+    return out
+
+
+def read_json_dict(path: Path) -> dict:
+    """A JSON object from ``path``; {} when it is missing, unreadable or not an object."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def write_agreement(agree: dict, out: Path) -> list[Path]:
@@ -480,18 +527,55 @@ def write_agreement(agree: dict, out: Path) -> list[Path]:
                  f"rankings: {tables.fmt(agree['kendall_tau'], 2)} over "
                  f"{agree['n_methods']} methods (p = {tables.fmt(agree['p_value'], 2)})."]
 
+        notes += speed_notes(agree.get("speed") or {}, agree["budget_device_h"], q)
+
         def dh(x):
             return "never" if x == math.inf else tables.fmt(x, 4)
+        matched = "replay_matched" in (agree["rows"][0] if agree["rows"] else {})
         rows = [[r["method"], dh(r["live_dh_to_target"]), dh(r["replay_dh_to_target"]),
                  f"{tables.fmt(r['live'], 4)} ({r['live_seeds']})",
                  f"{tables.fmt(r['replay'], 4)} ({r['replay_seeds']})",
                  tables.fmt(r["live_rank"], 1), tables.fmt(r["replay_rank"], 1)]
+                + ([dh(r["live_dh_to_target_matched"]), dh(r["replay_dh_to_target_matched"]),
+                    tables.fmt(r["replay_matched"], 4)] if matched else [])
                 for r in agree["rows"]]
+    else:
+        matched = False
     tables.write_table(["method", "live device-h to target", "replay device-h to target",
                         "live final (seeds)", "replay at live budget (seeds)",
-                        "live rank (final)", "replay rank (final)"], rows, out, "agreement",
-                       notes)
+                        "live rank (final)", "replay rank (final)"]
+                       + (["live to target, table device-h", "replay to target, matched",
+                           "replay final, matched"] if matched else []),
+                       rows, out, "agreement", notes)
     return [out / "agreement.md", out / "agreement.tex"]
+
+
+def speed_notes(speed: dict, budget_h: float, q: str) -> list[str]:
+    """What the live and the replayed device-seconds are (:func:`live_speed`), and the
+    speed-matched comparison when the live machine was timed against the table."""
+    models = speed.get("live_cpu_models") or []
+    table = speed.get("table_cpu_model") or "not recorded"
+    where = (f"the live searches ran on {', '.join(models)}; the table on {table}"
+             if models else f"the table ran on {table}")
+    f = speed.get("factor")
+    if not isinstance(f, (int, float)) or not math.isfinite(f):
+        why = ("the live searches ran on several CPU models" if len(models) > 1 else
+               "no `make speed` run of that CPU model against this table")
+        return [f"Device-seconds: {where}; {why}, so live and replayed device-seconds may be "
+                "of machines of different speed (not matched)."]
+    b = speed["budget_device_h"]
+    return [f"Device-seconds: {where}; the same trainings cost {tables.fmt(f, 3)} "
+            f"[{tables.fmt(speed['low'], 3)}, {tables.fmt(speed['high'], 3)}] times the "
+            f"table's CPU seconds there (`make speed`: {speed['n_configs']} timed configuration "
+            f"runs, {speed['same_loss']} of {speed['epochs']} epochs with the table's loss "
+            f"digits; median over configurations, 95 % bootstrap interval).",
+            f"Speed-matched (not pre-registered): the live budget of "
+            f"{3600 * budget_h:.0f} device-seconds is {3600 * b:.0f} of the table's; the last "
+            f"three columns give the live compute in the table's device-hours and the replays "
+            f"at that budget. Kendall's tau by device-hours to the {q} target "
+            f"{tables.fmt(speed['kendall_tau_target'], 2)} (p = "
+            f"{tables.fmt(speed['p_value_target'], 2)}), by final val_loss "
+            f"{tables.fmt(speed['kendall_tau'], 2)} (p = {tables.fmt(speed['p_value'], 2)})."]
 
 
 # ---- two lookups compared -----------------------------------------------------------------

@@ -358,6 +358,63 @@ def test_live_vs_replay_pre_registered_ranking_by_device_hours_to_the_target(tmp
     assert math.isnan(a["kendall_tau_target"]) and a["kendall_tau"] == pytest.approx(1 / 3)
 
 
+def _stamp(root, key: str, value: dict):
+    """Add ``value`` under ``key`` to the metadata.json of every search under ``root``."""
+    for md in root.rglob(L.METADATA_JSON):
+        md.write_text(json.dumps({**json.loads(md.read_text()), key: value}))
+
+
+def test_live_vs_replay_speed_matched_when_the_live_cpu_was_timed(tmp_path):
+    root = _hand(tmp_path)
+    _stamp(root, "replay", {"sha256": "t1"})
+    _live(tmp_path, {"random": [3.0, 2.0], "asha_bo": [2.2], "bo": [3.5]})
+    for m in ("random", "asha_bo", "bo"):
+        _stamp(tmp_path / "smoke" / m, "machine", {"cpu_model": "CPU A"})
+    a = replay.live_agreement(tmp_path / "smoke", L.load_scale(root), {0.05: 3.0})
+    assert a["speed"] == {"live_cpu_models": ["CPU A"], "table_cpu_model": None}
+    assert "replay_matched" not in a["rows"][0]
+    (tmp_path / "out").mkdir()
+    replay.write_agreement(a, tmp_path / "out")
+    md = (tmp_path / "out" / "agreement.md").read_text()
+    assert "no `make speed` run of that CPU model against this table" in md
+    # CPU A's epochs cost twice the table's: the live budget 1.5 device-h is 0.75 of the
+    # table's. Replayed within 0.75: random never (3 and 2), asha_bo 0.5, bo never; its final
+    # loss at 0.75: asha_bo 3.0 and 2.0 -> 2.5, random and bo nothing ended. Live in table
+    # device-h: random 1 / 2 = 0.5 (both seeds), asha_bo 0.5, bo never.
+    speed_dir = tmp_path / "smoke" / "speed"
+    speed_dir.mkdir()
+    rows = [{"config_id": c, "cpu_seconds": 2.0 * t, "table_cpu_seconds": t, "same_loss": True}
+            for c, t in ((0, 1.0), (1, 3.0))]
+    (speed_dir / "cpu-a.json").write_text(json.dumps(
+        {"machine": {"cpu_model": "CPU A"}, "table_sha256": "t1", "rows": rows}))
+    (speed_dir / "cpu-b.json").write_text(json.dumps(
+        {"machine": {"cpu_model": "CPU B"}, "table_sha256": "t1", "rows": rows[:1]}))
+    a = replay.live_agreement(tmp_path / "smoke", L.load_scale(root), {0.05: 3.0})
+    s = a["speed"]
+    assert s["factor"] == pytest.approx(2.0) and s["runs"] == ["cpu-a.json"]
+    assert s["budget_device_h"] == pytest.approx(0.75)
+    rows = {r["method"]: r for r in a["rows"]}
+    assert rows["random"]["replay_dh_to_target_matched"] == math.inf
+    assert rows["asha_bo"]["replay_dh_to_target_matched"] == 0.5
+    assert rows["random"]["live_dh_to_target_matched"] == 0.5
+    assert rows["bo"]["live_dh_to_target_matched"] == math.inf
+    assert rows["asha_bo"]["replay_matched"] == 2.5
+    assert math.isnan(rows["random"]["replay_matched"])
+    # the pre-registered statistic is unchanged; the matched one sits beside it
+    assert a["kendall_tau_target"] == pytest.approx(0.5)
+    assert s["kendall_tau_target"] == pytest.approx(0.5)
+    replay.write_agreement(a, tmp_path / "out")
+    md = (tmp_path / "out" / "agreement.md").read_text()
+    assert "cost 2.000 [2.000, 2.000] times the table's CPU seconds" in md
+    assert "live budget of 5400 device-seconds is 2700 of the table's" in md
+    bo = next(line for line in md.splitlines() if line.startswith("| asha_bo "))
+    assert [c.strip() for c in bo.split("|")[8:11]] == ["0.5000", "0.5000", "2.5000"]
+    # live searches on two CPU models: no single factor
+    _stamp(tmp_path / "smoke" / "bo", "machine", {"cpu_model": "CPU B"})
+    a = replay.live_agreement(tmp_path / "smoke", L.load_scale(root), {0.05: 3.0})
+    assert "factor" not in a["speed"] and a["speed"]["live_cpu_models"] == ["CPU A", "CPU B"]
+
+
 def test_live_vs_replay_refuses_live_logs_on_another_loss(tmp_path):
     root = _hand(tmp_path)
     _live(tmp_path, {"random": [3.0], "bo": [3.5]}, loss={"name": "mlpf-delphes-2022"})
