@@ -223,11 +223,20 @@ def live_agreement_lines(out: Path, names: list[str]) -> list[str]:
                for k in ("kendall_tau_target", "p_value_target", "kendall_tau", "p_value")}
         q = agree.get("target_quantile")
         top = f"top {100 * q:g} %" if isinstance(q, (int, float)) else "target"
-        lines.append(f"Live vs {name} (Kendall's tau of the method rankings over "
-                     f"{agree.get('n_methods', '?')} methods, medians over the live seeds): "
-                     f"{num['kendall_tau_target']} by device-hours to the {top} "
-                     f"(p {num['p_value_target']}), {num['kendall_tau']} by final loss "
-                     f"(p {num['p_value']}).")
+        line = (f"Live vs {name} (Kendall's tau of the method rankings over "
+                f"{agree.get('n_methods', '?')} methods, medians over the live seeds): "
+                f"{num['kendall_tau_target']} by device-hours to the {top} "
+                f"(p {num['p_value_target']}), {num['kendall_tau']} by final loss "
+                f"(p {num['p_value']})")
+        speed = agree.get("speed")
+        f = speed.get("factor") if isinstance(speed, dict) else None
+        if isinstance(f, (int, float)) and math.isfinite(f):
+            m = {k: (f"{v:.2f}" if isinstance(v := speed.get(k), (int, float))
+                     and math.isfinite(v) else "-") for k in ("kendall_tau_target",
+                                                              "kendall_tau")}
+            line += (f"; at the same work (live CPU seconds / {f:.2f}, not pre-registered): "
+                     f"{m['kendall_tau_target']} and {m['kendall_tau']}")
+        lines.append(line + ".")
     return lines
 
 

@@ -143,13 +143,22 @@ def test_live_searches_against_each_world(tmp_path):
                      "kendall_tau_target": 0.6, "p_value_target": 0.09, "kendall_tau": 1.0,
                      "p_value": None})
     refs("world-surrogate", {"status": "no live logs under small/"})
+    refs("world-nearest", {"status": "compared", "n_methods": 6, "target_quantile": 0.05,
+                           "kendall_tau_target": 0.2, "p_value_target": 0.7, "kendall_tau": 0.4,
+                           "p_value": 0.3, "speed": {"factor": 1.953, "kendall_tau_target": 0.6,
+                                                     "kendall_tau": math.nan}})
     refs("without-3", {"status": "compared", "kendall_tau": 0.2})
     (tmp_path / "world-broken").mkdir()
     (tmp_path / "world-broken" / "references.json").write_text("{not json")
     lines = sensitivity.live_agreement_lines(
-        tmp_path, ["primary", "without-3", "world-surrogate", "world-broken", "world-none"])
+        tmp_path, ["primary", "without-3", "world-surrogate", "world-broken", "world-none",
+                   "world-nearest"])
     assert lines == [
         "Live vs primary (Kendall's tau of the method rankings over 6 methods, medians over "
         "the live seeds): 0.60 by device-hours to the top 5 % (p 0.09), 1.00 by final loss "
         "(p -).",
-        "Live vs world-surrogate: no live logs under small/."]
+        "Live vs world-surrogate: no live logs under small/.",
+        "Live vs world-nearest (Kendall's tau of the method rankings over 6 methods, medians "
+        "over the live seeds): 0.20 by device-hours to the top 5 % (p 0.70), 0.40 by final "
+        "loss (p 0.30); at the same work (live CPU seconds / 1.95, not pre-registered): 0.60 "
+        "and -."]
