@@ -23,8 +23,9 @@ begun with full-precision cells is rounded on resume (:func:`compact`).
 Rows are appended as epochs finish (one ``write`` per line, as in :mod:`experiments.logs`), by
 ``--workers`` processes with one torch thread each (``EXP_THREADS=n`` overrides it). Rerunning
 resumes: complete configurations are skipped; a partly recorded one continues from its
-per-epoch checkpoint (``--checkpoints``, default ``runs/lctable-<scale>-seed<k>/``) or is trained
-again, and only epochs not yet in the table are written.
+per-epoch checkpoint (``--checkpoints``, default ``runs/lctable-<scale>-seed<k>-<key>/``, the key
+a hash of the table's absolute path: tables at other paths never resume each other's
+trainings) or is trained again, and only epochs not yet in the table are written.
 """
 
 from __future__ import annotations
@@ -475,6 +476,17 @@ def _threads() -> int:
     return int(os.environ.get(THREADS_ENV) or 1)
 
 
+def checkpoint_root(table: Path, scale: str, seed: int) -> Path:
+    """Default folder of the training states of ``table``: ``runs/lctable-<scale>-seed<k>-<key>``,
+    the key the first 8 hex digits of the sha256 of the table's absolute path (its shards
+    share it), so that a table made elsewhere (another --out, another trainable or loss) never
+    resumes this one's unfinished trainings."""
+    from mlpf.paths import ROOT
+
+    key = hashlib.sha256(str(Path(table).resolve()).encode()).hexdigest()[:8]
+    return ROOT / "runs" / f"lctable-{scale}-seed{seed}-{key}"
+
+
 def run(scale: str, n_configs: int | None = None, workers: int = 2, seed: int = 0,
         out: str | Path | None = None, trainable: str = "mlpf",
         checkpoints: str | Path | None = None, progress: bool = True,
@@ -489,7 +501,6 @@ def run(scale: str, n_configs: int | None = None, workers: int = 2, seed: int = 
     (:func:`trainings` order), into the shard's own file (:func:`shard_path`); :func:`merge`
     joins the shards into the table."""
     from experiments.trainables import get_trainable
-    from mlpf.paths import ROOT
     from mlpf.scales import get_scale
 
     max_t = get_scale(scale).max_epochs
@@ -499,7 +510,7 @@ def run(scale: str, n_configs: int | None = None, workers: int = 2, seed: int = 
     replicates = tuple(replicates or DEFAULT_REPLICATES[scale])
     table = Path(out) if out else table_path(scale)
     path = shard_path(table, *shard) if shard else table
-    ckpt_root = Path(checkpoints) if checkpoints else ROOT / "runs" / f"lctable-{scale}-seed{seed}"
+    ckpt_root = Path(checkpoints) if checkpoints else checkpoint_root(table, scale, seed)
     old_meta = logs.read_json(meta_path(path))
     made_with = (old_meta.get("sampler") or "random") if old_meta is not None else "sobol"
     if sampler is not None and sampler != made_with and old_meta is not None:
@@ -692,7 +703,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="table CSV (default results/<scale>/lctable.csv)")
     p.add_argument("--trainable", default="mlpf", help="mlpf | synthetic")
     p.add_argument("--checkpoints", default=None,
-                   help="training states (default runs/lctable-<scale>-seed<k>/)")
+                   help="training states (default runs/lctable-<scale>-seed<k>-<key>/, the "
+                   "key a hash of the table's path)")
     p.add_argument("--sampler", default=None, choices=SAMPLERS,
                    help="configurations: a scrambled Sobol sequence (default for a new table) "
                    "or independent random draws")

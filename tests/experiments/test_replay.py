@@ -322,6 +322,30 @@ def test_search_cli_and_campaign_skip_complete_searches(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------ lctable
+def test_lctable_default_checkpoints_belong_to_one_table(tmp_path, monkeypatch):
+    """Two tables at different paths never share training states: a stale checkpoint left by
+    one (here a synthetic training that slept 3 s per epoch) is not resumed by the other."""
+    import mlpf.paths
+
+    monkeypatch.setattr(mlpf.paths, "ROOT", tmp_path)
+    a, b = tmp_path / "a" / "lc.csv", tmp_path / "b" / "lc.csv"
+    root_a = lctable.checkpoint_root(a, "smoke", 0)
+    assert root_a != lctable.checkpoint_root(b, "smoke", 0)
+    assert root_a == lctable.checkpoint_root(tmp_path / "b" / ".." / "a" / "lc.csv", "smoke", 0)
+    assert root_a.parent == tmp_path / "runs" and root_a.name.startswith("lctable-smoke-seed0-")
+    stale = lctable.checkpoint_root(b, "smoke", 0) / "config0"
+    stale.mkdir(parents=True)
+    hist = [{"epoch": e, "val_loss": 9.0, "train_loss": 9.0, "epoch_seconds": 3.0,
+             "epoch_cpu_seconds": 3.0} for e in (1, 2)]
+    (stale / "synthetic.json").write_text(json.dumps({"history": hist}))
+    monkeypatch.setenv("EXP_SYNTHETIC", json.dumps({}))
+    assert lctable.run("smoke", n_configs=0, workers=1, out=a, trainable="synthetic",
+                       progress=False, replicates=(1, 1, 0)) == 0
+    rows = pd.read_csv(a)
+    assert len(rows) > 2 and rows["epoch_cpu_seconds"].max() < 1.0
+    assert (rows["val_loss"] != 9.0).all()
+
+
 def test_lctable_resumes_without_duplicate_rows(tmp_path, monkeypatch):
     monkeypatch.setenv("EXP_SYNTHETIC", json.dumps({"fail": {"diverge": 0.3}}))
     path, ckpt = tmp_path / "lc.csv", tmp_path / "ckpt"
