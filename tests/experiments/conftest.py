@@ -91,6 +91,22 @@ def hp_values(hp) -> set | None:
     return None
 
 
+def synthetic_lctable(folder: Path, n_configs: int, replicates: tuple[int, int, int]) -> Path:
+    """``make lctable`` of the synthetic trainable (no failures) at the smoke scale into
+    ``folder/lc.csv``, its checkpoints in ``folder/ckpt``; returns the CSV path."""
+    from experiments import lctable
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EXP_SYNTHETIC", json.dumps({}))
+    try:
+        assert lctable.run("smoke", n_configs=n_configs, workers=1, trainable="synthetic",
+                           progress=False, replicates=replicates, out=folder / "lc.csv",
+                           checkpoints=folder / "ckpt") == 0
+    finally:
+        mp.undo()
+    return folder / "lc.csv"
+
+
 def tiny_table(path: Path, n_configs: int = 24, failed: int = 2, replicated: int = 3) -> Path:
     """Write a small learning-curve table of the smoke space (max_t 9) and its lctable.json:
     the default (config 0, x 3 seeds) and ``n_configs`` Sobol configurations; the first

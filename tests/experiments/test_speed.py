@@ -5,8 +5,10 @@ import math
 
 import pytest
 
-from experiments import lctable, speed
+from experiments import speed
 from experiments.table import load_table
+
+from .conftest import synthetic_lctable
 
 
 def _rows(ratios: dict[int, float]) -> list[dict]:
@@ -55,16 +57,7 @@ def test_factor_pools_the_runs_of_one_cpu_model_on_one_table(tmp_path):
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
-    d = tmp_path_factory.mktemp("speed")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("EXP_SYNTHETIC", json.dumps({}))
-    try:
-        assert lctable.run("smoke", n_configs=6, workers=1, trainable="synthetic",
-                           progress=False, replicates=(1, 1, 0), out=d / "lc.csv",
-                           checkpoints=d / "ckpt") == 0
-    finally:
-        mp.undo()
-    return d / "lc.csv"
+    return synthetic_lctable(tmp_path_factory.mktemp("speed"), 6, (1, 1, 0))
 
 
 def test_pick_spreads_over_the_costs_and_keeps_the_default(table):

@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import lctable
 from experiments.surrogate import (
     LOSS_CAP,
     Surrogate,
@@ -24,23 +23,14 @@ from experiments.surrogate import (
 from experiments.table import BASE_COLUMNS, TableError, load_table
 from mlpf.paths import ROOT
 
-from .conftest import load
+from .conftest import load, synthetic_lctable
 
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
     """A synthetic smoke table: 30 configurations + the default, the default x 3 seeds and
     4 configurations x 2 seeds."""
-    d = tmp_path_factory.mktemp("sur")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("EXP_SYNTHETIC", json.dumps({}))
-    try:
-        assert lctable.run("smoke", n_configs=30, workers=1, trainable="synthetic",
-                           progress=False, replicates=(3, 2, 4), out=d / "lc.csv",
-                           checkpoints=d / "ckpt") == 0
-    finally:
-        mp.undo()
-    return load_table(d / "lc.csv")
+    return load_table(synthetic_lctable(tmp_path_factory.mktemp("sur"), 30, (3, 2, 4)))
 
 
 def test_flat_forest_predicts_like_scikit_learn():
