@@ -490,9 +490,9 @@ def live_speed(live_dir: Path, live: dict, runs: dict) -> dict:
                      for seeds in live.values() for s in seeds.values()})
     shas = {(s.metadata.get("replay") or {}).get("sha256") for seeds in runs.values()
             for s in seeds.values()} - {None}
-    table_meta = read_json_dict(Path(live_dir) / "lctable.json")
-    out = {"live_cpu_models": models,
-           "table_cpu_model": (table_meta.get("machine") or {}).get("cpu_model")}
+    table_machine = read_json_dict(Path(live_dir) / "lctable.json").get("machine")
+    out = {"live_cpu_models": models, "table_cpu_model": table_machine.get("cpu_model")
+           if isinstance(table_machine, dict) else None}
     if len(models) != 1 or models[0] == "unrecorded" or len(shas) != 1:
         return out
     got = factor(Path(live_dir) / SPEED_DIR, models[0], shas.pop())

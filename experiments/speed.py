@@ -143,10 +143,14 @@ def summarise(rows: list[dict], seed: int = 0) -> dict:
     configurations of sum(cpu) / sum(table), 95 % bootstrap interval over configurations."""
     per: dict[int, list[float]] = {}
     for r in rows:
-        a, b = r.get("cpu_seconds"), r.get("table_cpu_seconds")
-        if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)) or b <= 0:
+        try:  # a row of a file on disk: anything may stand in it
+            a, b = float(r["cpu_seconds"]), float(r["table_cpu_seconds"])
+            cid = int(r["config_id"])
+        except (KeyError, TypeError, ValueError):
             continue
-        s = per.setdefault(int(r["config_id"]), [0.0, 0.0])
+        if not (math.isfinite(a) and math.isfinite(b)) or a < 0 or b <= 0:
+            continue
+        s = per.setdefault(cid, [0.0, 0.0])
         s[0] += a
         s[1] += b
     ratios = np.array([a / b for a, b in per.values() if b > 0])
@@ -224,7 +228,8 @@ def factor(folder: Path, cpu_model: str | None, table_sha256: str | None) -> dic
             continue
         if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
             continue
-        if (doc.get("machine") or {}).get("cpu_model") != cpu_model:
+        machine = doc.get("machine")
+        if not isinstance(machine, dict) or machine.get("cpu_model") != cpu_model:
             continue
         if table_sha256 is not None and doc.get("table_sha256") != table_sha256:
             continue

@@ -30,7 +30,11 @@ def test_summarise_is_the_median_over_configurations():
     assert s["per_config"] == {"0": 1.5, "1": 2.0, "2": 4.0}
     # an epoch without a usable table time is left out, not a division by zero
     bad = [{"config_id": 5, "cpu_seconds": 1.0, "table_cpu_seconds": 0.0},
-           {"config_id": 5, "cpu_seconds": math.nan, "table_cpu_seconds": 1.0}]
+           {"config_id": 5, "cpu_seconds": math.nan, "table_cpu_seconds": 1.0},
+           {"config_id": 5, "cpu_seconds": "fast", "table_cpu_seconds": 1.0},
+           {"config_id": "x", "cpu_seconds": 1.0, "table_cpu_seconds": 1.0},
+           {"config_id": 6, "cpu_seconds": -1.0, "table_cpu_seconds": 1.0},
+           {"config_id": 7, "table_cpu_seconds": 1.0}]
     assert speed.summarise(bad)["n_configs"] == 0
     assert math.isnan(speed.summarise(bad)["factor"])
 
@@ -46,6 +50,7 @@ def test_factor_pools_the_runs_of_one_cpu_model_on_one_table(tmp_path):
     (tmp_path / "d.json").write_text(json.dumps(_doc("CPU A", "t2", {0: 9.0})))
     (tmp_path / "junk.json").write_text("{not json")
     (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "odd.json").write_text(json.dumps({"machine": ["CPU A"], "rows": []}))
     f = speed.factor(tmp_path, "CPU A", "t1")
     # configuration 0 timed twice counts twice: ratios 2.0, 2.2, 1.8
     assert f["factor"] == pytest.approx(2.0) and f["n_configs"] == 3
