@@ -2,6 +2,7 @@
 
     python -m experiments.speed --scale small                    # 8 configurations x 3 epochs
     python -m experiments.speed --scale small --configs 4 --epochs 2 --workers 2
+    python -m experiments.speed --scale small --from-logs results/small/   # no training
     make speed SCALE=small
 
 A device-second on a CPU worker is the training process's CPU seconds (mlpf/train.py), steady
@@ -21,6 +22,10 @@ losses, and the factor: the median over configurations of (this machine's CPU se
 table's, summed over the epochs), with a 95 % bootstrap interval over configurations.
 :func:`factor` pools every run on one CPU model; ``analysis.replay`` uses it to compare live
 searches with replays at the same work.
+
+``--from-logs DIR`` trains nothing: it reads the factor off the live searches' own epochs
+under DIR, with a cost model of the table (:func:`from_logs`), per CPU model: a second estimate
+that includes whatever the search harness adds around a training.
 """
 
 from __future__ import annotations
@@ -247,6 +252,65 @@ def factor(folder: Path, cpu_model: str | None, table_sha256: str | None) -> dic
             "same_loss": sum(bool(r.get("same_loss")) for r in rows), "epochs": len(rows)}
 
 
+def from_logs(table_csv: Path, live_dir: Path, scale: str | None = None, seed: int = 0) -> dict:
+    """A second estimate, from the live searches' own epochs (the search harness around them
+    included): a cost model of the table (extra trees on the lookup coordinates, the log of
+    each configuration's median epoch CPU seconds) predicts each live trial's; per CPU model
+    the factor is the median over trials of measured / predicted. The model's 5-fold
+    cross-validated median ratio on the table itself is its own bias (1: none).
+
+    Returns {cpu model: {"factor", "n_trials", "n_searches"}} and ``"model_cv_ratio"``."""
+    import pandas as pd
+    from sklearn.ensemble import ExtraTreesRegressor
+    from sklearn.model_selection import cross_val_predict
+
+    table = load_table(table_csv, scale, warn=lambda msg: None)
+    x = np.array([table.features(e.params) for e in table.entries])
+    y = np.log([max(1e-9, float(np.median([c[2] for c in e.curve]))) if e.curve else math.nan
+                for e in table.entries])
+    ok = np.isfinite(y)
+    model = ExtraTreesRegressor(n_estimators=200, min_samples_leaf=2, random_state=seed,
+                                n_jobs=1)
+    cv = cross_val_predict(model, x[ok], y[ok], cv=5)
+    model.fit(x[ok], y[ok])
+    ratios: dict[str, list[float]] = {}
+    searches: dict[str, int] = {}
+    for md in sorted(Path(live_dir).glob(f"*/seed*/{logs.METADATA_JSON}")):
+        try:
+            meta = logs.read_json(md) or {}
+            res = pd.read_csv(md.parent / logs.RESULTS_CSV)
+            lc = pd.read_csv(md.parent / logs.LEARNING_CURVES_CSV)
+            cost = pd.to_numeric(lc[logs.EPOCH_CPU_SECONDS], errors="coerce") \
+                .groupby(lc[logs.JOB_ID]).median()
+        except (OSError, ValueError, KeyError):
+            continue  # not a live search with its logs: nothing to count
+        machine = meta.get("machine") if isinstance(meta, dict) else None
+        model_name = str(machine.get("cpu_model")) if isinstance(machine, dict) else "unrecorded"
+        hp = [c for c in res.columns if c.startswith(logs.HP_PREFIX)]
+        if not hp or logs.JOB_ID not in res.columns or meta.get(logs.MD_BACKEND) == "replay":
+            continue
+        n = 0
+        for _, row in res.iterrows():
+            measured = cost.get(row[logs.JOB_ID])
+            if measured is None or not np.isfinite(measured) or measured <= 0:
+                continue
+            config = {c[len(logs.HP_PREFIX):]: logs.native(row[c]) for c in hp
+                      if not (isinstance(row[c], float) and math.isnan(row[c]))}
+            try:
+                feat = table.features(config)
+            except (KeyError, TypeError, ValueError):
+                continue
+            if not np.all(np.isfinite(feat)):
+                continue
+            ratios.setdefault(model_name, []).append(
+                float(measured) / math.exp(float(model.predict(feat[None, :])[0])))
+            n += 1
+        searches[model_name] = searches.get(model_name, 0) + (n > 0)
+    return {"model_cv_ratio": float(np.exp(np.median(y[ok] - cv))),
+            **{m: {"factor": float(np.median(r)), "n_trials": len(r),
+                   "n_searches": searches.get(m, 0)} for m, r in ratios.items()}}
+
+
 def main(argv=None) -> int:
     p = Parser("python -m experiments.speed", __doc__)
     add_scale(p)
@@ -259,6 +323,9 @@ def main(argv=None) -> int:
     add_workers(p, "configurations timed at once, one torch thread each")
     p.add_argument("--out", default=None, help="folder of the runs (default speed/ beside "
                    "the table)")
+    p.add_argument("--from-logs", default=None, metavar="DIR",
+                   help="train nothing: estimate the factor from the live searches under DIR "
+                   "(<method>/seed<k>/) with a cost model of the table, per CPU model")
 
     def body() -> int:
         a = p.parse_args(argv)
@@ -267,6 +334,18 @@ def main(argv=None) -> int:
             raise CliError("--configs and --epochs must be >= 1")
         table = Path(a.table) if a.table else table_path(a.scale)
         try:
+            if a.from_logs:
+                if not Path(a.from_logs).is_dir():
+                    raise CliError(f"--from-logs {a.from_logs}: no such folder")
+                est = from_logs(table, Path(a.from_logs), a.scale)
+                cv = est.pop("model_cv_ratio")
+                if not est:
+                    raise CliError(f"no live search with its logs under {a.from_logs}")
+                for model, e in est.items():
+                    print(f"{model}: live epochs cost {e['factor']:.3f} times the table's "
+                          f"({e['n_trials']} trials of {e['n_searches']} searches; the cost "
+                          f"model's cross-validated ratio on the table {cv:.3f})")
+                return 0
             run(table, a.configs, a.epochs, a.workers, Path(a.out) if a.out else None,
                 a.scale)
         except (TableError, ValueError) as e:

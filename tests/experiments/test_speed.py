@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 
 import pytest
 
@@ -102,3 +103,37 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "no learning-curve table" in capsys.readouterr().err
     assert speed.main(["--scale", "smoke", "--configs", "0"]) == 2
     assert "--configs and --epochs must be >= 1" in capsys.readouterr().err
+
+
+def test_from_logs_reads_the_factor_off_live_epochs(tmp_path):
+    """Live trials of the table's own configurations whose epochs cost twice the table's:
+    the cost model of the table (epoch seconds grow with the graph layers) gives about 2,
+    per CPU model; a replay log and a folder without logs are not counted."""
+    import pandas as pd
+
+    from .conftest import tiny_table
+
+    table = tiny_table(tmp_path / "t" / "lc.csv", n_configs=40, failed=0)
+    t = load_table(table)
+    for k, (model, factor) in enumerate((("CPU A", 2.0), ("CPU A", 2.0), ("CPU B", 3.0))):
+        d = tmp_path / "live" / "random" / f"seed{k}"
+        d.mkdir(parents=True)
+        entries = t.entries[1 + 10 * k:11 + 10 * k]
+        pd.DataFrame([{**{f"p:{n}": v for n, v in e.params.items()}, "job_id": j}
+                      for j, e in enumerate(entries)]).to_csv(d / "results.csv", index=False)
+        pd.DataFrame([{"job_id": j, "epoch": i + 1, "epoch_cpu_seconds": factor * c[2]}
+                      for j, e in enumerate(entries) for i, c in enumerate(e.curve)]
+                     ).to_csv(d / "learning_curves.csv", index=False)
+        (d / "metadata.json").write_text(json.dumps({"machine": {"cpu_model": model}}))
+    replayed = tmp_path / "live" / "asha" / "seed0"
+    shutil.copytree(tmp_path / "live" / "random" / "seed0", replayed)
+    (replayed / "metadata.json").write_text(json.dumps({"backend": "replay", "machine": {
+        "cpu_model": "CPU A"}}))
+    (tmp_path / "live" / "bo" / "seed0").mkdir(parents=True)
+    est = speed.from_logs(table, tmp_path / "live")
+    assert est["CPU A"]["n_trials"] == 20 and est["CPU A"]["n_searches"] == 2
+    assert est["CPU A"]["factor"] == pytest.approx(2.0, rel=0.1)
+    assert est["CPU B"]["factor"] == pytest.approx(3.0, rel=0.1)
+    assert est["model_cv_ratio"] == pytest.approx(1.0, rel=0.1)
+    assert speed.main(["--scale", "smoke", "--table", str(table), "--from-logs",
+                       str(tmp_path / "none")]) == 2
