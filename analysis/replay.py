@@ -560,6 +560,7 @@ def speed_notes(speed: dict, budget_h: float, q: str) -> list[str]:
     f = speed.get("factor")
     if not isinstance(f, (int, float)) or not math.isfinite(f):
         why = ("the live searches ran on several CPU models" if len(models) > 1 else
+               "a live search did not record its CPU model" if "unrecorded" in models else
                "no `make speed` run of that CPU model against this table")
         return [f"Device-seconds: {where}; {why}, so live and replayed device-seconds may be "
                 "of machines of different speed (not matched)."]
