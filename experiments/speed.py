@@ -176,8 +176,11 @@ def run(table_csv: Path, n_configs: int = DEFAULT_CONFIGS, epochs: int = DEFAULT
     entries = pick(table, n_configs, epochs)
     over = overrides(table, entries)
     seed = int(table.meta.get("seed") or 0)  # replicate 0 trains with the table's seed
+    # dearest first, so that both workers stay busy until near the end, as when the table
+    # was made (a lone training meets less contention for memory and caches)
+    order = sorted(entries, key=lambda e: -sum(c[2] for c in e.curve[:epochs]))
     tasks = [{"config_id": e.config_id, "config": over[e.config_id], "scale": table.scale,
-              "trainable": trainable, "epochs": epochs, "seed": seed} for e in entries]
+              "trainable": trainable, "epochs": epochs, "seed": seed} for e in order]
     machine = machine_info()
     start = time.time()
     print(f"speed {table.scale}: {len(tasks)} configurations x {epochs} epochs of "
