@@ -483,8 +483,9 @@ def live_speed(live_dir: Path, live: dict, runs: dict) -> dict:
     live searches recorded, the table's, and, when every live search ran on one model that
     ``python -m experiments.speed`` timed against the replays' table (its runs in
     ``live_dir/speed/``), ``factor`` (this model's CPU seconds per table second for the same
-    training), ``low``, ``high`` and the runs it pools (:func:`experiments.speed.factor`)."""
-    from experiments.speed import SPEED_DIR, factor
+    training), ``low``, ``high`` and the runs it pools (:func:`experiments.logs.speed_factor`)."""
+    from experiments.logs import SPEED_DIR
+    from experiments.logs import speed_factor as factor
 
     models = sorted({str((s.metadata.get("machine") or {}).get("cpu_model") or "unrecorded")
                      for seeds in live.values() for s in seeds.values()})

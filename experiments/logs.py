@@ -812,3 +812,64 @@ def summarize_times(times: list[float]) -> dict:
     a = np.asarray(times, dtype=float)
     return {"n": int(a.size), "median": float(np.median(a)), "p95": float(np.percentile(a, 95)),
             "mean": float(a.mean()), "max": float(a.max())}
+
+
+# ---- runs of experiments.speed: this machine's CPU seconds against a table's ------------------
+SPEED_DIR = "speed"  # beside the table: one JSON file per run
+SPEED_BOOTSTRAP = 2000
+
+
+def speed_summary(rows: list[dict], seed: int = 0) -> dict:
+    """Per-epoch rows (config_id, cpu_seconds, table_cpu_seconds) -> the factor: median over
+    configurations of sum(cpu) / sum(table), 95 % bootstrap interval over configurations."""
+    per: dict[int, list[float]] = {}
+    for r in rows:
+        try:  # a row of a file on disk: anything may stand in it
+            a, b = float(r["cpu_seconds"]), float(r["table_cpu_seconds"])
+            cid = int(r["config_id"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if not (math.isfinite(a) and math.isfinite(b)) or a < 0 or b <= 0:
+            continue
+        s = per.setdefault(cid, [0.0, 0.0])
+        s[0] += a
+        s[1] += b
+    ratios = np.array([a / b for a, b in per.values() if b > 0])
+    if len(ratios) == 0:
+        return {"factor": math.nan, "low": math.nan, "high": math.nan, "n_configs": 0}
+    rng = np.random.default_rng(seed)
+    boots = np.median(rng.choice(ratios, (SPEED_BOOTSTRAP, len(ratios))), axis=1)
+    return {"factor": float(np.median(ratios)), "low": float(np.quantile(boots, 0.025)),
+            "high": float(np.quantile(boots, 0.975)), "n_configs": int(len(ratios)),
+            "per_config": {str(c): round(a / b, 4) for c, (a, b) in sorted(per.items())}}
+
+
+def speed_factor(folder: Path, cpu_model: str | None, table_sha256: str | None) -> dict | None:
+    """The factor of ``cpu_model`` against the table ``table_sha256``, every run in
+    ``folder`` on that model pooled (:func:`speed_summary`); None without one. A file that is not
+    a run of this command is skipped."""
+    rows, files = [], []
+    for f in sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else []:
+        try:
+            doc = read_json(f)
+        except (ValueError, OSError):
+            continue
+        if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
+            continue
+        machine = doc.get("machine")
+        if not isinstance(machine, dict) or machine.get("cpu_model") != cpu_model:
+            continue
+        if table_sha256 is not None and doc.get("table_sha256") != table_sha256:
+            continue
+        good = [r for r in doc["rows"] if isinstance(r, dict) and "config_id" in r]
+        # the same configuration timed in two runs is two samples of it
+        rows += [{**r, "config_id": f"{len(files)}:{r['config_id']}"} for r in good]
+        files.append(f.name)
+    if not rows:
+        return None
+    per = {}
+    for r in rows:
+        per.setdefault(r["config_id"], len(per))
+    res = speed_summary([{**r, "config_id": per[r["config_id"]]} for r in rows])
+    return {**res, "runs": files, "cpu_model": cpu_model,
+            "same_loss": sum(bool(r.get("same_loss")) for r in rows), "epochs": len(rows)}

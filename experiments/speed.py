@@ -43,14 +43,16 @@ import numpy as np
 
 from experiments import logs
 from experiments.cli import CliError, Parser, add_scale, add_workers, check_workers, run_main
+from experiments.logs import SPEED_DIR, speed_factor, speed_summary
 from experiments.provenance import iso, machine_info
 from experiments.table import TableError, load_table, table_path
 
-SPEED_DIR = "speed"
 DEFAULT_CONFIGS = 8
 DEFAULT_EPOCHS = 3
 SAME_LOSS_RTOL = 1e-5  # the table keeps 7 significant digits
-BOOTSTRAP = 2000
+
+
+summarise, factor = speed_summary, speed_factor  # the run files' schema: experiments.logs
 
 
 def speed_dir(table: Path) -> Path:
@@ -143,31 +145,6 @@ def _time_one(task: dict) -> dict:
     return {"config_id": task["config_id"], "rows": rows, "error": None}
 
 
-def summarise(rows: list[dict], seed: int = 0) -> dict:
-    """Per-epoch rows (config_id, cpu_seconds, table_cpu_seconds) -> the factor: median over
-    configurations of sum(cpu) / sum(table), 95 % bootstrap interval over configurations."""
-    per: dict[int, list[float]] = {}
-    for r in rows:
-        try:  # a row of a file on disk: anything may stand in it
-            a, b = float(r["cpu_seconds"]), float(r["table_cpu_seconds"])
-            cid = int(r["config_id"])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if not (math.isfinite(a) and math.isfinite(b)) or a < 0 or b <= 0:
-            continue
-        s = per.setdefault(cid, [0.0, 0.0])
-        s[0] += a
-        s[1] += b
-    ratios = np.array([a / b for a, b in per.values() if b > 0])
-    if len(ratios) == 0:
-        return {"factor": math.nan, "low": math.nan, "high": math.nan, "n_configs": 0}
-    rng = np.random.default_rng(seed)
-    boots = np.median(rng.choice(ratios, (BOOTSTRAP, len(ratios))), axis=1)
-    return {"factor": float(np.median(ratios)), "low": float(np.quantile(boots, 0.025)),
-            "high": float(np.quantile(boots, 0.975)), "n_configs": int(len(ratios)),
-            "per_config": {str(c): round(a / b, 4) for c, (a, b) in sorted(per.items())}}
-
-
 def run(table_csv: Path, n_configs: int = DEFAULT_CONFIGS, epochs: int = DEFAULT_EPOCHS,
         workers: int = 2, out: Path | None = None, scale: str | None = None) -> Path:
     """Time the configurations; write and return the run's JSON file."""
@@ -203,7 +180,7 @@ def run(table_csv: Path, n_configs: int = DEFAULT_CONFIGS, epochs: int = DEFAULT
             same = math.isclose(r["val_loss"], ref_loss, rel_tol=SAME_LOSS_RTOL)
             rows.append({"config_id": res["config_id"], **r, "table_val_loss": ref_loss,
                          "table_cpu_seconds": ref_s, "same_loss": same})
-    result = summarise(rows)
+    result = speed_summary(rows)
     doc = {"scale": table.scale, "table": f"{table_csv.parent.name}/{table_csv.name}",
            "table_sha256": table.sha256, "table_machine": table.meta.get("machine"),
            "table_clock": table.meta.get("clock"), "trainable": trainable, "machine": machine,
@@ -222,37 +199,6 @@ def run(table_csv: Path, n_configs: int = DEFAULT_CONFIGS, epochs: int = DEFAULT
           f"({result['n_configs']} configurations; {differ} of {len(rows)} epochs with another "
           f"loss than the table's) -> {path}", file=sys.stderr)
     return path
-
-
-def factor(folder: Path, cpu_model: str | None, table_sha256: str | None) -> dict | None:
-    """The factor of ``cpu_model`` against the table ``table_sha256``, every run in
-    ``folder`` on that model pooled (:func:`summarise`); None without one. A file that is not
-    a run of this command is skipped."""
-    rows, files = [], []
-    for f in sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else []:
-        try:
-            doc = logs.read_json(f)
-        except (ValueError, OSError):
-            continue
-        if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list):
-            continue
-        machine = doc.get("machine")
-        if not isinstance(machine, dict) or machine.get("cpu_model") != cpu_model:
-            continue
-        if table_sha256 is not None and doc.get("table_sha256") != table_sha256:
-            continue
-        good = [r for r in doc["rows"] if isinstance(r, dict) and "config_id" in r]
-        # the same configuration timed in two runs is two samples of it
-        rows += [{**r, "config_id": f"{len(files)}:{r['config_id']}"} for r in good]
-        files.append(f.name)
-    if not rows:
-        return None
-    per = {}
-    for r in rows:
-        per.setdefault(r["config_id"], len(per))
-    res = summarise([{**r, "config_id": per[r["config_id"]]} for r in rows])
-    return {**res, "runs": files, "cpu_model": cpu_model,
-            "same_loss": sum(bool(r.get("same_loss")) for r in rows), "epochs": len(rows)}
 
 
 def from_logs(table_csv: Path, live_dir: Path, scale: str | None = None, seed: int = 0) -> dict:
