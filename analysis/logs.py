@@ -22,6 +22,7 @@ Usage:
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import sys
 import warnings
@@ -563,3 +564,12 @@ def tidy(runs: dict[str, dict[int, SearchLogs]]) -> tuple[pd.DataFrame, pd.DataF
             epochs.append(e)
     return (pd.concat(trials, ignore_index=True) if trials else pd.DataFrame(),
             pd.concat(epochs, ignore_index=True) if epochs else pd.DataFrame())
+
+
+def read_json_object(path: Path) -> dict | None:
+    """A JSON object from ``path``; None when it is missing, unreadable or not an object."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None

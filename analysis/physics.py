@@ -51,6 +51,7 @@ from analysis.logs import (
     MissingLogsError,
     hp_columns,
     load_scale,
+    read_json_object,
     tidy,
 )
 from analysis.tables import best_configs, fmt_value, write_table
@@ -195,22 +196,14 @@ def _same_value(a, b) -> bool:
     return x == y
 
 
-def _read_json(p: Path) -> dict | None:
-    try:
-        d = json.loads(Path(p).read_text())
-    except (OSError, ValueError):
-        return None
-    return d if isinstance(d, dict) else None
-
-
 def matches(folder: Path, req: dict) -> bool:
     """Whether ``folder`` holds (the start of) the training ``req`` asks for: request.json
     is ``req``, and the trainer's config.json has its seed, epochs, scale and every override
     (and metrics.json, where there is one, its split)."""
     folder = Path(folder)
-    if _read_json(folder / REQUEST_JSON) != json.loads(json.dumps(req)):
+    if read_json_object(folder / REQUEST_JSON) != json.loads(json.dumps(req)):
         return False
-    cfg = _read_json(folder / CONFIG_JSON)
+    cfg = read_json_object(folder / CONFIG_JSON)
     if cfg is None or (cfg.get("seed"), cfg.get("epochs"), cfg.get("scale")) != (
             req["seed"], req["epochs"], req["scale"]):
         return False
@@ -218,7 +211,7 @@ def matches(folder: Path, req: dict) -> bool:
     if not all(k in config and _same_value(v, config[k]) for k, v in req["overrides"].items()):
         return False
     metrics = folder / METRICS_JSON
-    return not metrics.exists() or (_read_json(metrics) or {}).get("split") == req["eval"]
+    return not metrics.exists() or (read_json_object(metrics) or {}).get("split") == req["eval"]
 
 
 def finished(folder: Path, req: dict) -> bool:
@@ -323,7 +316,7 @@ def run_trainings(todo: list[Training], jobs: int) -> list[Training]:
                           f"({t.folder / TRAIN_LOG})", file=sys.stderr, flush=True)
                     continue
                 took.append(now - start)  # successes only: a quick failure is no estimate
-                loss = (_read_json(t.folder / METRICS_JSON) or {}).get("final") or {}
+                loss = (read_json_object(t.folder / METRICS_JSON) or {}).get("final") or {}
                 loss = loss.get("val_loss")
                 left = eta(float(np.mean(took)), [now - s for _, s, _ in running.values()],
                            len(pending), jobs)
@@ -413,7 +406,7 @@ def collect(root: Path) -> tuple[dict[str, list[Trained]], dict, bool]:
     folders whose config matches it (a stale seed of an earlier incumbent never mixes in).
     Previous layout (when no seed folder exists): {default,best}/ with one training each."""
     root = Path(root)
-    choice = _read_json(root / CHOICE_JSON) or {}
+    choice = read_json_object(root / CHOICE_JSON) or {}
     runs_meta = choice.get("runs") if isinstance(choice.get("runs"), dict) else None
     dirs = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     seeded = {p.name: sorted((int(SEED_DIR.match(s.name).group(1)), s) for s in p.iterdir()

@@ -91,6 +91,7 @@ from analysis.logs import (  # noqa: E402
     loss_names,
     read_checked_csv,
     read_checked_json,
+    read_json_object,
     read_metadata,
     table_default_loss,
     table_for,
@@ -491,7 +492,7 @@ def live_speed(live_dir: Path, live: dict, runs: dict) -> dict:
                      for seeds in live.values() for s in seeds.values()})
     shas = {(s.metadata.get("replay") or {}).get("sha256") for seeds in runs.values()
             for s in seeds.values()} - {None}
-    table_machine = read_json_dict(Path(live_dir) / "lctable.json").get("machine")
+    table_machine = (read_json_object(Path(live_dir) / "lctable.json") or {}).get("machine")
     out = {"live_cpu_models": models, "table_cpu_model": table_machine.get("cpu_model")
            if isinstance(table_machine, dict) else None}
     if len(models) != 1 or models[0] == "unrecorded" or len(shas) != 1:
@@ -501,15 +502,6 @@ def live_speed(live_dir: Path, live: dict, runs: dict) -> dict:
         out.update({k: got[k] for k in ("factor", "low", "high", "n_configs", "runs",
                                         "same_loss", "epochs")})
     return out
-
-
-def read_json_dict(path: Path) -> dict:
-    """A JSON object from ``path``; {} when it is missing, unreadable or not an object."""
-    try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
 
 
 def write_agreement(agree: dict, out: Path) -> list[Path]:

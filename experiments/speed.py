@@ -113,14 +113,13 @@ def overrides(table, entries: list) -> dict[int, dict]:
     return out
 
 
-def _init(threads: int, parent: int) -> None:
+def _init(parent: int) -> None:
     import signal
 
     from experiments.procs import die_with
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the pool
     die_with(parent)
-    os.environ["EXP_SPEED_THREADS"] = str(threads)
 
 
 def _time_one(task: dict) -> dict:
@@ -138,7 +137,7 @@ def _time_one(task: dict) -> dict:
     try:
         get_trainable(task["trainable"]).train(
             task["scale"], task["config"], task["epochs"], on_epoch, seed=task["seed"],
-            threads=int(os.environ.get("EXP_SPEED_THREADS", "1")))
+            threads=task["threads"])
     except Exception as e:  # noqa: BLE001 - reported with the configuration, not raised
         return {"config_id": task["config_id"], "rows": rows, "error": f"{type(e).__name__}: "
                 f"{str(e).splitlines()[0] if str(e) else ''}"}
@@ -157,14 +156,15 @@ def run(table_csv: Path, n_configs: int = DEFAULT_CONFIGS, epochs: int = DEFAULT
     # was made (a lone training meets less contention for memory and caches)
     order = sorted(entries, key=lambda e: -sum(c[2] for c in e.curve[:epochs]))
     tasks = [{"config_id": e.config_id, "config": over[e.config_id], "scale": table.scale,
-              "trainable": trainable, "epochs": epochs, "seed": seed} for e in order]
+              "trainable": trainable, "epochs": epochs, "seed": seed, "threads": 1}
+             for e in order]
     machine = machine_info()
     start = time.time()
     print(f"speed {table.scale}: {len(tasks)} configurations x {epochs} epochs of "
           f"{table_csv.name} on {workers} workers, 1 torch thread each "
           f"({machine.get('cpu_model')})", file=sys.stderr, flush=True)
     ctx = mp.get_context("spawn")  # torch in the workers only
-    with ctx.Pool(min(workers, len(tasks)), _init, (1, os.getpid())) as pool:
+    with ctx.Pool(min(workers, len(tasks)), _init, (os.getpid(),)) as pool:
         done = []
         for res in pool.imap_unordered(_time_one, tasks):
             done.append(res)
