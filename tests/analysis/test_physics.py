@@ -349,15 +349,24 @@ def test_render_previous_layout(tmp_path):
     assert "validation split, 1 seed (previous layout)" in md
 
 
-def test_the_shipped_physics_files_still_render(tmp_path):
-    shipped = ROOT / "paper_figures" / "small" / "physics"
-    if not (shipped / "best" / "metrics.json").exists():
-        pytest.skip("the shipped physics outputs have been replaced")
-    shutil.copytree(shipped, tmp_path / "small" / "physics")
+def test_the_archived_physics_files_still_render(tmp_path):
+    archived = ROOT / "paper_figures" / "small" / "archive" / "previous-loss"
+    shutil.copytree(archived / "physics", tmp_path / "small" / "physics")
     assert physics.render(tmp_path / "small")
     md = (tmp_path / "small" / "physics.md").read_text()
     assert "previous layout" in md and "Best: hyperband seed 0 trial 28" in md
     assert _row(md, "val loss", "final")[2:5] == ["0.277", "0.269", "-2.9"]
+    assert md == (archived / "physics.md").read_text()
+
+
+def test_the_shipped_physics_table_is_what_its_trainings_render(tmp_path):
+    shipped = ROOT / "paper_figures" / "small"
+    if not (shipped / "physics.md").exists():
+        pytest.skip("no shipped physics table (make physics SCALE=small)")
+    shutil.copytree(shipped / "physics", tmp_path / "small" / "physics")
+    assert physics.render(tmp_path / "small")
+    assert (tmp_path / "small" / "physics.md").read_text() == \
+        (shipped / "physics.md").read_text()
 
 
 def test_render_without_outputs(tmp_path):
