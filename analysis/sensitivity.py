@@ -9,8 +9,9 @@ pre-registered test of :mod:`analysis.claim2` on every scenario of
 
 With ``--manifest`` (the plan the replays were run from) each scenario's replay logs go
 through :func:`analysis.replay.build` first (its per_seed.csv and figures under
-``<out>/<scenario>/``; the targets are the quantiles of that scenario's world); with
-``--per-seed NAME=PATH`` the per-seed metrics are read as they are. Then, per scenario and
+``<out>/<scenario>/``; the targets are the quantiles of that scenario's world; ``--only``
+rebuilds the named scenarios alone and reads the others' per_seed.csv as last built there);
+with ``--per-seed NAME=PATH`` the per-seed metrics are read as they are. Then, per scenario and
 BO flavour, :func:`analysis.claim2.analyse` (sign test, Holm over the flavour's 6 tests,
 paired bootstrap) gives the verdict and the 6 pre-registered comparisons (the secondary rows
 are left out: they decide nothing).
@@ -137,28 +138,53 @@ def build_scenario(job: tuple) -> str | None:
     return None
 
 
+def selected(names: list[str], only: str | None) -> set[str]:
+    """``only``: comma-separated scenario names or kinds (``primary``, ``without``, ``world``,
+    ``workers``), as ``experiments.sensitivity --only``; None: every name. A name or kind
+    that matches no scenario raises :class:`analysis.claim2.Claim2Error`."""
+    if not only:
+        return set(names)
+    want = {w.strip() for w in only.split(",") if w.strip()}
+    picked = {n for n in names if n in want or n.split("-")[0] in want}
+    unknown = sorted(w for w in want if not any(n == w or n.split("-")[0] == w
+                                               for n in names))
+    if unknown or not picked:
+        raise claim2.Claim2Error(f"--only {only}: no scenario {', '.join(unknown) or only}; "
+                                 f"choose from {', '.join(names)}")
+    return picked
+
+
 def from_manifest(path: Path, scale: str, out: Path, processes: int = 1,
-                  live: Path | None = None) -> tuple[list, dict, dict]:
+                  live: Path | None = None, only: str | None = None
+                  ) -> tuple[list, dict, dict]:
     """Each scenario of the plan through analysis.replay (per_seed.csv under
     ``out/<scenario>/``; ``processes`` scenarios at once: each is minutes of single-core
     pandas; ``live``: the live searches each is compared with, default results/<scale>/),
-    then claim 2; returns (rows, missing {name: why}, whats)."""
+    then claim 2; returns (rows, missing {name: why}, whats). ``only`` (:func:`selected`):
+    rebuild those scenarios alone and read the others' per_seed.csv as last built under
+    ``out`` (one not built there is listed as not run)."""
     from mlpf.paths import RESULTS_DIR
 
     plan = json.loads(path.read_text())
     methods, n = tuple(plan["methods"]), len(plan["seeds"])
     live = Path(live) if live is not None else RESULTS_DIR / scale
+    build = selected([sc["name"] for sc in plan["scenarios"]], only)
     jobs = [(scale, sc["results"], out / sc["name"], methods, n, live)
-            for sc in plan["scenarios"]]
+            for sc in plan["scenarios"] if sc["name"] in build]
     if processes > 1 and len(jobs) > 1:
         import multiprocessing as mp
 
         with mp.get_context("fork").Pool(min(processes, len(jobs))) as pool:
-            why = pool.map(build_scenario, jobs, chunksize=1)
+            built = pool.map(build_scenario, jobs, chunksize=1)
     else:
-        why = [build_scenario(j) for j in jobs]
+        built = [build_scenario(j) for j in jobs]
+    why = dict(zip((Path(j[2]).name for j in jobs), built))
     rows, missing, whats = [], {}, {}
-    for sc, failed in zip(plan["scenarios"], why):
+    for sc in plan["scenarios"]:
+        failed = why.get(sc["name"])
+        if sc["name"] not in build and not (out / sc["name"] / "per_seed.csv").is_file():
+            failed = (f"not built under {out / sc['name']} (rerun without --only to "
+                      "build it)")
         whats[sc["name"]] = sc["what"]
         if failed is not None:
             missing[sc["name"]] = failed
@@ -256,6 +282,10 @@ def main(argv=None) -> int:
                     "compares with (default results/<scale>/)")
     ap.add_argument("--processes", type=int, default=1,
                     help="with --manifest: scenarios analysed at once (default 1)")
+    ap.add_argument("--only", default=None,
+                    help="with --manifest: comma-separated scenarios or kinds (primary, "
+                    "without, world, workers) to rebuild; the others' per_seed.csv are read "
+                    "as last built under --out (default: rebuild all)")
     a = ap.parse_args(argv)
     if a.processes < 1:
         print(f"error: --processes {a.processes}: want 1 or more", file=sys.stderr)
@@ -270,9 +300,11 @@ def main(argv=None) -> int:
                 raise claim2.Claim2Error(f"{a.manifest}: no plan; run `make claim2-sensitivity`"
                                          " (python -m experiments.sensitivity) first")
             rows, missing, whats = from_manifest(a.manifest, a.scale, a.out, a.processes,
-                                                 a.live)
+                                                 a.live, a.only)
             source = f"`{a.manifest.as_posix()}`"
         else:
+            if a.only is not None:
+                raise claim2.Claim2Error("--only needs --manifest")
             rows, missing, whats = [], {}, {}
             for item in a.per_seed:
                 name, sep, path = item.partition("=")

@@ -97,6 +97,49 @@ def test_manifest_runs_replay_analysis_per_scenario_and_lists_the_missing(tmp_pa
                              "--processes", "0"]) == 2
 
 
+def test_only_rebuilds_the_named_scenarios_and_reads_the_others_as_built(tmp_path,
+                                                                          monkeypatch, capsys):
+    plan = {"methods": ["random", "hyperband", "asha", "asha_bo"], "seeds": list(range(60)),
+            "scenarios": [{"name": n, "what": f"what {n}", "results": str(tmp_path / n)}
+                          for n in ("primary", "without-3", "workers-8")]}
+    (tmp_path / "scenarios.json").write_text(json.dumps(plan))
+    seen, ready = [], {"primary", "without-3"}
+
+    def build(scale, results, out, required, min_seeds, live=None):
+        seen.append(results.name)
+        if results.name not in ready:
+            raise replay.ReplayLogsError(f"no replay logs under {results.name}")
+        out.mkdir(parents=True, exist_ok=True)
+        per_seed(FAST if results.name == "primary" else SLOW).to_csv(out / "per_seed.csv",
+                                                                     index=False)
+        return []
+
+    monkeypatch.setattr(replay, "build", build)
+    args = ["--manifest", str(tmp_path / "scenarios.json"), "--scale", "smoke"]
+    part = tmp_path / "part"
+    assert sensitivity.main(args + ["--out", str(part)]) == 1  # workers-8 not run yet
+    ready.add("workers-8")
+    seen.clear()
+    assert sensitivity.main(args + ["--out", str(part), "--only", "workers"]) == 0
+    assert seen == ["workers-8"]  # the others are read as built
+    full = tmp_path / "full"
+    assert sensitivity.main(args + ["--out", str(full)]) == 0
+    for name in (sensitivity.CSV, sensitivity.MD):
+        assert (part / name).read_text() == (full / name).read_text()
+    # a scenario never built under --out is not run, and says how to build it
+    assert sensitivity.main(args + ["--out", str(tmp_path / "new"), "--only", "primary"]) == 1
+    df = pd.read_csv(tmp_path / "new" / sensitivity.CSV)
+    assert df[df["scenario"] == "workers-8"]["verdict"].str.contains(
+        "rerun without --only").tolist() == [True]
+    capsys.readouterr()
+    for bad in (["--only", "nosuch"], ["--only", "workers,nosuch"]):
+        assert sensitivity.main(args + ["--out", str(part), *bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: --only") and "nosuch" in err and "\n" not in err
+    assert sensitivity.main(["--per-seed", f"primary={full / 'primary' / 'per_seed.csv'}",
+                             "--only", "primary", "--out", str(tmp_path / "p")]) == 2
+
+
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert sensitivity.main(["--manifest", str(tmp_path / "nope.json")]) == 2
     assert sensitivity.main(["--per-seed", f"x={tmp_path / 'nope.csv'}"]) == 2
