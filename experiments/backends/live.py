@@ -105,6 +105,16 @@ def children_die_with_this_process():
         _BOUND["pid"] = None
 
 
+_IGNORE_IN_CHILD = {"on": False, "hooked": False}
+
+
+def _ignore_stop_signals_in_child() -> None:
+    if _IGNORE_IN_CHILD["on"]:
+        _IGNORE_IN_CHILD["on"] = False
+        for s in bookkeeping.stop_signals():
+            signal.signal(s, signal.SIG_IGN)
+
+
 @contextmanager
 def _signals_ignored():
     """The signals that stop a search (:func:`experiments.bookkeeping.stop_signals`) ignored
@@ -112,13 +122,26 @@ def _signals_ignored():
     process group (Slurm, ``timeout``, Ctrl-C) then reaches the workers and the manager, and
     the manager can still read the storage to shut down in order. The manager kills the
     server when it is done; it dies with the manager in any case
-    (:func:`children_die_with_this_process`)."""
-    old = {s: signal.signal(s, signal.SIG_IGN) for s in bookkeeping.stop_signals()}
+    (:func:`children_die_with_this_process`).
+
+    The manager itself does not ignore them: one that reaches it inside the block is held
+    and raised again when the block ends, under the handler it had before the block (a
+    search told to stop while its evaluator starts stops, instead of running on)."""
+    if not _IGNORE_IN_CHILD["hooked"] and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_ignore_stop_signals_in_child)
+        _IGNORE_IN_CHILD["hooked"] = True
+    held: list[int] = []
+    old = {s: signal.signal(s, lambda signum, frame: held.append(signum))
+           for s in bookkeeping.stop_signals()}
+    _IGNORE_IN_CHILD["on"] = True
     try:
         yield
     finally:
+        _IGNORE_IN_CHILD["on"] = False
         for s, h in old.items():
             signal.signal(s, h)
+        for s in dict.fromkeys(held):
+            signal.raise_signal(s)
 
 
 class SurvivingPoolEvaluator(ProcessPoolEvaluator):

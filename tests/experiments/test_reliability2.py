@@ -8,7 +8,8 @@
   Hyperband schedule key) is reported and its row skipped; tampered metadata, or a folder of
   another trainable, is refused in one line.
 - No process outlives its manager (SIGKILL, a second SIGTERM, SIGUSR1), so a resume is never
-  refused by leftovers; a stale lock left by older leftovers is taken over.
+  refused by leftovers; a stale lock left by older leftovers is taken over; a stop signal
+  while the storage server starts is held, not lost.
 - Bad data in any file of a split fails the search before its first trial, in one line.
 
 Synthetic trainable, smoke settings.
@@ -264,6 +265,34 @@ def test_signals_stop_the_search_cleanly(tmp_path, signals):
     assert proc.returncode == 143 and "Traceback" not in err, err
     assert not alive
     assert json.loads((out / "metadata.json").read_text())["status"] == "interrupted"
+
+
+def test_a_stop_signal_while_the_storage_server_starts_is_held_not_lost():
+    """The storage server is forked with the stop signals ignored; the manager, told to stop
+    meanwhile, gets the signal when the server has started instead of losing it (it then
+    ran on until a budget ended it)."""
+    import multiprocessing
+
+    from experiments.backends.live import _signals_ignored
+
+    got: list[int] = []
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+    child = None
+    try:
+        with _signals_ignored():
+            os.kill(os.getpid(), signal.SIGTERM)
+            child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+            child.start()
+            assert got == []  # held while the server starts
+        assert got == [signal.SIGTERM]
+        os.kill(child.pid, signal.SIGTERM)  # what a signal to the process group does
+        child.join(0.5)
+        assert child.is_alive()  # the server ignores it; the manager stops it when done
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        if child is not None:
+            child.kill()
+            child.join()
 
 
 def test_a_stale_lock_is_taken_over(searches, tmp_path):
