@@ -81,8 +81,9 @@ def test_an_emptied_results_csv_is_refused_not_dropped(finished):
 def test_a_signal_during_the_restore_loses_nothing(finished):
     before = pd.read_csv(finished / "results.csv")
     meta = json.loads((finished / "metadata.json").read_text())
-    # no attempt may finish before its signal: no epoch budget and no time cap (the smoke
-    # scale's 50 s count every earlier attempt's time; a slow machine may spend them)
+    # no attempt may finish before its signal: no epoch budget and no time cap, so that a
+    # signal the search lost shows as a search that runs on (a lost one once ended it by the
+    # smoke scale's 50 s time cap, exit 0)
     meta["budget_epochs"], meta["time_budget_s"] = 10**6, None
     (finished / "metadata.json").write_text(json.dumps(meta))
     for delay in (0.5, 1.5, 2.5, 3.5):  # before, during and after the restore
@@ -92,7 +93,12 @@ def test_a_signal_during_the_restore_loses_nothing(finished):
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         time.sleep(delay)
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            pytest.fail(f"the search ran on 60 s after SIGTERM at {delay} s: signal lost")
         meta = json.loads((finished / "metadata.json").read_text())
         assert proc.returncode in (143, -15), (delay, proc.returncode, err, meta["status"],
                                                meta.get("stopped_by"), meta["segments"])
