@@ -336,6 +336,40 @@ def test_ray_hyperband_tpe_peer_pauses_resumes_and_stops_at_the_device_budget(tm
 
 
 @needs_ray
+def test_ray_summary_of_a_trial_never_started_does_not_fail_the_peer(tmp_path):
+    """A trial created but not yet started when the stopper ends the experiment (a loaded
+    machine) breaks Ray's ResultGrid after the run; the peer passes over that failure alone."""
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.experiment import Trial
+    from ray.tune.registry import register_trainable
+    from ray.tune.result_grid import ResultGrid
+
+    from experiments.peers.ray_tune import fit
+
+    register_trainable("never_started", lambda config: None)
+    pending = Trial("never_started", config={},
+                    storage=StorageContext(storage_path=str(tmp_path), experiment_dir_name="e"))
+
+    class Analysis:
+        trials, trial_dataframes, _fs = [pending], {}, None
+
+    class Tuner:
+        def __init__(self, error=None):
+            self.error = error
+
+        def fit(self):
+            if self.error:
+                raise self.error
+            return ResultGrid(Analysis())
+
+    with pytest.raises(RuntimeError, match="trial_dir_name"):
+        Tuner().fit()  # what Ray 2.60 does
+    fit(Tuner())
+    with pytest.raises(RuntimeError, match="elsewhere"):
+        fit(Tuner(RuntimeError("elsewhere")))
+
+
+@needs_ray
 @pytest.mark.slow
 def test_ray_peer_interrupted_refuses_to_overwrite_and_starts_again(tmp_path):
     out = tmp_path / "ray_asha"
