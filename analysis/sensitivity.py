@@ -169,8 +169,8 @@ def from_manifest(path: Path, scale: str, out: Path, processes: int = 1,
     methods, n = tuple(plan["methods"]), len(plan["seeds"])
     live = Path(live) if live is not None else RESULTS_DIR / scale
     build = selected([sc["name"] for sc in plan["scenarios"]], only)
-    jobs = [(scale, sc["results"], out / sc["name"], methods, n, live)
-            for sc in plan["scenarios"] if sc["name"] in build]
+    todo = [sc for sc in plan["scenarios"] if sc["name"] in build]
+    jobs = [(scale, sc["results"], out / sc["name"], methods, n, live) for sc in todo]
     if processes > 1 and len(jobs) > 1:
         import multiprocessing as mp
 
@@ -178,7 +178,7 @@ def from_manifest(path: Path, scale: str, out: Path, processes: int = 1,
             built = pool.map(build_scenario, jobs, chunksize=1)
     else:
         built = [build_scenario(j) for j in jobs]
-    why = dict(zip((Path(j[2]).name for j in jobs), built))
+    why = dict(zip((sc["name"] for sc in todo), built))
     rows, missing, whats = [], {}, {}
     for sc in plan["scenarios"]:
         failed = why.get(sc["name"])
